@@ -1,0 +1,59 @@
+"""Session fixtures: a tokenizer trained here and tiny fp32 model pairs built from configs (nothing downloaded)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+
+from fsgen_eval import testing
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(models_dir):
+    return testing.train_tokenizer(models_dir / "tokenizer")
+
+
+@pytest.fixture(scope="session")
+def llama_pair(models_dir, tokenizer) -> tuple[Path, Path]:
+    """(large, small) Llama: the small one is the large one's first layer, embeddings and head."""
+    return testing.build_pair(models_dir / "llama", tokenizer, arch="llama")
+
+
+@pytest.fixture(scope="session")
+def neox_pair(models_dir, tokenizer) -> tuple[Path, Path]:
+    return testing.build_pair(models_dir / "neox", tokenizer, arch="gpt_neox", init=0.1, late_scale=0.3)
+
+
+@pytest.fixture(scope="session")
+def llama_base(models_dir, tokenizer) -> Path:
+    """A proxy-tuning 'base' small model: same tokenizer, different weights."""
+    return testing.build_model(models_dir / "llama-base", tokenizer, layers=1, seed=7)
+
+
+@pytest.fixture(scope="session")
+def padded_large(models_dir, tokenizer) -> Path:
+    """A large model whose embedding matrix has more rows than the tokenizer (Qwen1.5-7B style)."""
+    large, _ = testing.build_pair(models_dir / "padded", tokenizer, vocab_size=len(tokenizer) + 16, seed=3)
+    return large
+
+
+@pytest.fixture(scope="session")
+def other_vocab_model(models_dir) -> Path:
+    """A model with a different tokenizer (trained on other text)."""
+    tok = testing.train_tokenizer(models_dir / "other-tok", vocab_size=300, corpus=["zebra quartz vexing jumps"] * 5)
+    return testing.build_model(models_dir / "other", tok, layers=1)
