@@ -1,0 +1,89 @@
+"""Collaboration methods: pure functions from next-token log-probs to System 2's logits.
+
+Each method takes System 1's log-probs ``small`` ``[B, V]``, the large model's ``large`` ``[B, V]`` and, for
+proxy tuning, the untuned small model's ``small_base`` ``[B, V]`` (``None`` otherwise), plus its own
+parameters, and returns System 2's (unnormalised) logits ``[B, V]``. Adding a method = one function and
+one ``METHODS`` entry.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    fn: Callable[..., Tensor]  # (small, large, small_base, **params) -> [B, V]
+    defaults: dict[str, Any] = field(default_factory=dict)  # every parameter the method takes
+    needs_small_base: bool = False
+    speculative: bool = False  # uses the draft-and-verify loop; System 2's distribution is the large model's
+    doc: str = ""
+
+
+def oracle(small: Tensor, large: Tensor, small_base: Tensor | None = None) -> Tensor:
+    """System 2 is the large model: FS-GEN's lower bound on how often System 2 must step in."""
+    return large
+
+
+def speculative(small: Tensor, large: Tensor, small_base: Tensor | None = None, num_draft: int = 5) -> Tensor:
+    """Speculative decoding's output distribution is the large model's (Leviathan et al. 2023)."""
+    return large
+
+
+def _plausible(large: Tensor, alpha: float) -> Tensor:
+    """Mask ``[B, V]`` of tokens with p_large >= alpha * max p_large (O'Brien & Lewis's plausibility)."""
+    return large >= large.max(-1, keepdim=True).values + math.log(alpha) if alpha > 0 else large > float("-inf")
+
+
+def contrastive(
+    small: Tensor, large: Tensor, small_base: Tensor | None = None,
+    alpha: float = 0.1, beta: float = 0.5, contrastive_variant: str = "obrien",
+) -> Tensor:
+    """Contrastive decoding over the plausible tokens.
+
+    ``obrien`` (O'Brien & Lewis 2023): (1+β)·log p_large − β·log p_small.
+    ``fsgen`` (the FS-GEN paper's numbers): s + β·(l − s), i.e. an interpolation from small to large.
+    """
+    if contrastive_variant == "obrien":
+        score = (1 + beta) * large - beta * small
+    else:
+        score = small + beta * (large - small)
+    return score.masked_fill(~_plausible(large, alpha), float("-inf"))
+
+
+def proxy(small: Tensor, large: Tensor, small_base: Tensor | None = None, alpha: float = 1.0) -> Tensor:
+    """Proxy tuning / emulated fine-tuning: large + α·(tuned small − base small).
+
+    On log-probs rather than raw logits: each differs from its logits by a per-row constant, which the
+    final softmax removes, so the distribution is Liu et al.'s while the numbers stay comparable.
+    """
+    if small_base is None:
+        raise ValueError("method 'proxy' needs small_base log-probs")
+    return large + alpha * (small - small_base)
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("oracle", oracle, doc="always emit the large model's token"),
+        Method("speculative", speculative, {"num_draft": 5}, speculative=True,
+               doc="System 1 drafts num_draft tokens, the large model verifies them"),
+        Method("contrastive", contrastive, {"alpha": 0.1, "beta": 0.5, "contrastive_variant": "obrien"},
+               doc="contrastive decoding (variant 'obrien' or 'fsgen')"),
+        Method("proxy", proxy, {"alpha": 1.0}, needs_small_base=True,
+               doc="proxy tuning: large + alpha*(small - small_base)"),
+    )
+}
+CONTRASTIVE_VARIANTS = ("obrien", "fsgen")
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}")
+    return METHODS[name]
