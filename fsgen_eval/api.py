@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from . import schema
-from .decoding import DecodeConfig, decode_batch, make_config, score_batch
+from .decoding import DecodeConfig, decode_batch, make_config, make_generator, score_batch
 from .pair import ModelPair
 
 
@@ -65,9 +65,10 @@ def generate_ids(pair: ModelPair, prompts: Sequence[Sequence[int]], cfg: DecodeC
     if any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
     results: list[Any] = [None] * len(prompts)
+    gen = make_generator(pair, cfg)
     for idx in _batches([len(p) for p in prompts], batch_size):
         ids, mask = left_pad([prompts[i] for i in idx], pair.pad_token_id)
-        for i, row in zip(idx, decode_batch(pair, ids, mask, cfg)):
+        for i, row in zip(idx, decode_batch(pair, ids, mask, cfg, gen)):
             results[i] = row
     return GenerationOutput(
         texts=[r.text for r in results],

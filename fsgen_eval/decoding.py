@@ -327,13 +327,20 @@ class DecodeState:
     counters: Tensor  # (B, 3) int64: drafted, accepted, verification steps
 
 
-def _init(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg: DecodeConfig) -> DecodeState:
+def make_generator(pair: ModelPair, cfg: DecodeConfig) -> torch.Generator | None:
+    """The sampling generator (``None`` when greedy); make one per run and share it across batches, so
+    batches do not repeat each other's draws."""
+    if cfg.temperature == 0:
+        return None
+    gen = torch.Generator(device=pair.device)
+    gen.manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
+    return gen
+
+
+def _init(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg: DecodeConfig,
+          gen: torch.Generator | None) -> DecodeState:
     dev = pair.device
     ids, mask = input_ids.to(dev), attention_mask.to(dev)
-    gen = None
-    if cfg.temperature > 0:
-        gen = torch.Generator(device=dev)
-        gen.manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
     return DecodeState(
         Sequences.from_prompt(ids, mask), Runner.new(pair.small), Runner.new(pair.large),
         Runner.new(pair.small_base) if pair.small_base is not None else None,
@@ -362,11 +369,15 @@ def plain_step(st: DecodeState, pair: ModelPair, cfg: DecodeConfig) -> None:
     st.rec.add(tok, 1 + called.to(torch.int8), called, handoff, s1, s2)
 
 
-def decode_batch(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg: DecodeConfig) -> list[RowResult]:
-    """Decode a left-padded batch ``input_ids``/``attention_mask`` ``[B, T]``; one ``RowResult`` per row."""
+def decode_batch(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg: DecodeConfig,
+                 generator: torch.Generator | None = None) -> list[RowResult]:
+    """Decode a left-padded batch ``input_ids``/``attention_mask`` ``[B, T]``; one ``RowResult`` per row.
+
+    ``generator`` drives sampling; by default a new one seeded with ``cfg.seed``.
+    """
     from .speculative import speculative_round  # the draft/verify function lives beside this loop
 
-    st = _init(pair, input_ids, attention_mask, cfg)
+    st = _init(pair, input_ids, attention_mask, cfg, generator or make_generator(pair, cfg))
     spec = cfg.method_spec.speculative and cfg.router != "never"
     with torch.inference_mode():
         while st.seq.generated < cfg.max_new_tokens and not bool(st.seq.finished.all()):

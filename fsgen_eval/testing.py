@@ -132,3 +132,15 @@ def build_model(
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return path
+
+
+def word_tokenizer(out_dir: str | Path, words: list[str]) -> PreTrainedTokenizerFast:
+    """A whitespace word-level tokenizer over ``words`` (id 0 is EOS): a vocabulary small enough to
+    enumerate every outcome of a short generation."""
+    vocab = {EOS: 0, **{w: i + 1 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=EOS))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS, bos_token=EOS)
+    fast.save_pretrained(str(out_dir))
+    return fast

@@ -1,0 +1,218 @@
+"""The decoding loop on tiny fp32 pairs: exact equalities with transformers' own generate."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from fsgen_eval import ModelPair, generate, loglikelihood, schema
+from fsgen_eval.api import encode
+
+PROMPTS = [
+    "Question: What is 3 + 4? Answer:",
+    "def add(a, b):",
+    "Natalia sold clips to 48 of her friends in April",
+    "A.",
+]
+N = 24
+
+
+@pytest.fixture(scope="module")
+def pair(llama_pair, llama_base):
+    large, small = llama_pair
+    return ModelPair.load(small=str(small), large=str(large), small_base=str(llama_base))
+
+
+@pytest.fixture(scope="module")
+def neox(neox_pair):
+    large, small = neox_pair
+    return ModelPair.load(small=str(small), large=str(large))
+
+
+def hf_greedy(pair: ModelPair, model, prompt: str, n: int = N, **kw) -> list[int]:
+    ids = torch.tensor([encode(pair, prompt)])
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                         pad_token_id=pair.pad_token_id, **kw)
+    return out[0, ids.shape[1]:].tolist()
+
+
+def median_entropy(pair: ModelPair) -> float:
+    out = generate(pair, PROMPTS, max_new_tokens=N)
+    return float(np.median(np.concatenate([t["s1_entropy"] for t in out.traces])))
+
+
+@pytest.mark.parametrize("which", ["pair", "neox"])
+@pytest.mark.parametrize("method,params", [("oracle", {}), ("speculative", {"num_draft": 1}),
+                                           ("speculative", {"num_draft": 3}), ("speculative", {})])
+def test_oracle_and_greedy_speculative_equal_large_generate(request, which, method, params):
+    p = request.getfixturevalue(which)
+    out = generate(p, PROMPTS, method=method, max_new_tokens=N, batch_size=3, **params)
+    for prompt, got in zip(PROMPTS, out.token_ids):
+        assert got == hf_greedy(p, p.large, prompt)
+
+
+@pytest.mark.parametrize("method", ["oracle", "speculative", "contrastive"])
+def test_router_never_equals_small_generate(pair, method):
+    out = generate(pair, PROMPTS, method=method, router="never", max_new_tokens=N, batch_size=4)
+    for prompt, got in zip(PROMPTS, out.token_ids):
+        assert got == hf_greedy(pair, pair.small, prompt)
+    assert out.summary["llm_call_rate"] == 0 and out.summary["collaboration_rate"] == 0
+
+
+def test_pair_agrees_on_some_tokens_and_not_others(pair):
+    rate = generate(pair, PROMPTS, max_new_tokens=N).summary["collaboration_rate"]
+    assert 0.05 < rate < 0.9
+
+
+METHOD_CASES = [("oracle", {}), ("speculative", {"num_draft": 3}), ("contrastive", {}),
+                ("contrastive", {"contrastive_variant": "fsgen", "beta": 0.7}), ("proxy", {"alpha": 0.5})]
+ROUTER_CASES = ["always", "never", "max_prob", "margin", "entropy"]
+
+
+@pytest.mark.parametrize("method,params", METHOD_CASES)
+@pytest.mark.parametrize("router", ROUTER_CASES)
+def test_ragged_batch_equals_rows_alone(pair, method, params, router):
+    thresholds = {"max_prob": 0.1, "margin": 0.03, "entropy": median_entropy(pair)}
+    kw = dict(method=method, router=router, threshold=thresholds.get(router), max_new_tokens=16, **params)
+    batch = generate(pair, PROMPTS, batch_size=len(PROMPTS), **kw)
+    for i, prompt in enumerate(PROMPTS):
+        alone = generate(pair, [prompt], **kw)
+        assert batch.token_ids[i] == alone.token_ids[0]
+        # a speculative token's source (draft or bonus) depends on the draft schedule, which lockstep
+        # batching shares between rows; tokens, calls and handoffs do not
+        fields = ("llm_called", "handoff") + (() if method == "speculative" else ("source",))
+        for field in fields:
+            assert np.array_equal(batch.traces[i][field], alone.traces[0][field]), field
+        np.testing.assert_allclose(batch.traces[i]["s1_entropy"], alone.traces[0]["s1_entropy"], rtol=1e-4)
+
+
+def test_threshold_router_gates_the_large_model(pair):
+    thr = median_entropy(pair)
+    out = generate(pair, PROMPTS, router="entropy", threshold=thr, max_new_tokens=N)
+    s = out.summary
+    assert 0 < s["llm_call_rate"] < 1
+    for t in out.traces:
+        called = t["llm_called"]
+        assert np.array_equal(called, t["s1_entropy"] > thr)
+        assert not t["handoff"][~called].any()
+        assert np.isnan(t["s2_entropy"][~called]).all() and not np.isnan(t["s2_entropy"][called]).any()
+        assert np.array_equal(t["source"], np.where(called, 2, 1))
+
+
+def brute_force_handoffs(pair: ModelPair, prompt: str, generated: list[int]) -> int:
+    """Teacher-forced: how many generated positions the two models' argmax differ at."""
+    ids = torch.tensor([encode(pair, prompt) + generated])
+    with torch.no_grad():
+        a = pair.small(ids).logits[0, :, : pair.vocab_size].argmax(-1)
+        b = pair.large(ids).logits[0, :, : pair.vocab_size].argmax(-1)
+    n_prompt = ids.shape[1] - len(generated)
+    return int((a != b)[n_prompt - 1: -1].sum())
+
+
+def test_oracle_collaboration_rate_equals_brute_force_count(pair):
+    out = generate(pair, PROMPTS, max_new_tokens=N, batch_size=2)
+    handoffs = sum(brute_force_handoffs(pair, p, ids) for p, ids in zip(PROMPTS, out.token_ids))
+    total = sum(len(ids) for ids in out.token_ids)
+    assert out.summary["generated_tokens"] == total
+    assert out.summary["collaboration_rate"] == pytest.approx(handoffs / total)
+    assert handoffs > 0
+
+
+def test_trace_fields_and_dtypes(pair):
+    out = generate(pair, PROMPTS[:2], method="speculative", max_new_tokens=N)
+    for t, ids in zip(out.traces, out.token_ids):
+        assert list(t) == list(schema.TOKEN_FIELDS)
+        assert all(len(v) == len(ids) for v in t.values())
+        assert t["token_id"].tolist() == ids
+        assert all(t[k].dtype == schema.FIELD_DTYPES[k] for k in t)
+        acc = t["accepted"]
+        # accepted drafts came from System 1 and are not handoffs; corrections are handoffs at greedy
+        assert np.array_equal(t["source"] == 1, acc == 1)
+        assert t["handoff"][acc == 0].all() and not t["handoff"][acc == 1].any()
+        assert t["llm_called"].all()
+        assert ((t["s1_top1_prob"] > 0) & (t["s1_top1_prob"] <= 1)).all()
+        assert (t["s1_margin"] <= t["s1_top1_prob"]).all()
+    s = out.summary
+    assert 0 < s["acceptance_rate"] < 1 and 1 < s["mean_acceptance_length"] <= 1 + 5
+
+
+def test_record_trace_off_keeps_summary(pair):
+    on = generate(pair, PROMPTS, method="speculative", max_new_tokens=N)
+    off = generate(pair, PROMPTS, method="speculative", max_new_tokens=N, record_trace=False)
+    assert on.token_ids == off.token_ids and on.summary == off.summary
+    assert np.isnan(off.traces[0]["s1_entropy"]).all()
+
+
+def test_stop_strings_trim_text_and_tokens(pair):
+    free = generate(pair, PROMPTS[:1], max_new_tokens=N)
+    text = free.texts[0]
+    stop = text[len(text) // 2: len(text) // 2 + 2]
+    assert stop.strip(), "pick a stop string that is visible text"
+    out = generate(pair, PROMPTS[:1], max_new_tokens=N, stop=[stop, "\u2603never"])
+    cut = text[: text.find(stop)]
+    assert out.texts[0] == cut
+    ids = out.token_ids[0]
+    assert pair.tokenizer.decode(ids).startswith(cut) and not pair.tokenizer.decode(ids[:-1]).startswith(cut) or not cut
+    assert ids == free.token_ids[0][: len(ids)] and len(ids) < len(free.token_ids[0])
+    assert out.summary["generated_tokens"] == len(ids) == len(out.traces[0]["token_id"])
+
+
+def test_eos_ends_a_row_like_generate(pair):
+    # declare a token the large model does emit as an EOS of its generation config: rows must stop there,
+    # exactly where transformers' generate stops
+    free = generate(pair, PROMPTS, max_new_tokens=N)
+    eos = free.token_ids[0][5]
+    cfg = pair.large.generation_config
+    saved = cfg.eos_token_id
+    cfg.eos_token_id = [saved, eos]
+    try:
+        out = generate(pair, PROMPTS, method="speculative", max_new_tokens=N, batch_size=4)
+        want = [hf_greedy(pair, pair.large, p) for p in PROMPTS]
+    finally:
+        cfg.eos_token_id = saved
+    assert out.token_ids == want
+    assert out.token_ids[0][-1] == eos and len(out.token_ids[0]) <= 6
+    assert any(len(ids) == N for ids in out.token_ids), "rows without that token run to max_new_tokens"
+    assert out.summary["generated_tokens"] == sum(len(ids) for ids in want)
+
+
+def test_sampling_is_seeded(pair):
+    a = generate(pair, PROMPTS, method="speculative", temperature=0.8, top_p=0.9, seed=3, max_new_tokens=N)
+    b = generate(pair, PROMPTS, method="speculative", temperature=0.8, top_p=0.9, seed=3, max_new_tokens=N)
+    c = generate(pair, PROMPTS, method="speculative", temperature=0.8, top_p=0.9, seed=4, max_new_tokens=N)
+    assert a.token_ids == b.token_ids and a.token_ids != c.token_ids
+
+
+def test_loglikelihood_oracle_is_large_and_never_is_small(pair):
+    reqs = [("Question: What is 3 + 4? Answer:", " 7"), ("def add(a, b):", "\n    return a + b")]
+    ora = loglikelihood(pair, reqs)
+    nev = loglikelihood(pair, reqs, router="never")
+    for (ctx, cont), lo, ln in zip(reqs, ora.logprobs, nev.logprobs):
+        c, x = encode(pair, ctx), encode(pair, ctx + cont)[len(encode(pair, ctx)):]
+        ids = torch.tensor([c + x])
+        with torch.no_grad():
+            for model, got in ((pair.large, lo), (pair.small, ln)):
+                logp = model(ids).logits[0, :, : pair.vocab_size].log_softmax(-1)
+                want = sum(logp[len(c) - 1 + j, x[j]].item() for j in range(len(x)))
+                assert got == pytest.approx(want, abs=1e-4)
+    assert ora.summary["llm_call_rate"] == 1 and nev.summary["llm_call_rate"] == 0
+    assert [len(t["token_id"]) for t in ora.traces] == [len(t) for t in ora.token_logprobs]
+
+
+def test_loglikelihood_router_mixes_systems(pair):
+    reqs = [("Natalia sold clips to 48 of her friends", " in April, and then she sold half")]
+    thr = median_entropy(pair)
+    mixed = loglikelihood(pair, reqs, router="entropy", threshold=thr)
+    big, small = loglikelihood(pair, reqs), loglikelihood(pair, reqs, router="never")
+    called = mixed.traces[0]["llm_called"]
+    assert 0 < called.sum() < len(called)
+    want = np.where(called, big.token_logprobs[0], small.token_logprobs[0])
+    np.testing.assert_allclose(mixed.token_logprobs[0], want, atol=1e-5)
+
+
+def test_proxy_alpha_zero_generates_like_large(pair):
+    out = generate(pair, PROMPTS[:2], method="proxy", alpha=0.0, max_new_tokens=N)
+    assert out.token_ids == [hf_greedy(pair, pair.large, p) for p in PROMPTS[:2]]
