@@ -7,9 +7,15 @@ Public Python API (lm-eval not required)::
     out = generate(pair, ["prompt"], method="oracle", max_new_tokens=64)
 
 Torch-heavy names are imported lazily so the analysis layer and ``fsgen-eval fit`` stay torch-free.
+
+Importing the package installs a post-import hook (``fsgen_eval.lm_eval_hook``, no cost until lm-eval is
+imported) that registers ``--model fsgen`` with lm-eval, so ``import fsgen_eval`` is enough for
+``lm_eval.simple_evaluate(model="fsgen", ...)``.
 """
 
 from __future__ import annotations
+
+from fsgen_eval import lm_eval_hook as _lm_eval_hook
 
 __version__ = "0.1.0"
 
@@ -22,6 +28,8 @@ _LAZY = {
 }
 
 __all__ = ["__version__", *_LAZY]
+
+_lm_eval_hook.install()
 
 
 def __getattr__(name: str):

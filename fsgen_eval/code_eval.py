@@ -1,0 +1,132 @@
+"""Offline pass@k for lm-eval's code tasks (MBPP), a stand-in for the hub's ``code_eval`` metric.
+
+lm-eval's ``mbpp`` task calls ``evaluate.load("code_eval")`` when its ``utils`` module is imported, which
+needs the hub. When offline (``FSGEN_DATASETS_DIR``, ``HF_HUB_OFFLINE`` or ``HF_EVALUATE_OFFLINE`` set),
+the fsgen_eval hook makes that call return :class:`CodeEval` instead: same ``compute`` signature and return
+value, each program run with its tests in its own subprocess (isolated interpreter, temporary working
+folder, wall-clock timeout, address-space and CPU limits).
+
+Running model-written code stays behind the same two gates: lm-eval refuses ``unsafe_code`` tasks without
+``--confirm_run_unsafe_code``, and :meth:`CodeEval.compute` refuses to run anything unless
+``HF_ALLOW_CODE_EVAL=1`` (as the hub metric does).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from math import comb
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+MEMORY_ENV = "FSGEN_CODE_EVAL_MEMORY_MB"
+DEFAULT_MEMORY_MB = 1024
+GATE_ENV = "HF_ALLOW_CODE_EVAL"
+OFFLINE_ENVS = ("FSGEN_DATASETS_DIR", "HF_HUB_OFFLINE", "HF_EVALUATE_OFFLINE")
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one problem: P(at least one of k draws from n samples, c correct, passes)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+# Runs inside the child interpreter, before the program: cap its address space and CPU time so that a
+# runaway program dies alone (no preexec_fn, which is unsafe with the worker threads below).
+_BOOTSTRAP = (
+    "import resource, runpy, sys\n"
+    "mem = int(sys.argv[2]) * 1024 * 1024\n"
+    "resource.setrlimit(resource.RLIMIT_AS, (mem, mem))\n"
+    "resource.setrlimit(resource.RLIMIT_CPU, (int(sys.argv[3]), int(sys.argv[3]) + 1))\n"
+    "runpy.run_path(sys.argv[1], run_name='__main__')\n"
+)
+
+
+def run_program(program: str, timeout: float = 3.0, memory_mb: int | None = None) -> str:
+    """Run ``program`` in a fresh isolated interpreter; ``"passed"``, ``"timed out"`` or ``"failed: ..."``."""
+    memory_mb = memory_mb or int(os.environ.get(MEMORY_ENV, DEFAULT_MEMORY_MB))
+    with tempfile.TemporaryDirectory(prefix="fsgen-code-") as tmp:
+        script = Path(tmp) / "program.py"
+        script.write_text(program, encoding="utf-8")
+        env = {"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0", "HOME": tmp}
+        cmd = [sys.executable, "-I", "-B", "-c", _BOOTSTRAP, str(script), str(memory_mb), str(int(timeout) + 1)]
+        proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            _, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the whole session: the program may have forked
+            proc.communicate()
+            return "timed out"
+    if proc.returncode == 0:
+        return "passed"
+    tail = err.decode("utf-8", "replace").strip().splitlines()
+    return f"failed: {tail[-1] if tail else f'exit status {proc.returncode}'}"
+
+
+class CodeEval:
+    """Drop-in for the hub's ``code_eval``: ``compute(predictions, references, k)``."""
+
+    def compute(
+        self,
+        predictions: Sequence[Sequence[str]],
+        references: Sequence[str],
+        k: Sequence[int] = (1, 10, 100),
+        num_workers: int = 4,
+        timeout: float = 3.0,
+    ) -> tuple[dict[str, float], dict[int, list[tuple[int, dict[str, Any]]]]]:
+        """Run every candidate of problem ``i`` followed by ``references[i]`` (its asserts).
+
+        Returns ``({"pass@k": mean over problems}, {problem: [(candidate, {"passed", "result"}), ...]})``;
+        ``pass@k`` is reported only for the ``k`` not above every problem's number of candidates.
+        """
+        if os.environ.get(GATE_ENV) != "1":
+            raise ValueError(
+                f"code_eval runs untrusted model-written code; set {GATE_ENV}=1 to allow it "
+                "(and pass --confirm_run_unsafe_code to lm_eval)"
+            )
+        if len(predictions) != len(references):
+            raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+        jobs = [(i, j, f"{cand}\n{references[i]}\n") for i, cands in enumerate(predictions)
+                for j, cand in enumerate(cands)]
+        with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+            outcomes = list(pool.map(lambda job: run_program(job[2], timeout), jobs))
+        results: dict[int, list[tuple[int, dict[str, Any]]]] = {i: [] for i in range(len(predictions))}
+        for (i, j, _), outcome in zip(jobs, outcomes):
+            results[i].append((j, {"passed": outcome == "passed", "result": outcome}))
+        totals = [len(results[i]) for i in results]
+        correct = [sum(r["passed"] for _, r in results[i]) for i in results]
+        scores = {
+            f"pass@{kk}": sum(pass_at_k(n, c, kk) for n, c in zip(totals, correct)) / len(totals)
+            for kk in k
+            if totals and min(totals) >= kk
+        }
+        return scores, results
+
+
+def offline() -> bool:
+    return any(os.environ.get(name, "").strip() not in ("", "0", "false", "False") for name in OFFLINE_ENVS)
+
+
+def patch_evaluate_load(evaluate_module: ModuleType) -> None:
+    """Make ``evaluate.load("code_eval")`` return :class:`CodeEval` when offline."""
+    original = evaluate_module.load
+    if getattr(original, "_fsgen_offline", False):
+        return
+
+    @functools.wraps(original)
+    def load(path: str, *args: Any, **kwargs: Any) -> Any:
+        if path == "code_eval" and offline():
+            return CodeEval()
+        return original(path, *args, **kwargs)
+
+    load._fsgen_offline = True  # type: ignore[attr-defined]
+    evaluate_module.load = load

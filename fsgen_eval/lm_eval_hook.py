@@ -1,0 +1,157 @@
+"""Make ``--model fsgen`` (and the offline switches) exist in every lm-eval process, without editing lm-eval.
+
+lm-eval 0.4.13 has no plugin discovery for models: ``get_model`` imports ``lm_eval.models`` (which registers
+the built-ins) only while the model registry is empty. So registering ``fsgen`` *before* that would hide
+``hf`` and every other built-in. We therefore wait until lm-eval's registry module has been imported, then
+register the built-ins first and ``fsgen`` after them, as a lazy placeholder (no torch is imported here).
+
+The waiting is done by a post-import hook on ``sys.meta_path``: it does nothing until a watched module is
+imported, so it costs nothing in processes that never import lm-eval. It is installed by
+``import fsgen_eval`` and, for lm-eval's own console scripts, by the ``fsgen_eval_lm_eval.pth`` file that
+``pip install`` puts into site-packages (see setup.py).
+
+Watched modules and what happens once each has been imported:
+
+- ``lm_eval.api.registry``: register ``fsgen`` (built-ins first).
+- ``lm_eval.loggers.evaluation_tracker``: remember the latest ``EvaluationTracker`` (traces are written
+  beside its results) and name an fsgen run's results folder after the pair.
+- ``datasets``: with ``FSGEN_DATASETS_DIR`` set, hub dataset ids found in that folder load from it.
+- ``evaluate``: offline, ``evaluate.load("code_eval")`` returns fsgen_eval's local pass@k.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+import threading
+import weakref
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+MODEL_NAME = "fsgen"
+MODEL_TARGET = "fsgen_eval.lm_eval_model:FSGenLM"
+
+_lock = threading.RLock()
+_latest_tracker: Callable[[], Any] = lambda: None  # noqa: E731 - a dead weakref stand-in
+
+
+# --------------------------------------------------------------------------------------- what to do
+def register_fsgen(_registry_module: ModuleType | None = None) -> None:
+    """Register ``fsgen`` in lm-eval's model registry, after the built-ins so ``hf`` etc. stay visible."""
+    import lm_eval.models  # noqa: F401  (registers the built-in models as lazy placeholders)
+    from lm_eval.api.registry import model_registry
+
+    if MODEL_NAME not in model_registry:
+        model_registry.register(MODEL_NAME, target=MODEL_TARGET)
+
+
+def patch_evaluation_tracker(module: ModuleType) -> None:
+    """Remember the latest tracker, and give fsgen runs a results folder named after the pair."""
+    tracker_cls = module.EvaluationTracker
+    config_cls = module.GeneralConfigTracker
+    if getattr(tracker_cls, "_fsgen_patched", False):
+        return
+    original_init = tracker_cls.__init__
+    original_log = config_cls.log_experiment_args
+
+    def init(self, *args: Any, **kwargs: Any) -> None:
+        global _latest_tracker
+        original_init(self, *args, **kwargs)
+        _latest_tracker = weakref.ref(self)
+
+    def log_experiment_args(self, model_source: str, model_args: Any, *args: Any, **kwargs: Any) -> None:
+        original_log(self, model_source, model_args, *args, **kwargs)
+        if model_source == MODEL_NAME:  # lm-eval would invent a random name: no `pretrained` key
+            from fsgen_eval.lm_eval_args import pair_name_from_model_args
+
+            name = pair_name_from_model_args(model_args)
+            if name:
+                self.model_name = self.model_name_sanitized = name
+
+    tracker_cls.__init__ = init
+    config_cls.log_experiment_args = log_experiment_args
+    tracker_cls._fsgen_patched = True
+
+
+def latest_tracker() -> Any:
+    """The most recently created lm-eval ``EvaluationTracker`` still alive, or ``None``."""
+    return _latest_tracker()
+
+
+def patch_datasets(module: ModuleType) -> None:
+    from fsgen_eval.offline import patch_load_dataset
+
+    patch_load_dataset(module)
+
+
+def patch_evaluate(module: ModuleType) -> None:
+    from fsgen_eval.code_eval import patch_evaluate_load
+
+    patch_evaluate_load(module)
+
+
+WATCHED: dict[str, Callable[[ModuleType], None]] = {
+    "lm_eval.api.registry": register_fsgen,
+    "lm_eval.loggers.evaluation_tracker": patch_evaluation_tracker,
+    "datasets": patch_datasets,
+    "evaluate": patch_evaluate,
+}
+
+
+# ------------------------------------------------------------------------------ post-import machinery
+class _RunAfterLoader(importlib.abc.Loader):
+    """Wraps a module's real loader and calls ``after(module)`` once the module has executed."""
+
+    def __init__(self, loader: importlib.abc.Loader, after: Callable[[ModuleType], None]):
+        self.loader = loader
+        self.after = after
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self.loader.exec_module(module)
+        self.after(module)
+
+    def __getattr__(self, name: str) -> Any:  # get_code, get_source, is_package, ... of the real loader
+        return getattr(self.loader, name)
+
+
+class _PostImportFinder(importlib.abc.MetaPathFinder):
+    """Finds nothing itself; for a watched module it asks the other finders and wraps their loader."""
+
+    def __init__(self, watched: dict[str, Callable[[ModuleType], None]]):
+        self.watched = dict(watched)
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        after = self.watched.get(fullname)
+        if after is None:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    self.watched.pop(fullname, None)  # one shot: the module is imported once
+                    spec.loader = _RunAfterLoader(spec.loader, after)
+                return spec
+        return None
+
+
+def install() -> None:
+    """Install the hook once; modules already imported get their treatment now."""
+    with _lock:
+        if any(isinstance(f, _PostImportFinder) for f in sys.meta_path):
+            return
+        pending = {}
+        for name, after in WATCHED.items():
+            module = sys.modules.get(name)
+            if module is not None and getattr(module, "__spec__", None) is not None:
+                after(module)
+            else:
+                pending[name] = after
+        sys.meta_path.insert(0, _PostImportFinder(pending))

@@ -1,0 +1,484 @@
+"""``lm_eval --model fsgen``: a thin ``HFLM`` subclass that decodes with a small/large model pair.
+
+lm-eval's ``HFLM`` owns everything around the model: loading the large model (devices, ``parallelize``,
+data parallelism), tokenisation, padding, truncation, batching with its ``Collator``, stop handling and
+caching. This class overrides only its hooks:
+
+- ``_model_generate`` (``generate_until``: GSM8K, MBPP) runs the engine's ``decode_batch``;
+- ``_model_call`` (``loglikelihood``: MMLU, and ``loglikelihood_rolling``) returns System 2's log-probs
+  from the engine's teacher-forced ``score_batch``;
+- the request-level methods only note which request each batch row belongs to, so that one trace line per
+  request can be written as soon as its batch finishes.
+
+The constructor's keywords are the ``--model_args`` schema (see docs/lm_eval.md).
+"""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import logging
+import sys
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+from lm_eval.models.utils_hf import get_dtype
+from lm_eval.utils import get_rolling_token_windows, hash_string, make_disjoint_window, simple_parse_args_string
+
+from fsgen_eval import lm_eval_args as margs
+from fsgen_eval.lm_eval_args import ModelArgsError
+from fsgen_eval.trace_writer import SummaryBook, TraceWriter, all_rank_paths, format_summary, make_record, timestamp, trace_path
+
+log = logging.getLogger(__name__)
+
+# Generation kwargs the engine implements; others are refused rather than silently dropped.
+_GEN_KEYS = {"do_sample", "temperature", "top_p", "top_k", "attention_mask"}
+_NOOP_GEN = {"num_beams": 1, "repetition_penalty": 1.0}
+
+
+def _one_line_errors(previous):
+    """An uncaught ``ModelArgsError`` (bad --model_args) prints one line instead of a traceback."""
+
+    def hook(exc_type, exc, tb):
+        if isinstance(exc, ModelArgsError):
+            print(f"lm_eval --model fsgen: error: {exc}", file=sys.stderr)
+        else:
+            previous(exc_type, exc, tb)
+
+    return hook
+
+
+sys.excepthook = _one_line_errors(sys.excepthook)
+
+
+# ------------------------------------------------------------------------------------ request ledger
+@dataclass
+class _Request:
+    """One request whose trace record is being assembled (several parts for rolling windows)."""
+
+    meta: dict[str, Any]
+    n_parts: int
+    parts: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def _meta(inst: Any, request_type: str, rank: int, method: str, router: str) -> dict[str, Any]:
+    return {
+        "task": inst.task_name,
+        "doc_id": inst.doc_id,
+        "prompt_hash": hash_string(inst.arguments[0]),  # as lm-eval's samples file: sha256 of the context
+        "request_type": request_type,
+        "method": method,
+        "router": router,
+        "rank": rank,
+    }
+
+
+def padding_flags(requests: list[Any], world_size: int) -> list[bool]:
+    """Mark lm-eval's data-parallel padding: copies of a request beyond its ``repeats`` (no trace for them).
+
+    lm-eval evens out the ranks by appending ``[req] * req.repeats`` again for the last request; the same
+    ``Instance`` object then appears more often than its ``repeats``.
+    """
+    if world_size <= 1:
+        return [False] * len(requests)
+    seen: dict[int, int] = defaultdict(int)
+    flags = []
+    for inst in requests:
+        seen[id(inst)] += 1
+        flags.append(seen[id(inst)] > (inst.repeats or 1))
+    return flags
+
+
+class _ScoreLedger:
+    """Matches the rows ``HFLM`` hands to ``_model_call`` back to the requests they score.
+
+    A row is the request's ``(context + continuation)[-(max_length+1):][:-1]``, right-padded with zeros.
+    Causal attention makes a row's log-probs at its first ``len(key)`` positions depend only on ``key``, so
+    any row that starts with a request's key scores that request exactly (this also covers lm-eval's
+    one-token-continuation cache, where one row serves several requests).
+    """
+
+    def __init__(self, max_length: int):
+        self.max_length = max_length
+        self.by_key: dict[tuple[int, ...], list[tuple[_Request, int, list[int]]]] = defaultdict(list)
+        self.lengths: list[int] = []
+        self.open: list[_Request] = []
+
+    def add(self, req: _Request, part: int, ctx: list[int], cont: list[int]) -> None:
+        key = tuple((ctx + cont)[-(self.max_length + 1):][:-1])
+        self.by_key[key].append((req, part, list(cont)))
+        if len(key) not in self.lengths:
+            self.lengths.append(len(key))
+            self.lengths.sort()
+
+    def resolve(self, rows: torch.Tensor, logprobs: torch.Tensor, trace: dict[str, np.ndarray]) -> list[_Request]:
+        """Fill the parts scored by this batch; return the requests now complete."""
+        done = []
+        for b, row in enumerate(rows.tolist()):
+            nonzero = [i for i, t in enumerate(row) if t != 0]
+            first = (nonzero[-1] + 1) if nonzero else 0  # the key cannot be shorter than the last non-pad
+            for n in self.lengths:
+                if n < first or n > len(row):
+                    continue
+                for req, part, cont in self.by_key.pop(tuple(row[:n]), ()):
+                    req.parts[part] = _part(logprobs[b], {k: v[b] for k, v in trace.items()}, n, cont)
+                    if len(req.parts) == req.n_parts:
+                        done.append(req)
+        return done
+
+
+def _part(lp: torch.Tensor, trace: dict[str, np.ndarray], n: int, cont: list[int]) -> dict[str, Any]:
+    """A continuation's slice of one scored row: positions ``n-len(cont) .. n-1`` predict ``cont``."""
+    pos = torch.arange(n - len(cont), n)
+    target = torch.tensor(cont, dtype=torch.long)
+    rows = lp[pos.to(lp.device)].float().cpu()  # (C, V)
+    sliced = {k: np.asarray(v)[n - len(cont): n] for k, v in trace.items()}
+    sliced["token_id"] = np.asarray(cont, dtype=np.int64)  # the last one is not in the row itself
+    return {
+        "trace": sliced,
+        "logprob": float(rows.gather(1, target[:, None]).sum()),
+        "is_greedy": bool((rows.argmax(-1) == target).all()),
+    }
+
+
+def _joined(req: _Request) -> tuple[dict[str, np.ndarray], float, bool]:
+    parts = [req.parts[i] for i in range(req.n_parts)]
+    trace = {k: np.concatenate([p["trace"][k] for p in parts]) for k in parts[0]["trace"]}
+    return trace, sum(p["logprob"] for p in parts), all(p["is_greedy"] for p in parts)
+
+
+# ------------------------------------------------------------------------------------------- model
+@register_model("fsgen")
+class FSGenLM(HFLM):
+    """FS-GEN collaborative decoding (System 1 = ``small``, System 2 computed from ``large``) for lm-eval."""
+
+    def __init__(
+        self,
+        small: str | None = None,  # System 1: path or hub id
+        large: str | None = None,  # the large model System 2 is computed from
+        small_base: str | None = None,  # proxy tuning: the untuned base of `small`
+        method: str = "oracle",  # oracle | speculative | contrastive | proxy
+        router: str = "always",  # always | never | max_prob | margin | entropy
+        threshold: float | None = None,  # the router's threshold
+        alpha: float | None = None,  # contrastive / proxy strength
+        beta: float | None = None,  # contrastive
+        num_draft: int | None = None,  # speculative: draft tokens per verification
+        contrastive_variant: str | None = None,  # obrien | fsgen
+        dtype: str = "auto",  # as --model hf: the checkpoints' dtype
+        device: str = "cuda",
+        batch_size: int | str = 1,  # an int, or auto / auto:N as --model hf
+        max_batch_size: int = 64,  # upper bound for batch_size=auto
+        max_length: int | None = None,  # context window (default: the large model's)
+        trust_remote_code: bool = False,
+        parallelize: bool = False,  # device_map="auto" for the large model
+        trace: str | bool | None = None,  # a path (file.jsonl or folder), false, or unset: beside results
+    ) -> None:
+        from fsgen_eval.decoding import make_config
+        from fsgen_eval.pair import ModelPair, check_same_vocab
+
+        # -- everything that can be wrong is checked before a weight is read
+        margs.require_pair(small, large)
+        self.method_params = margs.method_params(
+            {"alpha": alpha, "beta": beta, "num_draft": num_draft, "contrastive_variant": contrastive_variant})
+        try:
+            make_config(method=method, router=router, threshold=threshold, has_small_base=bool(small_base),
+                        **self.method_params)
+        except ValueError as err:
+            raise ModelArgsError(str(err)) from None
+        self.trace_arg = margs.check_trace_arg(trace)
+        roles = {"small": small, "large": large, **({"small_base": small_base} if small_base else {})}
+        toks = {role: _load_tokenizer(path, role, bool(trust_remote_code)) for role, path in roles.items()}
+        for role in roles:
+            if role != "small":
+                try:
+                    check_same_vocab(toks["small"], toks[role], f"small={small}", f"{role}={roles[role]}")
+                except ValueError as err:
+                    raise ModelArgsError(str(err)) from None
+        device = margs.resolve_device(device, torch.cuda.is_available())
+
+        # -- HFLM loads the large model (devices, parallelize, accelerate ranks) with System 1's tokenizer
+        super().__init__(pretrained=large, tokenizer=small, device=device, dtype=dtype, batch_size=batch_size,
+                         max_batch_size=max_batch_size, max_length=max_length,
+                         trust_remote_code=bool(trust_remote_code), parallelize=bool(parallelize))
+        if self.backend != "causal":
+            raise ModelArgsError(f"large={large!r} is not a causal (decoder-only) language model")
+        loaded = {role: self._load_small(path, dtype, bool(trust_remote_code))
+                  for role, path in roles.items() if role != "large"}
+        self.pair = ModelPair.from_models(loaded["small"], self.model, toks["small"],
+                                          small_base=loaded.get("small_base"), names=dict(roles))
+        self.fsgen = {"small": small, "large": large, "small_base": small_base, "method": method,
+                      "router": router, "threshold": threshold}
+        self._make_config = make_config
+        self.book = SummaryBook()
+        self.engine_seconds = 0.0
+        self.run_ts = self._shared_timestamp()
+        self._writer: TraceWriter | None | bool = None  # None: not decided yet; False: no traces
+        self._texts: dict[tuple[int, ...], str] = {}
+        self._batch_contexts: list[str] = []
+        self._gen_pending: dict[str, deque] = {}
+        self._ledger: _ScoreLedger | None = None
+        self._ll_requests: list[_Request | None] | None = None
+
+    # ----------------------------------------------------------------------------- construction
+    @classmethod
+    def model_arg_names(cls) -> list[str]:
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "FSGenLM":
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict[str, Any], additional_config: dict | None = None) -> "FSGenLM":
+        # lm-eval passes device/batch_size both here and in model_args: the user's model_args win
+        return cls(**margs.merge_args(arg_dict, additional_config, cls.model_arg_names()))
+
+    def _load_small(self, path: str, dtype: str, trust_remote_code: bool) -> transformers.PreTrainedModel:
+        key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            path, trust_remote_code=trust_remote_code, **{key: get_dtype(dtype)})
+        return model.to(self.device).eval()
+
+    def _shared_timestamp(self) -> str:
+        """One stamp for every rank's trace file (rank 0's), so rank 0 can find them all."""
+        stamp = [timestamp()]
+        if self.world_size > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(stamp, from_process=0)
+        return stamp[0]
+
+    # ------------------------------------------------------------------------------------ traces
+    def trace_target(self) -> Path | None:
+        """The file or folder traces go to: ``trace=PATH``, else beside lm-eval's results (if any)."""
+        if self.trace_arg == "false":
+            return None
+        if self.trace_arg:
+            return Path(self.trace_arg)
+        from fsgen_eval.lm_eval_hook import latest_tracker
+
+        tracker = latest_tracker()
+        out = getattr(tracker, "output_path", None)
+        if not out:
+            return None
+        out = Path(out)
+        if out.suffix == ".json":  # lm-eval then writes results_<stem>_<ts>.json beside it
+            return out.parent
+        return out / margs.pair_name(self.fsgen["small"], self.fsgen["large"])
+
+    def _trace_writer(self) -> TraceWriter | None:
+        if self._writer is None:
+            target = self.trace_target()
+            if target is None:
+                if self.trace_arg != "false":
+                    log.warning("fsgen: no --output_path and no trace=PATH: per-token traces are not written")
+                self._writer = False
+            else:
+                self._writer = TraceWriter(trace_path(target, self.run_ts, self.rank, self.world_size))
+        return self._writer or None
+
+    def _emit(self, records: list[dict[str, Any]]) -> None:
+        """Count the batch in the summary and append it to the trace file, flushed."""
+        for rec in records:
+            self.book.add_record(rec)
+        writer = self._trace_writer()
+        if writer is not None:
+            writer.write_batch(records)
+
+    # ------------------------------------------------------------------------------- generation
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        self._gen_pending = defaultdict(deque)
+        for inst, pad in zip(requests, padding_flags(requests, self.world_size)):
+            meta = None if pad else _meta(inst, "generate_until", self.rank, **self._names())
+            self._gen_pending[inst.args[0]].append(meta)
+        try:
+            return super().generate_until(requests, disable_tqdm=disable_tqdm)
+        finally:
+            self._gen_pending = {}
+
+    def tok_batch_encode(self, strings: list[str], *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        self._batch_contexts = list(strings)  # generate_until encodes each batch right before generating it
+        return super().tok_batch_encode(strings, *args, **kwargs)
+
+    def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str], **kwargs: Any) -> torch.Tensor:
+        mask = kwargs.pop("attention_mask", None)
+        mask = torch.ones_like(context) if mask is None else mask
+        cfg = self._make_config(**self._sampling(kwargs), max_new_tokens=max_length - context.shape[1],
+                                stop=stop, has_small_base=self.pair.small_base is not None,
+                                method=self.fsgen["method"], router=self.fsgen["router"],
+                                threshold=self.fsgen["threshold"], **self.method_params)
+        from fsgen_eval.decoding import decode_batch
+
+        start = time.perf_counter()
+        rows = decode_batch(self.pair, context, mask, cfg)
+        self.engine_seconds += time.perf_counter() - start
+        self._emit(self._generation_records(rows))
+        return self._as_hf_output(context, rows)
+
+    def _sampling(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """lm-eval's generation kwargs → the engine's (temperature 0 = greedy); unknown ones are refused."""
+        extra = {k: v for k, v in kwargs.items() if k not in _GEN_KEYS and _NOOP_GEN.get(k, object()) != v}
+        if extra:
+            raise ValueError(f"--model fsgen does not support generation kwarg(s) {', '.join(sorted(extra))}")
+        temperature = float(kwargs.get("temperature") or 0.0)
+        if not kwargs.get("do_sample", temperature > 0):
+            temperature = 0.0
+        elif temperature == 0.0:
+            log.warning("fsgen: do_sample=True without a temperature: sampling at temperature 1.0")
+            temperature = 1.0
+        top_p = float(kwargs.get("top_p") or 1.0) if temperature > 0 else 1.0
+        top_k = int(kwargs.get("top_k") or 0) if temperature > 0 else 0
+        return {"temperature": temperature, "top_p": top_p, "top_k": top_k}
+
+    def _generation_records(self, rows: list[Any]) -> list[dict[str, Any]]:
+        records = []
+        for context, row in zip(self._batch_contexts, rows):
+            queue = self._gen_pending.get(context)
+            meta = queue.popleft() if queue else None
+            if meta is not None:
+                records.append(make_record(meta, row.trace, row.counters))
+        return records
+
+    def _as_hf_output(self, context: torch.Tensor, rows: list[Any]) -> torch.Tensor:
+        """``[B, T + N]`` like ``generate``: the prompt, then each row's tokens, then padding.
+
+        HFLM decodes the new tokens itself; ``tok_decode`` hands back the engine's text for them, which is
+        already cut before the stop string (its tokens may end inside the stop string).
+        """
+        width = max([len(r.token_ids) for r in rows] + [0])
+        pad = self.pair.pad_token_id
+        out = torch.full((context.shape[0], context.shape[1] + width), pad, dtype=torch.long)
+        out[:, : context.shape[1]] = context.cpu()
+        for b, row in enumerate(rows):
+            out[b, context.shape[1]: context.shape[1] + len(row.token_ids)] = torch.tensor(row.token_ids, dtype=torch.long)
+            self._texts[tuple(out[b, context.shape[1]:].tolist())] = row.text
+        return out
+
+    def tok_decode(self, tokens: Any, skip_special_tokens: bool = True) -> str:
+        if skip_special_tokens and isinstance(tokens, list):
+            text = self._texts.pop(tuple(tokens), None)
+            if text is not None:
+                return text
+        return super().tok_decode(tokens, skip_special_tokens=skip_special_tokens)
+
+    # -------------------------------------------------------------------------------- scoring
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        flags = padding_flags(requests, self.world_size)
+        self._ll_requests = [None if pad else _Request(_meta(inst, "loglikelihood", self.rank, **self._names()), 1)
+                             for inst, pad in zip(requests, flags)]
+        try:
+            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+        finally:
+            self._ll_requests = None
+            self._finish_ledger()
+
+    def _loglikelihood_tokens(self, requests: list[Any], disable_tqdm: bool = False,
+                              override_bs: int | None = None) -> list[tuple[float, bool]]:
+        if self._ll_requests is not None:  # called from loglikelihood: one request per entry, same order
+            self._ledger = _ScoreLedger(self.max_length)
+            for req, (_, ctx, cont) in zip(self._ll_requests, requests):
+                if req is not None:
+                    self._ledger.add(req, 0, ctx, cont)
+        return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+        self._ledger = _ScoreLedger(self.max_length)
+        for inst, pad in zip(requests, padding_flags(requests, self.world_size)):
+            if pad:
+                continue
+            windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
+                token_list=self.tok_encode(inst.args[0]), prefix_token=self.prefix_token_id,
+                max_seq_len=self.max_length, context_len=1)]
+            req = _Request(_meta(inst, "loglikelihood_rolling", self.rank, **self._names()), len(windows))
+            for part, (ctx, cont) in enumerate(windows):
+                self._ledger.add(req, part, ctx, cont)
+        try:
+            return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
+        finally:
+            self._finish_ledger()
+
+    def _model_call(self, inps: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                    labels: torch.Tensor | None = None) -> torch.Tensor:
+        """System 2's log-probs ``[B, T, V]`` for HFLM's right-padded rows (HFLM masks nothing either:
+        pads only follow the scored positions)."""
+        from fsgen_eval.decoding import score_batch
+
+        cfg = self._make_config(method=self.fsgen["method"], router=self.fsgen["router"],
+                                threshold=self.fsgen["threshold"], has_small_base=self.pair.small_base is not None,
+                                **self.method_params)
+        start = time.perf_counter()
+        sc = score_batch(self.pair, inps, torch.ones_like(inps), cfg)
+        self.engine_seconds += time.perf_counter() - start
+        if self._ledger is not None:
+            done = self._ledger.resolve(inps, sc.logprobs, sc.trace)
+            self._emit([self._score_record(req) for req in done])
+        return sc.logprobs
+
+    def _score_record(self, req: _Request) -> dict[str, Any]:
+        trace, logprob, greedy = _joined(req)
+        return make_record(req.meta, trace, None, logprob=logprob, is_greedy=greedy)
+
+    def _finish_ledger(self) -> None:
+        if self._ledger is not None and self._ledger.by_key:
+            missing = sum(len(v) for v in self._ledger.by_key.values())
+            log.warning("fsgen: %d scored request part(s) got no trace record", missing)
+        self._ledger = None
+
+    # ------------------------------------------------------------------------------------ results
+    def _names(self) -> dict[str, str]:
+        return {"method": self.fsgen["method"], "router": self.fsgen["router"]}
+
+    def fsgen_info(self) -> dict[str, Any]:
+        """``config["fsgen"]`` of the results: the setup and the summary over every rank."""
+        book = self.book
+        target = self.trace_target()
+        paths: list[Path] = []
+        if self._writer:
+            paths = all_rank_paths(target, self.run_ts, self.world_size) if target else [self._writer.path]
+            if self.world_size > 1:
+                book = SummaryBook.from_files(paths)  # lm-eval has synchronised the ranks by now
+        elif self.world_size > 1:
+            log.warning("fsgen: without trace files the summary covers rank %d only", self.rank)
+        cfg = self._make_config(method=self.fsgen["method"], router=self.fsgen["router"],
+                                threshold=self.fsgen["threshold"], has_small_base=self.pair.small_base is not None,
+                                **self.method_params)
+        summary = book.summary()
+        tokens = summary["summary"]["generated_tokens"]
+        return {
+            **self.fsgen,
+            "params": dict(cfg.params),
+            **summary,
+            "tokens_per_second": tokens / self.engine_seconds if self.engine_seconds else None,
+            "traces": [str(p) for p in paths],
+        }
+
+    def get_model_info(self) -> dict[str, Any]:
+        info = super().get_model_info()
+        info["fsgen"] = self.fsgen_info()
+        if self._writer:
+            self._writer.close()
+        if "lm_eval.__main__" in sys.modules:  # the CLI prints its tables after this returns
+            atexit.register(print, format_summary(info["fsgen"]))
+        return info
+
+
+def _load_tokenizer(path: str, role: str, trust_remote_code: bool) -> Any:
+    """Config and tokenizer of ``path``: one-line errors for a missing path or a folder that is no model."""
+    p = Path(path).expanduser()
+    if p.is_dir() and not (p / "config.json").is_file():
+        raise ModelArgsError(f"{role}={path!r} is a folder without config.json: not a transformers model")
+    if not p.exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
+        raise ModelArgsError(f"{role}={path!r} does not exist")
+    try:
+        transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ModelArgsError(f"{role}={path!r} is not a model ({str(err).strip().splitlines()[0]})") from None
