@@ -1,0 +1,30 @@
+"""Shared by the adapter/offline tests: the offline datasets folder and one lm-eval TaskManager per session
+(building its task index takes seconds; simple_evaluate would build a new one per run)."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import pytest
+
+DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "hf-datasets"
+
+
+def offline_env() -> None:
+    """The switches every lm-eval test here runs under: no hub, local datasets, code execution allowed."""
+    if not DATASETS.is_dir():
+        pytest.skip(f"offline datasets folder {DATASETS} is absent")
+    os.environ["FSGEN_DATASETS_DIR"] = str(DATASETS)
+    os.environ["HF_ALLOW_CODE_EVAL"] = "1"  # mbpp's utils runs code_eval once when it is imported
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+
+@functools.lru_cache(maxsize=1)
+def task_manager():
+    import fsgen_eval  # noqa: F401  (the hook: fsgen model, offline datasets and code_eval)
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager()
