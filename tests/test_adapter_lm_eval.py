@@ -24,8 +24,8 @@ GSM = dict(tasks=["gsm8k"], limit=3, num_fewshot=1, gen_kwargs="max_gen_toks=12"
 
 def run(model: str, model_args: str, tracker: EvaluationTracker | None = None, **kw) -> dict:
     offline_env()
-    kw = {**GSM, **kw}
-    return lm_eval.simple_evaluate(model=model, model_args=model_args, log_samples=True, batch_size=2,
+    kw = {**GSM, "batch_size": 2, **kw}
+    return lm_eval.simple_evaluate(model=model, model_args=model_args, log_samples=True,
                                    task_manager=task_manager(), evaluation_tracker=tracker, **kw)
 
 
@@ -136,3 +136,34 @@ def test_bad_pairs_fail_before_any_task_loads(case, llama_pair, llama_base, othe
     with pytest.raises(ModelArgsError, match=message) as err:
         run("fsgen", model_args + ",device=cpu")
     assert "\n" not in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def chat_small(llama_pair, tmp_path_factory):
+    """System 1 with a chat template (the tiny tokenizer has none)."""
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("chat") / "llama-small-chat"
+    import shutil
+
+    shutil.copytree(llama_pair[1], folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<assistant>{% endif %}")
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_chat_template_and_multiturn_fewshot(llama_pair, chat_small):
+    chat = dict(apply_chat_template=True, fewshot_as_multiturn=True, limit=2)
+    hf = run("hf", f"pretrained={llama_pair[0]},tokenizer={chat_small},device=cpu", **chat)
+    out = run("fsgen", fsgen_args((llama_pair[0], chat_small)), **chat)
+    assert responses(out, "gsm8k") == responses(hf, "gsm8k")
+    prompt = json.dumps(out["samples"]["gsm8k"][0]["arguments"], default=str)
+    assert "<user>" in prompt and "<assistant>" in prompt
+
+
+def test_automatic_batch_size(llama_pair):
+    out = run("fsgen", fsgen_args(llama_pair, batch_size="auto", max_batch_size=4, max_length=256),
+              tasks=["mmlu_abstract_algebra"], limit=2, batch_size=None)
+    assert out["config"]["batch_sizes"] and max(out["config"]["batch_sizes"]) <= 4

@@ -1,0 +1,94 @@
+"""Command lines: ``fsgen-eval run`` = ``lm_eval run``; one-line errors; the installed registration hook."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from _lm_eval_helpers import DATASETS
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def env() -> dict[str, str]:
+    if not DATASETS.is_dir():
+        pytest.skip(f"offline datasets folder {DATASETS} is absent")
+    return {**os.environ, "PYTHONPATH": str(REPO), "FSGEN_DATASETS_DIR": str(DATASETS), "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def test_fsgen_eval_run_takes_lm_evals_arguments(llama_pair, tmp_path):
+    large, small = llama_pair
+    cmd = [sys.executable, "-m", "fsgen_eval.cli", "run", "--model", "fsgen",
+           "--model_args", f"small={small},large={large},device=cpu,batch_size=2",  # lm-eval adds device=cuda:0
+           "--tasks", "gsm8k", "--limit", "2", "--num_fewshot", "0", "--gen_kwargs", "max_gen_toks=6",
+           "--output_path", str(tmp_path), "--log_samples"]
+    proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    table, summary = out.find("|gsm8k"), out.find("fsgen: ")
+    assert 0 <= table < summary, out  # our summary comes after lm-eval's table
+    assert "| all |" in out[summary:] and "| gsm8k |" in out[summary:]
+    folder = tmp_path / "llama-small__llama-large"
+    (results,) = folder.glob("results_*.json")
+    assert json.loads(results.read_text())["config"]["fsgen"]["per_task"]["gsm8k"]["generated_tokens"] > 0
+    (traces,) = folder.glob("traces_*.jsonl")
+    assert len(traces.read_text().splitlines()) == 2
+
+
+def test_lm_eval_reports_bad_model_args_in_one_line(llama_pair):
+    code = ("import sys, fsgen_eval; from lm_eval.__main__ import cli_evaluate; "
+            f"sys.argv = ['lm_eval', '--model', 'fsgen', '--model_args', 'small={llama_pair[1]}', '--tasks', 'gsm8k']; "
+            "cli_evaluate()")
+    proc = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "lm_eval --model fsgen: error: --model fsgen needs large=PATH (System 2's large model) in --model_args")
+
+
+def _wheel(tmp_path: Path, editable: bool) -> Path:
+    """Build the project's (editable) wheel with the environment's setuptools (no network)."""
+    hook = "build_editable" if editable else "build_wheel"
+    code = f"from setuptools import build_meta as b; print(b.{hook}({str(tmp_path)!r}))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp_path / proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("editable", [False, True])
+def test_wheels_install_the_registration_hook(tmp_path, editable, llama_pair):
+    with zipfile.ZipFile(_wheel(tmp_path / "dist", editable)) as whl:
+        assert "fsgen_eval_lm_eval.pth" in whl.namelist()  # top level: lands in site-packages
+        pth = whl.read("fsgen_eval_lm_eval.pth").decode()
+        if not editable:
+            assert "fsgen_eval/lm_eval_model.py" in whl.namelist()
+            entry_points = next(n for n in whl.namelist() if n.endswith("entry_points.txt"))
+            assert "[lm_eval.models]\nfsgen = fsgen_eval.lm_eval_model:FSGenLM" in whl.read(entry_points).decode()
+    site_dir = tmp_path / "site"
+    site_dir.mkdir()
+    (site_dir / "fsgen_eval_lm_eval.pth").write_text(pth)
+    # a fresh interpreter that processes the .pth as site-packages would, then uses lm-eval only
+    code = (f"import site; site.addsitedir({str(site_dir)!r}); "
+            "from lm_eval.api.registry import get_model, model_registry; "
+            "print(get_model('fsgen').__name__, get_model('hf').__name__, 'vllm' in model_registry)")
+    proc = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["FSGenLM", "HFLM", "True"]
+
+
+def test_without_the_hook_lm_eval_is_untouched():
+    code = ("import sys; from lm_eval.api.registry import get_model, model_registry; get_model('hf'); "
+            "print('fsgen' in model_registry, 'fsgen_eval' in sys.modules)")
+    plain = {k: v for k, v in env().items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-I", "-c", code], env=plain, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    installed = any(Path(p, "fsgen_eval_lm_eval.pth").exists() for p in sys.path if p.endswith("site-packages"))
+    assert proc.stdout.split() == ([str(installed)] * 2)
