@@ -1,5 +1,6 @@
 """Shared by the adapter/offline tests: the offline datasets folder and one lm-eval TaskManager per session
-(building its task index takes seconds; simple_evaluate would build a new one per run)."""
+(building its task index takes seconds; simple_evaluate would build a new one per run), which also
+indexes this repository's tasks/ folder."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "hf-datasets"
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = REPO.parent / "shared" / "hf-datasets"
+TASKS = REPO / "tasks"  # the paper's setups, as users pass them: --include_path tasks/
 
 
 def offline_env() -> None:
@@ -27,4 +30,4 @@ def task_manager():
     import fsgen_eval  # noqa: F401  (the hook: fsgen model, offline datasets and code_eval)
     from lm_eval.tasks import TaskManager
 
-    return TaskManager()
+    return TaskManager(include_path=str(TASKS))

@@ -167,3 +167,12 @@ def test_automatic_batch_size(llama_pair):
     out = run("fsgen", fsgen_args(llama_pair, batch_size="auto", max_batch_size=4, max_length=256),
               tasks=["mmlu_abstract_algebra"], limit=2, batch_size=None)
     assert out["config"]["batch_sizes"] and max(out["config"]["batch_sizes"]) <= 4
+
+
+def test_paper_tasks_run_with_fsgen(llama_pair):
+    tasks = ["fsgen_gsm8k_cot", "fsgen_mmlu_stem_cot_anatomy", "fsgen_mbpp"]
+    out = run("fsgen", fsgen_args(llama_pair, method="oracle"), tasks=tasks, limit=1, num_fewshot=None,
+              gen_kwargs="max_gen_toks=4", confirm_run_unsafe_code=True)
+    assert set(out["config"]["fsgen"]["per_task"]) == set(tasks)
+    assert out["results"]["fsgen_mbpp"]["pass_at_1,none"] == 0.0
+    assert "exact_match,strict-match" in out["results"]["fsgen_gsm8k_cot"]
