@@ -16,6 +16,7 @@ The constructor's keywords are the ``--model_args`` schema (see docs/lm_eval.md)
 from __future__ import annotations
 
 import atexit
+import bisect
 import inspect
 import logging
 import sys
@@ -109,25 +110,25 @@ class _ScoreLedger:
     def __init__(self, max_length: int):
         self.max_length = max_length
         self.by_key: dict[tuple[int, ...], list[tuple[_Request, int, list[int]]]] = defaultdict(list)
-        self.lengths: list[int] = []
-        self.open: list[_Request] = []
+        self.lengths: list[int] = []  # distinct key lengths, sorted
 
     def add(self, req: _Request, part: int, ctx: list[int], cont: list[int]) -> None:
         key = tuple((ctx + cont)[-(self.max_length + 1):][:-1])
         self.by_key[key].append((req, part, list(cont)))
-        if len(key) not in self.lengths:
-            self.lengths.append(len(key))
-            self.lengths.sort()
+        i = bisect.bisect_left(self.lengths, len(key))
+        if i == len(self.lengths) or self.lengths[i] != len(key):
+            self.lengths.insert(i, len(key))
 
     def resolve(self, rows: torch.Tensor, logprobs: torch.Tensor, trace: dict[str, np.ndarray]) -> list[_Request]:
         """Fill the parts scored by this batch; return the requests now complete."""
         done = []
+        rows = rows.cpu()
+        nonzero = (rows != 0).long()
+        # a key cannot end before the row's last non-pad token
+        firsts = (nonzero * torch.arange(1, rows.shape[1] + 1)).amax(1).tolist()
         for b, row in enumerate(rows.tolist()):
-            nonzero = [i for i, t in enumerate(row) if t != 0]
-            first = (nonzero[-1] + 1) if nonzero else 0  # the key cannot be shorter than the last non-pad
-            for n in self.lengths:
-                if n < first or n > len(row):
-                    continue
+            start = bisect.bisect_left(self.lengths, firsts[b])
+            for n in self.lengths[start: bisect.bisect_right(self.lengths, len(row))]:
                 for req, part, cont in self.by_key.pop(tuple(row[:n]), ()):
                     req.parts[part] = _part(logprobs[b], {k: v[b] for k, v in trace.items()}, n, cont)
                     if len(req.parts) == req.n_parts:
@@ -302,7 +303,7 @@ class FSGenLM(HFLM):
         try:
             return super().generate_until(requests, disable_tqdm=disable_tqdm)
         finally:
-            self._gen_pending = {}
+            self._gen_pending, self._texts = {}, {}
 
     def tok_batch_encode(self, strings: list[str], *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         self._batch_contexts = list(strings)  # generate_until encodes each batch right before generating it
