@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import logging
 import sys
 import threading
 import weakref
@@ -50,9 +51,9 @@ def register_fsgen(_registry_module: ModuleType | None = None) -> None:
 
 def patch_evaluation_tracker(module: ModuleType) -> None:
     """Remember the latest tracker, and give fsgen runs a results folder named after the pair."""
-    tracker_cls = module.EvaluationTracker
-    config_cls = module.GeneralConfigTracker
-    if getattr(tracker_cls, "_fsgen_patched", False):
+    tracker_cls = getattr(module, "EvaluationTracker", None)
+    config_cls = getattr(module, "GeneralConfigTracker", None)
+    if tracker_cls is None or config_cls is None or getattr(tracker_cls, "_fsgen_patched", False):
         return
     original_init = tracker_cls.__init__
     original_log = config_cls.log_experiment_args
@@ -82,15 +83,17 @@ def latest_tracker() -> Any:
 
 
 def patch_datasets(module: ModuleType) -> None:
-    from fsgen_eval.offline import patch_load_dataset
+    if callable(getattr(module, "load_dataset", None)):  # Hugging Face datasets, not a namesake
+        from fsgen_eval.offline import patch_load_dataset
 
-    patch_load_dataset(module)
+        patch_load_dataset(module)
 
 
 def patch_evaluate(module: ModuleType) -> None:
-    from fsgen_eval.code_eval import patch_evaluate_load
+    if callable(getattr(module, "load", None)) and hasattr(module, "EvaluationModule"):  # HF evaluate
+        from fsgen_eval.code_eval import patch_evaluate_load
 
-    patch_evaluate_load(module)
+        patch_evaluate_load(module)
 
 
 WATCHED: dict[str, Callable[[ModuleType], None]] = {
@@ -114,7 +117,10 @@ class _RunAfterLoader(importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         self.loader.exec_module(module)
-        self.after(module)
+        try:
+            self.after(module)
+        except Exception as err:  # noqa: BLE001 - our extra must never break the import it watched
+            logging.getLogger(__name__).warning("fsgen_eval: could not extend %s (%s)", module.__name__, err)
 
     def __getattr__(self, name: str) -> Any:  # get_code, get_source, is_package, ... of the real loader
         return getattr(self.loader, name)

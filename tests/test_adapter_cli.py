@@ -92,3 +92,23 @@ def test_without_the_hook_lm_eval_is_untouched():
     assert proc.returncode == 0, proc.stderr[-3000:]
     installed = any(Path(p, "fsgen_eval_lm_eval.pth").exists() for p in sys.path if p.endswith("site-packages"))
     assert proc.stdout.split() == ([str(installed)] * 2)
+
+
+@pytest.mark.parametrize("order", ["fsgen_eval first", "lm_eval first"])
+def test_import_fsgen_eval_registers_in_either_order(order):
+    imports = ["import fsgen_eval", "import lm_eval.api.registry"]
+    if order == "lm_eval first":
+        imports.reverse()
+    code = "; ".join(imports) + ("; from lm_eval.api.registry import get_model; "
+                                 "print(get_model('fsgen').__name__, get_model('hf').__name__)")
+    proc = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["FSGenLM", "HFLM"]
+
+
+def test_the_hook_leaves_namesake_modules_alone(tmp_path):
+    (tmp_path / "evaluate.py").write_text("X = 1\n")  # a user's own evaluate.py / datasets.py
+    (tmp_path / "datasets.py").write_text("Y = 2\n")
+    code = "import fsgen_eval, evaluate, datasets; print(evaluate.X + datasets.Y)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env(), capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "3" and not proc.stderr, proc.stderr
