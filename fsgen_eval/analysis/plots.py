@@ -11,6 +11,7 @@ import io
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from fsgen_eval.analysis.scaling import Fit, power_law
 from fsgen_eval.analysis.signals import SignalSummary
@@ -40,6 +41,7 @@ def scaling_figure(series: dict[str, tuple[np.ndarray, np.ndarray, Fit | None]])
             ax.plot(grid, power_law(grid, p["a"], p["alpha"], p["b"]), color=color,
                     label=f"{p['b']:.3f} - {p['a']:.3f} r^-{p['alpha']:.2f} (R²={fit.r2:.2f})")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis overlap
     ax.set_xlabel("parameter ratio r = N_large / N_small")
     ax.set_ylabel("collaboration rate")
     ax.legend(fontsize=7)
