@@ -128,9 +128,12 @@ def points_from_runs(runs, params, router: str) -> list[dict[str, Any]]:
             rate = (summary or {}).get("collaboration_rate")
             if rate is None:
                 raise ValueError(f"{run.path}: no collaboration_rate for task {task!r} in config['fsgen']")
+            try:
+                sizes = {"small_params": params.get(f["small"]), "large_params": params.get(f["large"])}
+            except ValueError as err:
+                raise ValueError(f"{run.path}: {err}") from None
             rows.append({"task": task, "method": f["method"], "small": f["small"], "large": f["large"],
-                         "small_params": params.get(f["small"]), "large_params": params.get(f["large"]),
-                         "collaboration_rate": float(rate)})
+                         **sizes, "collaboration_rate": float(rate)})
     return rows
 
 
