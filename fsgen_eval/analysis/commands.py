@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Any) -> None:
+    """Add the analysis subcommands to ``sub`` (the dispatcher's ``add_subparsers()`` object)."""
     for add in (_add_sweep, _add_fit, _add_analyze, _add_report, _add_check):
         add(sub)
 
@@ -49,7 +50,7 @@ def _dumps(obj: Any) -> str:
 # ------------------------------------------------------------------------------------------------ sweep
 
 
-def _add_sweep(sub: argparse._SubParsersAction) -> None:
+def _add_sweep(sub: Any) -> None:
     p = sub.add_parser("sweep", help="run a grid of (small, large) pairs x methods x routers x tasks through lm-eval")
     p.add_argument("--family", required=True, help="family name (qwen1.5, qwen2.5, pythia) or a family YAML path")
     p.add_argument("--models", type=_csv_list, help="subset of the family's models (names or hub ids)")
@@ -103,7 +104,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------ fit
 
 
-def _add_fit(sub: argparse._SubParsersAction) -> None:
+def _add_fit(sub: Any) -> None:
     p = sub.add_parser("fit", help="fit collaboration rate against parameter ratio (power law and two-factor law)")
     p.add_argument("inputs", nargs="+", type=Path, help="sweep/results folders, or CSV files with large_params, "
                    "small_params, collaboration_rate[, task, method]")
@@ -194,7 +195,7 @@ def _f(v: float | None) -> str:
 # ------------------------------------------------------------------------------------------------ analyze
 
 
-def _add_analyze(sub: argparse._SubParsersAction) -> None:
+def _add_analyze(sub: Any) -> None:
     p = sub.add_parser("analyze", help="System-1 uncertainty vs handoffs from trace files; router what-if")
     p.add_argument("traces", nargs="+", type=Path, help="traces_*.jsonl files or folders holding them")
     p.add_argument("--target-call-rate", type=float, help="what-if: threshold meeting this large-model call rate")
@@ -263,7 +264,7 @@ def format_analysis(res: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------ report
 
 
-def _add_report(sub: argparse._SubParsersAction) -> None:
+def _add_report(sub: Any) -> None:
     p = sub.add_parser("report", help="leaderboard report (Markdown + standalone HTML) from results folders")
     p.add_argument("results", nargs="+", type=Path, help="results folders (or results_*.json files)")
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for report.md, report.html, plots")
@@ -292,7 +293,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------ check
 
 
-def _add_check(sub: argparse._SubParsersAction) -> None:
+def _add_check(sub: Any) -> None:
     p = sub.add_parser("check", help="CI regression gate: compare results with a baseline JSON (exit 1 on a regression)")
     p.add_argument("results", nargs="+", type=Path, help="results folders (or results_*.json files)")
     p.add_argument("--baseline", type=Path, required=True)
