@@ -114,3 +114,11 @@ def test_fit_cli_from_result_folders(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "sweep"), "--params", str(params), "--json", "--n-boot", "20"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out[0]["n_points"] == 4 and out[0]["b"] == pytest.approx(0.4, abs=1e-3)
+
+
+def test_two_factor_bootstrap_with_two_small_models():
+    # a 2 x 2 design (two small, two large models): resamples of >= 3 distinct pairs can be fitted
+    ns, nl = np.array([1e9, 1e9, 3e9, 3e9]), np.array([2e10, 9e10, 2e10, 9e10])
+    y = two_factor_law(ns, nl, -1.0, 0.3, 0.15) * np.array([1.01, 0.99, 0.995, 1.005])
+    fit = fit_two_factor(ns, nl, y, n_boot=100)
+    assert fit.n_boot_used > 0 and all(np.isfinite(v).all() for v in fit.ci.values())

@@ -172,20 +172,26 @@ def format_fits(groups: list[dict[str, Any]]) -> str:
         if "error" in g:
             lines.append(f"{head}: no fit: {g['error']}")
             continue
-        ci = g["ci"]
-        lines.append(f"{head}\n  power law f(r) = b - a r^-alpha:  " + "  ".join(
-            f"{k}={g[k]:.4f} [{ci[k][0]:.4f}, {ci[k][1]:.4f}]" for k in ("a", "alpha", "b")))
+        lines.append(f"{head}\n  power law f(r) = b - a r^-alpha:  " + _params_text(g, ("a", "alpha", "b")))
         lines.append(f"    R2={g['r2']:.4f}  LOO RMSE={_f(g['loo_rmse'])}  at bound: {', '.join(g['at_bound']) or 'none'}")
         two = g["two_factor"]
         if "error" in two:
             lines.append(f"  two-factor: no fit: {two['error']}")
         else:
-            tci = two["ci"]
-            lines.append("  two-factor log f = c - alpha log N_small + beta log N_large:  " + "  ".join(
-                f"{k}={two[k]:.4f} [{tci[k][0]:.4f}, {tci[k][1]:.4f}]" for k in ("c", "alpha", "beta")))
+            lines.append("  two-factor log f = c - alpha log N_small + beta log N_large:  "
+                         + _params_text(two, ("c", "alpha", "beta")))
             lines.append(f"    R2={two['r2']:.4f}  LOO RMSE={_f(two['loo_rmse'])}")
         lines.append(f"  better on held-out pairs (LOO RMSE): {g.get('better') or 'undecided (too few points)'}")
     return "\n".join(lines)
+
+
+def _params_text(fit: dict[str, Any], names: tuple[str, ...]) -> str:
+    """``name=value [lo, hi]`` per parameter; the interval reads ``CI n/a`` when no resample could be fitted."""
+    def one(k: str) -> str:
+        lo, hi = fit["ci"][k]
+        ci = "CI n/a" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{lo:.4g}, {hi:.4g}]"
+        return f"{k}={fit[k]:.4g} {ci}"
+    return "  ".join(one(k) for k in names) + f"  ({fit['ci_level']:.0%} CI, {fit['n_boot_used']} resamples)"
 
 
 def _f(v: float | None) -> str:
@@ -257,7 +263,7 @@ def format_analysis(res: dict[str, Any]) -> str:
         lines.append(f"router what-if skipped: {w['skipped']}")
     for t in w.get("at_target", []):
         lines.append(f"what-if {t['signal']}: {t['rule']} -> call rate {t['call_rate']:.3f}, "
-                     f"handoffs caught {t['caught']:.3f} (router={t['router']}, threshold={t['router_threshold']})")
+                     f"handoffs caught {t['caught']:.3f} (router={t['router']})")
     return "\n".join(lines)
 
 

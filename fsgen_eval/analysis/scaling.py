@@ -134,7 +134,8 @@ def fit_two_factor(n_small: np.ndarray, n_large: np.ndarray, y: np.ndarray, n_bo
         raise ValueError("two-factor fit takes the log of collaboration_rate; it must be > 0 at every point")
     x, logy = _design(n_small, n_large), np.log(y)
     coef = _fit_two_params(x, logy)
-    boot = _bootstrap(lambda idx: _fit_two_params(x[idx], logy[idx]), n_small, n_boot, random_state,
+    # distinct resampled points >= 3; whether they separate the two sizes is the rank check's job
+    boot = _bootstrap(lambda idx: _fit_two_params(x[idx], logy[idx]), np.arange(len(y)), n_boot, random_state,
                       min_distinct=3, skip=(ValueError, np.linalg.LinAlgError))
     loo = _loo(lambda idx: _fit_two_params(x[idx], logy[idx]),
                lambda cf, i: float(np.exp(x[i] @ cf)), y, min_points=3)
