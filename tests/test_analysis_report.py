@@ -7,12 +7,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from analysis_helpers import random_traces, write_run
 from fsgen_eval.analysis.files import find_runs
-from fsgen_eval.analysis.params import ParamTable, ParamCount
+from fsgen_eval.analysis.params import ParamCount, ParamTable
 from fsgen_eval.analysis.report import build_report, write_report
 from fsgen_eval.cli import main
 

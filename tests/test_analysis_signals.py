@@ -91,6 +91,8 @@ def test_analyze_cli(tmp_path, capsys):
     assert at["s1_entropy"]["call_rate"] <= 0.3 and at["s1_entropy"]["caught"] > 0.3
     assert main(["analyze", str(folder)]) == 0
     assert "llm_called" in capsys.readouterr().out
+    assert main(["analyze", str(folder), "--request-type", "loglikelihood"]) == 2  # all are generate_until
+    assert "no trace records of request type 'loglikelihood'" in capsys.readouterr().err
 
 
 def test_analyze_cli_skips_whatif_for_routed_traces(tmp_path, capsys):

@@ -207,6 +207,8 @@ def _add_analyze(sub: Any) -> None:
     p.add_argument("--target-call-rate", type=float, help="what-if: threshold meeting this large-model call rate")
     p.add_argument("--max-position", type=int, default=32, help="absolute positions shown (later ones pooled)")
     p.add_argument("--bins", type=int, default=20, help="histogram bins")
+    p.add_argument("--request-type", choices=("generate_until", "loglikelihood", "loglikelihood_rolling"),
+                   help="use only records of this request type (default: all)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_analyze)
 
@@ -242,7 +244,11 @@ def analyze(traces: list, target: float | None, max_position: int, bins: int) ->
 def cmd_analyze(args: argparse.Namespace) -> int:
     from fsgen_eval.analysis.files import read_traces
 
-    res = analyze([r["trace"] for r in read_traces(args.traces)], args.target_call_rate, args.max_position, args.bins)
+    records = [r for r in read_traces(args.traces)
+               if args.request_type is None or r.get("request_type") == args.request_type]
+    if not records:
+        raise ValueError(f"no trace records of request type {args.request_type!r} in {', '.join(map(str, args.traces))}")
+    res = analyze([r["trace"] for r in records], args.target_call_rate, args.max_position, args.bins)
     print(_dumps(res) if args.json else format_analysis(res))
     return 0
 

@@ -8,7 +8,7 @@ share of handoffs the router would have caught.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ import numpy as np
 from fsgen_eval.analysis.signals import SIGNALS
 
 # signal -> (router name in fsgen_eval.routers, its threshold as a function of t, the router's rule)
-NATIVE_ROUTER: dict[str, tuple[str, Any, str]] = {
+NATIVE_ROUTER: dict[str, tuple[str, Callable[[float], float], str]] = {
     "s1_entropy": ("entropy", lambda t: t, "call where s1_entropy >= {thr:.4g}"),
     "1-s1_top1_prob": ("max_prob", lambda t: 1.0 - t, "call where s1_top1_prob <= {thr:.4g}"),
     "-s1_margin": ("margin", lambda t: -t, "call where s1_margin <= {thr:.4g}"),
