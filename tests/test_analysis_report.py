@@ -112,3 +112,11 @@ def test_html_report_renders_in_chromium(runs_dir, tmp_path):
         region = (slice(y, y + h), slice(x, x + w))
         assert colour[region].sum() > 300, f"plot at {(x, y)} shows no coloured marks"
         assert dark[region].mean() > 0.005, f"plot at {(x, y)} shows no axes or labels"
+
+
+def test_report_without_traces_or_sizes_says_what_is_missing(tmp_path):
+    write_run(tmp_path / "r", "org/s1", "org/l1", summary_override={"gsm8k": {"collaboration_rate": 0.2}})
+    rep = build_report(find_runs([tmp_path / "r"]), ParamTable([]), n_boot=5)
+    assert rep.figures == [] and len(rep.tables[0].rows) == 1
+    assert any("no parameter count for model 'org/l1'" in n or "org/s1" in n for n in rep.notes)
+    assert any("no trace files" in n for n in rep.notes)
