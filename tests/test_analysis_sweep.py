@@ -108,3 +108,17 @@ def test_cli_sweep_runs_with_injected_runner(tmp_path, capsys, monkeypatch):
     assert main(args) == 0 and len(runner.calls) == 1
     assert main(args) == 0 and len(runner.calls) == 1  # resumed: nothing left
     assert "1 already done" in capsys.readouterr().out
+
+
+def test_subprocess_runner_logs_and_returns_the_exit_code(tmp_path):
+    import sys
+
+    out = tmp_path / "cell"
+    rc = sweep.subprocess_runner([sys.executable, "-c", "print('hello from lm-eval'); raise SystemExit(3)"], out)
+    assert rc == 3 and "hello from lm-eval" in (out / "lm_eval.log").read_text()
+
+
+def test_cell_that_exits_0_without_results_is_not_done(tmp_path):
+    cell = sweep.Cell("org/s", "org/l", "oracle", "always", None, "gsm8k")
+    err = sweep.run_cell(cell, tmp_path, lambda argv, output: 0)
+    assert "wrote no results_*.json" in err and not sweep.is_done(tmp_path / cell.relpath)
