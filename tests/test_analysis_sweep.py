@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fsgen_eval.analysis import sweep
+from fsgen_eval.analysis.files import find_runs
 from fsgen_eval.analysis.params import ParamCount
 from fsgen_eval.cli import main
 
@@ -68,6 +69,8 @@ def test_resume_after_a_kill(tmp_path):
     assert len(out.ran) == 5 and len(out.failed) == 1  # the runner fails the 3rd cell only
     bad = out.failed[0][0]
     assert not sweep.is_done(tmp_path / bad.relpath)
+    (tmp_path / bad.relpath).with_name(bad.relpath.name + ".tmp").joinpath("results_x.json").write_text("{}")
+    assert len(find_runs([tmp_path])) == 5  # the killed cell's temp folder is not read
     assert (tmp_path / bad.relpath).with_name(bad.relpath.name + ".tmp").exists()
     again = FakeRunner()
     out2 = sweep.run_sweep(cells, tmp_path, again, progress=False)

@@ -88,7 +88,9 @@ def find_runs(folders: list[Path]) -> list[Run]:
     for folder in map(Path, folders):
         if not folder.exists():
             raise FileNotFoundError(f"{folder}: no such file or folder")
-        files = [folder] if folder.is_file() else sorted(folder.rglob("results_*.json"))
+        # a sweep's unfinished cells (``*.tmp`` folders) hold no trustworthy results
+        files = [folder] if folder.is_file() else sorted(
+            f for f in folder.rglob("results_*.json") if not any(p.endswith(".tmp") for p in f.parts))
         if not files:
             raise ValueError(f"{folder}: no results_*.json below this folder")
         runs.extend(load_run(f) for f in files)
