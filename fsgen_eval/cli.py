@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # subcommand group → module holding its ``register``; order is the order in ``--help``.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("fsgen_eval.lm_eval_cli",)
+SUBCOMMAND_MODULES: tuple[str, ...] = ("fsgen_eval.lm_eval_cli", "fsgen_eval.analysis.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:

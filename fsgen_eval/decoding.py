@@ -134,7 +134,6 @@ class Runner:
     keep_kw: str  # forward()'s name for "compute logits of the last n positions only"
     device: torch.device  # where the model's inputs go
     fed: int = 0  # sequence positions already in the cache
-    calls: int = 0  # forward passes run (a benchmark figure)
 
     @classmethod
     def new(cls, model: PreTrainedModel) -> "Runner":
@@ -156,7 +155,6 @@ class Runner:
             **{self.cache_kw: self.cache, self.keep_kw: keep},
         )
         self.fed = seq.length
-        self.calls += 1
         # cut to the tokenizer's vocabulary: padded embedding rows are not tokens
         return out.logits[:, -keep:, :vocab].float().log_softmax(-1).to(seq.tokens.device)
 
@@ -383,10 +381,6 @@ def decode_batch(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg
         while st.seq.generated < cfg.max_new_tokens and not bool(st.seq.finished.all()):
             speculative_round(st, pair, cfg) if spec else plain_step(st, pair, cfg)
     return _rows(pair, st.seq, st.rec, st.counters, cfg)
-
-
-def forward_calls(st: DecodeState) -> dict[str, int]:
-    return {"small": st.small.calls, "large": st.large.calls}
 
 
 # ---------------------------------------------------------------------------------- teacher forcing

@@ -461,7 +461,8 @@ class FSGenLM(HFLM):
             "params": dict(cfg.params),
             **summary,
             "tokens_per_second": tokens / self.engine_seconds if self.engine_seconds else None,
-            "traces": [str(p) for p in paths],
+            # beside the results: bare names (the folder may move); trace=PATH: as given
+            "traces": [p.name if self.trace_arg is None else str(p) for p in paths],
         }
 
     def get_model_info(self) -> dict[str, Any]:

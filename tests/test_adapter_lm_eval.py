@@ -67,7 +67,7 @@ def test_oracle_equals_hf_large_and_writes_traces_beside_results(llama_pair, hf_
     assert info["summary"]["llm_call_rate"] == 1.0
 
     (trace_file,) = folder.glob("traces_*.jsonl")
-    assert info["traces"] == [str(trace_file)]
+    assert info["traces"] == [trace_file.name]  # which trace files belong to this results file
     records = [json.loads(line) for line in trace_file.read_text().splitlines()]
     logged = {}
     for task in ("gsm8k", "mmlu_abstract_algebra"):

@@ -1,0 +1,335 @@
+"""``fsgen-eval sweep | fit | analyze | report | check``: argument parsing over the analysis modules.
+
+Bad input raises ``ValueError`` / ``FileNotFoundError`` naming the file and the problem; ``fsgen_eval.cli``
+prints it as one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def register(sub: Any) -> None:
+    """Add the analysis subcommands to ``sub`` (the dispatcher's ``add_subparsers()`` object)."""
+    for add in (_add_sweep, _add_fit, _add_analyze, _add_report, _add_check):
+        add(sub)
+
+
+def _csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    raise TypeError(type(o).__name__)
+
+
+def _dumps(obj: Any) -> str:
+    """JSON with NaN/inf written as null (strict JSON)."""
+    def clean(x: Any) -> Any:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+    return json.dumps(clean(json.loads(json.dumps(obj, default=_json_default))), indent=2)
+
+
+# ------------------------------------------------------------------------------------------------ sweep
+
+
+def _add_sweep(sub: Any) -> None:
+    p = sub.add_parser("sweep", help="run a grid of (small, large) pairs x methods x routers x tasks through lm-eval")
+    p.add_argument("--family", required=True, help="family name (qwen1.5, qwen2.5, pythia) or a family YAML path")
+    p.add_argument("--models", type=_csv_list, help="subset of the family's models (names or hub ids)")
+    p.add_argument("--methods", type=_csv_list, default=["oracle"])
+    p.add_argument("--routers", type=_csv_list, default=["always"], help="e.g. always,never,entropy@1.5")
+    p.add_argument("--tasks", type=_csv_list, required=True)
+    p.add_argument("--output-path", type=Path, required=True, help="sweep folder: one subfolder per cell")
+    p.add_argument("--limit", type=int, help="lm-eval --limit per task")
+    p.add_argument("--model-args-extra", default="", help="appended to --model_args, e.g. dtype=bfloat16")
+    p.add_argument("--trace-arg", default="trace=true", help="the model_args entry that turns traces on")
+    p.add_argument("--lm-eval-args", default="", help="more lm-eval arguments, e.g. '--batch_size 8'")
+    p.add_argument("--dry-run", action="store_true", help="print the grid and the commands; run nothing")
+    p.set_defaults(func=cmd_sweep)
+
+
+def _family_models(spec: str, subset: list[str] | None):
+    from fsgen_eval.analysis.params import DEFAULT_DIR, ParamTable
+
+    path = Path(spec)
+    if path.suffix not in (".yaml", ".yml"):
+        path = DEFAULT_DIR / f"{spec.lower()}.yaml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in DEFAULT_DIR.glob("*.yaml")))
+            raise ValueError(f"unknown family {spec!r} (known: {known}; or give a YAML path)")
+    table = ParamTable.load([path])
+    models = table.models()
+    if subset:
+        wanted = {table.find(m) for m in subset}  # raises naming an unknown model
+        models = [m for m in models if m in wanted]
+    return models
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import shlex
+
+    from fsgen_eval.analysis import sweep
+
+    cells = sweep.build_grid(_family_models(args.family, args.models), args.methods, args.routers, args.tasks)
+    kw = dict(limit=args.limit, trace_arg=args.trace_arg, model_args_extra=args.model_args_extra,
+              lm_eval_args=shlex.split(args.lm_eval_args))
+    if args.dry_run:
+        print(sweep.describe(cells, args.output_path, **kw))
+        return 0
+    out = sweep.run_sweep(cells, args.output_path, sweep.subprocess_runner, **kw)
+    print(f"sweep: {len(out.ran)} ran, {len(out.skipped)} already done, {len(out.failed)} failed")
+    for cell, err in out.failed:
+        print(f"  failed {cell.relpath}: {err}", file=sys.stderr)
+    return 1 if out.failed else 0
+
+
+# ------------------------------------------------------------------------------------------------ fit
+
+
+def _add_fit(sub: Any) -> None:
+    p = sub.add_parser("fit", help="fit collaboration rate against parameter ratio (power law and two-factor law)")
+    p.add_argument("inputs", nargs="+", type=Path, help="sweep/results folders, or CSV files with large_params, "
+                   "small_params, collaboration_rate[, task, method]")
+    p.add_argument("--params", nargs="*", type=Path, help="YAML(s) of parameter counts (default: model_configs/)")
+    p.add_argument("--router", default="always", help="use runs with this router (folders only; 'any' for all)")
+    p.add_argument("--lower-bound", type=float, default=0.05, help="lower bound of a, alpha, b (paper: 0.05)")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object per (task, method) group")
+    p.set_defaults(func=cmd_fit)
+
+
+def points_from_runs(runs, params, router: str) -> list[dict[str, Any]]:
+    """One point per (run, task): sizes from ``params``, collaboration rate from config['fsgen']."""
+    rows = []
+    for run in runs:
+        f = run.fsgen
+        if router != "any" and f.get("router") != router:
+            continue
+        per_task = f.get("per_task") or {task: f.get("summary") or {} for task in run.results}
+        for task, summary in per_task.items():
+            rate = (summary or {}).get("collaboration_rate")
+            if rate is None:
+                raise ValueError(f"{run.path}: no collaboration_rate for task {task!r} in config['fsgen']")
+            try:
+                sizes = {"small_params": params.get(f["small"]), "large_params": params.get(f["large"])}
+            except ValueError as err:
+                raise ValueError(f"{run.path}: {err}") from None
+            rows.append({"task": task, "method": f["method"], "small": f["small"], "large": f["large"],
+                         **sizes, "collaboration_rate": float(rate)})
+    return rows
+
+
+def load_points(inputs: list[Path], params_files: list[Path] | None, router: str) -> list[dict[str, Any]]:
+    from fsgen_eval.analysis.files import find_runs, read_points_csv
+    from fsgen_eval.analysis.params import ParamTable
+
+    rows: list[dict[str, Any]] = []
+    folders = [p for p in inputs if p.suffix.lower() != ".csv"]
+    for p in inputs:
+        if p.suffix.lower() == ".csv":
+            rows += read_points_csv(p)
+    if folders:
+        rows += points_from_runs(find_runs(folders), ParamTable.load(params_files), router)
+    if not rows:
+        raise ValueError(f"no points to fit in {', '.join(map(str, inputs))} (router filter: {router})")
+    return rows
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from fsgen_eval.analysis.scaling import fit_groups
+
+    groups = fit_groups(load_points(args.inputs, args.params, args.router), n_boot=args.n_boot,
+                        random_state=args.seed, lower=args.lower_bound)
+    if all("error" in g for g in groups):
+        raise ValueError("; ".join(f"{g['task']}/{g['method']}: {g['error']}" for g in groups))
+    print(_dumps(groups) if args.json else format_fits(groups))
+    return 0
+
+
+def format_fits(groups: list[dict[str, Any]]) -> str:
+    lines = []
+    for g in groups:
+        head = f"[task={g['task']} method={g['method']}] {g['n_points']} points"
+        if "error" in g:
+            lines.append(f"{head}: no fit: {g['error']}")
+            continue
+        lines.append(f"{head}\n  power law f(r) = b - a r^-alpha:  " + _params_text(g, ("a", "alpha", "b")))
+        lines.append(f"    R2={g['r2']:.4f}  LOO RMSE={_f(g['loo_rmse'])}  at bound: {', '.join(g['at_bound']) or 'none'}")
+        two = g["two_factor"]
+        if "error" in two:
+            lines.append(f"  two-factor: no fit: {two['error']}")
+        else:
+            lines.append("  two-factor log f = c - alpha log N_small + beta log N_large:  "
+                         + _params_text(two, ("c", "alpha", "beta")))
+            lines.append(f"    R2={two['r2']:.4f}  LOO RMSE={_f(two['loo_rmse'])}")
+        lines.append(f"  better on held-out pairs (LOO RMSE): {g.get('better') or 'undecided (too few points)'}")
+    return "\n".join(lines)
+
+
+def _params_text(fit: dict[str, Any], names: tuple[str, ...]) -> str:
+    """``name=value [lo, hi]`` per parameter; the interval reads ``CI n/a`` when no resample could be fitted."""
+    def one(k: str) -> str:
+        lo, hi = fit["ci"][k]
+        ci = "CI n/a" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{lo:.4g}, {hi:.4g}]"
+        return f"{k}={fit[k]:.4g} {ci}"
+    return "  ".join(one(k) for k in names) + f"  ({fit['ci_level']:.0%} CI, {fit['n_boot_used']} resamples)"
+
+
+def _f(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+# ------------------------------------------------------------------------------------------------ analyze
+
+
+def _add_analyze(sub: Any) -> None:
+    p = sub.add_parser("analyze", help="System-1 uncertainty vs handoffs from trace files; router what-if")
+    p.add_argument("traces", nargs="+", type=Path, help="traces_*.jsonl files or folders holding them")
+    p.add_argument("--target-call-rate", type=float, help="what-if: threshold meeting this large-model call rate")
+    p.add_argument("--max-position", type=int, default=32, help="absolute positions shown (later ones pooled)")
+    p.add_argument("--bins", type=int, default=20, help="histogram bins")
+    p.add_argument("--request-type", choices=("generate_until", "loglikelihood", "loglikelihood_rolling"),
+                   help="use only records of this request type (default: all)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_analyze)
+
+
+def analyze(traces: list, target: float | None, max_position: int, bins: int) -> dict[str, Any]:
+    from fsgen_eval.analysis import signals, whatif
+
+    tok = signals.called_tokens(traces)
+    if tok.n_called == 0:
+        raise ValueError(f"none of the {tok.n_tokens} traced tokens has llm_called true: no handoff is defined")
+    dec_rate, dec_n = signals.rate_by_decile(tok)
+    pos_rate, pos_n = signals.rate_by_position(tok, max_position)
+    out: dict[str, Any] = {
+        "n_tokens": tok.n_tokens, "n_called": tok.n_called, "n_handoffs": int(tok.handoff.sum()),
+        "note": f"handoff is defined only where System 2 was evaluated (llm_called): {tok.n_called} of "
+                f"{tok.n_tokens} tokens are used",
+        "signals": [s.to_dict() for s in signals.summarize_signals(tok, bins)],
+        "by_decile": {"rate": dec_rate, "count": dec_n}, "by_position": {"rate": pos_rate, "count": pos_n}}
+    try:
+        curves = whatif.tradeoff_curves(traces)
+    except ValueError as err:
+        if target is not None:
+            raise
+        out["whatif"] = {"skipped": str(err)}
+        return out
+    out["whatif"] = {"curves": [{"signal": c.signal, "threshold": c.thresholds, "call_rate": c.call_rate,
+                                 "caught": c.caught} for c in curves]}
+    if target is not None:
+        out["whatif"]["at_target"] = [c.at_target(target) for c in curves]
+    return out
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from fsgen_eval.analysis.files import read_traces
+
+    records = [r for r in read_traces(args.traces)
+               if args.request_type is None or r.get("request_type") == args.request_type]
+    if not records:
+        raise ValueError(f"no trace records of request type {args.request_type!r} in {', '.join(map(str, args.traces))}")
+    res = analyze([r["trace"] for r in records], args.target_call_rate, args.max_position, args.bins)
+    print(_dumps(res) if args.json else format_analysis(res))
+    return 0
+
+
+def format_analysis(res: dict[str, Any]) -> str:
+    lines = [res["note"] + f"; {res['n_handoffs']} handoffs.", "",
+             f"{'signal':16} {'AUROC':>6}  quantiles {tuple(res['signals'][0]['quantiles'])} handoff | agreement"]
+    for s in res["signals"]:
+        qh = " ".join(f"{v:.3f}" for v in s["quantiles_handoff"])
+        qa = " ".join(f"{v:.3f}" for v in s["quantiles_agree"])
+        lines.append(f"{s['signal']:16} {s['auroc']:6.3f}  {qh} | {qa}")
+    fmt = lambda rates: " ".join("  -  " if not np.isfinite(v) else f"{v:.3f}" for v in rates)  # noqa: E731
+    lines += ["", "handoff rate by decile of the generation: " + fmt(res["by_decile"]["rate"]),
+              "handoff rate by position 0..: " + fmt(res["by_position"]["rate"])]
+    w = res["whatif"]
+    lines.append("")
+    if "skipped" in w:
+        lines.append(f"router what-if skipped: {w['skipped']}")
+    for t in w.get("at_target", []):
+        lines.append(f"what-if {t['signal']}: {t['rule']} -> call rate {t['call_rate']:.3f}, "
+                     f"handoffs caught {t['caught']:.3f} (router={t['router']})")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def _add_report(sub: Any) -> None:
+    p = sub.add_parser("report", help="leaderboard report (Markdown + standalone HTML) from results folders")
+    p.add_argument("results", nargs="+", type=Path, help="results folders (or results_*.json files)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="folder for report.md, report.html, plots")
+    p.add_argument("--params", nargs="*", type=Path, help="YAML(s) of parameter counts (default: model_configs/)")
+    p.add_argument("--title", default="fsgen-eval report")
+    p.add_argument("--target-call-rate", type=float)
+    p.add_argument("--n-boot", type=int, default=200)
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from fsgen_eval.analysis.files import find_runs
+    from fsgen_eval.analysis.params import ParamTable
+    from fsgen_eval.analysis.report import build_report, write_report
+
+    rep = build_report(find_runs(args.results), ParamTable.load(args.params), args.title, args.target_call_rate,
+                       args.n_boot)
+    md, page = write_report(rep, args.output)
+    print(f"wrote {md} and {page}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ check
+
+
+def _add_check(sub: Any) -> None:
+    p = sub.add_parser("check", help="CI regression gate: compare results with a baseline JSON (exit 1 on a regression)")
+    p.add_argument("results", nargs="+", type=Path, help="results folders (or results_*.json files)")
+    p.add_argument("--baseline", type=Path, required=True)
+    p.add_argument("--update-baseline", action="store_true", help="write the baseline from these results")
+    p.add_argument("--tol-collab", type=float, help="absolute tolerance, collaboration rate (default 0.02)")
+    p.add_argument("--tol-call", type=float, help="absolute tolerance, large-model call rate (default 0.02)")
+    p.add_argument("--tol-acc", type=float, help="absolute tolerance, accuracy metrics (default 0.02)")
+    p.set_defaults(func=cmd_check)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from fsgen_eval.analysis import gate
+    from fsgen_eval.analysis.files import find_runs
+
+    current = gate.collect(find_runs(args.results))
+    given = {"collaboration_rate": args.tol_collab, "llm_call_rate": args.tol_call, "accuracy": args.tol_acc}
+    if args.update_baseline:
+        tol = {**gate.DEFAULT_TOLERANCES, **{k: v for k, v in given.items() if v is not None}}
+        gate.write_baseline(args.baseline, current, tol)
+        print(f"wrote baseline {args.baseline} ({len(current)} entries)")
+        return 0
+    baseline = gate.read_baseline(args.baseline)
+    tol = {**gate.DEFAULT_TOLERANCES, **baseline.get("tolerances", {}),
+           **{k: v for k, v in given.items() if v is not None}}
+    checks = gate.compare(baseline, current, tol)
+    print(gate.format_table(checks))
+    return 1 if any(c.failed for c in checks) else 0

@@ -1,0 +1,130 @@
+"""System 1's uncertainty against handoffs: AUROC, distributions, and handoff rate by position.
+
+A *handoff* (System 2's token differs from System 1's greedy token) is defined only where System 2 was
+evaluated (``llm_called``); everything here uses those tokens only. Each signal is oriented so that a higher
+value means System 1 is less sure: ``s1_entropy``, ``1-s1_top1_prob`` and ``-s1_margin``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.stats import rankdata
+
+SIGNALS: dict[str, Callable[[Mapping[str, np.ndarray]], np.ndarray]] = {
+    "s1_entropy": lambda t: np.asarray(t["s1_entropy"], float),
+    "1-s1_top1_prob": lambda t: 1.0 - np.asarray(t["s1_top1_prob"], float),
+    "-s1_margin": lambda t: -np.asarray(t["s1_margin"], float),
+}
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` [N] for boolean ``labels`` [N]: the probability that a random
+    positive scores above a random negative, ties counting one half (the Mann-Whitney U statistic divided
+    by n_pos * n_neg). NaN when either class is empty."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)  # average ranks: a tie between classes contributes 1/2
+    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2
+    return float(u / (n_pos * n_neg))
+
+
+@dataclass
+class CalledTokens:
+    """Tokens pooled over records where System 2 was evaluated (all arrays [M]).
+
+    ``scores``: signal name -> [M] values (NaN where the trace had none); ``handoff``: [M] bool;
+    ``position``: [M] index in its generation; ``rel_decile``: [M] in 0..9, position / length of its
+    generation; ``n_tokens``: all tokens, called or not.
+    """
+
+    scores: dict[str, np.ndarray]
+    handoff: np.ndarray
+    position: np.ndarray
+    rel_decile: np.ndarray
+    n_tokens: int
+
+    @property
+    def n_called(self) -> int:
+        return int(len(self.handoff))
+
+
+def called_tokens(traces: list[Mapping[str, np.ndarray]]) -> CalledTokens:
+    """Pool the tokens of per-generation traces (each field [T_i]) where ``llm_called`` is true."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in (*SIGNALS, "handoff", "position", "decile")}
+    n_tokens = 0
+    for t in traces:
+        called = np.asarray(t["llm_called"], bool)
+        length = len(called)
+        n_tokens += length
+        pos = np.arange(length)
+        for name, fn in SIGNALS.items():
+            parts[name].append(fn(t)[called])
+        parts["handoff"].append(np.asarray(t["handoff"], bool)[called])
+        parts["position"].append(pos[called])
+        parts["decile"].append(np.minimum(pos * 10 // max(length, 1), 9)[called])
+    cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in parts.items()}
+    return CalledTokens({n: cat[n].astype(float) for n in SIGNALS}, cat["handoff"].astype(bool),
+                        cat["position"].astype(int), cat["decile"].astype(int), n_tokens)
+
+
+@dataclass
+class SignalSummary:
+    """One signal at handoffs vs agreements: AUROC, quantiles (at :data:`QUANTILES`) and a histogram over
+    shared ``bin_edges`` [B+1] (``hist_handoff``, ``hist_agree``: [B] counts)."""
+
+    name: str
+    auroc: float
+    n_handoff: int
+    n_agree: int
+    quantiles_handoff: list[float]
+    quantiles_agree: list[float]
+    bin_edges: np.ndarray
+    hist_handoff: np.ndarray
+    hist_agree: np.ndarray
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"signal": self.name, "auroc": self.auroc, "n_handoff": self.n_handoff, "n_agree": self.n_agree,
+                "quantiles": list(QUANTILES), "quantiles_handoff": self.quantiles_handoff,
+                "quantiles_agree": self.quantiles_agree, "bin_edges": self.bin_edges.tolist(),
+                "hist_handoff": self.hist_handoff.tolist(), "hist_agree": self.hist_agree.tolist()}
+
+
+def summarize_signal(name: str, scores: np.ndarray, handoff: np.ndarray, bins: int = 20) -> SignalSummary:
+    """AUROC and distributions of one signal's [M] scores split by [M] handoff (NaN scores dropped)."""
+    ok = np.isfinite(scores)
+    s, h = scores[ok], handoff[ok]
+    edges = np.histogram_bin_edges(s if len(s) else np.zeros(1), bins=bins)
+    q = lambda x: [float(v) for v in np.quantile(x, QUANTILES)] if len(x) else [float("nan")] * len(QUANTILES)  # noqa: E731
+    return SignalSummary(name, auroc(s, h), int(h.sum()), int((~h).sum()), q(s[h]), q(s[~h]), edges,
+                         np.histogram(s[h], edges)[0], np.histogram(s[~h], edges)[0])
+
+
+def summarize_signals(tokens: CalledTokens, bins: int = 20) -> list[SignalSummary]:
+    return [summarize_signal(n, tokens.scores[n], tokens.handoff, bins) for n in SIGNALS]
+
+
+def rate_by(index: np.ndarray, handoff: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Handoff rate and token count per bin: index [M] in 0..n_bins-1 (larger values go to the last bin),
+    handoff [M] -> (rate [n_bins] with NaN for empty bins, count [n_bins])."""
+    idx = np.minimum(np.asarray(index, int), n_bins - 1)
+    count = np.bincount(idx, minlength=n_bins)
+    hits = np.bincount(idx, weights=np.asarray(handoff, float), minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, hits / np.maximum(count, 1), np.nan), count
+
+
+def rate_by_decile(tokens: CalledTokens) -> tuple[np.ndarray, np.ndarray]:
+    """Handoff rate [10] and count [10] by relative position in the generation (deciles)."""
+    return rate_by(tokens.rel_decile, tokens.handoff, 10)
+
+
+def rate_by_position(tokens: CalledTokens, max_position: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Handoff rate and count by absolute position 0..max_position-1; the last bin pools later tokens."""
+    return rate_by(tokens.position, tokens.handoff, max_position)

@@ -1,0 +1,150 @@
+"""Sweeps: a grid of lm-eval runs of the ``fsgen`` model, one folder per cell, resumable.
+
+A cell is one (small, large) pair of a family (large has more parameters) × method × router (with its
+threshold) × task. Each runs ``python -m lm_eval --model fsgen ...`` with ``--output_path`` a temporary
+folder that is renamed to the cell's folder once lm-eval exits 0 and a ``results_*.json`` exists, so a
+killed sweep leaves no half-finished cell behind and a rerun starts from the first unfinished cell.
+The command runner is injectable (tests use a fake one; a cluster could submit jobs).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fsgen_eval.analysis.params import ParamCount
+
+THRESHOLD_ROUTERS = ("max_prob", "margin", "entropy")
+Runner = Callable[[list[str], Path], int]  # (argv, cell's temporary output folder) -> exit code
+
+
+@dataclass(frozen=True)
+class Cell:
+    small: str
+    large: str
+    method: str
+    router: str
+    threshold: float | None
+    task: str
+
+    @property
+    def relpath(self) -> Path:
+        """``<small>__<large>/<method>-<router>[-<threshold>]/<task>``, safe as a path."""
+        conf = f"{self.method}-{self.router}" + ("" if self.threshold is None else f"-{self.threshold:g}")
+        return Path(_safe(f"{self.small}__{self.large}"), _safe(conf), _safe(self.task))
+
+    def model_args(self, trace_arg: str = "trace=true", extra: str = "") -> str:
+        args = [f"small={self.small}", f"large={self.large}", f"method={self.method}", f"router={self.router}"]
+        if self.threshold is not None:
+            args.append(f"threshold={self.threshold:g}")
+        args += [a for a in (trace_arg, extra) if a]
+        return ",".join(args)
+
+    def command(self, output: Path, limit: int | None = None, trace_arg: str = "trace=true",
+                model_args_extra: str = "", lm_eval_args: list[str] | None = None) -> list[str]:
+        cmd = [sys.executable, "-m", "lm_eval", "--model", "fsgen",
+               "--model_args", self.model_args(trace_arg, model_args_extra),
+               "--tasks", self.task, "--output_path", str(output)]
+        if limit is not None:
+            cmd += ["--limit", str(limit)]
+        return cmd + list(lm_eval_args or [])
+
+
+def _safe(name: str) -> str:
+    """lm-eval's sanitizing of names for paths (separators and odd characters -> ``__``)."""
+    return re.sub(r"[\"<>:/|\\?*\[\]]+", "__", name)
+
+
+def parse_router(spec: str) -> tuple[str, float | None]:
+    """``"always"`` -> (always, None); ``"entropy@1.5"`` -> (entropy, 1.5); a threshold router needs one."""
+    name, _, thr = spec.partition("@")
+    if name in THRESHOLD_ROUTERS and not thr:
+        raise ValueError(f"router {name!r} needs a threshold: write {name}@<threshold>")
+    if thr and name not in THRESHOLD_ROUTERS:
+        raise ValueError(f"router {name!r} takes no threshold (threshold routers: {', '.join(THRESHOLD_ROUTERS)})")
+    try:
+        return name, float(thr) if thr else None
+    except ValueError:
+        raise ValueError(f"router threshold is not a number: {spec!r}") from None
+
+
+def pairs(models: list[ParamCount]) -> list[tuple[ParamCount, ParamCount]]:
+    """Every (large, small) with the large model strictly bigger, small to large."""
+    ms = sorted(models, key=lambda m: m.total)
+    return [(large, small) for i, small in enumerate(ms) for large in ms[i + 1:] if large.total > small.total]
+
+
+def build_grid(models: list[ParamCount], methods: list[str], routers: list[str], tasks: list[str]) -> list[Cell]:
+    """pairs × methods × routers × tasks, in that nesting order."""
+    if len(models) < 2:
+        raise ValueError(f"a sweep needs at least two models of a family, got {len(models)}")
+    parsed = [parse_router(r) for r in routers]
+    return [Cell(small.hub_id, large.hub_id, m, r, t, task) for large, small in pairs(models)
+            for m in methods for r, t in parsed for task in tasks]
+
+
+def is_done(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.rglob("results_*.json"))
+
+
+def subprocess_runner(argv: list[str], output: Path) -> int:
+    """Run lm-eval, its output going to ``<output>/lm_eval.log``."""
+    output.mkdir(parents=True, exist_ok=True)
+    with (output / "lm_eval.log").open("w") as log:
+        return subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT).returncode
+
+
+@dataclass
+class SweepOutcome:
+    ran: list[Cell] = field(default_factory=list)
+    skipped: list[Cell] = field(default_factory=list)
+    failed: list[tuple[Cell, str]] = field(default_factory=list)
+
+
+def run_cell(cell: Cell, out_dir: Path, runner: Runner, **command_kw) -> str | None:
+    """Run one cell into a temporary folder and rename it on success; returns the failure, or ``None``."""
+    final = out_dir / cell.relpath
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():  # left by a killed sweep
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    rc = runner(cell.command(tmp, **command_kw), tmp)
+    if rc != 0:
+        return f"lm-eval exited {rc} (see {tmp / 'lm_eval.log'})"
+    if not is_done(tmp):
+        return f"lm-eval exited 0 but wrote no results_*.json under {tmp}"
+    if final.exists():  # a folder without results (e.g. emptied by hand) is replaced
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return None
+
+
+def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runner, progress: bool = True,
+              **command_kw) -> SweepOutcome:
+    """Run every unfinished cell (a cell with a ``results_*.json`` is skipped), with a progress bar."""
+    from tqdm import tqdm
+
+    outcome = SweepOutcome()
+    bar = tqdm(cells, desc="sweep", unit="cell", disable=not progress)
+    for cell in bar:
+        if is_done(out_dir / cell.relpath):
+            outcome.skipped.append(cell)
+            continue
+        bar.set_postfix_str(str(cell.relpath), refresh=False)
+        err = run_cell(cell, out_dir, runner, **command_kw)
+        (outcome.failed.append((cell, err)) if err else outcome.ran.append(cell))
+    return outcome
+
+
+def describe(cells: list[Cell], out_dir: Path, **command_kw) -> str:
+    """The grid as text (for ``--dry-run``): one line per cell with its state and command."""
+    lines = [f"{len(cells)} cells"]
+    for c in cells:
+        state = "done" if is_done(out_dir / c.relpath) else "todo"
+        lines.append(f"[{state}] {c.relpath}\n    {' '.join(c.command(out_dir / c.relpath, **command_kw))}")
+    return "\n".join(lines)

@@ -1,0 +1,85 @@
+"""Router what-if: which threshold router would have called System 2 how often, and caught which handoffs.
+
+From a trace recorded with ``router=always`` (System 2 evaluated at every token, so every handoff is known),
+a threshold router on a signal ``s`` (oriented as in :mod:`.signals`: higher = System 1 less sure) calls
+System 2 where ``s >= t``. For every distinct threshold ``t`` this gives the large-model call rate and the
+share of handoffs the router would have caught.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fsgen_eval.analysis.signals import SIGNALS
+
+# signal -> (router name in fsgen_eval.routers, its threshold as a function of t, the router's rule)
+NATIVE_ROUTER: dict[str, tuple[str, Callable[[float], float], str]] = {
+    "s1_entropy": ("entropy", lambda t: t, "call where s1_entropy >= {thr:.4g}"),
+    "1-s1_top1_prob": ("max_prob", lambda t: 1.0 - t, "call where s1_top1_prob <= {thr:.4g}"),
+    "-s1_margin": ("margin", lambda t: -t, "call where s1_margin <= {thr:.4g}"),
+}
+
+
+@dataclass
+class TradeoffCurve:
+    """A threshold router's trade-off for one signal; arrays [K], thresholds descending (the first is
+    +inf: never call). ``call_rate``: share of tokens with ``s >= t``; ``caught``: share of handoffs with
+    ``s >= t`` (NaN when the trace has no handoff)."""
+
+    signal: str
+    thresholds: np.ndarray
+    call_rate: np.ndarray
+    caught: np.ndarray
+    n_tokens: int
+    n_handoffs: int
+
+    def at_target(self, target: float) -> dict[str, Any]:
+        """The lowest threshold (most calls) whose call rate does not exceed ``target``."""
+        if not 0.0 <= target <= 1.0:
+            raise ValueError(f"target call rate must lie in [0, 1], got {target}")
+        k = int(np.flatnonzero(self.call_rate <= target + 1e-12)[-1])
+        t = float(self.thresholds[k])
+        router, to_native, rule = NATIVE_ROUTER[self.signal]
+        native = to_native(t) if np.isfinite(t) else None
+        return {"signal": self.signal, "threshold": t, "call_rate": float(self.call_rate[k]),
+                "caught": float(self.caught[k]), "router": router, "router_threshold": native,
+                "rule": rule.format(thr=native) if native is not None else "never call"}
+
+
+def tradeoff_curve(signal: str, scores: np.ndarray, handoff: np.ndarray) -> TradeoffCurve:
+    """Call rate and handoffs caught at every distinct threshold of [N] ``scores`` for [N] ``handoff``."""
+    scores, handoff = np.asarray(scores, float), np.asarray(handoff, bool)
+    ok = np.isfinite(scores)
+    if not ok.all():
+        raise ValueError(f"{signal}: {int((~ok).sum())} token(s) lack a value; the trace is incomplete")
+    thresholds = np.concatenate([[np.inf], np.unique(scores)[::-1]])
+    all_sorted = np.sort(-scores)  # count of s >= t == count of -s <= -t
+    hand_sorted = np.sort(-scores[handoff])
+    called = np.searchsorted(all_sorted, -thresholds, side="right")
+    caught = np.searchsorted(hand_sorted, -thresholds, side="right")
+    n, nh = len(scores), int(handoff.sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        caught_share = caught / nh if nh else np.full(len(thresholds), np.nan)
+    return TradeoffCurve(signal, thresholds, called / max(n, 1), caught_share, n, nh)
+
+
+def require_always(traces: list[Mapping[str, np.ndarray]]) -> None:
+    """Raise unless System 2 was evaluated at every token (a trace recorded with ``router=always``)."""
+    n = sum(len(t["llm_called"]) for t in traces)
+    skipped = sum(int((~np.asarray(t["llm_called"], bool)).sum()) for t in traces)
+    if n == 0:
+        raise ValueError("what-if: the traces hold no tokens")
+    if skipped:
+        raise ValueError(f"what-if needs traces recorded with router=always: {skipped} of {n} tokens have "
+                         "llm_called false, so their handoffs are unknown")
+
+
+def tradeoff_curves(traces: list[Mapping[str, np.ndarray]]) -> list[TradeoffCurve]:
+    """One curve per signal over per-generation traces (fields [T_i]) recorded with ``router=always``."""
+    require_always(traces)
+    handoff = np.concatenate([np.asarray(t["handoff"], bool) for t in traces])
+    return [tradeoff_curve(name, np.concatenate([fn(t) for t in traces]), handoff) for name, fn in SIGNALS.items()]

@@ -1,0 +1,124 @@
+"""The report: tables and figures, Markdown, and the standalone HTML rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from analysis_helpers import random_traces, write_run
+from fsgen_eval.analysis.files import find_runs
+from fsgen_eval.analysis.params import ParamCount, ParamTable
+from fsgen_eval.analysis.report import build_report, write_report
+from fsgen_eval.cli import main
+
+SIZES = {"org/s1": 1000, "org/s2": 3000, "org/l1": 20000, "org/l2": 90000}
+ACC = {"exact_match,strict-match": 0.6, "exact_match_stderr,strict-match": 0.02}
+
+
+@pytest.fixture
+def runs_dir(tmp_path) -> Path:
+    root = tmp_path / "runs"
+    write_run(root / "never", "org/s1", "org/l1", router="never", tasks={"gsm8k": {**ACC, "exact_match,strict-match": 0.3}})
+    for i, (s, l) in enumerate([("org/s1", "org/l1"), ("org/s1", "org/l2"), ("org/s2", "org/l1"), ("org/s2", "org/l2")]):
+        write_run(root / f"oracle{i}", s, l, traces={"gsm8k": random_traces(6, 30, seed=i, shift=0.05 * i)},
+                  tasks={"gsm8k": ACC})
+    write_run(root / "spec", "org/s1", "org/l1", method="speculative", router="entropy", threshold=1.0,
+              traces={"gsm8k": random_traces(6, 30, seed=7, router="entropy")},
+              tasks={"gsm8k": {**ACC, "exact_match,strict-match": 0.55}})
+    return root
+
+
+def _params() -> ParamTable:
+    return ParamTable([ParamCount(k, k, v) for k, v in SIZES.items()])
+
+
+def test_tables_roles_and_figures(runs_dir):
+    rep = build_report(find_runs([runs_dir]), _params(), target_call_rate=0.3, n_boot=20)
+    (table,) = rep.tables
+    assert table.task == "gsm8k" and table.metrics == ["exact_match,strict-match"]
+    roles = [r["role"] for r in table.rows]
+    assert roles == ["System 1 alone"] + ["System 2 alone (oracle)"] * 4 + ["collaborative"]
+    assert table.rows[0]["metrics"]["exact_match,strict-match"] == (0.3, 0.02)
+    assert table.rows[-1]["config"] == "speculative/entropy@1.0" and 0 < table.rows[-1]["llm_call_rate"] < 1
+    titles = [f.title for f in rep.figures]
+    assert len(titles) == 4 and titles[0].startswith("Collaboration rate vs parameter ratio")
+    assert all(f.png.startswith(b"\x89PNG") for f in rep.figures)
+    assert any("llm_called" in n for n in rep.notes)
+
+
+def test_markdown_and_plot_files(runs_dir, tmp_path):
+    md, page = write_report(build_report(find_runs([runs_dir]), _params(), n_boot=20), tmp_path / "out")
+    text = md.read_text()
+    assert text.count("| System 2 alone (oracle) |") == 4 and "| System 1 alone |" in text
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
+        assert (md.parent / link).read_bytes().startswith(b"\x89PNG")
+    assert page.read_text().count("data:image/png;base64,") == 4
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+WINDOW = "--window-size=1280,3600"
+# records, after load, each image's natural size and each image's / table's box in CSS pixels
+_PROBE = """<script>window.addEventListener('load', () => {
+  const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.width, r.height].map(Math.round).join(','); };
+  document.body.setAttribute('data-img-sizes', Array.from(document.images).map(i => i.naturalWidth + 'x' + i.naturalHeight).join(' '));
+  document.body.setAttribute('data-img-boxes', Array.from(document.images).map(box).join(' '));
+  document.body.setAttribute('data-table-boxes', Array.from(document.querySelectorAll('table')).map(box).join(' '));
+});</script>"""
+
+
+def _chromium(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                           "--hide-scrollbars", "--force-device-scale-factor=1", WINDOW, *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def _boxes(dom: str, name: str) -> list[tuple[int, int, int, int]]:
+    return [tuple(int(v) for v in b.split(",")) for b in re.search(rf'{name}="([^"]*)"', dom).group(1).split()]
+
+
+# CI (which installs chromium) must run this test: a missing browser fails there instead of skipping
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="needs Debian's chromium (.ci/run installs it)")
+def test_html_report_renders_in_chromium(runs_dir, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("".join(f"{k}: {v}\n" for k, v in SIZES.items()))
+    assert main(["report", str(runs_dir), "-o", str(tmp_path / "out"), "--n-boot", "20", "--params", str(params),
+                 "--target-call-rate", "0.3"]) == 0
+    html_text = (tmp_path / "out" / "report.html").read_text()
+    assert "<script" not in html_text and "src='http" not in html_text  # standalone, nothing fetched
+    probe = tmp_path / "probe.html"
+    probe.write_text(html_text.replace("</body>", _PROBE + "</body>"))
+    # the DOM after load: table rows, and every image decoded to a non-zero natural size
+    dom = _chromium("--virtual-time-budget=10000", "--dump-dom", probe.as_uri()).stdout
+    assert len(re.findall(r"<tr>", dom)) == 1 + 6  # header row + six configurations
+    sizes = re.search(r'data-img-sizes="([^"]*)"', dom).group(1).split()
+    assert len(sizes) == 4 and all(int(w) > 100 and int(h) > 100 for w, h in (s.split("x") for s in sizes))
+    # the screenshot, where the DOM says the table and the plots are: text in the table, colour in each plot
+    shot = tmp_path / "shot.png"
+    _chromium("--virtual-time-budget=10000", f"--screenshot={shot}", probe.as_uri())
+    import matplotlib.image
+
+    img = matplotlib.image.imread(str(shot))[..., :3]  # (H, W, 3) floats in [0, 1]
+    dark = img.max(axis=2) < 0.35
+    colour = (img.max(axis=2) - img.min(axis=2)) > 0.25
+    (tx, ty, tw, th), = _boxes(dom, "data-table-boxes")
+    assert th > 100 and dark[ty:ty + th, tx:tx + tw].sum() > 1000, "the table shows no text"
+    img_boxes = _boxes(dom, "data-img-boxes")
+    assert len(img_boxes) == 4
+    for x, y, w, h in img_boxes:
+        assert y + h <= img.shape[0], "plot below the screenshot"
+        region = (slice(y, y + h), slice(x, x + w))
+        assert colour[region].sum() > 300, f"plot at {(x, y)} shows no coloured marks"
+        assert dark[region].mean() > 0.005, f"plot at {(x, y)} shows no axes or labels"
+
+
+def test_report_without_traces_or_sizes_says_what_is_missing(tmp_path):
+    write_run(tmp_path / "r", "org/s1", "org/l1", summary_override={"gsm8k": {"collaboration_rate": 0.2}})
+    rep = build_report(find_runs([tmp_path / "r"]), ParamTable([]), n_boot=5)
+    assert rep.figures == [] and len(rep.tables[0].rows) == 1
+    assert any("no parameter count for model 'org/l1'" in n or "org/s1" in n for n in rep.notes)
+    assert any("no trace files" in n for n in rep.notes)

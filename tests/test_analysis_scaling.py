@@ -1,0 +1,124 @@
+"""Scaling-law fits: synthetic data with known parameters, bounds, LOO comparison, grouping, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fsgen_eval.analysis.scaling import (better_form, fit_groups, fit_power_law, fit_two_factor, power_law,
+                                         two_factor_law)
+from fsgen_eval.cli import main
+
+
+def test_power_law_value_by_hand():
+    # b - a r^-alpha at r=4, a=1, alpha=0.5, b=1: 1 - 1/2
+    assert power_law(np.array([4.0]), 1.0, 0.5, 1.0)[0] == pytest.approx(0.5)
+
+
+def test_power_law_recovers_parameters_within_ci():
+    rng = np.random.default_rng(1)
+    r = np.geomspace(2, 150, 20)
+    truth = {"a": 0.4, "alpha": 0.6, "b": 0.5}
+    y = power_law(r, **truth) + rng.normal(0, 0.003, r.size)
+    fit = fit_power_law(r, y, n_boot=150, random_state=0)
+    for name, value in truth.items():
+        lo, hi = fit.ci[name]
+        assert lo <= value <= hi, (name, fit.ci[name])
+        assert fit.params[name] == pytest.approx(value, abs=0.05)
+    assert fit.r2 > 0.99 and fit.at_bound == []
+    assert fit.loo_rmse is not None and fit.loo_rmse < 0.01
+
+
+def test_bootstrap_is_seeded():
+    r = np.geomspace(2, 100, 8)
+    y = power_law(r, 0.3, 0.5, 0.4) + np.random.default_rng(0).normal(0, 0.01, 8)
+    a, b = fit_power_law(r, y, n_boot=50, random_state=3), fit_power_law(r, y, n_boot=50, random_state=3)
+    assert a.ci == b.ci
+
+
+def test_parameter_at_bound_is_reported():
+    # a rate that falls with r has no b - a r^-alpha fit with a > 0: a sits at its lower bound 0.05
+    r = np.array([2.0, 4.0, 8.0, 16.0, 32.0])
+    y = 0.5 - 0.05 * np.log(r)
+    fit = fit_power_law(r, y, n_boot=20)
+    assert "a" in fit.at_bound and fit.params["a"] == pytest.approx(0.05)
+
+
+def test_too_few_points_says_so():
+    with pytest.raises(ValueError, match="at least 3 points.*got 2"):
+        fit_power_law(np.array([2.0, 4.0]), np.array([0.1, 0.2]))
+    with pytest.raises(ValueError, match="at least 3 points"):
+        fit_two_factor(np.array([1e9, 2e9]), np.array([7e9, 9e9]), np.array([0.1, 0.2]))
+
+
+def _two_factor_data(seed: int = 2):
+    ns = np.array([0.5, 0.5, 0.5, 1.5, 1.5, 1.5, 3.0, 3.0, 7.0, 7.0, 14.0, 0.5]) * 1e9
+    nl = np.array([7.0, 32.0, 72.0, 7.0, 32.0, 72.0, 14.0, 72.0, 32.0, 72.0, 72.0, 14.0]) * 1e9
+    y = two_factor_law(ns, nl, -1.0, 0.3, 0.15) * np.exp(np.random.default_rng(seed).normal(0, 0.01, ns.size))
+    return ns, nl, y
+
+
+def test_two_factor_recovers_its_law_and_wins_on_held_out_pairs():
+    ns, nl, y = _two_factor_data()
+    two = fit_two_factor(ns, nl, y, n_boot=150)
+    for name, value in {"c": -1.0, "alpha": 0.3, "beta": 0.15}.items():
+        lo, hi = two.ci[name]
+        assert lo <= value <= hi, (name, two.ci[name])
+    assert two.r2 > 0.98
+    power = fit_power_law(nl / ns, y, n_boot=20)
+    assert better_form(power, two) == "two_factor"
+    assert two.loo_rmse < power.loo_rmse
+
+
+def test_two_factor_needs_separable_sizes():
+    ns = np.full(4, 1e9)
+    with pytest.raises(ValueError, match="vary independently"):
+        fit_two_factor(ns, np.array([2e9, 4e9, 8e9, 16e9]), np.array([0.1, 0.2, 0.25, 0.3]), n_boot=5)
+
+
+def test_fit_groups_by_task_and_method():
+    r = np.geomspace(2, 100, 6)
+    rows = [{"task": t, "method": "oracle", "small_params": 1e9, "large_params": 1e9 * x,
+             "collaboration_rate": float(power_law(x, 0.3, 0.5, b))} for t, b in (("a", 0.4), ("b", 0.6)) for x in r]
+    rows.append({"task": "c", "method": "oracle", "small_params": 1e9, "large_params": 4e9, "collaboration_rate": 0.2})
+    groups = fit_groups(rows, n_boot=20)
+    assert [g["task"] for g in groups] == ["a", "b", "c"]
+    assert groups[0]["b"] == pytest.approx(0.4, abs=1e-3) and groups[1]["b"] == pytest.approx(0.6, abs=1e-3)
+    assert "at least 3 points" in groups[2]["error"] and groups[2]["a"] is None
+
+
+def test_fit_cli_json_from_csv(tmp_path, capsys):
+    r = np.geomspace(2, 100, 6)
+    lines = ["large_params,small_params,collaboration_rate,task,method"]
+    lines += [f"{1e9 * x},{1e9},{power_law(x, 0.3, 0.5, 0.4)},gsm8k,oracle" for x in r]
+    (tmp_path / "p.csv").write_text("\n".join(lines) + "\n")
+    assert main(["fit", str(tmp_path / "p.csv"), "--json", "--n-boot", "20"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out) == 1 and out[0]["task"] == "gsm8k" and out[0]["method"] == "oracle"
+    assert out[0]["b"] == pytest.approx(0.4, abs=1e-3) and out[0]["r2"] > 0.999
+    assert {"a", "alpha", "ci", "at_bound", "loo_rmse", "two_factor", "better"} <= set(out[0])
+
+
+def test_fit_cli_from_result_folders(tmp_path, capsys):
+    from analysis_helpers import write_run
+
+    params = tmp_path / "params.yaml"
+    params.write_text("s1: 1000\ns2: 2000\nl1: 8000\nl2: 64000\n")
+    sizes = {"s1": 1000, "s2": 2000, "l1": 8000, "l2": 64000}
+    for small, large in (("s1", "l1"), ("s1", "l2"), ("s2", "l1"), ("s2", "l2")):
+        rate = float(power_law(np.array(sizes[large] / sizes[small]), 0.3, 0.5, 0.4))
+        write_run(tmp_path / "sweep" / f"{small}{large}", small, large,
+                  summary_override={"gsm8k": {"collaboration_rate": rate}})
+    assert main(["fit", str(tmp_path / "sweep"), "--params", str(params), "--json", "--n-boot", "20"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out[0]["n_points"] == 4 and out[0]["b"] == pytest.approx(0.4, abs=1e-3)
+
+
+def test_two_factor_bootstrap_with_two_small_models():
+    # a 2 x 2 design (two small, two large models): resamples of >= 3 distinct pairs can be fitted
+    ns, nl = np.array([1e9, 1e9, 3e9, 3e9]), np.array([2e10, 9e10, 2e10, 9e10])
+    y = two_factor_law(ns, nl, -1.0, 0.3, 0.15) * np.array([1.01, 0.99, 0.995, 1.005])
+    fit = fit_two_factor(ns, nl, y, n_boot=100)
+    assert fit.n_boot_used > 0 and all(np.isfinite(v).all() for v in fit.ci.values())
