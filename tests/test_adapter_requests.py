@@ -88,3 +88,30 @@ def test_a_crash_keeps_every_finished_batch(llama_pair, tmp_path, monkeypatch):
         lm.generate_until(reqs)
     lines = trace.read_text().splitlines()
     assert len(lines) == 2 and all(json.loads(x)["request_type"] == "generate_until" for x in lines)
+
+
+def test_one_token_continuations_share_a_row_and_each_get_a_record(models):
+    """lm-eval scores one-token continuations of one context with a single row (its logits cache)."""
+    fsgen, hf, trace = models
+    context = "Question: What is 3 + 4? Answer:"
+    conts = [c for c in (" 7", " 8", "A", "B", "7") if len(fsgen._encode_pair(context, c)[1]) == 1]
+    assert len(conts) >= 2  # otherwise this test would not exercise the shared row
+    reqs = [Instance("loglikelihood", {}, (context, c), idx=i, metadata=("mc_task", 0, 1)) for i, c in enumerate(conts)]
+    ours = fsgen.loglikelihood(reqs)
+    theirs = hf.loglikelihood([Instance("loglikelihood", {}, (context, c), idx=i, metadata=("mc_task", 0, 1))
+                               for i, c in enumerate(conts)])
+    assert [r[0] for r in ours] == pytest.approx([r[0] for r in theirs], abs=1e-4)
+    assert [r[1] for r in ours] == [r[1] for r in theirs]
+    records = [json.loads(x) for x in trace.read_text().splitlines() if '"mc_task"' in x]
+    assert sorted(r["logprob"] for r in records) == pytest.approx(sorted(r[0] for r in ours), abs=1e-5)
+
+
+def test_proxy_tuning_loads_the_base_model(llama_pair, llama_base):
+    large, small = llama_pair
+    lm = FSGenLM.create_from_arg_string(f"small={small},large={large},small_base={llama_base},method=proxy,"
+                                        "alpha=0.5,device=cpu,trace=false")
+    out = lm.generate_until(instances("generate_until", [("Question: 2 + 2 =", {"until": ["\n"], "max_gen_toks": 4})]))
+    assert len(out) == 1
+    info = lm.fsgen_info()
+    assert info["small_base"] == str(llama_base) and info["params"]["alpha"] == 0.5
+    assert info["summary"]["llm_call_rate"] == 1.0
