@@ -115,3 +115,24 @@ def test_proxy_tuning_loads_the_base_model(llama_pair, llama_base):
     info = lm.fsgen_info()
     assert info["small_base"] == str(llama_base) and info["params"]["alpha"] == 0.5
     assert info["summary"]["llm_call_rate"] == 1.0
+
+
+def test_data_parallel_rank_files_and_summary_of_all_ranks(llama_pair, tmp_path):
+    """Rank logic on the CPU: rank 0 of 2 writes its own file, skips lm-eval's padding copies, and
+    summarises both ranks' files (rank 1's written here as that rank would)."""
+    from fsgen_eval.trace_writer import TraceWriter, trace_path
+
+    large, small = llama_pair
+    lm = FSGenLM.create_from_arg_string(f"small={small},large={large},device=cpu,trace={tmp_path}")
+    lm._rank, lm._world_size = 0, 2  # as HFLM sets them under accelerate launch
+    reqs = instances("generate_until", [(f"Question: {i} + 1 =", {"until": ["\n"], "max_gen_toks": 3}) for i in range(2)])
+    lm.generate_until(reqs + [reqs[-1]])  # lm-eval pads this rank with a copy of its last request
+    own = tmp_path / f"traces_{lm.run_ts}_rank0.jsonl"
+    mine = [json.loads(x) for x in own.read_text().splitlines()]
+    assert [r["doc_id"] for r in mine] == [0, 1] and {r["rank"] for r in mine} == {0}
+    other = dict(mine[0])
+    other.update(rank=1, doc_id=5, handoff=[True] * 7, llm_called=[True] * 7, token_id=[1] * 7)
+    TraceWriter(trace_path(tmp_path, lm.run_ts, 1, 2)).write_batch([other])
+    info = lm.fsgen_info()
+    assert info["traces"] == [str(own), str(tmp_path / f"traces_{lm.run_ts}_rank1.jsonl")]
+    assert info["summary"]["generated_tokens"] == sum(len(r["token_id"]) for r in mine) + 7
