@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 import transformers
+from packaging.version import Version
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils_hf import get_dtype
@@ -183,29 +184,17 @@ class FSGenLM(HFLM):
         trace: str | bool | None = None,  # a path (file.jsonl or folder), false, or unset: beside results
     ) -> None:
         from fsgen_eval.decoding import make_config
-        from fsgen_eval.pair import ModelPair, check_same_vocab
+        from fsgen_eval.pair import ModelPair
 
-        # -- everything that can be wrong is checked before a weight is read
-        margs.require_pair(small, large)
+        # everything that can be wrong is checked before a weight is read
         self.method_params = margs.method_params(
             {"alpha": alpha, "beta": beta, "num_draft": num_draft, "contrastive_variant": contrastive_variant})
-        try:
-            make_config(method=method, router=router, threshold=threshold, has_small_base=bool(small_base),
-                        **self.method_params)
-        except ValueError as err:
-            raise ModelArgsError(str(err)) from None
+        roles, toks = check_pair(small, large, small_base, method, router, threshold, self.method_params,
+                                 bool(trust_remote_code))
         self.trace_arg = margs.check_trace_arg(trace)
-        roles = {"small": small, "large": large, **({"small_base": small_base} if small_base else {})}
-        toks = {role: _load_tokenizer(path, role, bool(trust_remote_code)) for role, path in roles.items()}
-        for role in roles:
-            if role != "small":
-                try:
-                    check_same_vocab(toks["small"], toks[role], f"small={small}", f"{role}={roles[role]}")
-                except ValueError as err:
-                    raise ModelArgsError(str(err)) from None
         device = margs.resolve_device(device, torch.cuda.is_available())
 
-        # -- HFLM loads the large model (devices, parallelize, accelerate ranks) with System 1's tokenizer
+        # HFLM loads the large model (devices, parallelize, accelerate ranks) with System 1's tokenizer
         super().__init__(pretrained=large, tokenizer=small, device=device, dtype=dtype, batch_size=batch_size,
                          max_batch_size=max_batch_size, max_length=max_length,
                          trust_remote_code=bool(trust_remote_code), parallelize=bool(parallelize))
@@ -243,7 +232,8 @@ class FSGenLM(HFLM):
         return cls(**margs.merge_args(arg_dict, additional_config, cls.model_arg_names()))
 
     def _load_small(self, path: str, dtype: str, trust_remote_code: bool) -> transformers.PreTrainedModel:
-        key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+        # transformers renamed `torch_dtype` to `dtype` in 4.56 (HFLM makes the same choice)
+        key = "dtype" if Version(transformers.__version__) >= Version("4.56.0") else "torch_dtype"
         model = transformers.AutoModelForCausalLM.from_pretrained(
             path, trust_remote_code=trust_remote_code, **{key: get_dtype(dtype)})
         return model.to(self.device).eval()
@@ -256,6 +246,12 @@ class FSGenLM(HFLM):
 
             broadcast_object_list(stamp, from_process=0)
         return stamp[0]
+
+    def _decode_config(self, **decoding: Any) -> Any:
+        """The engine's config: this run's method and router, plus a batch's decoding settings."""
+        return self._make_config(method=self.fsgen["method"], router=self.fsgen["router"],
+                                 threshold=self.fsgen["threshold"], has_small_base=self.pair.small_base is not None,
+                                 **self.method_params, **decoding)
 
     # ------------------------------------------------------------------------------------ traces
     def trace_target(self) -> Path | None:
@@ -312,10 +308,7 @@ class FSGenLM(HFLM):
     def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str], **kwargs: Any) -> torch.Tensor:
         mask = kwargs.pop("attention_mask", None)
         mask = torch.ones_like(context) if mask is None else mask
-        cfg = self._make_config(**self._sampling(kwargs), max_new_tokens=max_length - context.shape[1],
-                                stop=stop, has_small_base=self.pair.small_base is not None,
-                                method=self.fsgen["method"], router=self.fsgen["router"],
-                                threshold=self.fsgen["threshold"], **self.method_params)
+        cfg = self._decode_config(**self._sampling(kwargs), max_new_tokens=max_length - context.shape[1], stop=stop)
         from fsgen_eval.decoding import decode_batch
 
         start = time.perf_counter()
@@ -415,9 +408,7 @@ class FSGenLM(HFLM):
         pads only follow the scored positions)."""
         from fsgen_eval.decoding import score_batch
 
-        cfg = self._make_config(method=self.fsgen["method"], router=self.fsgen["router"],
-                                threshold=self.fsgen["threshold"], has_small_base=self.pair.small_base is not None,
-                                **self.method_params)
+        cfg = self._decode_config()
         start = time.perf_counter()
         sc = score_batch(self.pair, inps, torch.ones_like(inps), cfg)
         self.engine_seconds += time.perf_counter() - start
@@ -451,9 +442,7 @@ class FSGenLM(HFLM):
                 book = SummaryBook.from_files(paths)  # lm-eval has synchronised the ranks by now
         elif self.world_size > 1:
             log.warning("fsgen: without trace files the summary covers rank %d only", self.rank)
-        cfg = self._make_config(method=self.fsgen["method"], router=self.fsgen["router"],
-                                threshold=self.fsgen["threshold"], has_small_base=self.pair.small_base is not None,
-                                **self.method_params)
+        cfg = self._decode_config()
         summary = book.summary()
         tokens = summary["summary"]["generated_tokens"]
         return {
@@ -473,6 +462,33 @@ class FSGenLM(HFLM):
         if "lm_eval.__main__" in sys.modules:  # the CLI prints its tables after this returns
             atexit.register(print, format_summary(info["fsgen"]))
         return info
+
+
+def check_pair(small: Any, large: Any, small_base: str | None, method: str, router: str, threshold: Any,
+               method_params: dict[str, Any], trust_remote_code: bool) -> tuple[dict[str, str], dict[str, Any]]:
+    """Validate the pair and the method before any weight is read; return the roles and their tokenizers.
+
+    Every problem is a one-line ``ModelArgsError``: a missing model, a path that is not a model, a method
+    lacking what it needs (or given parameters it does not use), tokenizers that differ.
+    """
+    from fsgen_eval.decoding import make_config
+    from fsgen_eval.pair import check_same_vocab
+
+    margs.require_pair(small, large)
+    try:
+        make_config(method=method, router=router, threshold=threshold, has_small_base=bool(small_base),
+                    **method_params)
+    except ValueError as err:
+        raise ModelArgsError(str(err)) from None
+    roles = {"small": small, "large": large, **({"small_base": small_base} if small_base else {})}
+    toks = {role: _load_tokenizer(path, role, trust_remote_code) for role, path in roles.items()}
+    for role in roles:
+        if role != "small":
+            try:
+                check_same_vocab(toks["small"], toks[role], f"small={small}", f"{role}={roles[role]}")
+            except ValueError as err:
+                raise ModelArgsError(str(err)) from None
+    return roles, toks
 
 
 def _load_tokenizer(path: str, role: str, trust_remote_code: bool) -> Any:
