@@ -337,10 +337,13 @@ class FSGenLM(HFLM):
 
     def _generation_records(self, rows: list[Any]) -> list[dict[str, Any]]:
         records = []
-        for context, row in zip(self._batch_contexts, rows):
+        for context, row in zip(self._batch_contexts, rows, strict=True):
             queue = self._gen_pending.get(context)
-            meta = queue.popleft() if queue else None
-            if meta is not None:
+            if not queue:
+                log.warning("fsgen: a generated row matches no pending request; its trace is not written")
+                continue
+            meta = queue.popleft()
+            if meta is not None:  # None: a data-parallel padding copy
                 records.append(make_record(meta, row.trace, row.counters))
         return records
 
