@@ -136,3 +136,19 @@ def test_data_parallel_rank_files_and_summary_of_all_ranks(llama_pair, tmp_path)
     info = lm.fsgen_info()
     assert info["traces"] == [str(own), str(tmp_path / f"traces_{lm.run_ts}_rank1.jsonl")]
     assert info["summary"]["generated_tokens"] == sum(len(r["token_id"]) for r in mine) + 7
+
+
+@pytest.mark.parametrize("cut", [(3, 4), (4, 6), (6, 9)])
+def test_stop_strings_cut_generations_as_hf_does(models, cut):
+    fsgen, hf, _ = models
+    prompts = ["Question: How many clips did Natalia sell?", "def add(a, b):", "The answer is"]
+
+    def reqs(until):
+        return instances("generate_until", [(p, {"until": until, "max_gen_toks": 10, "do_sample": False}) for p in prompts])
+
+    free = fsgen.generate_until(reqs([]))
+    stop = free[0][cut[0]:cut[1]]  # a piece of the first generation: it must be cut there
+    assert stop.strip()
+    ours, theirs = fsgen.generate_until(reqs([stop])), hf.generate_until(reqs([stop]))
+    assert ours == theirs
+    assert ours[0] == free[0].split(stop)[0] != free[0]
