@@ -436,25 +436,23 @@ class FSGenLM(HFLM):
 
     def fsgen_info(self) -> dict[str, Any]:
         """``config["fsgen"]`` of the results: the setup and the summary over every rank."""
-        book = self.book
         target = self.trace_target()
-        paths: list[Path] = []
-        if self._writer:
-            paths = all_rank_paths(target, self.run_ts, self.world_size) if target else [self._writer.path]
-            if self.world_size > 1:
+        paths = all_rank_paths(target, self.run_ts, self.world_size) if target else []
+        book = self.book
+        if self.world_size > 1:
+            if paths:
                 book = SummaryBook.from_files(paths)  # lm-eval has synchronised the ranks by now
-        elif self.world_size > 1:
-            log.warning("fsgen: without trace files the summary covers rank %d only", self.rank)
-        cfg = self._decode_config()
-        summary = book.summary()
-        tokens = summary["summary"]["generated_tokens"]
+            else:
+                log.warning("fsgen: without trace files the summary covers rank %d only", self.rank)
+        own_tokens = self.book.summary()["summary"]["generated_tokens"]
         return {
             **self.fsgen,
-            "params": dict(cfg.params),
-            **summary,
-            "tokens_per_second": tokens / self.engine_seconds if self.engine_seconds else None,
+            "params": dict(self._decode_config().params),
+            **book.summary(),
+            # this rank's throughput: its tokens over the time it spent in the engine
+            "tokens_per_second": own_tokens / self.engine_seconds if self.engine_seconds else None,
             # beside the results: bare names (the folder may move); trace=PATH: as given
-            "traces": [p.name if self.trace_arg is None else str(p) for p in paths],
+            "traces": [p.name if self.trace_arg is None else str(p) for p in paths if p.exists()],
         }
 
     def get_model_info(self) -> dict[str, Any]:
