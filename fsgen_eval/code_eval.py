@@ -100,12 +100,12 @@ class CodeEval:
         with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
             outcomes = list(pool.map(lambda job: run_program(job[2], timeout), jobs))
         results: dict[int, list[tuple[int, dict[str, Any]]]] = {i: [] for i in range(len(predictions))}
-        for (i, j, _), outcome in zip(jobs, outcomes):
+        for (i, j, _), outcome in zip(jobs, outcomes, strict=True):
             results[i].append((j, {"passed": outcome == "passed", "result": outcome}))
         totals = [len(results[i]) for i in results]
         correct = [sum(r["passed"] for _, r in results[i]) for i in results]
         scores = {
-            f"pass@{kk}": sum(pass_at_k(n, c, kk) for n, c in zip(totals, correct)) / len(totals)
+            f"pass@{kk}": sum(pass_at_k(n, c, kk) for n, c in zip(totals, correct, strict=True)) / len(totals)
             for kk in k
             if totals and min(totals) >= kk
         }

@@ -37,7 +37,15 @@ from lm_eval.utils import get_rolling_token_windows, hash_string, make_disjoint_
 
 from fsgen_eval import lm_eval_args as margs
 from fsgen_eval.lm_eval_args import ModelArgsError
-from fsgen_eval.trace_writer import SummaryBook, TraceWriter, all_rank_paths, format_summary, make_record, timestamp, trace_path
+from fsgen_eval.trace_writer import (
+    SummaryBook,
+    TraceWriter,
+    all_rank_paths,
+    format_summary,
+    make_record,
+    timestamp,
+    trace_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +301,7 @@ class FSGenLM(HFLM):
     # ------------------------------------------------------------------------------- generation
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         self._gen_pending = defaultdict(deque)
-        for inst, pad in zip(requests, padding_flags(requests, self.world_size)):
+        for inst, pad in zip(requests, padding_flags(requests, self.world_size), strict=True):
             meta = None if pad else _meta(inst, "generate_until", self.rank, **self._names())
             self._gen_pending[inst.args[0]].append(meta)
         try:
@@ -357,9 +365,10 @@ class FSGenLM(HFLM):
         pad = self.pair.pad_token_id
         out = torch.full((context.shape[0], context.shape[1] + width), pad, dtype=torch.long)
         out[:, : context.shape[1]] = context.cpu()
+        start = context.shape[1]
         for b, row in enumerate(rows):
-            out[b, context.shape[1]: context.shape[1] + len(row.token_ids)] = torch.tensor(row.token_ids, dtype=torch.long)
-            self._texts[tuple(out[b, context.shape[1]:].tolist())] = row.text
+            out[b, start: start + len(row.token_ids)] = torch.tensor(row.token_ids, dtype=torch.long)
+            self._texts[tuple(out[b, start:].tolist())] = row.text
         return out
 
     def tok_decode(self, tokens: Any, skip_special_tokens: bool = True) -> str:
@@ -373,7 +382,7 @@ class FSGenLM(HFLM):
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         flags = padding_flags(requests, self.world_size)
         self._ll_requests = [None if pad else _Request(_meta(inst, "loglikelihood", self.rank, **self._names()), 1)
-                             for inst, pad in zip(requests, flags)]
+                             for inst, pad in zip(requests, flags, strict=True)]
         try:
             return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
         finally:
@@ -384,14 +393,14 @@ class FSGenLM(HFLM):
                               override_bs: int | None = None) -> list[tuple[float, bool]]:
         if self._ll_requests is not None:  # called from loglikelihood: one request per entry, same order
             self._ledger = _ScoreLedger(self.max_length)
-            for req, (_, ctx, cont) in zip(self._ll_requests, requests):
+            for req, (_, ctx, cont) in zip(self._ll_requests, requests, strict=True):
                 if req is not None:
                     self._ledger.add(req, 0, ctx, cont)
         return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
         self._ledger = _ScoreLedger(self.max_length)
-        for inst, pad in zip(requests, padding_flags(requests, self.world_size)):
+        for inst, pad in zip(requests, padding_flags(requests, self.world_size), strict=True):
             if pad:
                 continue
             windows = [make_disjoint_window(w) for w in get_rolling_token_windows(

@@ -7,7 +7,6 @@ read offline from FSGEN_DATASETS_DIR.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import lm_eval
 import pytest
@@ -52,7 +51,8 @@ def test_oracle_equals_hf_large_and_writes_traces_beside_results(llama_pair, hf_
     ours, theirs = responses(out, "mmlu_abstract_algebra"), responses(hf_large, "mmlu_abstract_algebra")
     assert ours.keys() == theirs.keys()
     for key in ours:
-        for (ll, greedy), (ll_hf, greedy_hf) in zip((r[0] for r in ours[key]), (r[0] for r in theirs[key])):
+        pairs = zip((r[0] for r in ours[key]), (r[0] for r in theirs[key]), strict=True)
+        for (ll, greedy), (ll_hf, greedy_hf) in pairs:
             assert ll == pytest.approx(ll_hf, abs=1e-4) and greedy == greedy_hf
 
     # as lm-eval's CLI saves them
