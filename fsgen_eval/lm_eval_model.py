@@ -287,8 +287,14 @@ class FSGenLM(HFLM):
                     log.warning("fsgen: no --output_path and no trace=PATH: per-token traces are not written")
                 self._writer = False
             else:
-                self._writer = TraceWriter(trace_path(target, self.run_ts, self.rank, self.world_size))
+                self._writer = TraceWriter(trace_path(target, self.run_ts, self.process_index, self.world_size))
         return self._writer or None
+
+    @property
+    def process_index(self) -> int:
+        """The global rank for file names (HFLM's ``rank`` is the local one: it repeats on every node)."""
+        accelerator = getattr(self, "accelerator", None)
+        return int(accelerator.process_index) if accelerator is not None else self.rank
 
     def _emit(self, records: list[dict[str, Any]]) -> None:
         """Count the batch in the summary and append it to the trace file, flushed."""
@@ -302,7 +308,7 @@ class FSGenLM(HFLM):
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         self._gen_pending = defaultdict(deque)
         for inst, pad in zip(requests, padding_flags(requests, self.world_size), strict=True):
-            meta = None if pad else _meta(inst, "generate_until", self.rank, **self._names())
+            meta = None if pad else _meta(inst, "generate_until", self.process_index, **self._names())
             self._gen_pending[inst.args[0]].append(meta)
         try:
             return super().generate_until(requests, disable_tqdm=disable_tqdm)
@@ -381,7 +387,8 @@ class FSGenLM(HFLM):
     # -------------------------------------------------------------------------------- scoring
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         flags = padding_flags(requests, self.world_size)
-        self._ll_requests = [None if pad else _Request(_meta(inst, "loglikelihood", self.rank, **self._names()), 1)
+        rank = self.process_index
+        self._ll_requests = [None if pad else _Request(_meta(inst, "loglikelihood", rank, **self._names()), 1)
                              for inst, pad in zip(requests, flags, strict=True)]
         try:
             return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
@@ -406,7 +413,7 @@ class FSGenLM(HFLM):
             windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
                 token_list=self.tok_encode(inst.args[0]), prefix_token=self.prefix_token_id,
                 max_seq_len=self.max_length, context_len=1)]
-            req = _Request(_meta(inst, "loglikelihood_rolling", self.rank, **self._names()), len(windows))
+            req = _Request(_meta(inst, "loglikelihood_rolling", self.process_index, **self._names()), len(windows))
             for part, (ctx, cont) in enumerate(windows):
                 self._ledger.add(req, part, ctx, cont)
         try:
