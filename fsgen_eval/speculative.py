@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .decoding import DecodeConfig, DecodeState
 from .pair import ModelPair
-from .sampling import warp
+from .sampling import pick, warp
 
 
 def draft(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, k: int) -> tuple[Tensor, Tensor]:
@@ -26,8 +26,6 @@ def draft(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, k: int) -> tuple[
     Returns drafts ``[B, d]`` and System 1's log-probs ``[B, d+1, V]`` at the d drafted positions and at
     the one after them (the bonus position), fed into System 1's cache as they are made.
     """
-    from .sampling import pick
-
     early = cfg.router != "always"
     s1 = st.small.advance(st.seq, 1, pair.vocab_size)[:, -1]
     dists, drafts = [s1], []

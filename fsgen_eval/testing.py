@@ -93,11 +93,7 @@ def build_pair(
     embedding matrix (as Qwen1.5-7B's is).
     """
     out = Path(out_dir)
-    torch.manual_seed(seed)
-    eos_id = tokenizer.eos_token_id
-    vocab = vocab_size or len(tokenizer)
-    cfg = _config(arch, vocab, hidden, large_layers, heads, eos_id, init)
-    large = AutoModelForCausalLM.from_config(cfg).float().eval()
+    large = _random_model(tokenizer, arch, hidden, large_layers, heads, vocab_size, init, seed)
     with torch.no_grad():
         for layer in list(_layers(large))[small_layers:]:
             for mod in layer.modules():
@@ -106,11 +102,20 @@ def build_pair(
     small = copy.deepcopy(large)
     del _layers(small)[small_layers:]
     small.config.num_hidden_layers = small_layers
-    paths = out / f"{arch}-large", out / f"{arch}-small"
-    for model, path in zip((large, small), paths):
-        model.save_pretrained(str(path))
-        tokenizer.save_pretrained(str(path))
-    return paths
+    return _save(large, tokenizer, out / f"{arch}-large"), _save(small, tokenizer, out / f"{arch}-small")
+
+
+def _random_model(tokenizer: PreTrainedTokenizerFast, arch: str, hidden: int, layers: int, heads: int,
+                  vocab_size: int | None, init: float, seed: int) -> PreTrainedModel:
+    torch.manual_seed(seed)
+    cfg = _config(arch, vocab_size or len(tokenizer), hidden, layers, heads, tokenizer.eos_token_id, init)
+    return AutoModelForCausalLM.from_config(cfg).float().eval()
+
+
+def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, path: Path) -> Path:
+    model.save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path
 
 
 def build_model(
@@ -125,13 +130,7 @@ def build_model(
     seed: int = 0,
 ) -> Path:
     """One standalone random model (e.g. a proxy-tuning base, or a benchmark model)."""
-    torch.manual_seed(seed)
-    cfg = _config(arch, vocab_size or len(tokenizer), hidden, layers, heads, tokenizer.eos_token_id, init)
-    model = AutoModelForCausalLM.from_config(cfg).float().eval()
-    path = Path(out_dir)
-    model.save_pretrained(str(path))
-    tokenizer.save_pretrained(str(path))
-    return path
+    return _save(_random_model(tokenizer, arch, hidden, layers, heads, vocab_size, init, seed), tokenizer, Path(out_dir))
 
 
 def word_tokenizer(out_dir: str | Path, words: list[str]) -> PreTrainedTokenizerFast:

@@ -216,3 +216,30 @@ def test_loglikelihood_router_mixes_systems(pair):
 def test_proxy_alpha_zero_generates_like_large(pair):
     out = generate(pair, PROMPTS[:2], method="proxy", alpha=0.0, max_new_tokens=N)
     assert out.token_ids == [hf_greedy(pair, pair.large, p) for p in PROMPTS[:2]]
+
+
+def test_skipped_tokens_are_caught_up_in_one_pass_without_recompute(pair):
+    thr = median_entropy(pair)
+    fed: list[int] = []
+    hook = pair.large.register_forward_hook(lambda mod, args, kwargs, out: fed.append(kwargs["input_ids"].shape[1]),
+                                            with_kwargs=True)
+    try:
+        out = generate(pair, PROMPTS[:1], router="entropy", threshold=thr, max_new_tokens=N)
+    finally:
+        hook.remove()
+    called = out.traces[0]["llm_called"]
+    assert len(fed) == int(called.sum()), "one large forward pass per System 2 call"
+    last = int(np.flatnonzero(called)[-1])
+    n_prompt = len(encode(pair, PROMPTS[0]))
+    # every position up to the last call went through the large model exactly once
+    assert sum(fed) == n_prompt + last
+    assert max(fed[1:], default=1) > 1, "at least one call caught up on a skipped span"
+
+
+def test_speculative_router_ends_drafts_early_and_still_equals_large(pair):
+    thr = median_entropy(pair)
+    fixed = generate(pair, PROMPTS, method="speculative", max_new_tokens=N)
+    early = generate(pair, PROMPTS, method="speculative", router="entropy", threshold=thr, max_new_tokens=N)
+    assert early.token_ids == fixed.token_ids == [hf_greedy(pair, pair.large, p) for p in PROMPTS]
+    drafted = lambda o: sum(c["drafted_tokens"] for c in o.counters) / sum(c["verification_steps"] for c in o.counters)
+    assert drafted(early) < drafted(fixed) <= 5
