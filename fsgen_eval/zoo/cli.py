@@ -1,0 +1,49 @@
+"""``fsgen-eval zoo train``: build a model family (tokenizer + models + yaml + card) from the datasets folder."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    zoo = subparsers.add_parser("zoo", help="train the micro model family on GSM8K/MBPP/MMLU training splits")
+    sub = zoo.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND")
+    train = sub.add_parser("train", help="train (or resume) a family: tokenizer, models, micro.yaml, model card")
+    train.add_argument("--family", default="micro", help="family preset: micro (committed) or toy (seconds)")
+    train.add_argument("--datasets-dir", default=os.environ.get("FSGEN_DATASETS_DIR"),
+                       help="folder laid out like the HF hub (openai/gsm8k/main/...); default $FSGEN_DATASETS_DIR")
+    train.add_argument("--out-dir", default=None, help="where models go (default models/<family>)")
+    train.add_argument("--config-yaml", default=None, help="family list to write (default model_configs/<family>.yaml)")
+    train.add_argument("--work-dir", default=None, help="checkpoints and caches (default runs/zoo/<family>)")
+    train.add_argument("--models", nargs="+", default=None, help="train only these members (no yaml/card written)")
+    train.add_argument("--threads", type=int, default=1, help="torch threads (default 1: results then repeat exactly)")
+    train.set_defaults(func=run_train)
+    zoo.set_defaults(func=lambda args: zoo.print_help() or 2)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from fsgen_eval.zoo.corpus import resolve_datasets_dir
+    from fsgen_eval.zoo.family import get_family
+
+    # Validate every input before any work starts.
+    family = get_family(args.family)
+    datasets = resolve_datasets_dir(args.datasets_dir)
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    names = [m.name for m in family.models]
+    unknown = [n for n in args.models or [] if n not in names]
+    if unknown:
+        raise ValueError(f"unknown model {unknown[0]!r} in family {family.name}; valid: {', '.join(names)}")
+
+    import torch
+
+    from fsgen_eval.zoo.build import build_family
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out_dir or f"models/{family.name}")
+    yaml_path = Path(args.config_yaml or f"model_configs/{family.name}.yaml")
+    work = Path(args.work_dir or f"runs/zoo/{family.name}")
+    build_family(family, datasets, out, yaml_path, work, only=args.models, log=lambda m: print(m, flush=True))
+    return 0
