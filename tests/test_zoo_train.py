@@ -205,3 +205,25 @@ def test_incomplete_datasets_dir(tmp_path, capsys):
     _write(tmp_path / "d" / C.GSM8K / "train.jsonl", [_gsm(0)])
     assert main(["zoo", "train", "--family", "toy", "--datasets-dir", str(tmp_path / "d"), "--work-dir", str(tmp_path / "w")]) == 2
     assert "lacks" in capsys.readouterr().err and not (tmp_path / "w").exists()
+
+
+def test_agreement_matches_a_token_by_token_count(built, datasets_dir):
+    from fsgen_eval.zoo.agreement import agreement_on, greedy_continuations, gsm8k_prompts
+
+    small, large = (AutoModelForCausalLM.from_pretrained(str(built / "models/toy" / m.name)).float() for m in TOY.models)
+    tok = AutoTokenizer.from_pretrained(str(built / "models/toy/tokenizer"))
+    prompts = gsm8k_prompts(datasets_dir, n=2, shots=1)
+    assert prompts[0].endswith(f"Question: {C.read_jsonl(datasets_dir / C.GSM8K / 'test.jsonl')[0]['question']}\nAnswer:")
+    runs = greedy_continuations(large, tok, prompts, max_new_tokens=12)
+    agree = tokens = 0
+    with torch.no_grad():
+        for out, p in runs:
+            assert out.shape[1] > p
+            for t in range(p, out.shape[1]):  # the small model's greedy token given exactly the prefix before t
+                agree += int(small(out[:, :t]).logits[0, -1].argmax() == out[0, t])
+                tokens += 1
+    result = agreement_on(small, runs)
+    assert (result.agree, result.tokens) == (agree, tokens)
+    assert agreement_on(large, runs).rate == 1.0  # a model always agrees with its own greedy path
+    saved = json.loads((built / "models/toy/agreement.json").read_text())
+    assert saved["agreement"][TOY.models[1].name][TOY.models[0].name]["tokens"] > 0

@@ -16,12 +16,15 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from fsgen_eval.zoo import corpus as C
+from fsgen_eval.zoo.agreement import agreement_matrix, gsm8k_prompts
 from fsgen_eval.zoo.export import (METRICS, export_model, load_exported, param_counts, write_family_yaml,
                                    write_metrics, write_model_card)
 from fsgen_eval.zoo.family import FamilyConfig, ModelSpec
 from fsgen_eval.zoo.tokenizer import encode_episodes, train_tokenizer
 from fsgen_eval.zoo.train import LOSS_LOG, heldout_loss, train_model
 
+AGREEMENT_PROMPTS = 16  # GSM8K test questions for the agreement check (evaluation only)
+AGREEMENT_NEW_TOKENS = 128  # greedy tokens generated per prompt (a GSM8K answer is ~100)
 FEWSHOT = 3  # GSM8K shots the micro family is meant to be evaluated with (see the card's context section)
 
 
@@ -92,6 +95,27 @@ def build_family(family: FamilyConfig, datasets_dir: Path, out_dir: Path, yaml_p
     specs = [s for s in family.models if only is None or s.name in only]
     metrics = [build_one(s, family, tok, train, held, out_dir, work_dir, log) for s in specs]
     if only is None:  # the yaml and card describe the whole family, so only a full build writes them
+        agreement = family_agreement(family, datasets_dir, out_dir, tok, log)
         write_family_yaml(yaml_path, family.name, out_dir / "tokenizer", metrics, out_dir)
-        write_model_card(out_dir / "README.md", family.as_dict(), metrics, stats)
+        write_model_card(out_dir / "README.md", family.as_dict(), metrics, stats, agreement)
     return metrics
+
+
+def family_agreement(family: FamilyConfig, datasets_dir: Path, out_dir: Path, tok, log: Callable[[str], None]) -> dict:
+    """Greedy oracle agreement of every smaller member with every larger one on GSM8K test prompts.
+
+    Saved as ``agreement.json``; the card shows it. Cached: it only depends on the committed weights.
+    """
+    path = out_dir / "agreement.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    prompts = gsm8k_prompts(datasets_dir, n=AGREEMENT_PROMPTS, shots=FEWSHOT)
+    models = {s.name: load_exported(out_dir / s.name) for s in family.models}
+    matrix = agreement_matrix(models, tok, prompts, max_new_tokens=AGREEMENT_NEW_TOKENS)
+    result = {"prompts": len(prompts), "shots": FEWSHOT, "max_new_tokens": AGREEMENT_NEW_TOKENS,
+              "agreement": {lg: {sm: {"agree": a.agree, "tokens": a.tokens, "rate": a.rate} for sm, a in row.items()}
+                            for lg, row in matrix.items()}}
+    write_metrics(path, result)
+    largest = family.models[-1].name
+    log("agreement with " + largest + ": " + ", ".join(f"{s} {a['rate']:.2f}" for s, a in result["agreement"][largest].items()))
+    return result

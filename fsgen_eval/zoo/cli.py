@@ -38,10 +38,12 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown model {unknown[0]!r} in family {family.name}; valid: {', '.join(names)}")
 
     import torch
+    from transformers.utils import logging as hf_logging
 
     from fsgen_eval.zoo.build import build_family
 
     torch.set_num_threads(args.threads)
+    hf_logging.disable_progress_bar()  # the log is read as a file; bars only clutter it
     out = Path(args.out_dir or f"models/{family.name}")
     yaml_path = Path(args.config_yaml or f"model_configs/{family.name}.yaml")
     work = Path(args.work_dir or f"runs/zoo/{family.name}")

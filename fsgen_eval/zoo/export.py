@@ -78,7 +78,7 @@ def write_family_yaml(yaml_path: Path, family_name: str, tokenizer_dir: Path, me
     yaml_path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
-def write_model_card(path: Path, family: dict, metrics: list[dict], corpus: dict) -> None:
+def write_model_card(path: Path, family: dict, metrics: list[dict], corpus: dict, agreement: dict) -> None:
     """The model card: how the family was made and, per model, size, training tokens, time, held-out loss."""
     rows = "\n".join(
         f"| {m['name']} | {m['hidden']} | {m['layers']} | {m['heads']} | {m['params_total']:,} | "
@@ -88,9 +88,22 @@ def write_model_card(path: Path, family: dict, metrics: list[dict], corpus: dict
     )
     span = metrics[-1]["params_total"] / metrics[0]["params_total"]
     text = CARD.format(
-        name=family["name"], rows=rows, span=span, n=len(metrics), **{k: family[k] for k in CARD_KEYS}, **corpus
+        name=family["name"], rows=rows, span=span, n=len(metrics), context=context_note(family, corpus),
+        agreement_table=_agreement_table(metrics, agreement),
+        **{k: family[k] for k in CARD_KEYS}, **corpus, **{f"agreement_{k}": agreement[k] for k in ("prompts", "shots", "max_new_tokens")},
     )
     path.write_text(text)
+
+
+def _agreement_table(metrics: list[dict], agreement: dict) -> str:
+    """Rows: System 1 (small); columns: the large model; cells: greedy agreement in percent."""
+    names = [m["name"] for m in metrics]
+    head = "| small \\ large | " + " | ".join(names[1:]) + " |\n|---|" + "---|" * (len(names) - 1)
+    lines = []
+    for i, small in enumerate(names[:-1]):
+        cells = [f"{agreement['agreement'][lg][small]['rate'] * 100:.1f}" if j > i else "" for j, lg in enumerate(names[1:], start=1)]
+        lines.append(f"| {small} | " + " | ".join(cells) + " |")
+    return head + "\n" + "\n".join(lines)
 
 
 CARD_KEYS = ("vocab_size", "seq_len", "max_positions", "batch_size", "warmup_steps", "min_lr_ratio",
@@ -124,11 +137,31 @@ cosine decay to {min_lr_ratio}× the peak rate, gradient clip {grad_clip}, {batc
 {seq_len} tokens per step, seed {seed}; vocabulary {vocab_size}; `max_position_embeddings` {max_positions}.
 Per-step loss curves are in `curves/<model>.csv`. Times are wall-clock on a CPU shared with other jobs.
 
+## Greedy oracle agreement
+
+Along the larger model's own greedy continuation of {agreement_prompts} GSM8K **test** questions (each after the
+first {agreement_shots} GSM8K training exemplars; at most {agreement_max_new_tokens} new tokens, stopped at
+`Question:`), the percentage of generated positions where the smaller model's greedy token is the same.
+One minus it is FS-GEN's oracle collaboration rate. (`agreement.json` holds the counts.)
+
+{agreement_table}
+
 ## Context length
 
-Trained on {seq_len}-token windows. A GSM8K exemplar in lm-eval's format takes {gsm8k_tokens_per_doc:.0f}
-tokens on average with this tokenizer, so a {fewshot}-shot GSM8K prompt plus 256 generated tokens
-(≈ {fewshot_budget:.0f} tokens) fits the trained window; lm-eval's default 5-shot
-(≈ {five_shot_budget:.0f} tokens with 256 generated) runs past it into positions these small models never saw
-(RoPE allows it up to {max_positions}, but quality falls). Use `--num_fewshot {fewshot}` with the micro family.
+{context}
 """
+
+
+def context_note(family: dict, corpus: dict) -> str:
+    """How many GSM8K shots fit the trained window, from the measured tokens per exemplar."""
+    per_doc, seq, shots = corpus["gsm8k_tokens_per_doc"], family["seq_len"], corpus["fewshot"]
+    fits = "fits" if corpus["fewshot_budget"] <= seq else "does not fit"
+    five = "fits as well" if corpus["five_shot_budget"] <= seq else (
+        "runs past it into positions these models never trained on (RoPE accepts them up to "
+        f"{family['max_positions']}, but quality falls)")
+    return (
+        f"Trained on {seq}-token windows. A GSM8K exemplar in lm-eval's format takes {per_doc:.0f} tokens on average "
+        f"with this tokenizer, so a {shots}-shot GSM8K prompt plus 256 generated tokens (≈ {corpus['fewshot_budget']:.0f} "
+        f"tokens) {fits} the trained window; lm-eval's default 5-shot (≈ {corpus['five_shot_budget']:.0f} tokens with "
+        f"256 generated) {five}. Evaluate this family on GSM8K with `--num_fewshot {shots}`."
+    )

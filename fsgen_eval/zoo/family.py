@@ -74,7 +74,7 @@ TOY = FamilyConfig(
     ),
     vocab_size=300,
     seq_len=32,
-    max_positions=64,
+    max_positions=1024,  # the agreement check runs 3-shot GSM8K-style prompts past seq_len
     batch_size=4,
     train_tokens=4 * 32 * 24,
     warmup_steps=4,
