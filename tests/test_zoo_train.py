@@ -227,3 +227,16 @@ def test_agreement_matches_a_token_by_token_count(built, datasets_dir):
     assert agreement_on(large, runs).rate == 1.0  # a model always agrees with its own greedy path
     saved = json.loads((built / "models/toy/agreement.json").read_text())
     assert saved["agreement"][TOY.models[1].name][TOY.models[0].name]["tokens"] > 0
+
+
+def test_agree_command(built, datasets_dir, capsys):
+    small, large = (str(built / "models/toy" / m.name) for m in TOY.models)
+    argv = ["zoo", "agree", "--small", small, "--large", large, "--datasets-dir", str(datasets_dir),
+            "--prompts", "2", "--shots", "1", "--max-new-tokens", "8"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "greedy agreement" in out and "/" in out
+    agree, tokens = map(int, out.split("(")[1].split(" ")[0].split("/"))
+    assert 0 <= agree <= tokens and tokens > 0
+    assert main([*argv[:2], "--small", small, "--large", str(built), "--datasets-dir", str(datasets_dir)]) == 2
+    assert "not a model folder" in capsys.readouterr().err
