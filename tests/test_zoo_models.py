@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from fsgen_eval.zoo.family import MICRO, load_family_yaml
@@ -40,7 +41,9 @@ def test_yaml_lists_the_family_in_size_order(entries):
     totals = [e.params_total for e in entries]
     assert totals == sorted(totals) and len(set(totals)) == len(totals)
     assert totals[-1] / totals[0] >= 30
-    assert all(not Path(str(e.path)).is_absolute() or REPO in e.path.parents for e in entries)
+    raw = yaml.safe_load(YAML.read_text())
+    assert all(not Path(m["path"]).is_absolute() and (REPO / m["path"]).is_dir() for m in raw["models"])
+    assert (REPO / raw["tokenizer"] / "tokenizer.json").is_file()
 
 
 def test_models_load_offline_with_the_shared_tokenizer(entries, loaded):
