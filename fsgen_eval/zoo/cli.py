@@ -1,0 +1,92 @@
+"""``fsgen-eval zoo train``: build a model family (tokenizer + models + yaml + card) from the datasets folder."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    zoo = subparsers.add_parser("zoo", help="train the micro model family on GSM8K/MBPP/MMLU training splits")
+    sub = zoo.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND")
+    train = sub.add_parser("train", help="train (or resume) a family: tokenizer, models, micro.yaml, model card")
+    train.add_argument("--family", default="micro", help="family preset: micro (committed) or toy (seconds)")
+    train.add_argument("--datasets-dir", default=os.environ.get("FSGEN_DATASETS_DIR"),
+                       help="folder laid out like the HF hub (openai/gsm8k/main/...); default $FSGEN_DATASETS_DIR")
+    train.add_argument("--out-dir", default=None, help="where models go (default models/<family>)")
+    train.add_argument("--config-yaml", default=None, help="family list to write (default model_configs/<family>.yaml)")
+    train.add_argument("--work-dir", default=None, help="checkpoints and caches (default runs/zoo/<family>)")
+    train.add_argument("--models", nargs="+", default=None, help="train only these members (no yaml/card written)")
+    train.add_argument("--threads", type=int, default=1, help="torch threads (default 1: results then repeat exactly)")
+    train.set_defaults(func=run_train)
+    agree = sub.add_parser("agree", help="greedy oracle agreement of two models on GSM8K test prompts")
+    agree.add_argument("--small", required=True, help="System 1 model folder")
+    agree.add_argument("--large", required=True, help="System 2 model folder (same tokenizer)")
+    agree.add_argument("--datasets-dir", default=os.environ.get("FSGEN_DATASETS_DIR"),
+                       help="folder with openai/gsm8k/main/{train,test}.jsonl; default $FSGEN_DATASETS_DIR")
+    agree.add_argument("--prompts", type=int, default=16, help="GSM8K test questions to use")
+    agree.add_argument("--shots", type=int, default=3, help="GSM8K training exemplars before each question")
+    agree.add_argument("--max-new-tokens", type=int, default=128, help="greedy tokens per prompt")
+    agree.add_argument("--threads", type=int, default=1, help="torch threads")
+    agree.set_defaults(func=run_agree)
+    zoo.set_defaults(func=lambda args: zoo.print_help() or 2)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from fsgen_eval.zoo.corpus import resolve_datasets_dir
+    from fsgen_eval.zoo.family import get_family
+
+    # Validate every input before any work starts.
+    family = get_family(args.family)
+    datasets = resolve_datasets_dir(args.datasets_dir)
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    names = [m.name for m in family.models]
+    unknown = [n for n in args.models or [] if n not in names]
+    if unknown:
+        raise ValueError(f"unknown model {unknown[0]!r} in family {family.name}; valid: {', '.join(names)}")
+
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from fsgen_eval.zoo.build import build_family
+
+    torch.set_num_threads(args.threads)
+    hf_logging.disable_progress_bar()  # the log is read as a file; bars only clutter it
+    out = Path(args.out_dir or f"models/{family.name}")
+    yaml_path = Path(args.config_yaml or f"model_configs/{family.name}.yaml")
+    work = Path(args.work_dir or f"runs/zoo/{family.name}")
+    build_family(family, datasets, out, yaml_path, work, only=args.models, log=lambda m: print(m, flush=True))
+    return 0
+
+
+def run_agree(args: argparse.Namespace) -> int:
+    from fsgen_eval.zoo.corpus import resolve_datasets_dir
+
+    datasets = resolve_datasets_dir(args.datasets_dir)
+    for flag in ("prompts", "max_new_tokens", "threads"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    if args.shots < 0:
+        raise ValueError(f"--shots must be at least 0, got {args.shots}")
+    for flag in ("small", "large"):
+        if not (Path(getattr(args, flag)) / "config.json").is_file():
+            raise FileNotFoundError(f"--{flag} {getattr(args, flag)} is not a model folder (no config.json)")
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from fsgen_eval.zoo.agreement import greedy_agreement, gsm8k_prompts
+
+    torch.set_num_threads(args.threads)
+    hf_logging.disable_progress_bar()
+    tok = AutoTokenizer.from_pretrained(args.small)
+    if tok.get_vocab() != AutoTokenizer.from_pretrained(args.large).get_vocab():
+        raise ValueError(f"{args.small} and {args.large} have different tokenizers")
+    small, large = (AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32).eval() for p in (args.small, args.large))
+    result = greedy_agreement(small, large, tok, gsm8k_prompts(datasets, args.prompts, args.shots), args.max_new_tokens)
+    print(f"greedy agreement {result.rate:.4f} ({result.agree}/{result.tokens} tokens); "
+          f"oracle collaboration rate {1 - result.rate:.4f}")
+    return 0

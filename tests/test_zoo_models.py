@@ -1,0 +1,103 @@
+"""The committed micro family: loads offline with its shared tokenizer, counts and losses as documented."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+from fsgen_eval.zoo.family import MICRO, load_family_yaml
+
+REPO = Path(__file__).resolve().parents[1]
+YAML = REPO / "model_configs" / "micro.yaml"
+MODELS = REPO / "models" / "micro"
+
+# A GSM8K-style text made up here (not from any split), in lm-eval's format.
+TEXT = ("Question: Tom has 3 boxes with 4 pens in each box. He gives away 5 pens. How many pens are left?\n"
+        "Answer: Tom has 3 * 4 = <<3*4=12>>12 pens.\nHe has 12 - 5 = <<12-5=7>>7 pens left.\n#### 7")
+
+
+@pytest.fixture(scope="module")
+def entries():
+    return load_family_yaml(YAML)
+
+
+@pytest.fixture(scope="module")
+def loaded(entries):
+    """name -> (fp32 model, tokenizer), loaded offline from each model's own folder."""
+    out = {}
+    for e in entries:
+        model = AutoModelForCausalLM.from_pretrained(str(e.path), local_files_only=True, dtype=torch.float32).eval()
+        out[e.name] = (model, AutoTokenizer.from_pretrained(str(e.path), local_files_only=True))
+    return out
+
+
+def test_yaml_lists_the_family_in_size_order(entries):
+    assert [e.name for e in entries] == [m.name for m in MICRO.models]
+    totals = [e.params_total for e in entries]
+    assert totals == sorted(totals) and len(set(totals)) == len(totals)
+    assert totals[-1] / totals[0] >= 30
+    raw = yaml.safe_load(YAML.read_text())
+    assert all(not Path(m["path"]).is_absolute() and (REPO / m["path"]).is_dir() for m in raw["models"])
+    assert (REPO / raw["tokenizer"] / "tokenizer.json").is_file()
+
+
+def test_models_load_offline_with_the_shared_tokenizer(entries, loaded):
+    shared = AutoTokenizer.from_pretrained(str(MODELS / "tokenizer"), local_files_only=True)
+    shared_json = (MODELS / "tokenizer" / "tokenizer.json").read_bytes()
+    ids = shared(TEXT).input_ids
+    for e in entries:
+        model, tok = loaded[e.name]
+        assert isinstance(model, LlamaForCausalLM)
+        assert (e.path / "model.safetensors").is_file()
+        assert (e.path / "tokenizer.json").read_bytes() == shared_json
+        assert tok(TEXT).input_ids == ids and tok.eos_token_id == shared.eos_token_id
+        assert model.config.vocab_size == len(shared)
+
+
+def test_yaml_counts_equal_the_loaded_models(entries, loaded):
+    for e in entries:
+        model, _ = loaded[e.name]
+        assert model.num_parameters() == e.params_total
+        embedding = model.get_input_embeddings().weight
+        head = model.get_output_embeddings().weight
+        embed_params = embedding.numel() + (0 if head is embedding else head.numel())
+        assert e.params_non_embedding == e.params_total - embed_params
+        assert (e.extra["hidden_size"], e.extra["num_layers"]) == (model.config.hidden_size, model.config.num_hidden_layers)
+
+
+def test_heldout_loss_falls_as_size_grows(entries):
+    losses = [e.extra["heldout_loss"] for e in entries]
+    assert all(a > b for a, b in zip(losses, losses[1:])), losses
+
+
+def test_larger_models_predict_unseen_gsm8k_text_better(entries, loaded):
+    nll = []
+    for e in entries[:: len(entries) - 1]:  # smallest and largest
+        model, tok = loaded[e.name]
+        ids = tok(TEXT, return_tensors="pt").input_ids
+        with torch.no_grad():
+            nll.append(model(ids, labels=ids).loss.item())
+    assert nll[1] < nll[0]
+
+
+def test_committed_weights_fit_the_size_budget():
+    size = sum(p.stat().st_size for p in MODELS.rglob("*") if p.is_file())
+    assert size <= 30 * 2**20, f"{size / 2**20:.1f} MiB"
+
+
+@pytest.mark.skipif(not os.environ.get("FSGEN_DATASETS_DIR"), reason="needs FSGEN_DATASETS_DIR (GSM8K test)")
+def test_heldout_loss_reproduces_from_the_committed_weights(entries, loaded, tmp_path):
+    """Rebuild the held-out stream from GSM8K test and rescore the smallest model: the card's figure returns."""
+    from fsgen_eval.zoo.corpus import heldout_episodes, resolve_datasets_dir
+    from fsgen_eval.zoo.tokenizer import encode_episodes
+    from fsgen_eval.zoo.train import heldout_loss
+
+    model, tok = loaded[entries[0].name]
+    held = encode_episodes(tok, heldout_episodes(resolve_datasets_dir(None), MICRO.per_episode))
+    loss, _ = heldout_loss(model, held, MICRO.seq_len, MICRO.heldout_tokens)
+    assert loss == pytest.approx(entries[0].extra["heldout_loss"], abs=1e-3)
