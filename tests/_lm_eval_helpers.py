@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "hf-datasets"
@@ -18,7 +19,7 @@ TASKS = REPO / "tasks"  # the paper's setups, as users pass them: --include_path
 def offline_env() -> None:
     """The switches every lm-eval test here runs under: no hub, local datasets, code execution allowed."""
     if not DATASETS.is_dir():
-        pytest.skip(f"offline datasets folder {DATASETS} is absent")
+        skip_or_fail(f"offline datasets folder {DATASETS} is absent")
     os.environ["FSGEN_DATASETS_DIR"] = str(DATASETS)
     os.environ["HF_ALLOW_CODE_EVAL"] = "1"  # mbpp's utils runs code_eval once when it is imported
     os.environ["HF_HUB_OFFLINE"] = "1"

@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail
 
 from _lm_eval_helpers import DATASETS
 
@@ -19,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def env() -> dict[str, str]:
     if not DATASETS.is_dir():
-        pytest.skip(f"offline datasets folder {DATASETS} is absent")
+        skip_or_fail(f"offline datasets folder {DATASETS} is absent")
     return {**os.environ, "PYTHONPATH": str(REPO), "FSGEN_DATASETS_DIR": str(DATASETS), "HF_HUB_OFFLINE": "1",
             "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail
 import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
@@ -90,9 +91,10 @@ def test_committed_weights_fit_the_size_budget():
     assert size <= 30 * 2**20, f"{size / 2**20:.1f} MiB"
 
 
-@pytest.mark.skipif(not os.environ.get("FSGEN_DATASETS_DIR"), reason="needs FSGEN_DATASETS_DIR (GSM8K test)")
 def test_heldout_loss_reproduces_from_the_committed_weights(entries, loaded, tmp_path):
     """Rebuild the held-out stream from GSM8K test and rescore the smallest model: the card's figure returns."""
+    if not os.environ.get("FSGEN_DATASETS_DIR"):
+        skip_or_fail("needs FSGEN_DATASETS_DIR (GSM8K test); conftest sets it from ../shared/hf-datasets")
     from fsgen_eval.zoo.corpus import heldout_episodes, resolve_datasets_dir
     from fsgen_eval.zoo.tokenizer import encode_episodes
     from fsgen_eval.zoo.train import heldout_loss
