@@ -54,6 +54,10 @@ FORMULAS = {"qwen2": qwen2_counts, "gpt_neox": gpt_neox_counts}
 def check_file(path: Path, write: bool) -> list[str]:
     """Compare (or, with ``write``, replace) the stored counts of one family file; returns mismatches."""
     data = yaml.safe_load(path.read_text())
+    if "architecture" not in data:
+        # a family trained here (micro.yaml) records counts taken from its saved weights, which
+        # tests/test_zoo_models.py compares with the loaded models; there is no config formula to apply
+        return []
     count = FORMULAS[data["architecture"]]
     problems = []
     for m in data["models"]:

@@ -39,7 +39,7 @@ def loaded(entries):
 
 def test_yaml_lists_the_family_in_size_order(entries):
     assert [e.name for e in entries] == [m.name for m in MICRO.models]
-    totals = [e.params_total for e in entries]
+    totals = [e.total_params for e in entries]
     assert totals == sorted(totals) and len(set(totals)) == len(totals)
     assert totals[-1] / totals[0] >= 30
     raw = yaml.safe_load(YAML.read_text())
@@ -63,11 +63,11 @@ def test_models_load_offline_with_the_shared_tokenizer(entries, loaded):
 def test_yaml_counts_equal_the_loaded_models(entries, loaded):
     for e in entries:
         model, _ = loaded[e.name]
-        assert model.num_parameters() == e.params_total
+        assert model.num_parameters() == e.total_params
         embedding = model.get_input_embeddings().weight
         head = model.get_output_embeddings().weight
         embed_params = embedding.numel() + (0 if head is embedding else head.numel())
-        assert e.params_non_embedding == e.params_total - embed_params
+        assert e.non_embedding_params == e.total_params - embed_params
         assert (e.extra["hidden_size"], e.extra["num_layers"]) == (model.config.hidden_size, model.config.num_hidden_layers)
 
 

@@ -158,9 +158,9 @@ def test_built_models_load_with_shared_tokenizer_and_counts_match(built):
         model = AutoModelForCausalLM.from_pretrained(str(e.path), local_files_only=True)
         tok = AutoTokenizer.from_pretrained(str(e.path), local_files_only=True)
         assert model.dtype == torch.float16  # committed in half precision
-        assert model.num_parameters() == e.params_total
+        assert model.num_parameters() == e.total_params
         emb = model.get_input_embeddings().weight.numel()
-        assert e.params_non_embedding == e.params_total - emb  # tied head: counted once
+        assert e.non_embedding_params == e.total_params - emb  # tied head: counted once
         ids = tok("Question: 2 + 3?\nAnswer:", return_tensors="pt").input_ids
         assert model.float()(ids).logits.shape == (1, ids.shape[1], len(tok))
     assert all(np.isfinite(metrics))

@@ -29,6 +29,16 @@ def _keys(name: str) -> set[str]:
     return {n, n.replace("__", "/"), n.replace("/", "__"), n.split("/")[-1], n.split("__")[-1]}
 
 
+def _model_ref(path: Path, entry: dict) -> str:
+    """What lm-eval is given for a model: its hub id, or a local ``path`` (relative to the repository,
+    i.e. the family file's grandparent, as ``model_configs/micro.yaml`` writes it) made absolute."""
+    if "hub_id" in entry:
+        return str(entry["hub_id"])
+    if "path" in entry:
+        return str(path.resolve().parent.parent / entry["path"])
+    return str(entry["name"])
+
+
 def read_param_file(path: Path) -> list[ParamCount]:
     """Counts in one YAML file (family file or ``name: count`` mapping)."""
     path = Path(path)
@@ -40,7 +50,7 @@ def read_param_file(path: Path) -> list[ParamCount]:
         raise ValueError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if isinstance(data, dict) and isinstance(data.get("models"), list):
         try:
-            return [ParamCount(m["name"], m.get("hub_id", m["name"]), int(m["total_params"]),
+            return [ParamCount(m["name"], _model_ref(path, m), int(m["total_params"]),
                                m.get("non_embedding_params")) for m in data["models"]]
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path}: a model entry lacks name/total_params ({err})") from None

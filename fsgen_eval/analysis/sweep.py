@@ -36,7 +36,7 @@ class Cell:
     def relpath(self) -> Path:
         """``<small>__<large>/<method>-<router>[-<threshold>]/<task>``, safe as a path."""
         conf = f"{self.method}-{self.router}" + ("" if self.threshold is None else f"-{self.threshold:g}")
-        return Path(_safe(f"{self.small}__{self.large}"), _safe(conf), _safe(self.task))
+        return Path(_safe(f"{_label(self.small)}__{_label(self.large)}"), _safe(conf), _safe(self.task))
 
     def model_args(self, trace_arg: str = "trace=true", extra: str = "") -> str:
         args = [f"small={self.small}", f"large={self.large}", f"method={self.method}", f"router={self.router}"]
@@ -53,6 +53,11 @@ class Cell:
         if limit is not None:
             cmd += ["--limit", str(limit)]
         return cmd + list(lm_eval_args or [])
+
+
+def _label(model: str) -> str:
+    """A local model folder is named by its last component (as lm-eval's folder for the pair is)."""
+    return Path(model).name if Path(model).is_absolute() else model
 
 
 def _safe(name: str) -> str:

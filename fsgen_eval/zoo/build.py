@@ -78,7 +78,7 @@ def build_one(spec: ModelSpec, family: FamilyConfig, tok, train: np.ndarray, hel
     with open(work_dir / spec.name / LOSS_LOG) as f:
         last = f.read().strip().splitlines()[-1].split(",")
     metrics = {"name": spec.name, "hidden": spec.hidden, "layers": spec.layers, "heads": spec.heads, "lr": spec.lr,
-               "params_total": total, "params_non_embedding": non_emb, "train_tokens": result.tokens,
+               "total_params": total, "non_embedding_params": non_emb, "train_tokens": result.tokens,
                "train_steps": result.steps, "train_seconds": round(result.elapsed_s, 1),
                "final_train_loss": float(last[3]), "heldout_loss": loss, "heldout_tokens_scored": scored}
     write_metrics(metrics_path, metrics)

@@ -63,8 +63,8 @@ def write_family_yaml(yaml_path: Path, family_name: str, tokenizer_dir: Path, me
             {
                 "name": m["name"],
                 "path": _rel(models_dir / m["name"], root),
-                "params_total": m["params_total"],
-                "params_non_embedding": m["params_non_embedding"],
+                "total_params": m["total_params"],
+                "non_embedding_params": m["non_embedding_params"],
                 "hidden_size": m["hidden"],
                 "num_layers": m["layers"],
                 "num_heads": m["heads"],
@@ -81,12 +81,12 @@ def write_family_yaml(yaml_path: Path, family_name: str, tokenizer_dir: Path, me
 def write_model_card(path: Path, family: dict, metrics: list[dict], corpus: dict, agreement: dict) -> None:
     """The model card: how the family was made and, per model, size, training tokens, time, held-out loss."""
     rows = "\n".join(
-        f"| {m['name']} | {m['hidden']} | {m['layers']} | {m['heads']} | {m['params_total']:,} | "
-        f"{m['params_non_embedding']:,} | {m['train_tokens']:,} | {m['train_seconds'] / 60:.1f} | "
+        f"| {m['name']} | {m['hidden']} | {m['layers']} | {m['heads']} | {m['total_params']:,} | "
+        f"{m['non_embedding_params']:,} | {m['train_tokens']:,} | {m['train_seconds'] / 60:.1f} | "
         f"{m['final_train_loss']:.3f} | {m['heldout_loss']:.3f} |"
         for m in metrics
     )
-    span = metrics[-1]["params_total"] / metrics[0]["params_total"]
+    span = metrics[-1]["total_params"] / metrics[0]["total_params"]
     text = CARD.format(
         name=family["name"], rows=rows, span=span, n=len(metrics), context=context_note(family, corpus),
         agreement_table=_agreement_table(metrics, agreement),

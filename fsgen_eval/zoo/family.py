@@ -117,8 +117,8 @@ class FamilyEntry:
 
     name: str
     path: Path
-    params_total: int
-    params_non_embedding: int
+    total_params: int
+    non_embedding_params: int
     extra: dict = field(default_factory=dict)
 
 
@@ -129,6 +129,6 @@ def load_family_yaml(path: str | Path) -> list[FamilyEntry]:
     root = path.resolve().parent.parent
     entries = []
     for m in data["models"]:
-        extra = {k: v for k, v in m.items() if k not in ("name", "path", "params_total", "params_non_embedding")}
-        entries.append(FamilyEntry(m["name"], root / m["path"], m["params_total"], m["params_non_embedding"], extra))
+        extra = {k: v for k, v in m.items() if k not in ("name", "path", "total_params", "non_embedding_params")}
+        entries.append(FamilyEntry(m["name"], root / m["path"], m["total_params"], m["non_embedding_params"], extra))
     return entries
