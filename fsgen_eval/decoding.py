@@ -158,6 +158,11 @@ class Runner:
         # cut to the tokenizer's vocabulary: padded embedding rows are not tokens
         return out.logits[:, -keep:, :vocab].float().log_softmax(-1).to(seq.tokens.device)
 
+    def select(self, keep: Tensor) -> None:
+        """Keep only the batch rows ``keep`` of the cache (public ``batch_select_indices``)."""
+        if self.fed:
+            self.cache.batch_select_indices(keep.to(self.device))
+
     def rewind(self, length: int) -> None:
         if self.fed > length:
             _crop(self.cache, self.fed, length)
@@ -205,6 +210,11 @@ class Sequences:
     def truncate(self, length: int) -> None:
         self.tokens, self.mask, self.positions = (x[:, :length] for x in (self.tokens, self.mask, self.positions))
 
+    def select(self, keep: Tensor) -> None:
+        """Keep only the batch rows ``keep``."""
+        for name in ("tokens", "mask", "positions", "finished", "lengths"):
+            setattr(self, name, getattr(self, name)[keep])
+
 
 class Finisher:
     """Emits columns: pads finished rows, counts lengths, detects EOS and stop strings."""
@@ -240,27 +250,34 @@ class Finisher:
 
 # ------------------------------------------------------------------------------------------- traces
 class Recorder:
-    """Per-token trace columns, kept on the device and moved to the CPU once per batch."""
+    """Per-token trace columns ``[B0]`` over the original batch, kept on the device and moved to the CPU
+    once per batch. ``rows`` maps the live batch (finished rows are dropped) to original rows."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, rows: Tensor):
         self.enabled = enabled
+        self.rows = rows  # (b,) original row of each live row
+        self.batch = len(rows)  # B0
         self.cols: dict[str, list[Tensor]] = {k: [] for k in schema.TOKEN_FIELDS}
+
+    def _put(self, field: str, v: Tensor) -> None:
+        if len(v) < self.batch:  # dropped rows get a filler, cut off later by their length
+            v = torch.zeros(self.batch, dtype=v.dtype, device=v.device).index_copy(0, self.rows, v)
+        self.cols[field].append(v)
 
     def add(self, token: Tensor, source: Tensor, called: Tensor, handoff: Tensor, s1: Tensor,
             s2: Tensor | None, accepted: Tensor | None = None) -> None:
-        """Record one column; ``s1``/``s2`` are log-probs ``[B, V]`` (s2 only meaningful where ``called``)."""
-        c = self.cols
+        """Record one column; ``s1``/``s2`` are log-probs ``[b, V]`` (s2 only meaningful where ``called``)."""
         for k, v in (("token_id", token), ("source", source), ("llm_called", called), ("handoff", handoff)):
-            c[k].append(v)
-        c["accepted"].append(accepted if accepted is not None else torch.full_like(token, -1))
+            self._put(k, v)
+        self._put("accepted", accepted if accepted is not None else torch.full_like(token, -1))
         if not self.enabled:
             return
         for k, v in zip(("s1_entropy", "s1_top1_prob", "s1_margin"), stats(s1)):
-            c[k].append(v)
+            self._put(k, v)
         nan = torch.full(token.shape, math.nan, device=token.device)
         s2_stats = stats(s2) if s2 is not None else (nan, nan, nan)
         for k, v in zip(("s2_entropy", "s2_top1_prob", "s2_margin"), s2_stats):
-            c[k].append(torch.where(called, v, nan))
+            self._put(k, torch.where(called, v, nan))
 
     def finish(self, batch: int, device: torch.device) -> dict[str, np.ndarray]:
         """Stack to ``[B, N]`` numpy arrays with the schema's dtypes (one device→CPU copy per field)."""
@@ -297,11 +314,12 @@ def _trim_at_stop(tokenizer, ids: list[int], stop: tuple[str, ...]) -> tuple[lis
     return ids[:k], text
 
 
-def _rows(pair: ModelPair, seq: Sequences, rec: Recorder, counters: Tensor, cfg: DecodeConfig) -> list[RowResult]:
-    trace = rec.finish(seq.tokens.shape[0], seq.tokens.device)
-    gen = seq.tokens[:, seq.prompt_len:].cpu().tolist()
-    lengths = seq.lengths.cpu().tolist()
-    cnt = counters.cpu().tolist()
+def _rows(pair: ModelPair, st: "DecodeState", cfg: DecodeConfig) -> list[RowResult]:
+    st.lengths[st.rows] = st.seq.lengths
+    trace = st.rec.finish(st.rec.batch, st.seq.tokens.device)
+    gen = trace["token_id"].tolist()  # the emitted columns, over the original rows
+    lengths = st.lengths.cpu().tolist()
+    cnt = st.counters.cpu().tolist()
     out = []
     for r, n in enumerate(lengths):
         ids, text = _trim_at_stop(pair.tokenizer, gen[r][:n], cfg.stop)
@@ -322,7 +340,25 @@ class DecodeState:
     rec: Recorder
     fin: Finisher
     generator: torch.Generator | None
-    counters: Tensor  # (B, 3) int64: drafted, accepted, verification steps
+    rows: Tensor  # (b,) original row of each live row
+    lengths: Tensor  # (B0,) final generated lengths, filled in as rows are dropped
+    counters: Tensor  # (B0, 3) int64: drafted, accepted, verification steps
+
+    def runners(self) -> list[Runner]:
+        return [r for r in (self.small, self.large, self.small_base) if r is not None]
+
+
+def drop_finished(st: DecodeState) -> None:
+    """Take finished rows out of the batch and every cache, so they cost nothing while others go on."""
+    keep = (~st.seq.finished).nonzero().flatten()
+    if len(keep) in (0, len(st.rows)):
+        return
+    st.lengths[st.rows] = st.seq.lengths
+    for runner in st.runners():
+        runner.select(keep)
+    st.seq.select(keep)
+    st.rows = st.rows[keep]
+    st.rec.rows = st.rows
 
 
 def make_generator(pair: ModelPair, cfg: DecodeConfig) -> torch.Generator | None:
@@ -339,10 +375,12 @@ def _init(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg: Decod
           gen: torch.Generator | None) -> DecodeState:
     dev = pair.device
     ids, mask = input_ids.to(dev), attention_mask.to(dev)
+    rows = torch.arange(ids.shape[0], device=dev)
     return DecodeState(
         Sequences.from_prompt(ids, mask), Runner.new(pair.small), Runner.new(pair.large),
         Runner.new(pair.small_base) if pair.small_base is not None else None,
-        Recorder(cfg.record_trace), Finisher(pair, cfg.stop), gen,
+        Recorder(cfg.record_trace, rows), Finisher(pair, cfg.stop), gen, rows,
+        torch.zeros(ids.shape[0], dtype=torch.long, device=dev),
         torch.zeros(ids.shape[0], 3, dtype=torch.long, device=dev),
     )
 
@@ -380,7 +418,8 @@ def decode_batch(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg
     with torch.inference_mode():
         while st.seq.generated < cfg.max_new_tokens and not bool(st.seq.finished.all()):
             speculative_round(st, pair, cfg) if spec else plain_step(st, pair, cfg)
-    return _rows(pair, st.seq, st.rec, st.counters, cfg)
+            drop_finished(st)
+    return _rows(pair, st, cfg)
 
 
 # ---------------------------------------------------------------------------------- teacher forcing
@@ -432,6 +471,6 @@ def _score_trace(ids: Tensor, s1: Tensor, s2: Tensor | None, large: Tensor | Non
         agree = large.argmax(-1) == g1  # would System 1's greedy draft be accepted?
         accepted = torch.where(called, agree.long(), accepted)
         source = torch.where(called & agree, torch.ones_like(source), source)
-    rec = Recorder(True)
+    rec = Recorder(True, torch.arange(len(nxt), device=ids.device))
     rec.add(nxt, source, called, handoff, s1, s2, accepted)
     return {k: v[:, 0] for k, v in rec.finish(len(nxt), ids.device).items()}

@@ -86,7 +86,7 @@ def speculative_round(st: DecodeState, pair: ModelPair, cfg: DecodeConfig) -> No
     p = st.large.advance(st.seq, d + 1, pair.vocab_size)  # (B, d+1, V): verifies all drafts at once
     n_acc, final = verify_greedy(p, x) if cfg.temperature == 0 else verify_sampling(p, q, x, cfg, st.generator)
     live = ~st.seq.finished
-    st.counters += live.long()[:, None] * torch.stack([torch.full_like(n_acc, d), n_acc, torch.ones_like(n_acc)], 1)
+    st.counters[st.rows] += live.long()[:, None] * torch.stack([torch.full_like(n_acc, d), n_acc, torch.ones_like(n_acc)], 1)
     n_emit = int(n_acc[live].min()) + 1
     # positions before the last emitted one are drafts every live row accepted: keep their cache entries
     st.seq.truncate(start)

@@ -160,19 +160,29 @@ def test_stop_strings_trim_text_and_tokens(pair):
     assert out.summary["generated_tokens"] == len(ids) == len(out.traces[0]["token_id"])
 
 
-def test_eos_ends_a_row_like_generate(pair):
+@pytest.mark.parametrize("method,router", [("speculative", "always"), ("oracle", "always"), ("oracle", "entropy")])
+def test_eos_ends_a_row_like_generate(pair, method, router):
     # declare a token the large model does emit as an EOS of its generation config: rows must stop there,
-    # exactly where transformers' generate stops
+    # exactly where transformers' generate stops; finished rows leave the batch (and every cache) while
+    # the others go on
     free = generate(pair, PROMPTS, max_new_tokens=N)
     eos = free.token_ids[0][5]
     cfg = pair.large.generation_config
     saved = cfg.eos_token_id
     cfg.eos_token_id = [saved, eos]
     try:
-        out = generate(pair, PROMPTS, method="speculative", max_new_tokens=N, batch_size=4)
+        thr = {"entropy": median_entropy(pair)}.get(router)
+        out = generate(pair, PROMPTS, method=method, router=router, threshold=thr, max_new_tokens=N, batch_size=4)
+        alone = [generate(pair, [p], method=method, router=router, threshold=thr, max_new_tokens=N) for p in PROMPTS]
         want = [hf_greedy(pair, pair.large, p) for p in PROMPTS]
     finally:
         cfg.eos_token_id = saved
+    assert out.token_ids == [a.token_ids[0] for a in alone]
+    for got, one in zip(out.traces, alone):
+        for field in ("llm_called", "handoff", "s1_entropy"):
+            np.testing.assert_allclose(got[field], one.traces[0][field], rtol=1e-4)
+    if router == "entropy":
+        return  # System 1 emits some tokens: the output is no longer the large model's
     assert out.token_ids == want
     assert out.token_ids[0][-1] == eos and len(out.token_ids[0]) <= 6
     assert any(len(ids) == N for ids in out.token_ids), "rows without that token run to max_new_tokens"
