@@ -10,7 +10,8 @@ import copy
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
 from transformers import (
     AutoModelForCausalLM,
     GPTNeoXConfig,
@@ -19,7 +20,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-EOS = "<|endoftext|>"
+from .zoo.tokenizer import EOS
+from .zoo.tokenizer import train_tokenizer as train_bpe
+
 
 _CORPUS = [
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",
@@ -34,20 +37,9 @@ _CORPUS = [
 
 
 def train_tokenizer(out_dir: str | Path, vocab_size: int = 320, corpus: list[str] | None = None) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on a small corpus, saved in transformers' format."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator((corpus or _CORPUS) * 20, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS, bos_token=EOS)
-    fast.save_pretrained(str(out_dir))
-    return fast
+    """A byte-level BPE tokenizer (the micro family's recipe) trained on a small corpus, saved in
+    transformers' format."""
+    return train_bpe((corpus or _CORPUS) * 20, vocab_size, Path(out_dir))
 
 
 def _config(arch: str, vocab: int, hidden: int, layers: int, heads: int, eos_id: int, init: float):
