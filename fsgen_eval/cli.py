@@ -12,7 +12,9 @@ import importlib
 import sys
 
 # subcommand group → module holding its ``register``; order is the order in ``--help``.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("fsgen_eval.lm_eval_cli", "fsgen_eval.analysis.commands", "fsgen_eval.zoo.cli")
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "fsgen_eval.demo", "fsgen_eval.lm_eval_cli", "fsgen_eval.analysis.commands", "fsgen_eval.zoo.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -67,6 +67,20 @@ def test_move_within_the_runs_own_interval_is_noise():
     assert collab.status == "FAIL"
 
 
+def test_no_intervals_baseline_fails_a_move_inside_the_interval(tmp_path, capsys):
+    # seed 2's traces move the rate by less than the run's own interval: noise by default, a failure for
+    # a baseline recorded with --no-intervals (deterministic runs on fixed documents)
+    base, first = tmp_path / "baseline.json", str(_results(tmp_path / "a"))
+    main(["check", first, "--baseline", str(base), "--update-baseline", "--tol-collab", "0.001"])
+    moved = _results(tmp_path / "b", seed=2)
+    assert main(["check", str(moved), "--baseline", str(base)]) == 0
+    assert "noise" in capsys.readouterr().out
+    main(["check", first, "--baseline", str(base), "--update-baseline", "--tol-collab", "0.001", "--no-intervals"])
+    assert json.loads(base.read_text())["intervals"] is False
+    assert main(["check", str(moved), "--baseline", str(base)]) == 1
+    assert main(["check", first, "--baseline", str(base)]) == 0
+
+
 def test_missing_entry_fails(tmp_path, capsys):
     base = tmp_path / "baseline.json"
     main(["check", str(_results(tmp_path / "a")), "--baseline", str(base), "--update-baseline"])

@@ -313,6 +313,9 @@ def _add_check(sub: Any) -> None:
     p.add_argument("--tol-collab", type=float, help="absolute tolerance, collaboration rate (default 0.02)")
     p.add_argument("--tol-call", type=float, help="absolute tolerance, large-model call rate (default 0.02)")
     p.add_argument("--tol-acc", type=float, help="absolute tolerance, accuracy metrics (default 0.02)")
+    p.add_argument("--no-intervals", action="store_true",
+                   help="judge by the tolerances alone, not excusing moves inside the run's 95%% interval (for "
+                        "deterministic runs on fixed documents; stored in the baseline with --update-baseline)")
     p.set_defaults(func=cmd_check)
 
 
@@ -324,12 +327,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     given = {"collaboration_rate": args.tol_collab, "llm_call_rate": args.tol_call, "accuracy": args.tol_acc}
     if args.update_baseline:
         tol = {**gate.DEFAULT_TOLERANCES, **{k: v for k, v in given.items() if v is not None}}
-        gate.write_baseline(args.baseline, current, tol)
+        gate.write_baseline(args.baseline, current, tol, intervals=not args.no_intervals)
         print(f"wrote baseline {args.baseline} ({len(current)} entries)")
         return 0
     baseline = gate.read_baseline(args.baseline)
     tol = {**gate.DEFAULT_TOLERANCES, **baseline.get("tolerances", {}),
            **{k: v for k, v in given.items() if v is not None}}
-    checks = gate.compare(baseline, current, tol)
+    intervals = bool(baseline.get("intervals", True)) and not args.no_intervals
+    checks = gate.compare(baseline, current, tol, intervals)
     print(gate.format_table(checks))
     return 1 if any(c.failed for c in checks) else 0

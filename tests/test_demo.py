@@ -1,0 +1,95 @@
+"""``fsgen-eval demo``: end to end on a few GSM8K problems (real lm-eval runs of the micro pair), resumption,
+and one-line errors for bad input before anything runs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from fsgen_eval import demo
+from fsgen_eval.cli import main
+from _lm_eval_helpers import offline_env
+
+CONFIG_LABELS = {"system1": "oracle/never", "oracle": "oracle/always", "speculative": "speculative/always",
+                 "contrastive": "contrastive/always", "oracle-entropy": "oracle/entropy@"}
+
+
+def _table_rows(markdown: str) -> dict[str, list[str]]:
+    """The gsm8k table's rows keyed by configuration label (``method/router[@threshold]``)."""
+    lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[1:]]
+    return {row["configuration"]: row for row in rows}
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_then_resumes(tmp_path, capsys):
+    offline_env()
+    out = tmp_path / "demo"
+    argv = ["demo", "--limit", "3", "--max-gen-toks", "48", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"demo: wall time \d+ s", printed) and f"report written to {out / 'report.md'}" in printed
+    md = (out / "report.md").read_text()
+    rows = _table_rows(md)
+    assert len(rows) == len(demo.CONFIGS)
+    for name, label in CONFIG_LABELS.items():
+        assert any(k.startswith(label) for k in rows), f"{name} ({label}) missing from the report table"
+    rate = {k: float(r["collaboration rate"]) for k, r in rows.items()}
+    call = {k: float(r["LLM call rate"]) for k, r in rows.items()}
+    (entropy,) = [k for k in rows if k.startswith("oracle/entropy@")]
+    # System 1 alone never asks System 2; the oracle does at every token and is overruled at some of them;
+    # greedy speculative emits the large model's tokens, so it hands off exactly where the oracle does
+    assert rate["oracle/never"] == 0.0 and call["oracle/never"] == 0.0
+    assert 0.0 < rate["oracle/always"] < 1.0 and call["oracle/always"] == 1.0
+    assert rate["speculative/always"] == rate["oracle/always"]
+    assert 0.0 < call[entropy] < 1.0 and rate["contrastive/always"] > 0.0
+    html = (out / "report.html").read_text()
+    assert html.count("<tr>") >= len(demo.CONFIGS) + 1 and "data:image/png;base64," in html
+
+    # rerun: every configuration is complete, nothing runs; a lost one is rerun alone
+    shutil.rmtree(out / "runs" / "contrastive")
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("already complete") == len(demo.CONFIGS) - 1
+    assert "running contrastive" in printed and "running oracle" not in printed
+    assert len(_table_rows((out / "report.md").read_text())) == len(demo.CONFIGS)
+
+
+def test_missing_datasets_dir_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FSGEN_DATASETS_DIR", str(tmp_path / "nowhere"))
+    assert main(["demo", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no offline datasets" in err and "nowhere" in err
+    assert not (tmp_path / "out").exists()  # nothing started
+
+
+def test_no_datasets_env_and_none_beside_the_repo(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("FSGEN_DATASETS_DIR", raising=False)
+    monkeypatch.setattr(demo, "REPO", tmp_path / "repo")
+    with pytest.raises(FileNotFoundError, match="shared/hf-datasets.*default beside the repository"):
+        demo.datasets_dir()
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--small", "micro-zz", "neither a micro model"),
+    ("--large", "micro-zz", "neither a micro model"),
+    ("--limit", "1", "--limit must be at least 2"),
+    ("--target-call-rate", "1.5", "strictly between 0 and 1"),
+])
+def test_bad_arguments_are_one_line(tmp_path, monkeypatch, capsys, flag, value, message):
+    monkeypatch.setenv("FSGEN_DATASETS_DIR", str(tmp_path))
+    (tmp_path / "openai" / "gsm8k").mkdir(parents=True)  # datasets found: the argument is the problem
+    assert main(["demo", flag, value, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_same_model_twice_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FSGEN_DATASETS_DIR", str(tmp_path))
+    (tmp_path / "openai" / "gsm8k").mkdir(parents=True)
+    assert main(["demo", "--small", "micro-xl", "--large", "micro-xl", "--out", str(tmp_path / "o")]) == 2
+    assert "same model" in capsys.readouterr().err
