@@ -42,6 +42,16 @@ class Run:
         return f"{self.fsgen.get('small')} -> {self.fsgen.get('large')}"
 
 
+# numbers lm-eval writes beside a task's metrics that are not metrics
+NOT_METRICS = ("sample_len",)
+
+
+def is_metric(name: str, value: Any) -> bool:
+    """A metric value of lm-eval's ``results[task]`` (not its stderr, alias or sample count)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and "_stderr" not in name
+            and name not in NOT_METRICS)
+
+
 def read_json(path: Path) -> Any:
     """Parse a JSON file; raises naming the file when it is missing, empty or not JSON."""
     path = Path(path)

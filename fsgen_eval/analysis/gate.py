@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fsgen_eval.analysis.files import Run, read_json, read_traces
+from fsgen_eval.analysis.files import Run, is_metric, read_json, read_traces
 
 RATES = ("collaboration_rate", "llm_call_rate")
 DEFAULT_TOLERANCES = {"collaboration_rate": 0.02, "llm_call_rate": 0.02, "accuracy": 0.02}
@@ -41,10 +41,6 @@ def ratio_ci(num: np.ndarray, den: np.ndarray, z: float = Z95) -> tuple[float, f
     return (r - z * se, r + z * se)
 
 
-def _is_metric(name: str, value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and "_stderr" not in name
-
-
 def _stderr(task_results: dict[str, Any], metric: str) -> float | None:
     name, _, filt = metric.partition(",")
     se = task_results.get(f"{name}_stderr,{filt}" if filt else f"{name}_stderr")
@@ -58,7 +54,7 @@ def run_entries(run: Run) -> dict[str, dict[str, Any]]:
     for task, res in run.results.items():
         summary = (run.fsgen.get("per_task") or {}).get(task) or run.fsgen.get("summary") or {}
         entry: dict[str, Any] = {k: summary.get(k) for k in RATES}
-        entry["metrics"] = {m: float(v) for m, v in res.items() if _is_metric(m, v)}
+        entry["metrics"] = {m: float(v) for m, v in res.items() if is_metric(m, v)}
         ci: dict[str, list[float]] = {}
         for m in entry["metrics"]:
             se = _stderr(res, m)

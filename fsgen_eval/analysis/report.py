@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from fsgen_eval.analysis import plots
-from fsgen_eval.analysis.files import Run, read_traces
+from fsgen_eval.analysis.files import Run, is_metric, read_traces
 from fsgen_eval.analysis.params import ParamTable
 from fsgen_eval.analysis.scaling import Fit, fit_power_law
 from fsgen_eval.analysis.signals import called_tokens, rate_by_decile, summarize_signals
@@ -59,8 +59,7 @@ def role(run: Run) -> str:
 
 
 def _metric_names(task_results: dict[str, Any]) -> list[str]:
-    return [k for k, v in task_results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and "_stderr" not in k]
+    return [k for k, v in task_results.items() if is_metric(k, v)]
 
 
 def _row(run: Run, task: str) -> dict[str, Any]:

@@ -71,6 +71,9 @@ def _fit_power_params(r: np.ndarray, y: np.ndarray, lower: float, upper: float) 
         try:
             with warnings.catch_warnings():  # we use no covariance, so its absence is no news
                 warnings.simplefilter("ignore", OptimizeWarning)
+                # bootstrap resamples with repeated points make scipy's trust-region step divide by zero
+                # on its way to the optimum; the fit itself is judged by its SSE below
+                warnings.simplefilter("ignore", RuntimeWarning)
                 p, _ = curve_fit(power_law, r, y, p0=[a0, alpha0, b0], bounds=(lower, upper), maxfev=20000)
         except (RuntimeError, ValueError):
             continue
