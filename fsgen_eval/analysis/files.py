@@ -39,7 +39,12 @@ class Run:
 
     @property
     def pair(self) -> str:
-        return f"{self.fsgen.get('small')} -> {self.fsgen.get('large')}"
+        return f"{_short(self.fsgen.get('small'))} -> {_short(self.fsgen.get('large'))}"
+
+
+def _short(model: Any) -> str:
+    """A model named by an absolute local path is shown by its folder name (hub ids stay as they are)."""
+    return Path(model).name if isinstance(model, str) and Path(model).is_absolute() else str(model)
 
 
 # numbers lm-eval writes beside a task's metrics that are not metrics
