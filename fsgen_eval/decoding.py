@@ -367,7 +367,9 @@ def make_generator(pair: ModelPair, cfg: DecodeConfig) -> torch.Generator | None
     if cfg.temperature == 0:
         return None
     gen = torch.Generator(device=pair.device)
-    gen.manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
+    # without a seed, draw one from torch's global RNG, so torch.manual_seed (lm-eval's --seed) still
+    # makes a run reproducible
+    gen.manual_seed(cfg.seed if cfg.seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
     return gen
 
 

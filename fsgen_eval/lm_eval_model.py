@@ -344,10 +344,8 @@ class FSGenLM(HFLM):
             temperature = 1.0
         top_p = float(kwargs.get("top_p") or 1.0) if temperature > 0 else 1.0
         top_k = int(kwargs.get("top_k") or 0) if temperature > 0 else 0
-        # the engine seeds its own generator; drawing its seed from torch's global RNG keeps lm-eval's
-        # --seed (which seeds that RNG) in charge of reproducibility
-        seed = int(torch.randint(0, 2**62, (1,)).item()) if temperature > 0 else None
-        return {"temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed}
+        # no seed: the engine then draws one from torch's global RNG, which lm-eval's --seed seeds
+        return {"temperature": temperature, "top_p": top_p, "top_k": top_k}
 
     def _generation_records(self, rows: list[Any]) -> list[dict[str, Any]]:
         records = []

@@ -253,3 +253,11 @@ def test_speculative_router_ends_drafts_early_and_still_equals_large(pair):
     assert early.token_ids == fixed.token_ids == [hf_greedy(pair, pair.large, p) for p in PROMPTS]
     drafted = lambda o: sum(c["drafted_tokens"] for c in o.counters) / sum(c["verification_steps"] for c in o.counters)
     assert drafted(early) < drafted(fixed) <= 5
+
+
+def test_unseeded_sampling_follows_torch_manual_seed(pair):
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        runs.append(generate(pair, PROMPTS[:2], temperature=1.0, max_new_tokens=8).token_ids)
+    assert runs[0] == runs[1]
