@@ -8,7 +8,6 @@ import functools
 import os
 from pathlib import Path
 
-import pytest
 from conftest import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[1]

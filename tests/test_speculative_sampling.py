@@ -3,7 +3,6 @@ two-token outcome of a seven-word vocabulary, with the small model's distributio
 
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 import pytest
