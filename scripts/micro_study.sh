@@ -5,12 +5,14 @@
 # Takes about 25 minutes on a 2-core CPU (the two sweeps run side by side, one thread each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LIMIT=${LIMIT:-150}
+LIMIT=${LIMIT:-150}  # LIMIT=all: whole test sets
 OUT=${OUT:-runs/study}
 export FSGEN_DATASETS_DIR=${FSGEN_DATASETS_DIR:-$(cd .. && pwd)/shared/hf-datasets}
 export HF_ALLOW_CODE_EVAL=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 sweep() {
-    fsgen-eval sweep --family micro --methods oracle --routers always --output-path "$OUT" --limit "$LIMIT" \
+    local limit=()
+    [ "$LIMIT" = all ] || limit=(--limit "$LIMIT")
+    fsgen-eval sweep --family micro --methods oracle --routers always --output-path "$OUT" "${limit[@]}" \
         --model-args-extra dtype=float32,batch_size=8 "$@"
 }
 sweep --tasks gsm8k --lm-eval-args='--num_fewshot 3' > "$OUT.gsm8k.log" 2>&1 &
