@@ -19,5 +19,7 @@ sweep --tasks gsm8k --lm-eval-args='--num_fewshot 3' > "$OUT.gsm8k.log" 2>&1 &
 sweep --tasks mbpp --lm-eval-args=--confirm_run_unsafe_code > "$OUT.mbpp.log" 2>&1 &
 wait
 fsgen-eval fit "$OUT" --json > reports/micro/fit.json
-fsgen-eval report "$OUT" -o reports/micro --title "FS-GEN on the micro family (oracle; GSM8K and MBPP test)"
+fsgen-eval fit "$OUT" > reports/micro/fit.txt
+fsgen-eval analyze "$OUT" --target-call-rate 0.5 > reports/micro/analyze.txt
+fsgen-eval report "$OUT" -o reports/micro --title "FS-GEN on the micro family (oracle; GSM8K and MBPP test, ${LIMIT} problems each)"
 python scripts/rate_intervals.py "$OUT" > reports/micro/rates.md
