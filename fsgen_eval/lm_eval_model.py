@@ -29,10 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 import transformers
-from packaging.version import Version
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
-from lm_eval.models.utils_hf import get_dtype
 from lm_eval.utils import get_rolling_token_windows, hash_string, make_disjoint_window, simple_parse_args_string
 
 from fsgen_eval import lm_eval_args as margs
@@ -208,7 +206,7 @@ class FSGenLM(HFLM):
                          trust_remote_code=bool(trust_remote_code), parallelize=bool(parallelize))
         if self.backend != "causal":
             raise ModelArgsError(f"large={large!r} is not a causal (decoder-only) language model")
-        loaded = {role: self._load_small(path, dtype, bool(trust_remote_code))
+        loaded = {role: self._load_small(role, path, dtype, bool(trust_remote_code))
                   for role, path in roles.items() if role != "large"}
         self.pair = ModelPair.from_models(loaded["small"], self.model, toks["small"],
                                           small_base=loaded.get("small_base"), names=dict(roles))
@@ -239,12 +237,10 @@ class FSGenLM(HFLM):
         # lm-eval passes device/batch_size both here and in model_args: the user's model_args win
         return cls(**margs.merge_args(arg_dict, additional_config, cls.model_arg_names()))
 
-    def _load_small(self, path: str, dtype: str, trust_remote_code: bool) -> transformers.PreTrainedModel:
-        # transformers renamed `torch_dtype` to `dtype` in 4.56 (HFLM makes the same choice)
-        key = "dtype" if Version(transformers.__version__) >= Version("4.56.0") else "torch_dtype"
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            path, trust_remote_code=trust_remote_code, **{key: get_dtype(dtype)})
-        return model.to(self.device).eval()
+    def _load_small(self, role: str, path: str, dtype: str, trust_remote_code: bool) -> transformers.PreTrainedModel:
+        from fsgen_eval.pair import load_model
+
+        return load_model(path, role, dtype, str(self.device), trust_remote_code)
 
     def _shared_timestamp(self) -> str:
         """One stamp for every rank's trace file (rank 0's), so rank 0 can find them all."""
@@ -487,7 +483,7 @@ def check_pair(small: Any, large: Any, small_base: str | None, method: str, rout
     lacking what it needs (or given parameters it does not use), tokenizers that differ.
     """
     from fsgen_eval.decoding import make_config
-    from fsgen_eval.pair import check_same_vocab
+    from fsgen_eval.pair import pair_tokenizers
 
     margs.require_pair(small, large)
     try:
@@ -496,25 +492,7 @@ def check_pair(small: Any, large: Any, small_base: str | None, method: str, rout
     except ValueError as err:
         raise ModelArgsError(str(err)) from None
     roles = {"small": small, "large": large, **({"small_base": small_base} if small_base else {})}
-    toks = {role: _load_tokenizer(path, role, trust_remote_code) for role, path in roles.items()}
-    for role in roles:
-        if role != "small":
-            try:
-                check_same_vocab(toks["small"], toks[role], f"small={small}", f"{role}={roles[role]}")
-            except ValueError as err:
-                raise ModelArgsError(str(err)) from None
-    return roles, toks
-
-
-def _load_tokenizer(path: str, role: str, trust_remote_code: bool) -> Any:
-    """Config and tokenizer of ``path``: one-line errors for a missing path or a folder that is no model."""
-    p = Path(path).expanduser()
-    if p.is_dir() and not (p / "config.json").is_file():
-        raise ModelArgsError(f"{role}={path!r} is a folder without config.json: not a transformers model")
-    if not p.exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
-        raise ModelArgsError(f"{role}={path!r} does not exist")
     try:
-        transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        return transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise ModelArgsError(f"{role}={path!r} is not a model ({str(err).strip().splitlines()[0]})") from None
+        return roles, pair_tokenizers(roles, trust_remote_code)
+    except ValueError as err:
+        raise ModelArgsError(str(err)) from None

@@ -37,35 +37,47 @@ def check_same_vocab(tok_a: PreTrainedTokenizerBase, tok_b: PreTrainedTokenizerB
 
 def _check_model_path(path: str, role: str) -> None:
     """Fail in one line, before loading any weights, when ``path`` is a local folder that is not a model."""
-    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+    local = os.path.expanduser(path)
+    if os.path.isdir(local) and not os.path.isfile(os.path.join(local, "config.json")):
         raise ValueError(f"{role}={path!r} is a folder without config.json: not a transformers model")
-    if not os.path.exists(path) and (path.startswith((".", "/", "~")) or path.count("/") > 1):
+    if not os.path.exists(local) and (path.startswith((".", "/", "~")) or path.count("/") > 1):
         raise ValueError(f"{role}={path!r} does not exist")
 
 
 def load_tokenizer(path: str, role: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """``path``'s tokenizer, after checking that ``path`` is a model (its config loads); no weights read."""
     _check_model_path(path, role)
     try:
+        AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        raise ValueError(f"{role}={path!r}: cannot load a tokenizer ({str(err).splitlines()[0]})") from err
+        raise ValueError(f"{role}={path!r} is not a model ({str(err).strip().splitlines()[0]})") from err
+
+
+def pair_tokenizers(roles: dict[str, str], trust_remote_code: bool = False) -> dict[str, PreTrainedTokenizerBase]:
+    """Each role's tokenizer (``roles``: role -> path, ``small`` first), refusing any whose vocabulary
+    differs from System 1's — all before a single weight is read."""
+    toks = {role: load_tokenizer(path, role, trust_remote_code) for role, path in roles.items()}
+    for role, path in roles.items():
+        if role != "small":
+            check_same_vocab(toks["small"], toks[role], f"small={roles['small']}", f"{role}={path}")
+    return toks
 
 
 def _dtype_kwargs(dtype: str) -> dict[str, Any]:
-    if dtype not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
+    """``from_pretrained``'s dtype keyword: ``auto`` or any torch dtype name (``float16``, ``half``, ...)."""
+    value = "auto" if dtype == "auto" else getattr(torch, str(dtype), None)
+    if not (value == "auto" or isinstance(value, torch.dtype)):
+        raise ValueError(f"unknown dtype {dtype!r}; e.g. {', '.join(_DTYPES)}")
     # transformers renamed `torch_dtype` to `dtype` in 4.56
     major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
     key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-    return {key: _DTYPES[dtype]}
+    return {key: value}
 
 
 def load_model(path: str, role: str, dtype: str, device: str | None, trust_remote_code: bool,
                device_map: str | None = None) -> PreTrainedModel:
-    try:
-        AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{role}={path!r}: not a model ({str(err).splitlines()[0]})") from err
+    """Weights of ``path`` (checked by ``load_tokenizer`` first) in ``dtype``, on ``device`` or ``device_map``."""
     kwargs = _dtype_kwargs(dtype)
     if device_map:
         kwargs["device_map"] = device_map
@@ -162,10 +174,7 @@ class ModelPair:
         (``device_map="auto"``); the small models go to ``device``.
         """
         roles = {"small": small, "large": large, **({"small_base": small_base} if small_base else {})}
-        toks = {role: load_tokenizer(path, role, trust_remote_code) for role, path in roles.items()}
-        for role in roles:
-            if role != "small":
-                check_same_vocab(toks["small"], toks[role], f"small={small}", f"{role}={roles[role]}")
+        toks = pair_tokenizers(roles, trust_remote_code)
         models = {
             role: load_model(path, role, dtype, None if (parallelize and role == "large") else device,
                              trust_remote_code, device_map="auto" if (parallelize and role == "large") else None)
