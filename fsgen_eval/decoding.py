@@ -222,7 +222,7 @@ class Finisher:
     def __init__(self, pair: ModelPair, stop: tuple[str, ...]):
         self.tokenizer = pair.tokenizer
         self.pad = pair.pad_token_id
-        self.eos = torch.tensor(pair.eos_token_ids(), dtype=torch.long)
+        self.eos = torch.tensor(pair.eos_token_ids(), dtype=torch.long, device=pair.device)
         self.stop = stop
         # a stop string of n bytes spans at most n byte-level tokens; one more covers a split character
         self.window = max((len(s.encode()) for s in stop), default=0) + 1
@@ -233,7 +233,7 @@ class Finisher:
         tok = torch.where(live, tok, torch.full_like(tok, self.pad))
         seq.push(tok)
         seq.lengths += live.long()
-        done = live & torch.isin(tok, self.eos.to(tok.device))
+        done = live & torch.isin(tok, self.eos)
         if self.stop:
             done |= live & self._stopped(seq, live & ~done)
         seq.finished |= done
