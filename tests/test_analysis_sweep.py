@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -125,3 +127,62 @@ def test_cell_that_exits_0_without_results_is_not_done(tmp_path):
     cell = sweep.Cell("org/s", "org/l", "oracle", "always", None, "gsm8k")
     err = sweep.run_cell(cell, tmp_path, lambda argv, output: 0)
     assert "wrote no results_*.json" in err and not sweep.is_done(tmp_path / cell.relpath)
+
+
+class ConcurrentRunner(FakeRunner):
+    """A FakeRunner that holds each cell briefly and records which devices run at the same time."""
+
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.Lock()
+        self.running: list[str | None] = []
+        self.overlaps: list[list[str | None]] = []
+
+    def __call__(self, argv: list[str], output: Path) -> int:
+        model_args = dict(kv.split("=", 1) for kv in argv[argv.index("--model_args") + 1].split(","))
+        with self.lock:
+            self.running.append(model_args.get("device"))
+            self.overlaps.append(list(self.running))
+        time.sleep(0.05)
+        with self.lock:
+            rc = super().__call__(argv, output)
+            self.running.remove(model_args.get("device"))
+        return rc
+
+
+def test_jobs_run_cells_side_by_side_one_per_device(tmp_path):
+    cells = sweep.build_grid(MODELS, ["oracle"], ["always", "never"], ["gsm8k"])  # 6 cells
+    runner = ConcurrentRunner()
+    out = sweep.run_sweep(cells, tmp_path, runner, progress=False, jobs=2, devices=["cuda:0", "cuda:1"],
+                          model_args_extra="dtype=bfloat16")
+    assert out.ran == cells and not out.failed  # reported in grid order whatever finished first
+    assert all(sweep.is_done(tmp_path / c.relpath) for c in cells)
+    assert max(len(o) for o in runner.overlaps) == 2  # two cells did run at once ...
+    assert all(len(set(o)) == len(o) for o in runner.overlaps)  # ... never two on one device
+    assert {d for o in runner.overlaps for d in o} == {"cuda:0", "cuda:1"}
+    assert all("dtype=bfloat16" in " ".join(c) for c in runner.calls)
+
+
+def test_jobs_resume_like_one_job(tmp_path):
+    cells = sweep.build_grid(MODELS, ["oracle"], ["always"], ["gsm8k", "arc_easy"])
+    out = sweep.run_sweep(cells, tmp_path, FakeRunner(fail_at=2), progress=False, jobs=3)
+    assert len(out.ran) == 5 and len(out.failed) == 1
+    again = FakeRunner()
+    out2 = sweep.run_sweep(cells, tmp_path, again, progress=False, jobs=3)
+    assert out2.ran == [out.failed[0][0]] and len(out2.skipped) == 5 and len(again.calls) == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--jobs", "0"], "--jobs must be at least 1"),
+    (["--jobs", "3", "--devices", "cuda:0,cuda:1"], "names 2 devices but --jobs is 3"),
+    (["--devices", "cuda:0", "--model-args-extra", "device=cpu"], "either in --model-args-extra or with --devices"),
+])
+def test_cli_bad_jobs_refused_before_any_cell(tmp_path, capsys, monkeypatch, argv, message):
+    def boom(argv, output):
+        raise AssertionError("a bad sweep must not run lm-eval")
+
+    monkeypatch.setattr(sweep, "subprocess_runner", boom)
+    assert main(["sweep", "--family", "pythia", "--models", "pythia-70m,pythia-160m", "--tasks", "gsm8k",
+                 "--output-path", str(tmp_path), *argv]) != 0
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -62,6 +62,8 @@ def _add_sweep(sub: Any) -> None:
     p.add_argument("--model-args-extra", default="", help="appended to --model_args, e.g. dtype=bfloat16")
     p.add_argument("--trace-arg", default="trace=true", help="the model_args entry that turns traces on")
     p.add_argument("--lm-eval-args", default="", help="more lm-eval arguments, e.g. '--batch_size 8'")
+    p.add_argument("--jobs", type=int, help="cells run at once (default 1, or one per --devices entry)")
+    p.add_argument("--devices", type=_csv_list, help="e.g. cuda:0,cuda:1: one cell per device at a time")
     p.add_argument("--dry-run", action="store_true", help="print the grid and the commands; run nothing")
     p.set_defaults(func=cmd_sweep)
 
@@ -88,13 +90,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from fsgen_eval.analysis import sweep
 
+    jobs = args.jobs if args.jobs is not None else (len(args.devices) if args.devices else 1)
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
+    if args.devices and len(args.devices) != jobs:
+        raise ValueError(f"--devices names {len(args.devices)} devices but --jobs is {jobs}: give one per job")
     cells = sweep.build_grid(_family_models(args.family, args.models), args.methods, args.routers, args.tasks)
     kw = dict(limit=args.limit, trace_arg=args.trace_arg, model_args_extra=args.model_args_extra,
               lm_eval_args=shlex.split(args.lm_eval_args))
     if args.dry_run:
         print(sweep.describe(cells, args.output_path, **kw))
         return 0
-    out = sweep.run_sweep(cells, args.output_path, sweep.subprocess_runner, **kw)
+    out = sweep.run_sweep(cells, args.output_path, sweep.subprocess_runner, jobs=jobs, devices=args.devices, **kw)
     print(f"sweep: {len(out.ran)} ran, {len(out.skipped)} already done, {len(out.failed)} failed")
     for cell, err in out.failed:
         print(f"  failed {cell.relpath}: {err}", file=sys.stderr)

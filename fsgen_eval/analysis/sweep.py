@@ -4,16 +4,20 @@ A cell is one (small, large) pair of a family (large has more parameters) × met
 threshold) × task. Each runs ``python -m lm_eval --model fsgen ...`` with ``--output_path`` a temporary
 folder that is renamed to the cell's folder once lm-eval exits 0 and a ``results_*.json`` exists, so a
 killed sweep leaves no half-finished cell behind and a rerun starts from the first unfinished cell.
-The command runner is injectable (tests use a fake one; a cluster could submit jobs).
+The command runner is injectable (tests use a fake one; a cluster could submit jobs). ``jobs`` runs that
+many cells at once (one per CPU core, or one per GPU with ``devices``: each running cell gets a free device).
 """
 
 from __future__ import annotations
 
+import queue
 import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,19 +134,43 @@ def run_cell(cell: Cell, out_dir: Path, runner: Runner, **command_kw) -> str | N
 
 
 def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runner, progress: bool = True,
-              **command_kw) -> SweepOutcome:
-    """Run every unfinished cell (a cell with a ``results_*.json`` is skipped), with a progress bar."""
+              jobs: int = 1, devices: list[str] | None = None, **command_kw) -> SweepOutcome:
+    """Run every unfinished cell (a cell with a ``results_*.json`` is skipped), ``jobs`` at a time, with a
+    progress bar. With ``devices`` (one per job), a running cell's model_args get ``device=<its device>``."""
     from tqdm import tqdm
 
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    if devices is not None and len(devices) != jobs:
+        raise ValueError(f"{len(devices)} devices for {jobs} jobs: give one device per job")
+    if devices and "device=" in command_kw.get("model_args_extra", ""):
+        raise ValueError("give the device either in --model-args-extra or with --devices, not both")
     outcome = SweepOutcome()
-    bar = tqdm(cells, desc="sweep", unit="cell", disable=not progress)
-    for cell in bar:
-        if is_done(out_dir / cell.relpath):
-            outcome.skipped.append(cell)
-            continue
-        bar.set_postfix_str(str(cell.relpath), refresh=False)
-        err = run_cell(cell, out_dir, runner, **command_kw)
-        (outcome.failed.append((cell, err)) if err else outcome.ran.append(cell))
+    todo = [c for c in cells if not is_done(out_dir / c.relpath)]
+    outcome.skipped = [c for c in cells if c not in todo]
+    free: queue.Queue[str | None] = queue.Queue()
+    for dev in devices or [None] * jobs:
+        free.put(dev)
+    lock = threading.Lock()
+    bar = tqdm(total=len(cells), initial=len(outcome.skipped), desc="sweep", unit="cell", disable=not progress)
+
+    def one(cell: Cell) -> None:
+        dev = free.get()  # a free slot always exists: the pool has exactly ``jobs`` workers
+        try:
+            extra = ",".join(a for a in (command_kw.get("model_args_extra", ""), dev and f"device={dev}") if a)
+            err = run_cell(cell, out_dir, runner, **{**command_kw, "model_args_extra": extra})
+        finally:
+            free.put(dev)
+        with lock:
+            (outcome.failed.append((cell, err)) if err else outcome.ran.append(cell))
+            bar.set_postfix_str(str(cell.relpath), refresh=False)
+            bar.update()
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for f in [pool.submit(one, c) for c in todo]:
+            f.result()  # re-raise a runner's exception
+    bar.close()
+    outcome.ran.sort(key=cells.index)  # completion order varies with jobs > 1; report in grid order
     return outcome
 
 
