@@ -1,7 +1,14 @@
-"""Per pair and task of a sweep: collaboration rate with its 95 % interval (requests as clusters) and the
-AUROC of System 1's entropy for predicting handoffs — the Markdown table behind README's findings.
+"""Per pair and task of a sweep: collaboration rate with its 95 % intervals and the AUROC of System 1's
+entropy for predicting handoffs — the Markdown table behind README's findings.
 
-Usage: python scripts/rate_intervals.py SWEEP_FOLDER [--params model_configs/micro.yaml]
+Two intervals, because they answer different questions: "clustered" treats each request (one generation) as
+a cluster of correlated tokens (delta method, ``gate.ratio_ci``) — the honest one for a rate over these test
+sets; "token" is the binomial interval that treats every token as independent, which it is not (a model in a
+repetition loop agrees or disagrees with the other for the whole loop). Their squared ratio, the design effect,
+says how many tokens one independent observation is worth. ``--target`` marks each clustered interval that
+is within ±target, and a last line counts them.
+
+Usage: python scripts/rate_intervals.py SWEEP_FOLDER [--params model_configs/micro.yaml] [--target 0.01]
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sweep", type=Path)
     ap.add_argument("--params", type=Path, default=Path(__file__).resolve().parents[1] / "model_configs/micro.yaml")
+    ap.add_argument("--target", type=float, default=0.01, help="half-width each clustered interval should meet")
     args = ap.parse_args()
     params = ParamTable(read_param_file(args.params))
     rows = []
@@ -33,14 +41,27 @@ def main() -> None:
             handoffs = np.array([t["handoff"].sum() for t in traces])
             tokens = np.array([len(t["handoff"]) for t in traces])
             lo, hi = ratio_ci(handoffs, tokens)
+            rate = handoffs.sum() / tokens.sum()
             tok = called_tokens(traces)
             rows.append((task, Path(small).name, Path(large).name, n_large / n_small, len(traces), tokens.sum(),
-                         handoffs.sum() / tokens.sum(), (hi - lo) / 2, auroc(tok.scores["s1_entropy"], tok.handoff)))
+                         rate, (hi - lo) / 2, token_half_width(rate, tokens.sum()),
+                         auroc(tok.scores["s1_entropy"], tok.handoff)))
     rows.sort(key=lambda r: (r[0], r[3]))
-    print("| task | small | large | ratio | requests | tokens | collaboration rate | 95 % CI ± | entropy AUROC |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
-    for task, s, l, ratio, n_req, n_tok, rate, half, auc in rows:
-        print(f"| {task} | {s} | {l} | {ratio:.1f} | {n_req} | {n_tok} | {rate:.4f} | {half:.4f} | {auc:.3f} |")
+    print("| task | small | large | ratio | requests | tokens | collaboration rate | 95 % CI ± (clustered) "
+          f"| within ±{args.target:g} | 95 % CI ± (token) | design effect | entropy AUROC |")
+    print("|---|---|---|---:|---:|---:|---:|---:|:---:|---:|---:|---:|")
+    for task, s, l, ratio, n_req, n_tok, rate, half, tok_half, auc in rows:
+        ok = "yes" if half < args.target else "**no**"
+        print(f"| {task} | {s} | {l} | {ratio:.1f} | {n_req} | {n_tok} | {rate:.4f} | {half:.4f} | {ok} "
+              f"| {tok_half:.4f} | {(half / tok_half) ** 2:.1f} | {auc:.3f} |")
+    met = sum(r[7] < args.target for r in rows)
+    print(f"\nClustered 95 % intervals within ±{args.target:g}: {met} of {len(rows)}; token-level: "
+          f"{sum(r[8] < args.target for r in rows)} of {len(rows)}.")
+
+
+def token_half_width(rate: float, n_tokens: int, z: float = 1.959964) -> float:
+    """Half-width of the normal-approximation binomial interval with every token independent."""
+    return z * float(np.sqrt(rate * (1 - rate) / n_tokens))
 
 
 if __name__ == "__main__":
