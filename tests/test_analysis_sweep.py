@@ -186,3 +186,17 @@ def test_cli_bad_jobs_refused_before_any_cell(tmp_path, capsys, monkeypatch, arg
                  "--output-path", str(tmp_path), *argv]) != 0
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_runner_exception_stops_the_sweep(tmp_path, jobs):
+    cells = sweep.build_grid(MODELS, ["oracle"], ["always", "never"], ["gsm8k"])  # 6 cells
+    calls = []
+
+    def crash(argv, output):
+        calls.append(argv)
+        raise RuntimeError("scheduler unreachable")
+
+    with pytest.raises(RuntimeError, match="scheduler unreachable"):
+        sweep.run_sweep(cells, tmp_path, crash, progress=False, jobs=jobs)
+    assert len(calls) <= jobs  # the cells already started, none after the failure

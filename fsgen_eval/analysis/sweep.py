@@ -154,11 +154,18 @@ def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runn
     lock = threading.Lock()
     bar = tqdm(total=len(cells), initial=len(outcome.skipped), desc="sweep", unit="cell", disable=not progress)
 
+    stop = threading.Event()  # set by a runner's exception: no further cell starts
+
     def one(cell: Cell) -> None:
+        if stop.is_set():
+            return
         dev = free.get()  # a free slot always exists: the pool has exactly ``jobs`` workers
         try:
             extra = ",".join(a for a in (command_kw.get("model_args_extra", ""), dev and f"device={dev}") if a)
             err = run_cell(cell, out_dir, runner, **{**command_kw, "model_args_extra": extra})
+        except BaseException:
+            stop.set()
+            raise
         finally:
             free.put(dev)
         with lock:
@@ -167,8 +174,15 @@ def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runn
             bar.update()
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for f in [pool.submit(one, c) for c in todo]:
-            f.result()  # re-raise a runner's exception
+        futures = [pool.submit(one, c) for c in todo]
+        try:
+            for f in futures:
+                f.result()  # re-raise a runner's exception (or Ctrl-C) ...
+        except BaseException:
+            stop.set()  # ... and start no further cell; running ones finish or fail on their own
+            for f in futures:
+                f.cancel()
+            raise
     bar.close()
     outcome.ran.sort(key=cells.index)  # completion order varies with jobs > 1; report in grid order
     return outcome
