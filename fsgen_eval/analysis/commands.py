@@ -91,10 +91,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from fsgen_eval.analysis import sweep
 
     jobs = args.jobs if args.jobs is not None else (len(args.devices) if args.devices else 1)
-    if jobs < 1:
-        raise ValueError(f"--jobs must be at least 1, got {jobs}")
-    if args.devices and len(args.devices) != jobs:
-        raise ValueError(f"--devices names {len(args.devices)} devices but --jobs is {jobs}: give one per job")
+    sweep.check_jobs(jobs, args.devices, args.model_args_extra)  # before the grid, dry run included
     cells = sweep.build_grid(_family_models(args.family, args.models), args.methods, args.routers, args.tasks)
     kw = dict(limit=args.limit, trace_arg=args.trace_arg, model_args_extra=args.model_args_extra,
               lm_eval_args=shlex.split(args.lm_eval_args))

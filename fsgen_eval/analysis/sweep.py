@@ -133,18 +133,24 @@ def run_cell(cell: Cell, out_dir: Path, runner: Runner, **command_kw) -> str | N
     return None
 
 
+def check_jobs(jobs: int, devices: list[str] | None, model_args_extra: str = "") -> None:
+    """Refuse, naming the problem, a job count below 1, a device list that is not one per job, or a device
+    given both ways."""
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
+    if devices is not None and len(devices) != jobs:
+        raise ValueError(f"--devices names {len(devices)} devices but --jobs is {jobs}: give one per job")
+    if devices and "device=" in model_args_extra:
+        raise ValueError("give the device either in --model-args-extra or with --devices, not both")
+
+
 def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runner, progress: bool = True,
               jobs: int = 1, devices: list[str] | None = None, **command_kw) -> SweepOutcome:
     """Run every unfinished cell (a cell with a ``results_*.json`` is skipped), ``jobs`` at a time, with a
     progress bar. With ``devices`` (one per job), a running cell's model_args get ``device=<its device>``."""
     from tqdm import tqdm
 
-    if jobs < 1:
-        raise ValueError(f"jobs must be at least 1, got {jobs}")
-    if devices is not None and len(devices) != jobs:
-        raise ValueError(f"{len(devices)} devices for {jobs} jobs: give one device per job")
-    if devices and "device=" in command_kw.get("model_args_extra", ""):
-        raise ValueError("give the device either in --model-args-extra or with --devices, not both")
+    check_jobs(jobs, devices, command_kw.get("model_args_extra", ""))
     outcome = SweepOutcome()
     todo = [c for c in cells if not is_done(out_dir / c.relpath)]
     outcome.skipped = [c for c in cells if c not in todo]
