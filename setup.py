@@ -14,7 +14,7 @@ from setuptools.command.build_py import build_py
 
 PTH_NAME = "fsgen_eval_lm_eval.pth"
 # A .pth line starting with "import" is executed at interpreter start-up; keep it cheap and harmless.
-PTH_LINE = "import fsgen_eval.lm_eval_hook as _fsgen_hook; _fsgen_hook.install()\n"
+PTH_LINE = "import fsgen_eval.lm_eval.hook as _fsgen_hook; _fsgen_hook.install()\n"
 
 
 class BuildPyWithPth(build_py):

@@ -29,8 +29,9 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import numpy as np
 import torch
 
-from fsgen_eval import ModelPair, generate, testing
-from fsgen_eval.api import encode
+from fsgen_eval import ModelPair, generate
+from fsgen_eval.experiments import fixtures as testing
+from fsgen_eval.engine.api import encode
 
 PROMPTS = [
     "Question: Natalia sold clips to 48 of her friends in April. How many clips did she sell? Answer:",

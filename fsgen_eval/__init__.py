@@ -8,23 +8,23 @@ Public Python API (lm-eval not required)::
 
 Torch-heavy names are imported lazily so the analysis layer and ``fsgen-eval fit`` stay torch-free.
 
-Importing the package installs a post-import hook (``fsgen_eval.lm_eval_hook``, no cost until lm-eval is
+Importing the package installs a post-import hook (``fsgen_eval.lm_eval.hook``, no cost until lm-eval is
 imported) that registers ``--model fsgen`` with lm-eval, so ``import fsgen_eval`` is enough for
 ``lm_eval.simple_evaluate(model="fsgen", ...)``.
 """
 
 from __future__ import annotations
 
-from fsgen_eval import lm_eval_hook as _lm_eval_hook
+from fsgen_eval.lm_eval import hook as _lm_eval_hook
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "ModelPair": "fsgen_eval.pair",
-    "generate": "fsgen_eval.api",
-    "loglikelihood": "fsgen_eval.api",
-    "GenerationOutput": "fsgen_eval.api",
-    "LoglikelihoodOutput": "fsgen_eval.api",
+    "ModelPair": "fsgen_eval.engine.pair",
+    "generate": "fsgen_eval.engine.api",
+    "loglikelihood": "fsgen_eval.engine.api",
+    "GenerationOutput": "fsgen_eval.engine.api",
+    "LoglikelihoodOutput": "fsgen_eval.engine.api",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fsgen_eval.code_eval import CodeEval
+from fsgen_eval.lm_eval.code_eval import CodeEval
 
 # The MBPP paper's few-shot exemplars: tasks 2, 3 and 4 of the prompt split.
 MBPP_PROMPT_TASK_IDS = (2, 3, 4)

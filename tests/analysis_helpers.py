@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fsgen_eval.schema import FIELD_DTYPES, TOKEN_FIELDS, summarize, trace_to_json
+from fsgen_eval.core.schema import FIELD_DTYPES, TOKEN_FIELDS, summarize, trace_to_json
 
 
 def make_trace(s1_entropy: list[float], handoff: list[bool], llm_called: list[bool] | None = None,

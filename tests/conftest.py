@@ -13,7 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 
-from fsgen_eval import testing
+from fsgen_eval.experiments import fixtures as testing
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 # the standard datasets, laid out like the hub, beside the checkout (as in CI)

@@ -14,7 +14,7 @@ from lm_eval.loggers import EvaluationTracker
 from lm_eval.utils import hash_string
 
 from _lm_eval_helpers import offline_env, task_manager
-from fsgen_eval.lm_eval_args import ModelArgsError
+from fsgen_eval.lm_eval.args import ModelArgsError
 
 pytestmark = pytest.mark.slow
 

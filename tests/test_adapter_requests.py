@@ -9,7 +9,7 @@ from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
 import fsgen_eval  # noqa: F401
-from fsgen_eval.lm_eval_model import FSGenLM
+from fsgen_eval.lm_eval.model import FSGenLM
 
 
 TEXTS = [
@@ -72,7 +72,7 @@ def test_a_crash_keeps_every_finished_batch(llama_pair, tmp_path, monkeypatch):
     large, small = llama_pair
     trace = tmp_path / "crash.jsonl"
     lm = FSGenLM.create_from_arg_string(f"small={small},large={large},device=cpu,batch_size=1,trace={trace}")
-    import fsgen_eval.decoding as decoding
+    import fsgen_eval.engine.decode as decoding
 
     real, calls = decoding.decode_batch, []
 
@@ -120,7 +120,7 @@ def test_proxy_tuning_loads_the_base_model(llama_pair, llama_base):
 def test_data_parallel_rank_files_and_summary_of_all_ranks(llama_pair, tmp_path):
     """Rank logic on the CPU: rank 0 of 2 writes its own file, skips lm-eval's padding copies, and
     summarises both ranks' files (rank 1's written here as that rank would)."""
-    from fsgen_eval.trace_writer import TraceWriter, trace_path
+    from fsgen_eval.lm_eval.traces import TraceWriter, trace_path
 
     large, small = llama_pair
     lm = FSGenLM.create_from_arg_string(f"small={small},large={large},device=cpu,trace={tmp_path}")

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fsgen_eval import lm_eval_args as margs
-from fsgen_eval.schema import empty_trace, summarize
-from fsgen_eval.trace_writer import SummaryBook, TraceWriter, all_rank_paths, format_summary, make_record, trace_path
+from fsgen_eval.lm_eval import args as margs
+from fsgen_eval.core.schema import empty_trace, summarize
+from fsgen_eval.lm_eval.traces import SummaryBook, TraceWriter, all_rank_paths, format_summary, make_record, trace_path
 
 VALID = ["small", "large", "device", "batch_size", "max_batch_size", "method"]
 
@@ -66,7 +66,7 @@ def test_each_rank_writes_its_own_file(tmp_path):
 
 
 def test_data_parallel_padding_copies_are_not_traced():
-    from fsgen_eval.lm_eval_model import padding_flags
+    from fsgen_eval.lm_eval.model import padding_flags
 
     a, b = SimpleNamespace(repeats=1), SimpleNamespace(repeats=2)
     # lm-eval's cloning: [a], [b, b]; then padding of rank k repeats the last request: [b, b]

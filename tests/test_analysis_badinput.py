@@ -8,7 +8,7 @@ import pytest
 
 from analysis_helpers import make_trace, write_run
 from fsgen_eval.cli import main
-from fsgen_eval.schema import trace_to_json
+from fsgen_eval.core.schema import trace_to_json
 
 
 def _one_line_error(capsys, argv: list[str], *needles: str) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fsgen_eval.analysis import sweep
+from fsgen_eval.experiments import sweep
 from fsgen_eval.analysis.files import find_runs
 from fsgen_eval.analysis.params import ParamCount
 from fsgen_eval.cli import main

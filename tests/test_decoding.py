@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from fsgen_eval import ModelPair, generate, loglikelihood, schema
-from fsgen_eval.api import encode
+from fsgen_eval import ModelPair, generate, loglikelihood
+from fsgen_eval.core import schema
+from fsgen_eval.engine.api import encode
 
 PROMPTS = [
     "Question: What is 3 + 4? Answer:",

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from fsgen_eval import demo
+from fsgen_eval.experiments import demo
 from fsgen_eval.cli import main
 from _lm_eval_helpers import offline_env
 

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from fsgen_eval.methods import METHODS, contrastive, get_method, oracle, proxy, speculative
-from fsgen_eval.routers import ROUTERS, get_router
-from fsgen_eval.sampling import stats, warp
+from fsgen_eval.core.methods import METHODS, contrastive, get_method, oracle, proxy, speculative
+from fsgen_eval.core.routers import ROUTERS, get_router
+from fsgen_eval.core.sampling import stats, warp
 
 NEG = float("-inf")
 P_LARGE = [[0.5, 0.3, 0.1, 0.05, 0.05], [0.25, 0.25, 0.25, 0.125, 0.125]]

@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from fsgen_eval.code_eval import CodeEval, pass_at_k, patch_evaluate_load
+from fsgen_eval.lm_eval.code_eval import CodeEval, pass_at_k, patch_evaluate_load
 
 ADD_TEST = "assert add(2, 3) == 5"
 

@@ -101,7 +101,7 @@ def test_mbpp_prompt_and_scoring_are_lm_evals(loaded):
 
 def test_every_mmlu_subtask_resolves_locally(loaded):
     tm, _ = loaded
-    from fsgen_eval.offline import local_dataset_path
+    from fsgen_eval.lm_eval.offline import local_dataset_path
 
     subtasks = {n: e for n, e in tm.task_index.items()
                 if n.startswith("mmlu_") and e.cfg and e.cfg.get("dataset_name") and e.yaml_path

@@ -8,8 +8,8 @@ import torch
 from transformers import AutoTokenizer
 
 from fsgen_eval import ModelPair, generate, loglikelihood
-from fsgen_eval.api import encode
-from fsgen_eval.pair import check_same_vocab
+from fsgen_eval.engine.api import encode
+from fsgen_eval.engine.pair import check_same_vocab
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,10 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from fsgen_eval import ModelPair, generate, testing
-from fsgen_eval.api import encode
-from fsgen_eval.sampling import warp
+from fsgen_eval import ModelPair, generate
+from fsgen_eval.experiments import fixtures as testing
+from fsgen_eval.engine.api import encode
+from fsgen_eval.core.sampling import warp
 
 WORDS = ["a", "b", "c", "d", "e", "f", "g"]
 SAMPLES = 3000

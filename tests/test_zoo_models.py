@@ -11,7 +11,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-from fsgen_eval.zoo.family import MICRO, load_family_yaml
+from fsgen_eval.experiments.zoo.family import MICRO, load_family_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 YAML = REPO / "model_configs" / "micro.yaml"
@@ -95,9 +95,9 @@ def test_heldout_loss_reproduces_from_the_committed_weights(entries, loaded, tmp
     """Rebuild the held-out stream from GSM8K test and rescore the smallest model: the card's figure returns."""
     if not os.environ.get("FSGEN_DATASETS_DIR"):
         skip_or_fail("needs FSGEN_DATASETS_DIR (GSM8K test); conftest sets it from ../shared/hf-datasets")
-    from fsgen_eval.zoo.corpus import heldout_episodes, resolve_datasets_dir
-    from fsgen_eval.zoo.tokenizer import encode_episodes
-    from fsgen_eval.zoo.train import heldout_loss
+    from fsgen_eval.experiments.zoo.corpus import heldout_episodes, resolve_datasets_dir
+    from fsgen_eval.experiments.zoo.tokenizer import encode_episodes
+    from fsgen_eval.experiments.zoo.train import heldout_loss
 
     model, tok = loaded[entries[0].name]
     held = encode_episodes(tok, heldout_episodes(resolve_datasets_dir(None), MICRO.per_episode))

@@ -12,9 +12,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fsgen_eval.cli import main
-from fsgen_eval.zoo import corpus as C
-from fsgen_eval.zoo.family import TOY, FamilyConfig, ModelSpec, load_family_yaml
-from fsgen_eval.zoo.train import batch_at, lr_at, train_model
+from fsgen_eval.experiments.zoo import corpus as C
+from fsgen_eval.experiments.zoo.family import TOY, FamilyConfig, ModelSpec, load_family_yaml
+from fsgen_eval.experiments.zoo.train import batch_at, lr_at, train_model
 
 TEST_MARKER = "Zanzibar"  # appears only in the GSM8K test split of the toy folder
 
@@ -103,7 +103,7 @@ def test_lr_schedule_warms_up_then_decays_to_floor():
 
 
 def _stream(datasets_dir: Path, work: Path):
-    from fsgen_eval.zoo.build import prepare_data
+    from fsgen_eval.experiments.zoo.build import prepare_data
 
     tok, train, _, _ = prepare_data(TOY, datasets_dir, work)
     return tok, train
@@ -206,7 +206,7 @@ def test_incomplete_datasets_dir(tmp_path, capsys):
 
 
 def test_agreement_matches_a_token_by_token_count(built, datasets_dir):
-    from fsgen_eval.zoo.agreement import agreement_on, greedy_continuations, gsm8k_prompts
+    from fsgen_eval.experiments.zoo.agreement import agreement_on, greedy_continuations, gsm8k_prompts
 
     small, large = (AutoModelForCausalLM.from_pretrained(str(built / "models/toy" / m.name)).float() for m in TOY.models)
     tok = AutoTokenizer.from_pretrained(str(built / "models/toy/tokenizer"))

@@ -2,7 +2,7 @@
 
 One concern per module: ``files`` (reading results, traces, CSV), ``params`` (parameter counts),
 ``scaling`` (collaboration-rate scaling laws), ``signals`` (System-1 uncertainty vs handoffs: AUROC,
-distributions, positions), ``whatif`` (threshold-router trade-offs), ``sweep`` (grids of lm-eval runs),
-``gate`` (CI regression check), ``plots`` (figures from finished estimates), ``report`` (Markdown/HTML),
-``commands`` (the ``fsgen-eval`` subcommands).
+distributions, positions), ``whatif`` (threshold-router trade-offs), ``gate`` (the regression check),
+``plots`` (figures from finished estimates), ``report`` (Markdown/HTML). Sweeps live in
+``fsgen_eval.experiments.sweep``, the subcommands in ``fsgen_eval.cli.analysis``.
 """

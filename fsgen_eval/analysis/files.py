@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fsgen_eval.schema import Trace, trace_from_json
+from fsgen_eval.core.schema import Trace, trace_from_json
 
 _TS = re.compile(r"^(?:results|traces)_(.+?)(?:_rank\d+)?\.jsonl?$")
 

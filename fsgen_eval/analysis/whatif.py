@@ -16,7 +16,7 @@ import numpy as np
 
 from fsgen_eval.analysis.signals import SIGNALS
 
-# signal -> (router name in fsgen_eval.routers, its threshold as a function of t, the router's rule)
+# signal -> (router name in fsgen_eval.core.routers, its threshold as a function of t, the router's rule)
 NATIVE_ROUTER: dict[str, tuple[str, Callable[[float], float], str]] = {
     "s1_entropy": ("entropy", lambda t: t, "call where s1_entropy >= {thr:.4g}"),
     "1-s1_top1_prob": ("max_prob", lambda t: 1.0 - t, "call where s1_top1_prob <= {thr:.4g}"),

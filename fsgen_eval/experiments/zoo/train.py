@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 
-from fsgen_eval.zoo.family import FamilyConfig, ModelSpec, llama_config
+from fsgen_eval.experiments.zoo.family import FamilyConfig, ModelSpec, llama_config
 
 CKPT = "checkpoint.pt"
 LOSS_LOG = "loss.csv"

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from fsgen_eval.schema import COUNTERS, summarize, trace_to_json
+from fsgen_eval.core.schema import COUNTERS, summarize, trace_to_json
 
 log = logging.getLogger(__name__)
 

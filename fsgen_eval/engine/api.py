@@ -9,9 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import schema
-from .decoding import DecodeConfig, decode_batch, make_config, make_generator, score_batch
-from .pair import ModelPair
+from fsgen_eval.core import schema
+from fsgen_eval.engine.config import DecodeConfig, make_config
+from fsgen_eval.engine.decode import decode_batch
+from fsgen_eval.engine.state import make_generator
+from fsgen_eval.engine.score import score_batch
+from fsgen_eval.engine.pair import ModelPair
 
 
 @dataclass

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .sampling import stats
+from fsgen_eval.core.sampling import stats
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The ``--model_args`` of ``lm_eval --model fsgen``: merging, checking, naming. Torch-free.
 
-The schema itself is the keyword signature of ``FSGenLM.__init__`` (see lm_eval_model.py); this module
+The schema itself is the keyword signature of ``FSGenLM.__init__`` (see model.py); this module
 holds what can be decided without loading anything, so that bad input fails in one line before any model
 or task loads.
 """

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from fsgen_eval.zoo import corpus as C
+from fsgen_eval.experiments.zoo import corpus as C
 
 STOP = "Question:"  # lm-eval's gsm8k stop string: what the large model writes after its answer
 

@@ -20,8 +20,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from .zoo.tokenizer import EOS
-from .zoo.tokenizer import train_tokenizer as train_bpe
+from fsgen_eval.experiments.zoo.tokenizer import EOS
+from fsgen_eval.experiments.zoo.tokenizer import train_tokenizer as train_bpe
 
 
 _CORPUS = [

@@ -33,7 +33,7 @@ from types import ModuleType
 from typing import Any
 
 MODEL_NAME = "fsgen"
-MODEL_TARGET = "fsgen_eval.lm_eval_model:FSGenLM"
+MODEL_TARGET = "fsgen_eval.lm_eval.model:FSGenLM"
 
 _lock = threading.RLock()
 _latest_tracker: Callable[[], Any] = lambda: None  # noqa: E731 - a dead weakref stand-in
@@ -66,7 +66,7 @@ def patch_evaluation_tracker(module: ModuleType) -> None:
     def log_experiment_args(self, model_source: str, model_args: Any, *args: Any, **kwargs: Any) -> None:
         original_log(self, model_source, model_args, *args, **kwargs)
         if model_source == MODEL_NAME:  # lm-eval would invent a random name: no `pretrained` key
-            from fsgen_eval.lm_eval_args import pair_name_from_model_args
+            from fsgen_eval.lm_eval.args import pair_name_from_model_args
 
             name = pair_name_from_model_args(model_args)
             if name:
@@ -84,14 +84,14 @@ def latest_tracker() -> Any:
 
 def patch_datasets(module: ModuleType) -> None:
     if callable(getattr(module, "load_dataset", None)):  # Hugging Face datasets, not a namesake
-        from fsgen_eval.offline import patch_load_dataset
+        from fsgen_eval.lm_eval.offline import patch_load_dataset
 
         patch_load_dataset(module)
 
 
 def patch_evaluate(module: ModuleType) -> None:
     if callable(getattr(module, "load", None)) and hasattr(module, "EvaluationModule"):  # HF evaluate
-        from fsgen_eval.code_eval import patch_evaluate_load
+        from fsgen_eval.lm_eval.code_eval import patch_evaluate_load
 
         patch_evaluate_load(module)
 

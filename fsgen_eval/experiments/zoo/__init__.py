@@ -3,5 +3,5 @@ splits of GSM8K, MBPP and MMLU, so collaboration can be studied across a span of
 
 ``corpus`` formats documents the way lm-eval presents them, ``tokenizer`` trains the shared tokenizer,
 ``family`` holds the model specs, ``train`` the resumable trainer, ``export`` the committed weights, the
-``micro.yaml`` and the model card; ``cli`` adds ``fsgen-eval zoo train``.
+``micro.yaml`` and the model card; ``fsgen_eval.cli.zoo`` adds ``fsgen-eval zoo train``.
 """

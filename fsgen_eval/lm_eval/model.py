@@ -33,9 +33,9 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from lm_eval.utils import get_rolling_token_windows, hash_string, make_disjoint_window, simple_parse_args_string
 
-from fsgen_eval import lm_eval_args as margs
-from fsgen_eval.lm_eval_args import ModelArgsError
-from fsgen_eval.trace_writer import (
+from fsgen_eval.lm_eval import args as margs
+from fsgen_eval.lm_eval.args import ModelArgsError
+from fsgen_eval.lm_eval.traces import (
     SummaryBook,
     TraceWriter,
     all_rank_paths,
@@ -189,8 +189,8 @@ class FSGenLM(HFLM):
         parallelize: bool = False,  # device_map="auto" for the large model
         trace: str | bool | None = None,  # a path (file.jsonl or folder), false, or unset: beside results
     ) -> None:
-        from fsgen_eval.decoding import make_config
-        from fsgen_eval.pair import ModelPair
+        from fsgen_eval.engine.config import make_config
+        from fsgen_eval.engine.pair import ModelPair
 
         # everything that can be wrong is checked before a weight is read
         self.method_params = margs.method_params(
@@ -238,7 +238,7 @@ class FSGenLM(HFLM):
         return cls(**margs.merge_args(arg_dict, additional_config, cls.model_arg_names()))
 
     def _load_small(self, role: str, path: str, dtype: str, trust_remote_code: bool) -> transformers.PreTrainedModel:
-        from fsgen_eval.pair import load_model
+        from fsgen_eval.engine.pair import load_model
 
         return load_model(path, role, dtype, str(self.device), trust_remote_code)
 
@@ -264,7 +264,7 @@ class FSGenLM(HFLM):
             return None
         if self.trace_arg:
             return Path(self.trace_arg)
-        from fsgen_eval.lm_eval_hook import latest_tracker
+        from fsgen_eval.lm_eval.hook import latest_tracker
 
         tracker = latest_tracker()
         out = getattr(tracker, "output_path", None)
@@ -319,7 +319,7 @@ class FSGenLM(HFLM):
         mask = kwargs.pop("attention_mask", None)
         mask = torch.ones_like(context) if mask is None else mask
         cfg = self._decode_config(**self._sampling(kwargs), max_new_tokens=max_length - context.shape[1], stop=stop)
-        from fsgen_eval.decoding import decode_batch
+        from fsgen_eval.engine.decode import decode_batch
 
         start = time.perf_counter()
         rows = decode_batch(self.pair, context, mask, cfg)
@@ -419,7 +419,7 @@ class FSGenLM(HFLM):
                     labels: torch.Tensor | None = None) -> torch.Tensor:
         """System 2's log-probs ``[B, T, V]`` for HFLM's right-padded rows (HFLM masks nothing either:
         pads only follow the scored positions)."""
-        from fsgen_eval.decoding import score_batch
+        from fsgen_eval.engine.score import score_batch
 
         cfg = self._decode_config()
         start = time.perf_counter()
@@ -482,8 +482,8 @@ def check_pair(small: Any, large: Any, small_base: str | None, method: str, rout
     Every problem is a one-line ``ModelArgsError``: a missing model, a path that is not a model, a method
     lacking what it needs (or given parameters it does not use), tokenizers that differ.
     """
-    from fsgen_eval.decoding import make_config
-    from fsgen_eval.pair import pair_tokenizers
+    from fsgen_eval.engine.config import make_config
+    from fsgen_eval.engine.pair import pair_tokenizers
 
     margs.require_pair(small, large)
     try:

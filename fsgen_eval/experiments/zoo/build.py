@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from fsgen_eval.zoo import corpus as C
-from fsgen_eval.zoo.agreement import agreement_matrix, gsm8k_prompts
-from fsgen_eval.zoo.export import (METRICS, export_model, load_exported, param_counts, write_family_yaml,
+from fsgen_eval.experiments.zoo import corpus as C
+from fsgen_eval.experiments.zoo.agreement import agreement_matrix, gsm8k_prompts
+from fsgen_eval.experiments.zoo.export import (METRICS, export_model, load_exported, param_counts, write_family_yaml,
                                    write_metrics, write_model_card)
-from fsgen_eval.zoo.family import FamilyConfig, ModelSpec
-from fsgen_eval.zoo.tokenizer import encode_episodes, train_tokenizer
-from fsgen_eval.zoo.train import LOSS_LOG, heldout_loss, train_model
+from fsgen_eval.experiments.zoo.family import FamilyConfig, ModelSpec
+from fsgen_eval.experiments.zoo.tokenizer import encode_episodes, train_tokenizer
+from fsgen_eval.experiments.zoo.train import LOSS_LOG, heldout_loss, train_model
 
 AGREEMENT_PROMPTS = 16  # GSM8K test questions for the agreement check (evaluation only)
 AGREEMENT_NEW_TOKENS = 128  # greedy tokens generated per prompt (a GSM8K answer is ~100)

@@ -8,7 +8,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from fsgen_eval.zoo.corpus import Episode
+from fsgen_eval.experiments.zoo.corpus import Episode
 
 EOS = "<|endoftext|>"
 

@@ -34,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from fsgen_eval.zoo.corpus import resolve_datasets_dir
-    from fsgen_eval.zoo.family import get_family
+    from fsgen_eval.experiments.zoo.corpus import resolve_datasets_dir
+    from fsgen_eval.experiments.zoo.family import get_family
 
     # Validate every input before any work starts.
     family = get_family(args.family)
@@ -50,7 +50,7 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from fsgen_eval.zoo.build import build_family
+    from fsgen_eval.experiments.zoo.build import build_family
 
     torch.set_num_threads(args.threads)
     hf_logging.disable_progress_bar()  # the log is read as a file; bars only clutter it
@@ -62,7 +62,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_agree(args: argparse.Namespace) -> int:
-    from fsgen_eval.zoo.corpus import resolve_datasets_dir
+    from fsgen_eval.experiments.zoo.corpus import resolve_datasets_dir
 
     datasets = resolve_datasets_dir(args.datasets_dir)
     for flag in ("prompts", "max_new_tokens", "threads"):
@@ -78,7 +78,7 @@ def run_agree(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from fsgen_eval.zoo.agreement import greedy_agreement, gsm8k_prompts
+    from fsgen_eval.experiments.zoo.agreement import greedy_agreement, gsm8k_prompts
 
     torch.set_num_threads(args.threads)
     hf_logging.disable_progress_bar()

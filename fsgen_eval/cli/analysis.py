@@ -88,7 +88,7 @@ def _family_models(spec: str, subset: list[str] | None):
 def cmd_sweep(args: argparse.Namespace) -> int:
     import shlex
 
-    from fsgen_eval.analysis import sweep
+    from fsgen_eval.experiments import sweep
 
     jobs = args.jobs if args.jobs is not None else (len(args.devices) if args.devices else 1)
     sweep.check_jobs(jobs, args.devices, args.model_args_extra)  # before the grid, dry run included

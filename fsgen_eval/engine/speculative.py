@@ -1,4 +1,4 @@
-"""Speculative decoding's draft-and-verify round, beside the main loop (``decoding.py``).
+"""Speculative decoding's draft-and-verify round, beside the main loop (``engine/decode.py``).
 
 Batched in lockstep: every row drafts the same number of tokens, the large model verifies all drafts in one
 forward pass, and every row then emits ``min(accepted) + 1`` tokens — rows that accepted more emit their
@@ -12,9 +12,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .decoding import DecodeConfig, DecodeState
-from .pair import ModelPair
-from .sampling import pick, warp
+from fsgen_eval.engine.config import DecodeConfig
+from fsgen_eval.engine.state import DecodeState
+from fsgen_eval.engine.pair import ModelPair
+from fsgen_eval.core.sampling import pick, warp
 
 
 def draft(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, k: int) -> tuple[Tensor, Tensor]:

@@ -13,7 +13,7 @@ import sys
 
 # subcommand group → module holding its ``register``; order is the order in ``--help``.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "fsgen_eval.demo", "fsgen_eval.lm_eval_cli", "fsgen_eval.analysis.commands", "fsgen_eval.zoo.cli",
+    "fsgen_eval.cli.demo", "fsgen_eval.cli.run", "fsgen_eval.cli.analysis", "fsgen_eval.cli.zoo",
 )
 
 

@@ -1,0 +1,47 @@
+"""``fsgen-eval demo``: one micro pair through lm-eval on GSM8K in five configurations, then a report
+(the work itself is :mod:`fsgen_eval.experiments.demo`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fsgen_eval.experiments.demo import DEFAULT_OUT, check_args, run_configs, write_demo_report
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("demo", help="run one micro pair through lm-eval on GSM8K (5 configurations) and report")
+    p.add_argument("--small", default="micro-m", help="System 1: a micro model name or a model folder")
+    p.add_argument("--large", default="micro-xl", help="the large model: a micro model name or a model folder")
+    p.add_argument("--limit", type=int, default=24, help="GSM8K test problems (lm-eval --limit)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder; runs go to OUT/runs/")
+    p.add_argument("--target-call-rate", type=float, default=0.5,
+                   help="the entropy router's large-model call rate on the oracle's traces")
+    p.add_argument("--max-gen-toks", type=int, help="cap on generated tokens (default: the task's 256)")
+    p.add_argument("--force", action="store_true", help="rerun configurations that are already complete")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    data, small, large = check_args(args)  # one-line errors before anything runs
+    # the lm-eval subprocesses inherit these: local datasets, no hub
+    os.environ.update(FSGEN_DATASETS_DIR=str(data), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+                      TOKENIZERS_PARALLELISM="false")
+    runs_dir = args.out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    print(f"demo: {small.name} -> {large.name}, GSM8K x {args.limit}, datasets from {data}", flush=True)
+    try:
+        lines = run_configs(small, large, runs_dir, args.limit, args.max_gen_toks, args.target_call_rate, args.force)
+    except RuntimeError as err:
+        print(err, file=sys.stderr)
+        return 1
+    md, page = write_demo_report(args.out, small, large, args.limit, args.target_call_rate, args.max_gen_toks)
+    print("\n".join(lines))
+    print(f"demo: wall time {time.monotonic() - t0:.0f} s")
+    print(f"demo: report written to {md} and {page}")
+    return 0
