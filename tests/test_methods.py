@@ -71,11 +71,11 @@ def test_stats_hand_computed():
 
 def test_routers_hand_computed():
     s = lp(P_SMALL)  # row 0 uniform (entropy log 5, top1 0.2, margin 0); row 1 peaked (top1 0.5)
-    assert get_router("always").fn(s, None).tolist() == [True, True]
-    assert get_router("never").fn(s, None).tolist() == [False, False]
-    assert get_router("max_prob").fn(s, 0.3).tolist() == [True, False]
-    assert get_router("margin").fn(s, 0.1).tolist() == [True, False]
-    assert get_router("entropy").fn(s, 1.5).tolist() == [True, False]
+    assert get_router("always").build({})(s).tolist() == [True, True]
+    assert get_router("never").build({})(s).tolist() == [False, False]
+    assert get_router("max_prob").build({"threshold": 0.3})(s).tolist() == [True, False]
+    assert get_router("margin").build({"threshold": 0.1})(s).tolist() == [True, False]
+    assert get_router("entropy").build({"threshold": 1.5})(s).tolist() == [True, False]
 
 
 def test_registries_name_the_valid_choices():

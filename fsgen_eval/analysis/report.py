@@ -23,6 +23,7 @@ from fsgen_eval.analysis.params import ParamTable
 from fsgen_eval.analysis.scaling import Fit, fit_power_law
 from fsgen_eval.analysis.signals import called_tokens, rate_by_decile, summarize_signals
 from fsgen_eval.analysis.whatif import tradeoff_curves
+from fsgen_eval.core.registry import METHODS, ROUTERS, RouterSpec
 
 ROLE_ORDER = {"System 1 alone": 0, "System 2 alone (oracle)": 1, "collaborative": 2}
 RATE_COLUMNS = ("collaboration_rate", "llm_call_rate", "mean_acceptance_length", "tokens_per_second")
@@ -50,10 +51,19 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
+def _router(run: Run) -> RouterSpec | None:
+    """The run's router entry (``None`` if not registered in this process: reported as collaborative)."""
+    return ROUTERS.get(run.fsgen.get("router"))
+
+
 def role(run: Run) -> str:
-    if run.fsgen.get("router") == "never":
+    """The run's row group: ``System 1 alone`` (a router that never calls System 2), ``System 2 alone
+    (oracle)`` (a method whose System 2 is the large model alone behind an always-calling router), else
+    ``collaborative``."""
+    router, method = _router(run), METHODS.get(run.fsgen.get("method"))
+    if router is not None and router.never_calls:
         return "System 1 alone"
-    if run.fsgen.get("method") == "oracle" and run.fsgen.get("router") == "always":
+    if method is not None and method.large_alone and router is not None and router.always_calls:
         return "System 2 alone (oracle)"
     return "collaborative"
 
@@ -92,7 +102,7 @@ def scaling_series(runs: list[Run], params: ParamTable | None, n_boot: int,
     """Per task/method: ratios, collaboration rates and a power-law fit when there are >= 3 points."""
     points: dict[str, list[tuple[float, float]]] = {}
     for run in runs:
-        if run.fsgen.get("router") == "never" or params is None:
+        if params is None or (_router(run) is not None and _router(run).never_calls):
             continue
         try:
             ratio = params.get(run.fsgen["large"]) / params.get(run.fsgen["small"])
@@ -131,7 +141,7 @@ def _trace_figures(runs: list[Run], target: float | None, notes: list[str]) -> l
         labels = [f"{r.pair} {r.label}" for r, _ in per_run]
         rates = np.array([rate_by_decile(called_tokens(ts))[0] for _, ts in per_run])
         figs.append(Plot("Handoff rate by relative position", plots.to_png_bytes(plots.position_figure(labels, rates))))
-    always = [t for r, ts in per_run if r.fsgen.get("router") == "always" for t in ts]
+    always = [t for r, ts in per_run if _router(r) is not None and _router(r).always_calls for t in ts]
     if always:
         try:
             curves = tradeoff_curves(always)

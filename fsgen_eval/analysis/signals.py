@@ -19,6 +19,13 @@ SIGNALS: dict[str, Callable[[Mapping[str, np.ndarray]], np.ndarray]] = {
     "1-s1_top1_prob": lambda t: 1.0 - np.asarray(t["s1_top1_prob"], float),
     "-s1_margin": lambda t: -np.asarray(t["s1_margin"], float),
 }
+# each signal as the router's view of it: (the System-1 trace field, "above"/"below": the side of the
+# field's threshold where a higher signal lies, the field's threshold for the signal's threshold t)
+FIELD_OF: dict[str, tuple[str, str, Callable[[float], float]]] = {
+    "s1_entropy": ("s1_entropy", "above", lambda t: t),
+    "1-s1_top1_prob": ("s1_top1_prob", "below", lambda t: 1.0 - t),
+    "-s1_margin": ("s1_margin", "below", lambda t: -t),
+}
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 

@@ -14,14 +14,18 @@ from typing import Any
 
 import numpy as np
 
-from fsgen_eval.analysis.signals import SIGNALS
+from fsgen_eval.analysis.signals import FIELD_OF, SIGNALS
+from fsgen_eval.core.registry import signal_router
 
-# signal -> (router name in fsgen_eval.core.routers, its threshold as a function of t, the router's rule)
-NATIVE_ROUTER: dict[str, tuple[str, Callable[[float], float], str]] = {
-    "s1_entropy": ("entropy", lambda t: t, "call where s1_entropy >= {thr:.4g}"),
-    "1-s1_top1_prob": ("max_prob", lambda t: 1.0 - t, "call where s1_top1_prob <= {thr:.4g}"),
-    "-s1_margin": ("margin", lambda t: -t, "call where s1_margin <= {thr:.4g}"),
-}
+
+def native_router(signal: str) -> tuple[str | None, Callable[[float], float], str]:
+    """For a signal of :data:`.signals.SIGNALS`: the registered router thresholding its trace field on the
+    same side (``None`` if none is registered), that router's threshold as a function of the signal's, and
+    the rule in words (with ``{thr}`` to fill in)."""
+    field, side, to_native = FIELD_OF[signal]
+    spec = signal_router(field, side)
+    return (spec.name if spec else None, to_native,
+            f"call where {field} {'>=' if side == 'above' else '<='} {{thr:.4g}}")
 
 
 @dataclass
@@ -43,7 +47,7 @@ class TradeoffCurve:
             raise ValueError(f"target call rate must lie in [0, 1], got {target}")
         k = int(np.flatnonzero(self.call_rate <= target + 1e-12)[-1])
         t = float(self.thresholds[k])
-        router, to_native, rule = NATIVE_ROUTER[self.signal]
+        router, to_native, rule = native_router(self.signal)
         native = to_native(t) if np.isfinite(t) else None
         return {"signal": self.signal, "threshold": t, "call_rate": float(self.call_rate[k]),
                 "caught": float(self.caught[k]), "router": router, "router_threshold": native,

@@ -2,28 +2,22 @@
 
 Each method takes System 1's log-probs ``small`` ``[B, V]``, the large model's ``large`` ``[B, V]`` and, for
 proxy tuning, the untuned small model's ``small_base`` ``[B, V]`` (``None`` otherwise), plus its own
-parameters, and returns System 2's (unnormalised) logits ``[B, V]``. Adding a method = one function and
-one ``METHODS`` entry.
+parameters, and returns System 2's (unnormalised) logits ``[B, V]``. Adding a method = one function here
+and one entry in :mod:`fsgen_eval.core.registry` (which declares its parameters and which loop it runs).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from torch import Tensor
 
+from fsgen_eval.core.registry import CONTRASTIVE_VARIANTS, METHODS, MethodSpec, get_method
 
-@dataclass(frozen=True)
-class Method:
-    name: str
-    fn: Callable[..., Tensor]  # (small, large, small_base, **params) -> [B, V]
-    defaults: dict[str, Any] = field(default_factory=dict)  # every parameter the method takes
-    needs_small_base: bool = False
-    speculative: bool = False  # uses the draft-and-verify loop; System 2's distribution is the large model's
-    doc: str = ""
+Method = MethodSpec  # the registry entry's former name
+
+__all__ = ["CONTRASTIVE_VARIANTS", "METHODS", "Method", "MethodSpec", "contrastive", "get_method", "oracle",
+           "proxy", "speculative"]
 
 
 def oracle(small: Tensor, large: Tensor, small_base: Tensor | None = None) -> Tensor:
@@ -66,24 +60,3 @@ def proxy(small: Tensor, large: Tensor, small_base: Tensor | None = None, alpha:
     if small_base is None:
         raise ValueError("method 'proxy' needs small_base log-probs")
     return large + alpha * (small - small_base)
-
-
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method("oracle", oracle, doc="always emit the large model's token"),
-        Method("speculative", speculative, {"num_draft": 5}, speculative=True,
-               doc="System 1 drafts num_draft tokens, the large model verifies them"),
-        Method("contrastive", contrastive, {"alpha": 0.1, "beta": 0.5, "contrastive_variant": "obrien"},
-               doc="contrastive decoding (variant 'obrien' or 'fsgen')"),
-        Method("proxy", proxy, {"alpha": 1.0}, needs_small_base=True,
-               doc="proxy tuning: large + alpha*(small - small_base)"),
-    )
-}
-CONTRASTIVE_VARIANTS = ("obrien", "fsgen")
-
-
-def get_method(name: str) -> Method:
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}")
-    return METHODS[name]

@@ -1,20 +1,25 @@
-"""Decoding settings: one frozen ``DecodeConfig``, validated by ``make_config`` before any model runs."""
+"""Decoding settings: one frozen ``DecodeConfig``, validated by ``make_config`` before any model runs.
+
+What a method or router takes comes from its registry entry (:mod:`fsgen_eval.core.registry`); nothing
+here knows a method's or router's name.
+"""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
-from fsgen_eval.core.methods import CONTRASTIVE_VARIANTS, METHODS, Method, get_method
-from fsgen_eval.core.routers import Router, get_router
+from fsgen_eval.core import registry
+from fsgen_eval.core.registry import MethodSpec, RouterSpec
+from fsgen_eval.core.routers import Route
 
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    method: str = "oracle"  # key of methods.METHODS
-    router: str = "always"  # key of routers.ROUTERS
-    threshold: float | None = None  # the router's threshold (max_prob, margin, entropy)
+    method: str = "oracle"  # a name in registry.METHODS
+    router: str = "always"  # a name in registry.ROUTERS
+    threshold: float | None = None  # the router's threshold (routers that take one), also in router_params
     params: dict[str, Any] = field(default_factory=dict)  # the method's parameters, defaults filled in
     max_new_tokens: int = 64  # upper bound on emitted tokens per row
     temperature: float = 0.0  # 0 = greedy
@@ -23,14 +28,20 @@ class DecodeConfig:
     stop: tuple[str, ...] = ()  # stop strings, checked on the decoded generation
     seed: int | None = None  # seeds the sampling generator
     record_trace: bool = True  # False: keep only what the summary needs (no uncertainty statistics)
+    router_params: dict[str, Any] = field(default_factory=dict)  # the router's parameters, checked
 
-    @property
-    def method_spec(self) -> Method:
-        return METHODS[self.method]
+    @cached_property
+    def method_spec(self) -> MethodSpec:
+        return registry.get_method(self.method)
 
-    @property
-    def router_spec(self) -> Router:
-        return get_router(self.router)
+    @cached_property
+    def router_spec(self) -> RouterSpec:
+        return registry.get_router(self.router)
+
+    @cached_property
+    def route(self) -> Route:
+        """The router function ``[B, V] log-probs -> Bool[B]`` built from ``router_params``."""
+        return self.router_spec.build(self.router_params)
 
 
 def make_config(
@@ -45,28 +56,33 @@ def make_config(
     seed: int | None = None,
     has_small_base: bool = False,
     record_trace: bool = True,
-    **method_params: Any,
+    **params: Any,
 ) -> DecodeConfig:
     """Validate every setting and return a ``DecodeConfig``; ``ValueError`` naming the problem otherwise.
 
-    Runs before any model does, so bad input costs nothing.
+    ``params`` are the method's and the router's parameters by name (``threshold`` is the router's too);
+    each is checked by its registry entry. Runs before any model does, so bad input costs nothing — except
+    that a router's factory runs here, so a router's weights file is read (and refused) now.
     """
-    spec = get_method(method)
-    rt = get_router(router)
-    unknown = sorted(set(method_params) - set(spec.defaults))
-    if unknown:
-        takes = ", ".join(spec.defaults) or "no parameters"
-        raise ValueError(f"method {method!r} does not use parameter(s) {', '.join(unknown)} (it takes: {takes})")
-    params = {**spec.defaults, **{k: v for k, v in method_params.items()}}
-    _check_params(method, params)
+    spec = registry.get_method(method)
+    registry.get_router(router)
+    method_given, router_given = registry.split_params(method, router, {**params, "threshold": threshold})
+    method_params = registry.check_method_params(method, method_given)
+    router_params = registry.check_router_params(router, router_given)
     if spec.needs_small_base and not has_small_base:
         raise ValueError(f"method {method!r} needs small_base (the untuned base of the small model)")
-    if rt.needs_threshold and threshold is None:
-        raise ValueError(f"router {router!r} needs a threshold")
-    if threshold is not None and not rt.needs_threshold:
-        raise ValueError(f"router {router!r} takes no threshold (routers that do: max_prob, margin, entropy)")
-    if threshold is not None and not math.isfinite(float(threshold)):
-        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+    _check_decoding(max_new_tokens, temperature, top_p, top_k)
+    stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+    if any(not s for s in stops):
+        raise ValueError("stop strings must be non-empty")
+    thr = router_params.get("threshold")
+    cfg = DecodeConfig(method, router, None if thr is None else float(thr), method_params, int(max_new_tokens),
+                       float(temperature), float(top_p), int(top_k), stops, seed, record_trace, router_params)
+    cfg.route  # build the router now: a factory's error (a bad weights file) comes before any model runs
+    return cfg
+
+
+def _check_decoding(max_new_tokens: int, temperature: float, top_p: float, top_k: int) -> None:
     if temperature is None or temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature!r}")
     if not 0 < top_p <= 1:
@@ -75,21 +91,3 @@ def make_config(
         raise ValueError(f"top_k must be >= 0, got {top_k!r}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
-    stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
-    if any(not s for s in stops):
-        raise ValueError("stop strings must be non-empty")
-    return DecodeConfig(method, router, None if threshold is None else float(threshold), params,
-                        int(max_new_tokens), float(temperature), float(top_p), int(top_k), stops, seed, record_trace)
-
-
-def _check_params(method: str, params: dict[str, Any]) -> None:
-    if method == "speculative" and (int(params["num_draft"]) != params["num_draft"] or params["num_draft"] < 1):
-        raise ValueError(f"num_draft must be an integer >= 1, got {params['num_draft']!r}")
-    if method == "contrastive":
-        if not 0 <= params["alpha"] <= 1:
-            raise ValueError(f"contrastive alpha (plausibility cut-off) must be in [0, 1], got {params['alpha']!r}")
-        if params["beta"] < 0:
-            raise ValueError(f"contrastive beta must be >= 0, got {params['beta']!r}")
-        if params["contrastive_variant"] not in CONTRASTIVE_VARIANTS:
-            raise ValueError(f"unknown contrastive_variant {params['contrastive_variant']!r}; "
-                             f"valid: {', '.join(CONTRASTIVE_VARIANTS)}")

@@ -26,13 +26,17 @@ def system2_step(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, s1: Tensor
 def plain_step(st: DecodeState, pair: ModelPair, cfg: DecodeConfig) -> None:
     """Emit one token per row: System 2's where the router asks for it, System 1's elsewhere."""
     s1 = st.small.advance(st.seq, 1, pair.vocab_size)[:, -1]  # (B, V)
-    called = cfg.router_spec.fn(s1, cfg.threshold) & ~st.seq.finished
+    called = cfg.route(s1) & ~st.seq.finished
     s2 = system2_step(st, pair, cfg, s1) if called.any() else None
     dist = torch.where(called[:, None], s2, s1) if s2 is not None else s1
     tok = pick(dist, cfg.temperature, cfg.top_k, cfg.top_p, st.generator)
     handoff = called & (tok != s1.argmax(-1))
     tok = st.fin.emit(st.seq, tok)
     st.rec.add(tok, 1 + called.to(torch.int8), called, handoff, s1, s2)
+
+
+# a method's registry entry names its loop (core.registry.LOOPS); each runs one round per call
+ROUNDS = {"step": plain_step, "speculative": speculative_round}
 
 
 def decode_batch(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg: DecodeConfig,
@@ -42,9 +46,10 @@ def decode_batch(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg
     ``generator`` drives sampling; by default a new one seeded with ``cfg.seed``.
     """
     st = init_state(pair, input_ids, attention_mask, cfg, generator or make_generator(pair, cfg))
-    spec = cfg.method_spec.speculative and cfg.router != "never"
+    # a router that never calls System 2 leaves System 1 alone: nothing to draft or verify
+    step = plain_step if cfg.router_spec.never_calls else ROUNDS[cfg.method_spec.loop]
     with torch.inference_mode():
         while st.seq.generated < cfg.max_new_tokens and not bool(st.seq.finished.all()):
-            speculative_round(st, pair, cfg) if spec else plain_step(st, pair, cfg)
+            step(st, pair, cfg)
             drop_finished(st)
     return collect_rows(pair, st, cfg)

@@ -37,9 +37,9 @@ def score_batch(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg:
         s1 = full_logprobs(pair.small, ids, mask, v)  # (B, T, V)
         flat1 = s1.reshape(-1, v)
         if spec.speculative:  # every token is verified unless System 2 is never asked
-            called = torch.full((b * t,), cfg.router != "never", dtype=torch.bool, device=ids.device)
+            called = torch.full((b * t,), not cfg.router_spec.never_calls, dtype=torch.bool, device=ids.device)
         else:
-            called = cfg.router_spec.fn(flat1, cfg.threshold)
+            called = cfg.route(flat1)
         s2 = large = None
         if called.any():
             large = full_logprobs(pair.large, ids, mask, v).reshape(-1, v)

@@ -27,10 +27,10 @@ def draft(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, k: int) -> tuple[
     Returns drafts ``[B, d]`` and System 1's log-probs ``[B, d+1, V]`` at the d drafted positions and at
     the one after them (the bonus position), fed into System 1's cache as they are made.
     """
-    early = cfg.router != "always"
+    early = not cfg.router_spec.always_calls  # an always-calling router means fixed-length drafts
     s1 = st.small.advance(st.seq, 1, pair.vocab_size)[:, -1]
     dists, drafts = [s1], []
-    while len(drafts) < k and not (early and bool((cfg.router_spec.fn(s1, cfg.threshold) & ~st.seq.finished).any())):
+    while len(drafts) < k and not (early and bool((cfg.route(s1) & ~st.seq.finished).any())):
         tok = pick(s1, cfg.temperature, cfg.top_k, cfg.top_p, st.generator)
         drafts.append(tok)
         st.seq.push(tok)

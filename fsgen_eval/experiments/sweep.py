@@ -1,7 +1,8 @@
 """Sweeps: a grid of lm-eval runs of the ``fsgen`` model, one folder per cell, resumable.
 
-A cell is one (small, large) pair of a family (large has more parameters) × method × router (with its
-threshold) × task. Each runs ``python -m lm_eval --model fsgen ...`` with ``--output_path`` a temporary
+A cell is one (small, large) pair of a family (large has more parameters) × method (with its parameters) ×
+router (with its threshold and parameters) × task; the names and parameters are checked against the
+registries (:mod:`fsgen_eval.core.registry`) before anything runs. Each runs ``python -m lm_eval --model fsgen ...`` with ``--output_path`` a temporary
 folder that is renamed to the cell's folder once lm-eval exits 0 and a ``results_*.json`` exists, so a
 killed sweep leaves no half-finished cell behind and a rerun starts from the first unfinished cell.
 The command runner is injectable (tests use a fake one; a cluster could submit jobs). ``jobs`` runs that
@@ -22,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fsgen_eval.analysis.params import ParamCount
+from fsgen_eval.core import registry
 
-THRESHOLD_ROUTERS = ("max_prob", "margin", "entropy")
+Params = tuple[tuple[str, str], ...]  # (name, value as written) pairs, in the order given
 Runner = Callable[[list[str], Path], int]  # (argv, cell's temporary output folder) -> exit code
 
 
@@ -35,17 +37,21 @@ class Cell:
     router: str
     threshold: float | None
     task: str
+    method_params: Params = ()
+    router_params: Params = ()  # the threshold aside
 
     @property
     def relpath(self) -> Path:
-        """``<small>__<large>/<method>-<router>[-<threshold>]/<task>``, safe as a path."""
-        conf = f"{self.method}-{self.router}" + ("" if self.threshold is None else f"-{self.threshold:g}")
+        """``<small>__<large>/<method>[+k=v...]-<router>[+k=v...][-<threshold>]/<task>``, safe as a path."""
+        conf = (f"{self.method}{_kv(self.method_params)}-{self.router}{_kv(self.router_params)}"
+                + ("" if self.threshold is None else f"-{self.threshold:g}"))
         return Path(_safe(f"{_label(self.small)}__{_label(self.large)}"), _safe(conf), _safe(self.task))
 
     def model_args(self, trace_arg: str = "trace=true", extra: str = "") -> str:
         args = [f"small={self.small}", f"large={self.large}", f"method={self.method}", f"router={self.router}"]
         if self.threshold is not None:
             args.append(f"threshold={self.threshold:g}")
+        args += [f"{k}={v}" for k, v in (*self.method_params, *self.router_params)]
         args += [a for a in (trace_arg, extra) if a]
         return ",".join(args)
 
@@ -69,17 +75,47 @@ def _safe(name: str) -> str:
     return re.sub(r"[\"<>:/|\\?*\[\]]+", "__", name)
 
 
-def parse_router(spec: str) -> tuple[str, float | None]:
-    """``"always"`` -> (always, None); ``"entropy@1.5"`` -> (entropy, 1.5); a threshold router needs one."""
-    name, _, thr = spec.partition("@")
-    if name in THRESHOLD_ROUTERS and not thr:
+def _kv(params: Params) -> str:
+    return "".join(f"+{k}={v}" for k, v in params)
+
+
+def _split_spec(kind: str, spec: str) -> tuple[str, Params]:
+    """``"name:k=v:k2=v2"`` -> (name, (("k", "v"), ("k2", "v2")))."""
+    name, *pairs = spec.split(":")
+    params = []
+    for kv in pairs:
+        k, eq, v = kv.partition("=")
+        if not (k and eq and v):
+            raise ValueError(f"{kind} {spec!r}: write parameters as {name}:key=value, got {kv!r}")
+        params.append((k, v))
+    return name, tuple(params)
+
+
+def parse_method(spec: str) -> tuple[str, Params]:
+    """``"oracle"`` -> (oracle, ()); ``"contrastive:alpha=0.2:beta=1"`` -> the method and its parameters,
+    checked against the method's registry entry."""
+    name, params = _split_spec("method", spec)
+    registry.check_method_params(name, dict(params))
+    return name, params
+
+
+def parse_router(spec: str) -> tuple[str, float | None, Params]:
+    """``"always"`` -> (always, None, ()); ``"entropy@1.5"`` -> (entropy, 1.5, ()); ``"name:k=v"`` also sets
+    other parameters. Checked against the router's registry entry (a threshold router needs a threshold)."""
+    head, params = _split_spec("router", spec)
+    name, _, thr = head.partition("@")
+    rt = registry.get_router(name)
+    given = dict(params)
+    if thr:
+        try:
+            given["threshold"] = float(thr)
+        except ValueError:
+            raise ValueError(f"router threshold is not a number: {spec!r}") from None
+    if "threshold" in rt.defaults and rt.defaults["threshold"] is registry.REQUIRED and "threshold" not in given:
         raise ValueError(f"router {name!r} needs a threshold: write {name}@<threshold>")
-    if thr and name not in THRESHOLD_ROUTERS:
-        raise ValueError(f"router {name!r} takes no threshold (threshold routers: {', '.join(THRESHOLD_ROUTERS)})")
-    try:
-        return name, float(thr) if thr else None
-    except ValueError:
-        raise ValueError(f"router threshold is not a number: {spec!r}") from None
+    checked = registry.check_router_params(name, given)
+    threshold = checked.get("threshold")
+    return name, None if threshold is None else float(threshold), tuple((k, v) for k, v in params if k != "threshold")
 
 
 def pairs(models: list[ParamCount]) -> list[tuple[ParamCount, ParamCount]]:
@@ -92,9 +128,10 @@ def build_grid(models: list[ParamCount], methods: list[str], routers: list[str],
     """pairs × methods × routers × tasks, in that nesting order."""
     if len(models) < 2:
         raise ValueError(f"a sweep needs at least two models of a family, got {len(models)}")
+    parsed_methods = [parse_method(m) for m in methods]
     parsed = [parse_router(r) for r in routers]
-    return [Cell(small.hub_id, large.hub_id, m, r, t, task) for large, small in pairs(models)
-            for m in methods for r, t in parsed for task in tasks]
+    return [Cell(small.hub_id, large.hub_id, m, r, t, task, mp, rp) for large, small in pairs(models)
+            for m, mp in parsed_methods for r, t, rp in parsed for task in tasks]
 
 
 def is_done(folder: Path) -> bool:

@@ -1,8 +1,8 @@
 """The ``--model_args`` of ``lm_eval --model fsgen``: merging, checking, naming. Torch-free.
 
-The schema itself is the keyword signature of ``FSGenLM.__init__`` (see model.py); this module
-holds what can be decided without loading anything, so that bad input fails in one line before any model
-or task loads.
+The schema is the keyword signature of ``FSGenLM.__init__`` (see model.py) plus every method's and
+router's parameters from the registries (:mod:`fsgen_eval.core.registry`); this module holds what can be
+decided without loading anything, so that bad input fails in one line before any model or task loads.
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
-
-# Parameters that belong to one collaboration method; passed to the engine only when given.
-METHOD_PARAMS: tuple[str, ...] = ("alpha", "beta", "num_draft", "contrastive_variant")
 
 
 class ModelArgsError(ValueError):
@@ -48,9 +45,26 @@ def require_pair(small: Any, large: Any) -> None:
             raise ModelArgsError(f"--model fsgen needs {role}=PATH ({what}) in --model_args")
 
 
+def model_arg_names(fixed: Iterable[str]) -> list[str]:
+    """The ``--model_args`` keys: the constructor's own ``fixed`` keywords, then every registered method's
+    and router's parameter (``threshold``, ``num_draft``, ``alpha``, ...)."""
+    from fsgen_eval.core.registry import param_names
+
+    fixed = list(fixed)
+    return fixed + [p for p in param_names() if p not in fixed]
+
+
 def method_params(given: Mapping[str, Any]) -> dict[str, Any]:
-    """The method parameters the user set (the engine fills in the rest and rejects foreign ones)."""
-    return {k: given[k] for k in METHOD_PARAMS if given.get(k) is not None}
+    """The method and router parameters the user set, ``threshold`` aside (the engine fills in the rest and
+    rejects foreign ones)."""
+    from fsgen_eval.core.registry import param_names
+
+    names = param_names()
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise ModelArgsError(f"unknown model_args key(s) {', '.join(unknown)} for --model fsgen; "
+                             f"method and router parameters: {', '.join(names)}")
+    return {k: v for k, v in given.items() if k != "threshold" and v is not None}
 
 
 def resolve_device(device: str | None, cuda_available: bool) -> str:

@@ -173,13 +173,8 @@ class FSGenLM(HFLM):
         small: str | None = None,  # System 1: path or hub id
         large: str | None = None,  # the large model System 2 is computed from
         small_base: str | None = None,  # proxy tuning: the untuned base of `small`
-        method: str = "oracle",  # oracle | speculative | contrastive | proxy
-        router: str = "always",  # always | never | max_prob | margin | entropy
-        threshold: float | None = None,  # the router's threshold
-        alpha: float | None = None,  # contrastive / proxy strength
-        beta: float | None = None,  # contrastive
-        num_draft: int | None = None,  # speculative: draft tokens per verification
-        contrastive_variant: str | None = None,  # obrien | fsgen
+        method: str = "oracle",  # a name in core.registry.METHODS
+        router: str = "always",  # a name in core.registry.ROUTERS
         dtype: str = "auto",  # as --model hf: the checkpoints' dtype
         device: str = "cuda",
         batch_size: int | str = 1,  # an int, or auto / auto:N as --model hf
@@ -188,13 +183,14 @@ class FSGenLM(HFLM):
         trust_remote_code: bool = False,
         parallelize: bool = False,  # device_map="auto" for the large model
         trace: str | bool | None = None,  # a path (file.jsonl or folder), false, or unset: beside results
+        **params: Any,  # the method's and router's parameters (threshold, num_draft, alpha, ...): the registry's
     ) -> None:
         from fsgen_eval.engine.config import make_config
         from fsgen_eval.engine.pair import ModelPair
 
         # everything that can be wrong is checked before a weight is read
-        self.method_params = margs.method_params(
-            {"alpha": alpha, "beta": beta, "num_draft": num_draft, "contrastive_variant": contrastive_variant})
+        threshold = params.get("threshold")
+        self.method_params = margs.method_params(params)
         roles, toks = check_pair(small, large, small_base, method, router, threshold, self.method_params,
                                  bool(trust_remote_code))
         self.trace_arg = margs.check_trace_arg(trace)
@@ -226,7 +222,9 @@ class FSGenLM(HFLM):
     # ----------------------------------------------------------------------------- construction
     @classmethod
     def model_arg_names(cls) -> list[str]:
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        fixed = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+                 if n != "self" and p.kind is not p.VAR_KEYWORD]
+        return margs.model_arg_names(fixed)
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "FSGenLM":
@@ -458,6 +456,7 @@ class FSGenLM(HFLM):
         return {
             **self.fsgen,
             "params": dict(self._decode_config().params),
+            "router_params": dict(self._decode_config().router_params),
             **book.summary(),
             # this rank's throughput: its tokens over the time it spent in the engine
             "tokens_per_second": own_tokens / self.engine_seconds if self.engine_seconds else None,
