@@ -96,18 +96,19 @@ def generate(
     batch_size: int = 8,
     seed: int | None = None,
     record_trace: bool = True,
-    **method_params: Any,
+    **params: Any,
 ) -> GenerationOutput:
-    """Collaborative generation for each prompt.
+    """Collaborative generation for each prompt; one text, token list and trace ``[T_i]`` per prompt.
 
-    ``method`` is one of ``oracle``, ``speculative`` (``num_draft``), ``contrastive`` (``alpha``, ``beta``,
-    ``contrastive_variant``), ``proxy`` (``alpha``; the pair needs ``small_base``); ``router`` one of
-    ``always``, ``never``, ``max_prob``, ``margin``, ``entropy`` (the last three need ``threshold``).
-    Every argument is validated before any model runs.
+    ``method`` and ``router`` are names in the registries (``fsgen_eval.core.registry``: built in are
+    ``oracle``, ``speculative``, ``contrastive``, ``proxy`` and ``always``, ``never``, ``max_prob``,
+    ``margin``, ``entropy``); ``params`` are their parameters by name (``num_draft``, ``alpha``, ... — the
+    router's ``threshold`` too), each checked by its registry entry. Every argument is validated before any
+    model runs.
     """
     cfg = make_config(method, router, threshold, max_new_tokens, temperature, top_p, top_k,
                       list(stop) if stop is not None and not isinstance(stop, str) else stop, seed,
-                      pair.small_base is not None, record_trace, **method_params)
+                      pair.small_base is not None, record_trace, **params)
     _check_batch_size(batch_size)
     return generate_ids(pair, [encode(pair, p) for p in prompts], cfg, batch_size)
 
@@ -156,13 +157,13 @@ def loglikelihood(
     router: str = "always",
     threshold: float | None = None,
     batch_size: int = 8,
-    **method_params: Any,
+    **params: Any,
 ) -> LoglikelihoodOutput:
     """Log-likelihood of each continuation given its context under System 2 (teacher-forced).
 
     At each continuation position the router decides whether System 2 is evaluated; where it is, the
-    method's distribution scores the token, elsewhere System 1's does.
+    method's distribution scores the token, elsewhere System 1's does. ``params`` as in :func:`generate`.
     """
-    cfg = make_config(method, router, threshold, has_small_base=pair.small_base is not None, **method_params)
+    cfg = make_config(method, router, threshold, has_small_base=pair.small_base is not None, **params)
     _check_batch_size(batch_size)
     return loglikelihood_ids(pair, [split_request(pair, c, x) for c, x in requests], cfg, batch_size)
