@@ -54,8 +54,11 @@ def _add_sweep(sub: Any) -> None:
     p = sub.add_parser("sweep", help="run a grid of (small, large) pairs x methods x routers x tasks through lm-eval")
     p.add_argument("--family", required=True, help="family name (qwen1.5, qwen2.5, pythia) or a family YAML path")
     p.add_argument("--models", type=_csv_list, help="subset of the family's models (names or hub ids)")
-    p.add_argument("--methods", type=_csv_list, default=["oracle"])
-    p.add_argument("--routers", type=_csv_list, default=["always"], help="e.g. always,never,entropy@1.5")
+    p.add_argument("--methods", type=_csv_list, default=["oracle"],
+                   help="e.g. oracle,contrastive:alpha=0.2:beta=1 (a method's parameters as name:key=value)")
+    p.add_argument("--routers", type=_csv_list, default=["always"],
+                   help="e.g. always,never,entropy@1.5 (a threshold router's threshold after @; other parameters "
+                        "as name:key=value)")
     p.add_argument("--tasks", type=_csv_list, required=True)
     p.add_argument("--output-path", type=Path, required=True, help="sweep folder: one subfolder per cell")
     p.add_argument("--limit", type=int, help="lm-eval --limit per task")
