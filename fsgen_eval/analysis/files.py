@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import csv
 import json
-import re
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fsgen_eval.core.schema import Trace, trace_from_json
 
-_TS = re.compile(r"^(?:results|traces)_(.+?)(?:_rank\d+)?\.jsonl?$")
+# with no logging set up (the CLI), Python prints warnings bare to stderr
+log = logging.getLogger("fsgen_eval.analysis")
 
 
 @dataclass
@@ -29,7 +30,8 @@ class Run:
     path: Path
     fsgen: dict[str, Any]
     results: dict[str, dict[str, Any]]
-    trace_files: list[Path] = field(default_factory=list)
+    trace_files: list[Path] = field(default_factory=list)  # those config["fsgen"]["traces"] names
+    missing_traces: list[Path] = field(default_factory=list)  # named but not found
 
     @property
     def label(self) -> str:
@@ -82,19 +84,49 @@ def load_run(path: Path) -> Run:
     for key in ("small", "large", "method", "router"):
         if key not in fsgen:
             raise ValueError(f"{path}: config['fsgen'] lacks {key!r}")
-    return Run(Path(path), fsgen, obj["results"], _trace_files_for(Path(path)))
+    present, missing = _trace_files_for(Path(path), fsgen)
+    return Run(Path(path), fsgen, obj["results"], present, missing)
 
 
-def _trace_files_for(results_path: Path) -> list[Path]:
-    """The trace files of a results file: same folder and timestamp, else all of the folder's when it holds
-    a single results file (the adapter's timestamp may differ from lm-eval's)."""
-    folder = results_path.parent
-    ts = _TS.match(results_path.name)
-    traces = sorted(folder.glob("traces_*.jsonl"))
-    same = [t for t in traces if ts and (m := _TS.match(t.name)) and m.group(1) == ts.group(1)]
-    if same:
-        return same
-    return traces if len(list(folder.glob("results_*.json"))) == 1 else []
+def _trace_files_for(results_path: Path, fsgen: dict[str, Any]) -> tuple[list[Path], list[Path]]:
+    """The trace files a results file names (``config.fsgen.traces``), as ``(present, missing)``.
+
+    Only those: never matched by timestamp (results are stamped at the end of a run, traces at its start),
+    never every trace of the folder (a killed run's traces beside a rerun's belong to no results file). A bare
+    name lies beside the results file; ``trace=PATH`` was recorded as given (absolute, or relative to where
+    the run started: tried beside the results file first, then from here).
+    """
+    names = fsgen.get("traces", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"{results_path}: config['fsgen']['traces'] must be a list of file names")
+    present, missing = [], []
+    for name in names:
+        given = Path(name)
+        candidates = [given] if given.is_absolute() else [results_path.parent / given, given]
+        hit = next((c for c in candidates if c.is_file()), None)
+        if hit is None:
+            missing.append(candidates[0])
+        elif hit not in present:
+            present.append(hit)
+    for path in missing:
+        log.warning("%s: its trace file %s is missing; the run is analysed without it", results_path, path)
+    return present, missing
+
+
+def incomplete_traces(folders: list[Path], runs: list[Run]) -> list[Path]:
+    """Trace files below ``folders`` that no results file names: a killed or unfinished run's."""
+    claimed = {p.resolve() for r in runs for p in r.trace_files + r.missing_traces}
+    found = [f for folder in map(Path, folders) if folder.is_dir() for f in sorted(folder.rglob("traces_*.jsonl"))
+             if not any(part.endswith(".tmp") for part in f.parts)]
+    return [f for f in found if f.resolve() not in claimed]
+
+
+def warn_incomplete(folders: list[Path], runs: list[Run]) -> list[Path]:
+    """Say, one line each, which traces below ``folders`` belong to no results file (they are left out)."""
+    orphans = incomplete_traces(folders, runs)
+    for path in orphans:
+        log.warning("%s: incomplete run (no results file names this trace: killed or unfinished); left out", path)
+    return orphans
 
 
 def find_runs(folders: list[Path]) -> list[Run]:
@@ -108,7 +140,10 @@ def find_runs(folders: list[Path]) -> list[Run]:
             f for f in folder.rglob("results_*.json") if not any(p.endswith(".tmp") for p in f.parts))
         if not files:
             raise ValueError(f"{folder}: no results_*.json below this folder")
-        runs.extend(load_run(f) for f in files)
+        found = [load_run(f) for f in files]
+        if folder.is_dir():
+            warn_incomplete([folder], found)
+        runs.extend(found)
     return runs
 
 
@@ -141,17 +176,38 @@ def read_trace_file(path: Path) -> list[dict[str, Any]]:
 
 
 def read_traces(paths: list[Path]) -> list[dict[str, Any]]:
-    """Records of several trace files (see :func:`read_trace_file`); a folder means its ``traces_*.jsonl``."""
+    """Records of several trace sources (see :func:`read_trace_file`).
+
+    A ``*.jsonl`` is read as given. A ``results_*.json`` means the traces it names. A folder means the traces
+    of the one run below it; a trace no results file names (a killed run) is reported and left out, and a
+    folder holding several runs is refused (their tokens are not one population).
+    """
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(p.rglob("traces_*.jsonl"))
-            if not found:
-                raise ValueError(f"{p}: no traces_*.jsonl below this folder")
-            files.extend(found)
+            files.extend(_run_traces_below(p))
+        elif p.name.startswith("results_") and p.suffix == ".json":
+            run = load_run(p)
+            if not run.trace_files:
+                raise ValueError(f"{p}: this results file names no trace file that exists")
+            files.extend(run.trace_files)
         else:
             files.append(p)
     return [r for f in files for r in read_trace_file(f)]
+
+
+def _run_traces_below(folder: Path) -> list[Path]:
+    results = [f for f in sorted(folder.rglob("results_*.json")) if not any(x.endswith(".tmp") for x in f.parts)]
+    runs = [load_run(f) for f in results]
+    orphans = warn_incomplete([folder], runs)
+    if len(runs) > 1:
+        raise ValueError(f"{folder}: holds {len(runs)} runs ({', '.join(str(r.path) for r in runs)}); "
+                         "analyze one at a time (pass its results file)")
+    if not runs or not runs[0].trace_files:
+        what = f"only incomplete runs' traces ({', '.join(map(str, orphans))})" if orphans else "no trace files"
+        raise ValueError(f"{folder}: no finished run's traces below this folder: {what}; pass a trace file "
+                         "itself to analyze it anyway")
+    return runs[0].trace_files
 
 
 def traces_of(records: list[dict[str, Any]]) -> list[Trace]:
