@@ -210,7 +210,8 @@ def _f(v: float | None) -> str:
 
 def _add_analyze(sub: Any) -> None:
     p = sub.add_parser("analyze", help="System-1 uncertainty vs handoffs from trace files; router what-if")
-    p.add_argument("traces", nargs="+", type=Path, help="traces_*.jsonl files, results_*.json files (their traces) or a folder holding one run")
+    p.add_argument("traces", nargs="+", type=Path,
+                   help="traces_*.jsonl files, results_*.json files (their traces) or a folder holding one run")
     p.add_argument("--target-call-rate", type=float, help="what-if: threshold meeting this large-model call rate")
     p.add_argument("--max-position", type=int, default=32, help="absolute positions shown (later ones pooled)")
     p.add_argument("--bins", type=int, default=20, help="histogram bins")
