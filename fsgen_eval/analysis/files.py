@@ -9,10 +9,12 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fsgen_eval.core.jsonl import read_jsonl
 from fsgen_eval.core.schema import Trace, trace_from_json
 
 # with no logging set up (the CLI), Python prints warnings bare to stderr
@@ -150,21 +152,14 @@ def find_runs(folders: list[Path]) -> list[Run]:
 def read_trace_file(path: Path) -> list[dict[str, Any]]:
     """Records of one trace JSONL file, each with ``trace`` (per-token arrays, :data:`schema.Trace`) added.
 
-    Raises naming the file and line for an empty file, a line that is not JSON, or a record lacking a field.
+    Raises naming the file and line (and the field) for an empty file, a line that is not a JSON object, or a
+    record :func:`schema.check_record` refuses; a torn final line (a killed writer) is skipped with a warning.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     records = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{n}: not valid JSON ({err.msg})") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"{path}:{n}: a trace record must be a JSON object")
+    for n, obj in read_jsonl(path, strict=True):
         try:
             obj["trace"] = trace_from_json(obj)
         except ValueError as err:
@@ -243,10 +238,18 @@ def read_points_csv(path: Path) -> list[dict[str, Any]]:
 
 
 def _numeric_row(path: Path, line: int, row: dict[str, str]) -> dict[str, Any]:
+    """One data row (``line`` of the file): numbers, finite, parameter counts > 0, the rate in [0, 1]."""
     out: dict[str, Any] = dict(row)
     for c in POINT_COLUMNS:
         try:
-            out[c] = float(row[c])
+            v = float(row[c])
         except (TypeError, ValueError):
             raise ValueError(f"{path}:{line}: column {c!r} is not a number: {row[c]!r}") from None
+        if not math.isfinite(v):
+            raise ValueError(f"{path}:{line}: column {c!r} is not a finite number: {row[c]!r}")
+        if c.endswith("_params") and v <= 0:
+            raise ValueError(f"{path}:{line}: column {c!r} must be a parameter count > 0, got {row[c]!r}")
+        if c == "collaboration_rate" and not 0 <= v <= 1:
+            raise ValueError(f"{path}:{line}: column {c!r} must be a rate in [0, 1], got {row[c]!r}")
+        out[c] = v
     return out

@@ -141,19 +141,71 @@ def trace_to_json(trace: Mapping[str, np.ndarray]) -> dict[str, list]:
     return {k: [_json_value(k, v) for v in np.asarray(trace[k]).tolist()] for k in TOKEN_FIELDS}
 
 
-def trace_from_json(obj: Mapping[str, Any]) -> Trace:
-    """Inverse of :func:`trace_to_json`; raises ``ValueError`` naming a missing or ragged field."""
+# Version of the trace record layout. Records without ``schema_version`` (written before it existed) are read as
+# version 1; any other version is refused rather than misread.
+SCHEMA_VERSION = 1
+_PROB_FIELDS = ("s1_top1_prob", "s1_margin", "s2_top1_prob", "s2_margin")
+_EPS = 1e-5  # values are written rounded to 6 digits
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_value(field: str, v: Any) -> str | None:
+    """Why ``v`` is not a valid JSON value of ``field``, or None."""
+    if field == "token_id":
+        return None if _is_number(v) and float(v).is_integer() and v >= 0 else "a token id (an integer >= 0)"
+    if field == "source":
+        return None if _is_number(v) and v in (1, 2) else "1 or 2"
+    if field in ("llm_called", "handoff", "accepted"):
+        ok = isinstance(v, bool) or (_is_number(v) and v in (0, 1)) or (v is None and field != "llm_called")
+        return None if ok else ("true, false, 0, 1" + ("" if field == "llm_called" else " or null"))
+    if v is None:
+        return None
+    if not _is_number(v) or not math.isfinite(v):
+        return "a finite number or null"
+    if field in _PROB_FIELDS and not -_EPS <= v <= 1 + _EPS:
+        return "in [0, 1]"
+    if field.endswith("_entropy") and v < -_EPS:
+        return "a number >= 0"
+    return None
+
+
+def check_record(obj: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the field (and token) of a trace record with a wrong version, type or range."""
+    version = obj.get("schema_version", 1)
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"schema_version {version!r} is not one this fsgen_eval reads ({SCHEMA_VERSION})")
     missing = [k for k in TOKEN_FIELDS if k not in obj]
     if missing:
         raise ValueError(f"trace record lacks field(s) {', '.join(missing)}")
+    if not isinstance(obj["token_id"], list):
+        raise ValueError("trace field 'token_id' must be a list")
     n = len(obj["token_id"])
+    for k in TOKEN_FIELDS:
+        vals = obj[k]
+        if not isinstance(vals, list):
+            raise ValueError(f"trace field {k!r} must be a list")
+        if len(vals) != n:
+            raise ValueError(f"trace field {k!r} has {len(vals)} values, token_id has {n}")
+        for i, v in enumerate(vals):
+            why = _check_value(k, v)
+            if why is not None:
+                raise ValueError(f"trace field {k!r}, token {i}: {v!r} is not {why}")
+
+
+def trace_from_json(obj: Mapping[str, Any]) -> Trace:
+    """Inverse of :func:`trace_to_json`; raises ``ValueError`` naming the field of a record that
+    :func:`check_record` refuses."""
+    check_record(obj)
     out: Trace = {}
     for k in TOKEN_FIELDS:
         vals = obj[k]
-        if len(vals) != n:
-            raise ValueError(f"trace field {k!r} has {len(vals)} values, token_id has {n}")
         if k == "accepted":
             vals = [-1 if v is None else int(bool(v)) for v in vals]
+        elif k == "handoff":
+            vals = [bool(v) for v in vals]  # null: not called, so no handoff
         elif FIELD_DTYPES[k] is np.float32:
             vals = [math.nan if v is None else v for v in vals]
         out[k] = np.asarray(vals, dtype=FIELD_DTYPES[k])

@@ -18,7 +18,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from fsgen_eval.core.schema import COUNTERS, summarize, trace_to_json
+from fsgen_eval.core.jsonl import read_jsonl
+from fsgen_eval.core.schema import COUNTERS, SCHEMA_VERSION, summarize, trace_to_json
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def make_record(
     **extra: Any,
 ) -> dict[str, Any]:
     """One trace line: request metadata, every per-token field as a list, the speculative counters."""
-    rec = dict(meta)
+    rec = {"schema_version": SCHEMA_VERSION, **meta}
     rec.update(trace_to_json(trace))
     rec.update({k: int((counters or {}).get(k, 0)) for k in COUNTERS})
     rec.update(extra)
@@ -112,12 +113,11 @@ class SummaryBook:
             if not Path(path).exists():
                 log.warning("fsgen: trace file %s is missing; the summary leaves it out", path)
                 continue
-            with open(path, encoding="utf-8") as fh:
-                for n, line in enumerate(fh, 1):
-                    try:
-                        book.add_record(json.loads(line))
-                    except (json.JSONDecodeError, KeyError) as err:
-                        log.warning("fsgen: %s line %d is not a trace record (%s); skipped", path, n, err)
+            for n, rec in read_jsonl(Path(path), strict=False):  # (the torn-last-line rule of every reader)
+                try:
+                    book.add_record(rec)
+                except (KeyError, TypeError, ValueError) as err:
+                    log.warning("fsgen: %s line %d is not a trace record (%s); skipped", path, n, err)
         return book
 
 
