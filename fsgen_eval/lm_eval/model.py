@@ -35,6 +35,7 @@ from lm_eval.utils import get_rolling_token_windows, hash_string, make_disjoint_
 
 from fsgen_eval.lm_eval import args as margs
 from fsgen_eval.lm_eval.args import ModelArgsError
+from fsgen_eval.lm_eval.sandbox import used_layers
 from fsgen_eval.lm_eval.traces import (
     SummaryBook,
     TraceWriter,
@@ -462,6 +463,8 @@ class FSGenLM(HFLM):
             "tokens_per_second": own_tokens / self.engine_seconds if self.engine_seconds else None,
             # beside the results: bare names (the folder may move); trace=PATH: as given
             "traces": [p.name if self.trace_arg is None else str(p) for p in paths if p.exists()],
+            # code tasks (MBPP): the sandbox layers generated programs ran under (None: no program ran)
+            "code_eval_sandbox": used_layers(),
         }
 
     def get_model_info(self) -> dict[str, Any]:
