@@ -22,7 +22,8 @@ def _retime(folder: Path, old_ts: str, results_ts: str, traces_ts: str) -> None:
 
 def _killed_run(folder: Path, ts: str, n_docs: int) -> Path:
     """A run killed before lm-eval wrote its results: a trace file and nothing else."""
-    other = write_run(folder.parent.parent / "scratch", "s", "l", traces={"gsm8k": random_traces(n_docs, 20, seed=9)}, ts=ts)
+    other = write_run(folder.parent.parent / "scratch", "s", "l", ts=ts,
+                      traces={"gsm8k": random_traces(n_docs, 20, seed=9)})
     target = folder / f"traces_{ts}.jsonl"
     (other / f"traces_{ts}.jsonl").rename(target)
     return target

@@ -224,17 +224,18 @@ class SweepOutcome:
 DONE_ELSEWHERE = "finished by another sweep meanwhile"
 
 
-def run_cell(cell: Cell, out_dir: Path, runner: Runner, **command_kw) -> str | None:
+def run_cell(cell: Cell, out_dir: Path, runner: Runner, unfinished_only: bool = False, **command_kw) -> str | None:
     """Run one cell into a temporary folder and rename it on success; returns the failure, or ``None``.
 
     The cell's lock is held throughout, so two sweeps on one folder never run one cell twice: the second
-    gets a one-line refusal (and a cell another sweep finished meanwhile is :data:`DONE_ELSEWHERE`).
+    gets a one-line refusal. With ``unfinished_only`` (the sweep, which chose unfinished cells), a cell found
+    finished once the lock is held was finished by another sweep meanwhile: :data:`DONE_ELSEWHERE`, not rerun.
     """
     final = out_dir / cell.relpath
     tmp = final.with_name(final.name + ".tmp")
     try:
         with cell_lock(final):
-            if is_done(final):
+            if unfinished_only and is_done(final):
                 return DONE_ELSEWHERE
             if tmp.exists():  # left by a killed sweep (a running one would hold the lock)
                 shutil.rmtree(tmp)
@@ -287,7 +288,7 @@ def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runn
         dev = free.get()  # a free slot always exists: the pool has exactly ``jobs`` workers
         try:
             extra = ",".join(a for a in (command_kw.get("model_args_extra", ""), dev and f"device={dev}") if a)
-            err = run_cell(cell, out_dir, runner, **{**command_kw, "model_args_extra": extra})
+            err = run_cell(cell, out_dir, runner, unfinished_only=True, **{**command_kw, "model_args_extra": extra})
         except BaseException:
             stop.set()
             raise

@@ -72,7 +72,8 @@ def bind(src, dst, writable=False):
         os.makedirs(os.path.dirname(dst), mode=0o755, exist_ok=True)
         open(dst, "a").close()
     mount(src, dst, "", BIND | REC)
-    mount("", dst, "", BIND | REMOUNT | NOSUID | (0 if writable else RDONLY) | (0 if src.startswith("/dev/") else NODEV))
+    flags = BIND | REMOUNT | NOSUID | (0 if writable else RDONLY) | (0 if src.startswith("/dev/") else NODEV)
+    mount("", dst, "", flags)
 
 def private_root(root):
     mount("tmpfs", root, "tmpfs", NOSUID | NODEV, "size=1m,mode=0755")
