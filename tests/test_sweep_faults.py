@@ -115,3 +115,24 @@ def test_two_sweeps_on_one_folder_never_run_one_cell_twice(tmp_path):
         for proc in (first, second):
             if proc is not None:
                 proc.kill()
+
+
+def test_a_finished_cell_is_rerun_only_when_asked(tmp_path):
+    from fsgen_eval.analysis.params import ParamCount
+    from fsgen_eval.experiments import sweep
+
+    (cell,) = sweep.build_grid([ParamCount("b", "org/b", 9), ParamCount("s", "org/s", 1)], ["oracle"], ["always"],
+                               ["gsm8k"])
+    calls = []
+
+    def runner(argv, output):
+        calls.append(output)
+        (output / "fsgen").mkdir(parents=True)
+        (output / "fsgen" / f"results_{len(calls)}.json").write_text("{}")
+        return 0
+
+    assert sweep.run_cell(cell, tmp_path, runner) is None
+    # the sweep picked it as unfinished, then found it finished: another sweep did it meanwhile
+    assert sweep.run_cell(cell, tmp_path, runner, unfinished_only=True) == sweep.DONE_ELSEWHERE and len(calls) == 1
+    assert sweep.run_cell(cell, tmp_path, runner) is None and len(calls) == 2  # the demo's rerun replaces it
+    assert [p.name for p in (tmp_path / cell.relpath).rglob("results_*.json")] == ["results_2.json"]
