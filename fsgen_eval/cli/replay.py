@@ -1,0 +1,74 @@
+"""``fsgen-eval replay``: System 2 generated once; every System 1 scored against it in one pass.
+
+Bad input (a missing or malformed file, a sampled or loglikelihood run, another tokenizer, a prompt HFLM
+truncated) raises ``ValueError`` / ``FileNotFoundError`` before any model loads; ``fsgen_eval.cli`` prints
+it as one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("replay", help="score System 1 models teacher-forced on System 2's generations "
+                       "(oracle/always runs without decoding again)")
+    p.add_argument("system2", type=Path, help="System 2's lm-eval output folder (or its results_*.json): a "
+                   "--model fsgen run with traces, or --log_samples files of any backend")
+    p.add_argument("--small", type=_csv, required=True, help="System 1 models, comma-separated (one tokenizer)")
+    big = p.add_mutually_exclusive_group(required=True)
+    big.add_argument("--large", help="the large model: s2_* fields and handoffs against its argmax")
+    big.add_argument("--no-large", action="store_true", help="do not load the large model: s2_* are null, "
+                     "handoffs compare System 1's argmax with the emitted token")
+    p.add_argument("-o", "--output-path", type=Path, required=True, help="one <small>__<large> folder each")
+    p.add_argument("--from", dest="source", choices=("auto", "trace", "samples"), default="auto",
+                   help="trace: exact token ids of a --model fsgen run; samples: re-tokenized responses; "
+                   "auto: trace files if there are (default)")
+    p.add_argument("--draft-lengths", type=_ints, default=[], help="e.g. 1,2,3,4,5,6,7,8: greedy speculative "
+                   "counters per draft length from the same pass")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.set_defaults(func=cmd_replay)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from fsgen_eval.lm_eval.replay import ReplaySetup, replay
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    setup = ReplaySetup(args.small, None if args.no_large else args.large, args.output_path, args.draft_lengths,
+                        args.dtype, args.device, args.batch_size, args.trust_remote_code)
+    for path in replay(args.system2, setup, args.source):
+        print(f"wrote {path}")
+        _print_summary(path)
+    return 0
+
+
+def _print_summary(path: Path) -> None:
+    import json
+
+    info = json.loads(path.read_text())["config"]["fsgen"]
+    rep = info["replay"]
+    for task, s in sorted(info["per_task"].items()):
+        tok = rep["tokenization"].get(task, {})
+        exact = "" if "retokenized_exactly" not in tok else \
+            f", {tok['retokenized_exactly']}/{tok['requests']} re-tokenize exactly to the generated text"
+        ng = (rep.get("not_large_greedy") or {}).get(task)
+        greedy = "" if ng is None else f", {len(ng)} not the large model's greedy tokens"
+        print(f"  {task}: {s['generated_tokens']} tokens, collaboration_rate {s['collaboration_rate']:.6f}"
+              f"{exact}{greedy}")

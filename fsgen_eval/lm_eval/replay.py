@@ -1,0 +1,207 @@
+"""``fsgen-eval replay``: System 2's run in, one lockstep-shaped results folder per System 1 out.
+
+Each output folder ``OUT/<small>__<large>/`` holds ``results_<ts>.json`` (System 2's lm-eval results — its
+metrics are the oracle's, since the oracle emits System 2's tokens — with ``config["fsgen"]`` as a lockstep
+``--model fsgen method=oracle,router=always`` run writes it, plus ``replay``) and ``traces_<ts>.jsonl`` in
+the trace schema, so ``fit``, ``analyze``, ``report`` and ``check`` read it unchanged. Every file is
+written to a temporary name and renamed; the results file comes last (it marks the folder finished).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fsgen_eval.lm_eval.args import pair_name
+from fsgen_eval.lm_eval.samples import System2Run, read_system2_run, tokenize_run
+from fsgen_eval.lm_eval.traces import SummaryBook, make_record, timestamp
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReplaySetup:
+    """What a replay needs besides System 2's run."""
+
+    smalls: list[str]
+    large: str | None  # None: --no-large (s2_* null, handoffs against the emitted token)
+    output: Path
+    draft_lengths: list[int]
+    dtype: str = "float32"
+    device: str = "cpu"
+    batch_size: int = 8
+    trust_remote_code: bool = False
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (a crash leaves no torn file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def check_inputs(run: System2Run, setup: ReplaySetup) -> tuple[Any, dict[str, Any], int]:
+    """Every check that needs no weights: tokenizers against System 1's, prompts against HFLM's window.
+
+    Returns System 1's tokenizer, the per-task tokenization counts and the max_length used.
+    """
+    from fsgen_eval.engine.pair import check_same_vocab, load_tokenizer, pair_tokenizers
+
+    if not setup.smalls:
+        raise ValueError("--small names no model")
+    if any(k < 1 for k in setup.draft_lengths):
+        raise ValueError(f"--draft-lengths must be >= 1, got {setup.draft_lengths}")
+    toks = {s: load_tokenizer(s, "small", setup.trust_remote_code) for s in setup.smalls}
+    first = setup.smalls[0]
+    for s in setup.smalls[1:]:
+        check_same_vocab(toks[first], toks[s], f"small={first}", f"small={s}")
+    if setup.large is not None:
+        pair_tokenizers({"small": first, "large": setup.large}, setup.trust_remote_code)
+    tok = toks[first]
+    system2_tok = run.model_args.get("tokenizer") or run.model
+    try:
+        other = load_tokenizer(system2_tok, "System 2", setup.trust_remote_code)
+    except ValueError:
+        other = None  # not on this machine (e.g. a hub id run elsewhere): the token checks below remain
+    if other is not None:
+        try:
+            check_same_vocab(tok, other, f"small={first}", f"System 2 ({system2_tok})")
+        except ValueError as err:
+            raise ValueError(f"{run.results_path}: written with another tokenizer than the pair's: {err}") from None
+    eot = run.results.get("eot_token_id")
+    if eot is not None and tok.eos_token_id is not None and int(eot) != int(tok.eos_token_id):
+        raise ValueError(f"{run.results_path}: System 2's EOS id is {eot} but small={first}'s is "
+                         f"{tok.eos_token_id}: another tokenizer than the pair's")
+    max_length = run.results.get("max_length")
+    if not isinstance(max_length, int):
+        raise ValueError(f"{run.results_path}: results file lacks 'max_length' (HFLM's context window)")
+    return tok, tokenize_run(run, tok, max_length), max_length
+
+
+def _eos_ids(tok: Any, large: Any | None) -> list[int]:
+    ids = {int(tok.eos_token_id)} if tok.eos_token_id is not None else set()
+    gen = getattr(getattr(large, "generation_config", None), "eos_token_id", None)
+    if gen is not None:
+        ids.update([gen] if isinstance(gen, int) else gen)
+    return sorted(ids)
+
+
+def replay(folder: Path, setup: ReplaySetup, source: str = "auto") -> list[Path]:
+    """Replay System 2's run in ``folder`` for every System 1; returns the results files written."""
+    import torch
+
+    from fsgen_eval.engine import replay as rp
+    from fsgen_eval.engine.pair import load_model
+
+    run = read_system2_run(folder, source)
+    tok, counts, _ = check_inputs(run, setup)  # everything checked before a weight is read
+    vocab, pad = len(tok), tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    torch.set_grad_enabled(False)
+    large = load_model(setup.large, "large", setup.dtype, setup.device, setup.trust_remote_code) \
+        if setup.large is not None else None
+    eos = _eos_ids(tok, large)
+    look = max(setup.draft_lengths, default=0)
+    start = time.perf_counter()
+    trajs = [rp.complete(r.token_ids or [], r.context_ids, tok, eos, tuple(r.until), r.max_gen_toks, large,
+                         vocab, look) for r in run.requests]
+    s2 = rp.score_trajectories(large, trajs, vocab, pad, setup.batch_size) if large is not None else None
+    large_seconds = time.perf_counter() - start
+    not_greedy = _not_greedy(run, trajs, s2)
+    decoded = {"tails_decoded": sum(len(t.tokens) > len(r.token_ids or []) for r, t in zip(run.requests, trajs)),
+               "tails_unknown": sum(not t.tail_known for t in trajs)}
+    del large
+    written = []
+    for small in setup.smalls:
+        model = load_model(small, "small", setup.dtype, setup.device, setup.trust_remote_code)
+        t0 = time.perf_counter()
+        s1 = rp.score_trajectories(model, trajs, vocab, pad, setup.batch_size)
+        seconds = time.perf_counter() - t0
+        del model
+        written.append(_write_small(run, setup, small, trajs, s1, s2, counts, {"not_large_greedy": not_greedy,
+                                    **decoded, "seconds": {"large": round(large_seconds, 3),
+                                                           "small": round(seconds, 3)}}))
+    return written
+
+
+def _not_greedy(run: System2Run, trajs: list[Any], s2: list[dict] | None) -> dict[str, list[int]] | None:
+    """Per task, the doc_ids whose given tokens are not all the large model's teacher-forced argmax."""
+    if s2 is None:
+        return None
+    out: dict[str, list[int]] = defaultdict(list)
+    for r, t, s in zip(run.requests, trajs, s2, strict=True):
+        n = len(r.token_ids or [])
+        if n and (s["argmax"][:n] != t.tokens[:n]).any():
+            out[r.task].append(r.doc_id)
+    return {task: out.get(task, []) for task in run.tasks}
+
+
+def _write_small(run: System2Run, setup: ReplaySetup, small: str, trajs: list[Any], s1: list[dict],
+                 s2: list[dict] | None, counts: dict[str, Any], facts: dict[str, Any]) -> Path:
+    from fsgen_eval.engine import replay as rp
+
+    large_name = setup.large or run.model
+    folder = setup.output / pair_name(small, large_name)
+    ts = timestamp()
+    book = SummaryBook()
+    lines, spec = [], {k: defaultdict(list) for k in setup.draft_lengths}
+    for r, t, a, b in zip(run.requests, trajs, s1, s2 or [None] * len(trajs), strict=True):
+        trace = rp.oracle_trace(t, a, b)
+        meta = {"task": r.task, "doc_id": r.doc_id, "prompt_hash": r.prompt_hash,
+                "request_type": "generate_until", "method": "oracle", "router": "always", "rank": 0}
+        rec = make_record(meta, trace, None)
+        book.add_record(rec)
+        lines.append(json.dumps(rec, ensure_ascii=False, allow_nan=False))
+        match = a["argmax"] == t.tokens
+        for k in setup.draft_lengths:
+            spec[k][r.task].append(rp.speculative_counters(match, t.finish, t.max_new_tokens, k))
+    trace_file = folder / f"traces_{ts}.jsonl"
+    atomic_write(trace_file, "\n".join(lines) + "\n")
+    info = {"small": small, "large": large_name, "small_base": None, "method": "oracle", "router": "always",
+            "threshold": None, "params": {}, **book.summary(),
+            "tokens_per_second": None, "traces": [trace_file.name],
+            "replay": _replay_info(run, setup, counts, facts)}
+    if setup.draft_lengths:
+        info["speculative"] = _spec_info(spec)
+    results = copy.deepcopy(run.results)
+    results.pop("samples", None)
+    results["config"]["model"] = "fsgen"
+    results["config"]["model_args"] = {"small": small, "large": large_name, "method": "oracle",
+                                       "router": "always", "dtype": setup.dtype}
+    results["config"]["fsgen"] = info
+    results["model_name"] = pair_name(small, large_name)
+    path = folder / f"results_{ts}.json"
+    atomic_write(path, json.dumps(results, indent=2, ensure_ascii=False, default=str))
+    return path
+
+
+def _replay_info(run: System2Run, setup: ReplaySetup, counts: dict[str, Any], facts: dict[str, Any]
+                 ) -> dict[str, Any]:
+    """How this run was made: from which System 2 run, and how faithfully its tokens were recovered.
+
+    ``not_large_greedy`` (with the large model): per task, doc_ids whose given tokens are not all its
+    teacher-forced argmax; ``tails_decoded``: generations the large model continued to where the engine
+    would have stopped (stop strings, EOS, speculative look-ahead); ``tails_unknown`` (without it):
+    generations whose end could not be re-created.
+    """
+    return {"replayed": True, "system2_results": str(run.results_path), "system2_model": run.model,
+            "system2_backend": run.backend, "source": run.source, "large_loaded": setup.large is not None,
+            "tokenization": counts, **facts}
+
+
+def _spec_info(spec: dict[int, dict[str, list[dict]]]) -> dict[str, Any]:
+    from fsgen_eval.engine import replay as rp
+
+    out = {}
+    for k, per_task in spec.items():
+        every = [c for cs in per_task.values() for c in cs]
+        out[str(k)] = {"summary": rp.speculative_profile(every),
+                       "per_task": {t: rp.speculative_profile(cs) for t, cs in sorted(per_task.items())}}
+    return {"method": "speculative", "temperature": 0.0, "batch_size": 1, "draft_lengths": out}

@@ -1,0 +1,88 @@
+"""Replay on tiny fp32 pairs: a teacher-forced pass equals the lockstep loop, field by field.
+
+The lockstep runs here are the engine's own ``generate_ids`` (oracle, batched and left-padded as lm-eval's
+batches are) and batch-1 greedy speculative decoding; stop strings that the random models do emit make the
+stop-trimming and tail paths run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fsgen_eval import ModelPair
+from fsgen_eval.core import schema
+from fsgen_eval.engine import replay as rp
+from fsgen_eval.engine.api import encode, generate_ids
+from fsgen_eval.engine.config import make_config
+
+PROMPTS = ["Question: What is 3 + 4? Answer:", "def add(a, b):", "Natalia sold clips to 48 of her friends in April",
+           "A.", "Weng earns $12"]
+N = 40
+STOP = ("The",)  # the random fixture models emit it now and then: some rows stop early, some run to N
+FLOATS = [k for k in schema.TOKEN_FIELDS if schema.FIELD_DTYPES[k] is np.float32]
+
+
+@pytest.fixture(scope="module")
+def pair(llama_pair):
+    large, small = llama_pair
+    return ModelPair.load(small=str(small), large=str(large))
+
+
+def trajectories(pair, rows, prompts, large=True, lookahead=0):
+    return [rp.complete(r.token_ids, p, pair.tokenizer, pair.eos_token_ids(), STOP, N,
+                        pair.large if large else None, pair.vocab_size, lookahead) for r, p in zip(rows, prompts)]
+
+
+def test_oracle_replay_equals_lockstep_trace(pair):
+    prompts = [encode(pair, p) for p in PROMPTS]
+    out = generate_ids(pair, prompts, make_config(method="oracle", max_new_tokens=N, stop=STOP), batch_size=3)
+    lengths = [len(ids) for ids in out.token_ids]
+    assert min(lengths) < N and max(lengths) == N  # both ends of a generation are exercised
+    rows = [type("Row", (), {"token_ids": ids}) for ids in out.token_ids]
+    trajs = trajectories(pair, rows, prompts)
+    assert any(t.finish > t.emitted for t in trajs)  # a stop string's tail was decoded again
+    s1 = rp.score_trajectories(pair.small, trajs, pair.vocab_size, pair.pad_token_id, batch_size=2)
+    s2 = rp.score_trajectories(pair.large, trajs, pair.vocab_size, pair.pad_token_id, batch_size=2)
+    for t, a, b, lock in zip(trajs, s1, s2, out.traces):
+        got = rp.oracle_trace(t, a, b)
+        for k in ("token_id", "handoff", "llm_called", "source", "accepted"):
+            np.testing.assert_array_equal(got[k], lock[k], err_msg=k)
+        for k in FLOATS:
+            np.testing.assert_allclose(got[k], lock[k], atol=1e-5, rtol=0, err_msg=k)
+        # without the large model the handoffs are the same: the oracle's token is the large model's argmax
+        alone = rp.oracle_trace(t, a, None)
+        np.testing.assert_array_equal(alone["handoff"], lock["handoff"])
+        assert np.isnan(alone["s2_entropy"]).all()
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_speculative_counters_equal_engine_batch1(pair, k):
+    prompts = [encode(pair, p) for p in PROMPTS]
+    oracle = generate_ids(pair, prompts, make_config(method="oracle", max_new_tokens=N, stop=STOP), batch_size=8)
+    rows = [type("Row", (), {"token_ids": ids}) for ids in oracle.token_ids]
+    trajs = trajectories(pair, rows, prompts, lookahead=k)
+    s1 = rp.score_trajectories(pair.small, trajs, pair.vocab_size, pair.pad_token_id)
+    cfg = make_config(method="speculative", num_draft=k, max_new_tokens=N, stop=STOP)
+    for p, t, a in zip(prompts, trajs, s1):
+        engine = generate_ids(pair, [p], cfg, batch_size=1).counters[0]
+        assert rp.speculative_counters(a["argmax"] == t.tokens, t.finish, N, k) == engine
+
+
+def test_speculative_counters_by_hand():
+    match = np.array([True, True, False, True, True, True, False])
+    # k=2: round at 0 accepts 2 (emits 3) -> g=3: accepts 2 -> g=6: d=min(2, 8-6-1)=1, position 6 rejects
+    assert rp.speculative_counters(match, 7, 8, 2) == {"drafted_tokens": 5, "accepted_tokens": 4,
+                                                       "verification_steps": 3}
+    prof = rp.speculative_profile([rp.speculative_counters(match, 7, 8, 2)])
+    assert prof["acceptance_rate"] == 4 / 5 and prof["mean_acceptance_length"] == 1 + 4 / 3
+
+
+def test_finish_index_mirrors_the_finisher(pair):
+    tok = pair.tokenizer
+    ids = tok("ab The cd")["input_ids"]
+    fin = rp.finish_index(tok, ids, [], ("The",), 100)
+    assert fin is not None and "The" in tok.decode(ids[:fin]) and "The" not in tok.decode(ids[:fin - 1])
+    assert rp.finish_index(tok, ids[:fin - 1], [], ("The",), 100) is None
+    assert rp.finish_index(tok, ids, [ids[0]], ("The",), 100) == 1  # EOS first
+    assert rp.finish_index(tok, ids, [], (), 3) == 3  # max_new_tokens
