@@ -1,0 +1,196 @@
+"""``fsgen-eval replay`` through lm-eval runs on tiny fp32 models (GSM8K and MBPP prompts).
+
+System 2 runs: ``--model fsgen`` with router ``never`` and System 1 the large model itself (input a: exact
+token ids) and lm-eval's own ``--model hf`` (input b: re-tokenized text); the reference is the lockstep
+``--model fsgen method=oracle`` run of the same pair on the same prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import lm_eval
+import numpy as np
+import pytest
+from lm_eval.loggers import EvaluationTracker
+
+from _lm_eval_helpers import offline_env, task_manager
+from fsgen_eval.analysis.files import find_runs, read_trace_file
+from fsgen_eval.cli import main
+from fsgen_eval.core import schema
+
+pytestmark = pytest.mark.slow
+
+FLOATS = [k for k in schema.TOKEN_FIELDS if schema.FIELD_DTYPES[k] is np.float32]
+EXACT = ("token_id", "handoff", "llm_called", "source", "accepted")
+
+
+def lm_eval_run(out: Path, model: str, model_args: str) -> Path:
+    """One lm-eval run on 3 GSM8K + 2 MBPP prompts, saved as the CLI saves it (``--log_samples``)."""
+    offline_env()
+    tracker = EvaluationTracker(output_path=str(out))
+    res = lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=["gsm8k", "mbpp"], limit=3,
+                                  num_fewshot=1, gen_kwargs="max_gen_toks=20", batch_size=2, log_samples=True,
+                                  confirm_run_unsafe_code=True, task_manager=task_manager(),
+                                  evaluation_tracker=tracker)
+    samples = res.pop("samples")
+    tracker.save_results_aggregated(results=res, samples=samples)
+    for task in res["configs"]:
+        tracker.save_results_samples(task_name=task, samples=samples[task])
+    (results,) = out.rglob("results_*.json")
+    return results.parent
+
+
+@pytest.fixture(scope="module")
+def runs(llama_pair, tmp_path_factory):
+    large, small = llama_pair
+    root = tmp_path_factory.mktemp("replay")
+    fs = f"device=cpu,dtype=float32,trace=None"
+    return {
+        "lockstep": lm_eval_run(root / "lockstep", "fsgen", f"small={small},large={large},method=oracle,{fs}"),
+        "system2": lm_eval_run(root / "system2", "fsgen", f"small={large},large={large},router=never,{fs}"),
+        "hf": lm_eval_run(root / "hf", "hf", f"pretrained={large},device=cpu,dtype=float32"),
+        "root": root,
+    }
+
+
+def records(folder: Path) -> dict:
+    (tf,) = folder.rglob("traces_*.jsonl")
+    return {(r["task"], r["doc_id"]): r for r in read_trace_file(tf)}
+
+
+def replayed(runs, name: str, out: str, *extra: str, small=None) -> Path:
+    large, small_default = (Path(p) for p in runs["pair"])
+    args = ["replay", str(runs[name]), "--small", str(small or small_default), "-o", str(runs["root"] / out),
+            *(extra or ("--large", str(large)))]
+    assert main(args) == 0
+    return runs["root"] / out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _pair(runs, llama_pair):
+    runs["pair"] = llama_pair
+
+
+def test_replay_from_traces_equals_lockstep_field_by_field(runs):
+    out = replayed(runs, "system2", "from-traces", "--large", str(runs["pair"][0]), "--draft-lengths", "1,2,3")
+    ref, got = records(runs["lockstep"]), records(out)
+    assert ref.keys() == got.keys() and {t for t, _ in ref} == {"gsm8k", "mbpp"}
+    for key, r in ref.items():
+        for k in EXACT:
+            np.testing.assert_array_equal(got[key]["trace"][k], r["trace"][k], err_msg=f"{key} {k}")
+        for k in FLOATS:
+            np.testing.assert_allclose(got[key]["trace"][k], r["trace"][k], atol=1e-5, rtol=0, err_msg=f"{key} {k}")
+    (run,), (lock,) = find_runs([out]), find_runs([runs["lockstep"]])
+    assert run.fsgen["per_task"] == lock.fsgen["per_task"]
+    assert run.results == lock.results  # lm-eval's metrics: the oracle's are System 2's
+    assert run.fsgen["replay"]["replayed"] and run.fsgen["replay"]["source"] == "trace"
+    spec = run.fsgen["speculative"]["draft_lengths"]
+    assert set(spec) == {"1", "2", "3"} and all(s["summary"]["verification_steps"] > 0 for s in spec.values())
+
+
+def test_replay_without_large_keeps_handoffs_and_nulls_s2(runs):
+    out = replayed(runs, "system2", "no-large", "--no-large")
+    ref, got = records(runs["lockstep"]), records(out)
+    for key, r in ref.items():
+        np.testing.assert_array_equal(got[key]["trace"]["handoff"], r["trace"]["handoff"])
+        assert np.isnan(got[key]["trace"]["s2_entropy"]).all()
+    (run,) = find_runs([out])
+    assert run.fsgen["large"] == str(runs["pair"][0]) and run.fsgen["replay"]["large_loaded"] is False
+
+
+def test_replay_from_hf_samples_counts_retokenization(runs):
+    out = replayed(runs, "hf", "from-hf")
+    (run,), (lock,) = find_runs([out]), find_runs([runs["lockstep"]])
+    rep = run.fsgen["replay"]
+    assert rep["source"] == "samples" and rep["system2_backend"] == "hf"
+    for task, c in rep["tokenization"].items():
+        assert c["requests"] == 3 and c["retokenized_exactly"] + len(c["mismatched_doc_ids"]) == 3
+        moved = abs(run.fsgen["per_task"][task]["collaboration_rate"] - lock.fsgen["per_task"][task]["collaboration_rate"])
+        if c["retokenized_exactly"] == 3 and not rep["not_large_greedy"][task]:
+            assert moved < 1e-12, (task, moved)
+
+
+def test_two_small_models_one_folder_each(runs, llama_base):
+    large, small = runs["pair"]
+    out = runs["root"] / "two"
+    assert main(["replay", str(runs["system2"]), "--small", f"{small},{llama_base}", "--large", str(large),
+                 "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{Path(small).name}__{Path(large).name}",
+                                                            f"{Path(llama_base).name}__{Path(large).name}"])
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def copy_run(runs, name: str, to: str) -> Path:
+    dst = runs["root"] / to
+    shutil.copytree(runs[name], dst)
+    return dst
+
+
+def edit_json(path: Path, fn) -> None:
+    obj = json.loads(path.read_text())
+    fn(obj)
+    path.write_text(json.dumps(obj))
+
+
+def edit_samples(folder: Path, fn) -> None:
+    for f in folder.glob("samples_*.jsonl"):
+        lines = [json.loads(x) for x in f.read_text().splitlines()]
+        for x in lines:
+            fn(x)
+        f.write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+@pytest.fixture
+def no_weights(monkeypatch):
+    import fsgen_eval.engine.pair as pair
+
+    def refuse(*a, **k):
+        raise AssertionError("a model was loaded before the bad input was refused")
+
+    monkeypatch.setattr(pair, "load_model", refuse)
+
+
+def refused(runs, folder: Path, capsys, *extra: str) -> str:
+    large, small = runs["pair"]
+    assert main(["replay", str(folder), "--small", str(small), "--large", str(large), "-o",
+                 str(runs["root"] / "never"), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_bad_input_is_one_line_before_any_model_loads(runs, capsys, no_weights, other_vocab_model):
+    assert "no such file" in refused(runs, runs["root"] / "absent", capsys)
+
+    sampled = copy_run(runs, "hf", "sampled")
+    edit_samples(sampled, lambda x: x["arguments"]["gen_args_0"]["arg_1"].update(do_sample=True, temperature=0.7))
+    err = refused(runs, sampled, capsys)
+    assert "was sampled" in err and "temperature=0.7" in err and "samples_" in err
+
+    other = copy_run(runs, "hf", "other-tok")
+    (res,) = other.glob("results_*.json")
+    edit_json(res, lambda o: o["config"].update(model_args=f"pretrained={other_vocab_model},device=cpu"))
+    assert "another tokenizer" in refused(runs, other, capsys)
+
+    short = copy_run(runs, "hf", "truncated")
+    (res,) = short.glob("results_*.json")
+    edit_json(res, lambda o: o.update(max_length=40))
+    assert "HFLM cut it" in refused(runs, short, capsys)
+
+    mc = copy_run(runs, "hf", "loglikelihood")
+    (res,) = mc.glob("results_*.json")
+    edit_json(res, lambda o: o["configs"]["gsm8k"].update(output_type="multiple_choice"))
+    assert "nothing to replay" in refused(runs, mc, capsys)
+
+    torn = copy_run(runs, "hf", "torn")
+    (f, *_) = sorted(torn.glob("samples_*.jsonl"))
+    f.write_text(f.read_text() + "{not json\n")
+    assert f.name in refused(runs, torn, capsys)
+
+    gone = copy_run(runs, "system2", "no-samples")
+    for f in gone.glob("samples_*.jsonl"):
+        f.unlink()
+    assert "--log_samples" in refused(runs, gone, capsys)
