@@ -68,7 +68,32 @@ def _add_sweep(sub: Any) -> None:
     p.add_argument("--jobs", type=int, help="cells run at once (default 1, or one per --devices entry)")
     p.add_argument("--devices", type=_csv_list, help="e.g. cuda:0,cuda:1: one cell per device at a time")
     p.add_argument("--dry-run", action="store_true", help="print the grid and the commands; run nothing")
+    p.add_argument("--no-replay", action="store_true", help="decode every oracle/always cell lockstep (default: "
+                   "System 2 generates once per (large, task) and every small model is replayed on it)")
+    p.add_argument("--system2-model", choices=("fsgen", "hf", "vllm"), default="fsgen",
+                   help="lm-eval's model class for System 2's run (fsgen: exact token ids; hf/vllm: responses "
+                   "re-tokenized; vllm needs `pip install 'fsgen-eval[vllm]'`)")
+    p.add_argument("--tensor-parallel-size", type=int, help="--system2-model vllm: lm-eval's vllm model arg")
+    p.add_argument("--data-parallel-size", type=int, help="--system2-model vllm: lm-eval's vllm model arg")
+    p.add_argument("--gpu-memory-utilization", type=float, help="--system2-model vllm: lm-eval's vllm model arg")
+    p.add_argument("--draft-lengths", type=_csv_list, default=[], help="replayed cells: greedy speculative "
+                   "counters per draft length, e.g. 1,2,3,4,5,6,7,8")
     p.set_defaults(func=cmd_sweep)
+
+
+def _replay_kw(args: argparse.Namespace) -> dict[str, Any]:
+    """The sweep's replay settings; vLLM's model args are refused for another System 2 model class."""
+    from fsgen_eval.experiments.sweep import VLLM_ARGS
+
+    vllm = {k: getattr(args, k) for k in VLLM_ARGS if getattr(args, k) is not None}
+    if vllm and args.system2_model != "vllm":
+        raise ValueError(f"--{next(iter(vllm)).replace('_', '-')} is a vLLM model arg: it needs --system2-model vllm")
+    try:
+        draft = [int(k) for k in args.draft_lengths]
+    except ValueError:
+        raise ValueError(f"--draft-lengths must be integers, got {','.join(args.draft_lengths)}") from None
+    return {"replay": not args.no_replay, "system2_model": args.system2_model,
+            "vllm_args": {k: str(v) for k, v in vllm.items()}, "draft_lengths": draft}
 
 
 def _family_models(spec: str, subset: list[str] | None):
@@ -97,7 +122,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sweep.check_jobs(jobs, args.devices, args.model_args_extra)  # before the grid, dry run included
     cells = sweep.build_grid(_family_models(args.family, args.models), args.methods, args.routers, args.tasks)
     kw = dict(limit=args.limit, trace_arg=args.trace_arg, model_args_extra=args.model_args_extra,
-              lm_eval_args=shlex.split(args.lm_eval_args))
+              lm_eval_args=shlex.split(args.lm_eval_args), **_replay_kw(args))
     if args.dry_run:
         print(sweep.describe(cells, args.output_path, **kw))
         return 0

@@ -265,9 +265,15 @@ def check_jobs(jobs: int, devices: list[str] | None, model_args_extra: str = "")
 
 
 def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runner, progress: bool = True,
-              jobs: int = 1, devices: list[str] | None = None, **command_kw) -> SweepOutcome:
+              jobs: int = 1, devices: list[str] | None = None, replay: bool = False, system2_model: str = "fsgen",
+              vllm_args: dict[str, str] | None = None, draft_lengths: list[int] | None = None,
+              **command_kw) -> SweepOutcome:
     """Run every unfinished cell (a cell with a ``results_*.json`` is skipped), ``jobs`` at a time, with a
-    progress bar. With ``devices`` (one per job), a running cell's model_args get ``device=<its device>``."""
+    progress bar. With ``devices`` (one per job), a running cell's model_args get ``device=<its device>``.
+
+    ``replay``: oracle/``always`` cells are made by one System 2 run per (large, task) with lm-eval's
+    ``system2_model`` class and one ``fsgen-eval replay`` of their small models (:func:`run_replay_group`);
+    other cells run lockstep as before."""
     from tqdm import tqdm
 
     check_jobs(jobs, devices, command_kw.get("model_args_extra", ""))
@@ -282,28 +288,36 @@ def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runn
 
     stop = threading.Event()  # set by a runner's exception: no further cell starts
 
-    def one(cell: Cell) -> None:
+    def one(work: Cell | tuple[System2Job, list[Cell]]) -> None:
         if stop.is_set():
             return
         dev = free.get()  # a free slot always exists: the pool has exactly ``jobs`` workers
         try:
             extra = ",".join(a for a in (command_kw.get("model_args_extra", ""), dev and f"device={dev}") if a)
-            err = run_cell(cell, out_dir, runner, unfinished_only=True, **{**command_kw, "model_args_extra": extra})
+            kw = {**command_kw, "model_args_extra": extra}
+            if isinstance(work, Cell):
+                done = [(work, run_cell(work, out_dir, runner, unfinished_only=True, **kw))]
+            else:
+                done = run_replay_group(*work, out_dir, runner, system2_model, vllm_args, draft_lengths, **kw)
         except BaseException:
             stop.set()
             raise
         finally:
             free.put(dev)
         with lock:
-            if err == DONE_ELSEWHERE:
-                outcome.skipped.append(cell)
-            else:
-                (outcome.failed.append((cell, err)) if err else outcome.ran.append(cell))
-            bar.set_postfix_str(str(cell.relpath), refresh=False)
-            bar.update()
+            for cell, err in done:
+                if err == DONE_ELSEWHERE:
+                    outcome.skipped.append(cell)
+                else:
+                    (outcome.failed.append((cell, err)) if err else outcome.ran.append(cell))
+                bar.set_postfix_str(str(cell.relpath), refresh=False)
+                bar.update()
 
+    groups = replay_groups(todo) if replay else {}
+    work: list[Cell | tuple[System2Job, list[Cell]]] = list(groups.items())
+    work += [c for c in todo if not (replay and replayable(c))]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(one, c) for c in todo]
+        futures = [pool.submit(one, w) for w in work]
         try:
             for f in futures:
                 f.result()  # re-raise a runner's exception (or Ctrl-C) ...
@@ -318,10 +332,169 @@ def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runn
     return outcome
 
 
-def describe(cells: list[Cell], out_dir: Path, **command_kw) -> str:
-    """The grid as text (for ``--dry-run``): one line per cell with its state and command."""
+def describe(cells: list[Cell], out_dir: Path, replay: bool = False, system2_model: str = "fsgen",
+             vllm_args: dict[str, str] | None = None, draft_lengths: list[int] | None = None, **command_kw) -> str:
+    """The grid as text (for ``--dry-run``): one line per cell with its state and command; with ``replay``,
+    one System 2 run per (large, task) and the replay that makes its cells."""
     lines = [f"{len(cells)} cells"]
+    groups = replay_groups(cells) if replay else {}
+    s2_kw = {k: v for k, v in command_kw.items() if k in ("limit", "trace_arg", "model_args_extra", "lm_eval_args")}
+    for job, members in groups.items():
+        s2 = out_dir / job.relpath
+        lines.append(f"[{'done' if is_done(s2) else 'todo'}] {job.relpath} (System 2 once for {len(members)} cells)"
+                     f"\n    {' '.join(job.command(s2, system2_model, vllm_args=vllm_args, **s2_kw))}")
+        todo = [c for c in members if not is_done(out_dir / c.relpath)]
+        lines += [f"[{'todo' if c in todo else 'done'}] {c.relpath} (replayed)" for c in members]
+        if todo:
+            cmd = replay_command(s2, [c.small for c in todo], job.large, out_dir / "_replay",
+                                 command_kw.get("model_args_extra", ""), draft_lengths)
+            lines.append(f"    {' '.join(cmd)}")
     for c in cells:
+        if c in [m for ms in groups.values() for m in ms]:
+            continue
         state = "done" if is_done(out_dir / c.relpath) else "todo"
         lines.append(f"[{state}] {c.relpath}\n    {' '.join(c.command(out_dir / c.relpath, **command_kw))}")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ replay
+# Under the oracle with router ``always`` the emitted tokens are the large model's greedy tokens, so System 2
+# generates once per (large, task) and every small model of the grid is scored on it teacher-forced
+# (``fsgen-eval replay``) instead of decoding the large model again in every cell.
+SYSTEM2_MODELS = ("fsgen", "hf", "vllm")
+VLLM_ARGS = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization")
+
+
+def replayable(cell: Cell) -> bool:
+    return cell.method == "oracle" and cell.router == "always" and cell.threshold is None
+
+
+@dataclass(frozen=True)
+class System2Job:
+    """System 2's own run for one (large, task): ``_system2/<large>/<task>`` beside the cells."""
+
+    large: str
+    task: str
+
+    @property
+    def relpath(self) -> Path:
+        return Path("_system2", _safe(_label(self.large)), _safe(self.task))
+
+    def command(self, output: Path, model_class: str = "fsgen", limit: int | None = None,
+                trace_arg: str = "trace=true", model_args_extra: str = "", lm_eval_args: list[str] | None = None,
+                vllm_args: dict[str, str] | None = None) -> list[str]:
+        """lm-eval for System 2 alone, with ``--log_samples`` (the replay's prompts).
+
+        ``fsgen``: the large model as System 1 with router ``never`` (exact token ids in its traces);
+        ``hf`` / ``vllm``: lm-eval's own model classes (the replay re-tokenizes their responses).
+        """
+        if model_class not in SYSTEM2_MODELS:
+            raise ValueError(f"unknown --system2-model {model_class!r} (known: {', '.join(SYSTEM2_MODELS)})")
+        if model_class == "fsgen":
+            args = [f"small={self.large}", f"large={self.large}", "method=oracle", "router=never", trace_arg]
+        else:
+            args = [f"pretrained={self.large}"]
+        if model_class == "vllm":
+            args += [f"{k}={v}" for k, v in (vllm_args or {}).items()]
+        args += [a for a in model_args_extra.split(",") if a]
+        cmd = [sys.executable, "-m", "lm_eval", "--model", model_class, "--model_args", ",".join(a for a in args if a),
+               "--tasks", self.task, "--output_path", str(output), "--log_samples"]
+        if limit is not None:
+            cmd += ["--limit", str(limit)]
+        return cmd + list(lm_eval_args or [])
+
+
+def _kv(model_args_extra: str) -> dict[str, str]:
+    return dict(a.split("=", 1) for a in model_args_extra.split(",") if "=" in a)
+
+
+def replay_command(system2_folder: Path, smalls: list[str], large: str, output: Path, model_args_extra: str = "",
+                   draft_lengths: list[int] | None = None) -> list[str]:
+    """``fsgen-eval replay`` of every small model on System 2's run, dtype/device/batch size as the cells'."""
+    kv = _kv(model_args_extra)
+    cmd = [sys.executable, "-m", "fsgen_eval.cli", "replay", str(system2_folder), "--small", ",".join(smalls),
+           "--large", large, "-o", str(output), "--dtype", kv.get("dtype", "float32"),
+           "--device", kv.get("device", "cpu")]
+    if str(kv.get("batch_size", "")).isdigit():
+        cmd += ["--batch-size", kv["batch_size"]]
+    if draft_lengths:
+        cmd += ["--draft-lengths", ",".join(map(str, draft_lengths))]
+    return cmd
+
+
+def _results_folder(folder: Path) -> Path:
+    (results, *rest) = sorted(folder.rglob("results_*.json"))
+    if rest:
+        raise ValueError(f"{folder}: more than one results_*.json: remove the stale one")
+    return results.parent
+
+
+def run_system2(job: System2Job, out_dir: Path, runner: Runner, **command_kw) -> str | None:
+    """System 2's run into a temporary folder, renamed when it finished; a finished one is reused."""
+    final = out_dir / job.relpath
+    if is_done(final):
+        return None
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    rc = runner(job.command(tmp, **command_kw), tmp)
+    if rc != 0:
+        return f"System 2's lm-eval run exited {rc} (see {tmp / 'lm_eval.log'})"
+    if not is_done(tmp):
+        return f"System 2's lm-eval run exited 0 but wrote no results_*.json under {tmp}"
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return None
+
+
+def run_replay_group(job: System2Job, cells: list[Cell], out_dir: Path, runner: Runner,
+                     system2_model: str = "fsgen", vllm_args: dict[str, str] | None = None,
+                     draft_lengths: list[int] | None = None, **command_kw) -> list[tuple[Cell, str | None]]:
+    """System 2 once for ``job``, then one replay of every unfinished cell's small model; each cell's folder
+    gets its ``<small>__<large>`` run by a rename (a killed replay leaves only a ``.tmp`` folder)."""
+    from fsgen_eval.lm_eval.args import pair_name
+
+    todo = [c for c in cells if not is_done(out_dir / c.relpath)]
+    if not todo:
+        return []
+    s2_kw = {k: v for k, v in command_kw.items() if k in ("limit", "trace_arg", "model_args_extra", "lm_eval_args")}
+    err = run_system2(job, out_dir, runner, model_class=system2_model, vllm_args=vllm_args, **s2_kw)
+    if err:
+        return [(c, err) for c in todo]
+    tmp = out_dir / "_replay" / f"{job.relpath.parts[1]}__{job.relpath.parts[2]}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    argv = replay_command(_results_folder(out_dir / job.relpath), [c.small for c in todo], job.large, tmp,
+                          command_kw.get("model_args_extra", ""), draft_lengths)
+    rc = runner(argv, tmp)
+    out: list[tuple[Cell, str | None]] = []
+    for c in todo:
+        src = tmp / pair_name(c.small, c.large)
+        if rc != 0 or not is_done(src):
+            out.append((c, f"replay exited {rc} (see {tmp / 'lm_eval.log'})"))
+            continue
+        final = out_dir / c.relpath
+        staging = final.with_name(final.name + ".tmp")
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+        src.rename(staging / src.name)
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+        out.append((c, None))
+    if all(e is None for _, e in out):
+        shutil.rmtree(tmp)
+    return out
+
+
+def replay_groups(cells: list[Cell]) -> dict[System2Job, list[Cell]]:
+    """The oracle/``always`` cells grouped by (large, task), in grid order."""
+    groups: dict[System2Job, list[Cell]] = {}
+    for c in cells:
+        if replayable(c):
+            groups.setdefault(System2Job(c.large, c.task), []).append(c)
+    return groups

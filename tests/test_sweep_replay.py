@@ -1,0 +1,105 @@
+"""The sweep's replay mode with a fake runner: System 2 once per (large, task), one replay per group,
+resume after a killed replay, lockstep for the rest, vLLM's arguments forwarded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fsgen_eval.analysis.params import ParamCount
+from fsgen_eval.cli import main
+from fsgen_eval.experiments import sweep
+from fsgen_eval.lm_eval.args import pair_name
+
+MODELS = [ParamCount("m-big", "org/m-big", 9000), ParamCount("m-small", "org/m-small", 100),
+          ParamCount("m-mid", "org/m-mid", 1000)]
+
+
+class FakeRunner:
+    """lm-eval writes a results file; replay writes one ``<small>__<large>`` folder per small model, and
+    fails (like a killed replay) on the call numbered ``fail_at``."""
+
+    def __init__(self, fail_at: int | None = None):
+        self.calls: list[list[str]] = []
+        self.fail_at = fail_at
+
+    def __call__(self, argv: list[str], output: Path) -> int:
+        self.calls.append(argv)
+        if len(self.calls) == self.fail_at:
+            return 137
+        if "replay" in argv:
+            large = argv[argv.index("--large") + 1]
+            for small in argv[argv.index("--small") + 1].split(","):
+                sub = output / pair_name(small, large)
+                sub.mkdir(parents=True)
+                (sub / "results_1.json").write_text(json.dumps({"config": {"fsgen": {"small": small}}}))
+            return 0
+        sub = output / "model"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / "results_1.json").write_text("{}")
+        return 0
+
+
+def kinds(calls):
+    return ["replay" if "replay" in c else c[c.index("--model") + 1] for c in calls]
+
+
+def test_system2_once_per_large_and_task_then_one_replay(tmp_path):
+    cells = sweep.build_grid(MODELS, ["oracle", "contrastive"], ["always"], ["gsm8k"])  # 3 pairs x 2 methods
+    runner = FakeRunner()
+    out = sweep.run_sweep(cells, tmp_path, runner, progress=False, replay=True, system2_model="hf",
+                          model_args_extra="dtype=float32,batch_size=4", draft_lengths=[1, 2])
+    assert not out.failed and len(out.ran) == 6
+    # two larges (m-mid, m-big): System 2 + replay each; three contrastive cells lockstep
+    assert sorted(kinds(runner.calls)) == sorted(["hf", "replay", "hf", "replay", "fsgen", "fsgen", "fsgen"])
+    s2 = [c for c in runner.calls if "hf" in c]
+    assert all("--log_samples" in c for c in s2)
+    replay = next(c for c in runner.calls if "replay" in c and "org/m-big" in c)
+    assert replay[replay.index("--small") + 1] == "org/m-small,org/m-mid"
+    assert replay[replay.index("--batch-size") + 1] == "4" and replay[replay.index("--draft-lengths") + 1] == "1,2"
+    for c in cells:
+        assert sweep.is_done(tmp_path / c.relpath)
+    assert not list(tmp_path.rglob("*.tmp"))
+    again = FakeRunner()
+    assert len(sweep.run_sweep(cells, tmp_path, again, progress=False, replay=True).skipped) == 6 and not again.calls
+
+
+def test_killed_replay_is_redone_and_system2_reused(tmp_path):
+    cells = sweep.build_grid(MODELS, ["oracle"], ["always"], ["gsm8k"])
+    killed = FakeRunner(fail_at=2)  # System 2 of the first group, then its replay dies
+    out = sweep.run_sweep(cells, tmp_path, killed, progress=False, replay=True)
+    assert out.failed and all("replay exited 137" in e for _, e in out.failed)
+    again = FakeRunner()
+    out2 = sweep.run_sweep(cells, tmp_path, again, progress=False, replay=True)
+    assert not out2.failed
+    # only the killed group's replay runs again; its finished System 2 run is reused
+    assert kinds(again.calls) == ["replay"]
+    assert all(sweep.is_done(tmp_path / c.relpath) for c in cells)
+
+
+def test_system2_commands_per_model_class():
+    job = sweep.System2Job("org/l", "gsm8k")
+    fs = job.command(Path("/o"), "fsgen", model_args_extra="dtype=float32")
+    assert fs[fs.index("--model_args") + 1] == "small=org/l,large=org/l,method=oracle,router=never,trace=true,dtype=float32"
+    vl = job.command(Path("/o"), "vllm", vllm_args={"tensor_parallel_size": "2", "gpu_memory_utilization": "0.8"})
+    assert vl[vl.index("--model") + 1] == "vllm"
+    assert vl[vl.index("--model_args") + 1] == "pretrained=org/l,tensor_parallel_size=2,gpu_memory_utilization=0.8"
+    with pytest.raises(ValueError, match="unknown --system2-model"):
+        job.command(Path("/o"), "sglang")
+
+
+def test_cli_refuses_vllm_args_without_vllm(tmp_path, capsys):
+    assert main(["sweep", "--family", "micro", "--tasks", "gsm8k", "--output-path", str(tmp_path),
+                 "--data-parallel-size", "2", "--dry-run"]) == 2
+    assert "needs --system2-model vllm" in capsys.readouterr().err
+
+
+def test_cli_dry_run_shows_replay_groups(tmp_path, capsys):
+    assert main(["sweep", "--family", "micro", "--tasks", "gsm8k", "--output-path", str(tmp_path), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("System 2 once") == 4 and text.count("(replayed)") == 10
+    assert main(["sweep", "--family", "micro", "--tasks", "gsm8k", "--output-path", str(tmp_path), "--dry-run",
+                 "--no-replay"]) == 0
+    assert "replayed" not in capsys.readouterr().out
