@@ -1,7 +1,16 @@
-"""Teacher forcing: the method and router applied at every position of given token ids, in one pass."""
+"""Teacher forcing: the method and router applied at every position of given token ids, in one pass.
+
+Memory: at a 151936-token vocabulary a ``[B, T, V]`` fp32 tensor is 4.6 GiB at 8 x 1024 tokens, so the
+pass holds as few of them as it can: log-softmax is taken in place on each model's logits, the oracle's
+System 2 *is* the large model's log-probs (no copy), the router's mix is written in place, and the trace's
+statistics are taken over chunks of positions. Peak: System 1's and the large model's ``[B, T, V]`` (plus
+``small_base``'s and the method's output for proxy tuning / contrastive) and chunk-sized temporaries —
+``benchmarks/bench_memory.py`` measures it beside lm-eval's ``hf`` path.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,9 +18,13 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
+from fsgen_eval.core import schema
+from fsgen_eval.core.sampling import stats
 from fsgen_eval.engine.config import DecodeConfig
 from fsgen_eval.engine.pair import ModelPair
-from fsgen_eval.engine.state import Recorder, positions_from_mask
+from fsgen_eval.engine.state import positions_from_mask
+
+CHUNK_ELEMENTS = 1 << 22  # positions per statistics chunk = this / V (16 MiB of fp32 per temporary)
 
 
 @dataclass
@@ -20,12 +33,38 @@ class ScoreResult:
     trace: dict[str, np.ndarray]  # field -> (B, T), aligned with logprobs; token_id = input_ids[t+1]
 
 
+def _chunks(n: int, v: int) -> list[slice]:
+    step = max(1, CHUNK_ELEMENTS // max(v, 1))
+    return [slice(s, min(s + step, n)) for s in range(0, n, step)]
+
+
+def log_softmax_(x: Tensor) -> Tensor:
+    """``x.log_softmax(-1)`` in place over rows ``[N, V]``, a chunk of rows at a time (no full-size copy)."""
+    for sl in _chunks(x.shape[0], x.shape[-1]):
+        x[sl] -= x[sl].logsumexp(-1, keepdim=True)
+    return x
+
+
 def full_logprobs(model: PreTrainedModel, ids: Tensor, mask: Tensor, vocab: int) -> Tensor:
-    """Log-probs ``[B, T, vocab]`` of one uncached forward pass."""
+    """Log-probs ``[B, T, vocab]`` of one uncached forward pass (the logits themselves, normalised in place)."""
     dev = model.get_input_embeddings().weight.device
     out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
                 position_ids=positions_from_mask(mask).to(dev), use_cache=False)
-    return out.logits[..., :vocab].float().log_softmax(-1).to(ids.device)
+    logits = out.logits
+    del out
+    if logits.shape[-1] != vocab or logits.dtype != torch.float32:
+        logits = logits[..., :vocab].float()  # one copy: padded embedding rows, or a half-precision model
+    b, t, v = logits.shape
+    return log_softmax_(logits.reshape(b * t, v)).view(b, t, v).to(ids.device)
+
+
+def chunked_stats(logp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``sampling.stats`` of ``[N, V]`` rows, a chunk at a time (its temporaries are chunk-sized)."""
+    parts = [stats(logp[sl]) for sl in _chunks(logp.shape[0], logp.shape[-1])]
+    if not parts:
+        empty = logp.new_zeros(0)
+        return empty, empty, empty
+    return tuple(torch.cat([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
 
 
 def score_batch(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg: DecodeConfig) -> ScoreResult:
@@ -34,8 +73,7 @@ def score_batch(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg:
     ids, mask = input_ids.to(pair.device), attention_mask.to(pair.device)
     spec = cfg.method_spec
     with torch.inference_mode():
-        s1 = full_logprobs(pair.small, ids, mask, v)  # (B, T, V)
-        flat1 = s1.reshape(-1, v)
+        flat1 = full_logprobs(pair.small, ids, mask, v).reshape(-1, v)  # (B*T, V)
         if spec.speculative:  # every token is verified unless System 2 is never asked
             called = torch.full((b * t,), not cfg.router_spec.never_calls, dtype=torch.bool, device=ids.device)
         else:
@@ -44,10 +82,24 @@ def score_batch(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg:
         if called.any():
             large = full_logprobs(pair.large, ids, mask, v).reshape(-1, v)
             base = full_logprobs(pair.small_base, ids, mask, v).reshape(-1, v) if spec.needs_small_base else None
-            s2 = spec.fn(flat1, large, base, **cfg.params).log_softmax(-1)
-        out = torch.where(called[:, None], s2, flat1) if s2 is not None else flat1
+            s2 = spec.fn(flat1, large, base, **cfg.params)
+            del base
+            if s2 is not large:  # the oracle returns the large model's log-probs, already normalised
+                s2 = log_softmax_(s2)
         trace = _score_trace(ids, flat1, s2, large, called, cfg)
+        del large
+        out = _mix(called, s2, flat1)
     return ScoreResult(out.view(b, t, v), {k: x.reshape(b, t) for k, x in trace.items()})
+
+
+def _mix(called: Tensor, s2: Tensor | None, s1: Tensor) -> Tensor:
+    """System 2's rows where called, System 1's elsewhere, written into ``s2`` (no third tensor)."""
+    if s2 is None:
+        return s1
+    if not bool(called.all()):
+        keep = (~called).nonzero().flatten()
+        s2.index_copy_(0, keep, s1.index_select(0, keep))
+    return s2
 
 
 def _score_trace(ids: Tensor, s1: Tensor, s2: Tensor | None, large: Tensor | None, called: Tensor,
@@ -62,6 +114,10 @@ def _score_trace(ids: Tensor, s1: Tensor, s2: Tensor | None, large: Tensor | Non
         agree = large.argmax(-1) == g1  # would System 1's greedy draft be accepted?
         accepted = torch.where(called, agree.long(), accepted)
         source = torch.where(called & agree, torch.ones_like(source), source)
-    rec = Recorder(True, torch.arange(len(nxt), device=ids.device))
-    rec.add(nxt, source, called, handoff, s1, s2, accepted)
-    return {k: v[:, 0] for k, v in rec.finish(len(nxt), ids.device).items()}
+    cols = {"token_id": nxt, "source": source, "llm_called": called, "handoff": handoff, "accepted": accepted}
+    cols.update(zip(("s1_entropy", "s1_top1_prob", "s1_margin"), chunked_stats(s1)))
+    nan = torch.full(nxt.shape, math.nan, device=nxt.device)
+    s2_stats = chunked_stats(s2) if s2 is not None else (nan, nan, nan)
+    cols.update((k, torch.where(called, x, nan)) for k, x in zip(("s2_entropy", "s2_top1_prob", "s2_margin"),
+                                                                 s2_stats))
+    return {k: cols[k].cpu().numpy().astype(schema.FIELD_DTYPES[k]) for k in schema.TOKEN_FIELDS}
