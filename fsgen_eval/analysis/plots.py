@@ -95,3 +95,25 @@ def tradeoff_figure(curves: list[TradeoffCurve], target: float | None = None) ->
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return fig
+
+
+def acceptance_figure(profiles: list, cost_ratio: float | None = None) -> Figure:
+    """Greedy speculative decoding per draft length k: acceptance rate (left) and the wall-time speed-up
+    bound ``mean_acceptance_length / (k·c + 1)`` (right), one line per (pair, task) ``AcceptanceProfile``."""
+    fig = Figure(figsize=(10, 4))
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for i, p in enumerate(profiles):
+        label, color = f"{p.pair} ({p.task})", f"C{i % 10}"
+        left.plot(p.k, p.acceptance_rate, marker="o", color=color, label=label)
+        bound = p.speedup_bound(cost_ratio)
+        if bound is not None:
+            right.plot(p.k, bound, marker="o", color=color, label=label)
+    right.axhline(1.0, ls=":", color="grey")
+    c = "each pair's N_small/N_large" if cost_ratio is None else f"{cost_ratio:g}"
+    for ax, ylabel in ((left, "acceptance rate"), (right, f"speed-up bound (cost ratio {c})")):
+        ax.set_xlabel("draft length k")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=6)
+    fig.tight_layout()
+    return fig

@@ -41,6 +41,7 @@ class Plot:
     title: str
     png: bytes
     caption: str = ""
+    table_md: str = ""  # a Markdown table shown below the figure (pre-formatted in the HTML page)
 
 
 @dataclass
@@ -152,8 +153,21 @@ def _trace_figures(runs: list[Run], target: float | None, notes: list[str]) -> l
     return figs
 
 
+def _speculative_figures(runs: list[Run], params: ParamTable | None, cost_ratio: float | None) -> list[Plot]:
+    """Replayed runs with per-draft-length speculative counters: acceptance and speed-up bound against k."""
+    from fsgen_eval.analysis.speculative import acceptance_profiles, profile_table
+
+    profiles = acceptance_profiles(runs, params)
+    if not profiles:
+        return []
+    c = "each pair's N_small / N_large" if cost_ratio is None else f"{cost_ratio:g}"
+    return [Plot("Greedy speculative decoding per draft length", plots.to_png_bytes(plots.acceptance_figure(
+        profiles, cost_ratio)), f"batch-1 greedy speculative decoding replayed from one teacher-forced pass; speed-up "
+        f"bound = mean acceptance length / (k c + 1) at cost ratio c = {c}", profile_table(profiles, cost_ratio))]
+
+
 def build_report(runs: list[Run], params: ParamTable | None = None, title: str = "fsgen-eval report",
-                 target_call_rate: float | None = None, n_boot: int = 200) -> Report:
+                 target_call_rate: float | None = None, n_boot: int = 200, cost_ratio: float | None = None) -> Report:
     if not runs:
         raise ValueError("report: no runs to report on")
     rep = Report(title, build_tables(runs))
@@ -165,6 +179,7 @@ def build_report(runs: list[Run], params: ParamTable | None = None, title: str =
     else:
         rep.notes.append("scaling plot omitted: no collaborative run with known parameter counts")
     rep.figures += _trace_figures(runs, target_call_rate, rep.notes)
+    rep.figures += _speculative_figures(runs, params, cost_ratio)
     return rep
 
 
@@ -196,6 +211,7 @@ def to_markdown(rep: Report, image_names: list[str]) -> str:
         lines.append("")
     for fig, name in zip(rep.figures, image_names):
         lines += [f"## {fig.title}", "", f"![{fig.title}]({name})", "", fig.caption, ""]
+        lines += [fig.table_md, ""] if fig.table_md else []
     if rep.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in rep.notes]
     return "\n".join(lines) + "\n"
@@ -221,7 +237,8 @@ def to_html(rep: Report) -> str:
     for fig in rep.figures:
         data = base64.b64encode(fig.png).decode("ascii")
         parts.append(f"<h2>{e(fig.title)}</h2><figure><img class='plot' alt='{e(fig.title)}' "
-                     f"src='data:image/png;base64,{data}'><figcaption>{e(fig.caption)}</figcaption></figure>")
+                     f"src='data:image/png;base64,{data}'><figcaption>{e(fig.caption)}</figcaption></figure>"
+                     + (f"<pre>{e(fig.table_md)}</pre>" if fig.table_md else ""))
     if rep.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in rep.notes) + "</ul>")
     return "".join(parts) + "</body></html>\n"

@@ -317,6 +317,8 @@ def _add_report(sub: Any) -> None:
     p.add_argument("--title", default="fsgen-eval report")
     p.add_argument("--target-call-rate", type=float)
     p.add_argument("--n-boot", type=int, default=200)
+    p.add_argument("--cost-ratio", type=float, help="speculative speed-up bound: System 1's cost per forward pass "
+                   "over the large model's (default: each pair's parameter ratio)")
     p.set_defaults(func=cmd_report)
 
 
@@ -329,7 +331,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from fsgen_eval.analysis.report import build_report, write_report
 
     rep = build_report(find_runs(args.results), ParamTable.load(args.params), args.title, args.target_call_rate,
-                       args.n_boot)
+                       args.n_boot, cost_ratio=args.cost_ratio)
     md, page = write_report(rep, args.output)
     print(f"wrote {md} and {page}")
     return 0
