@@ -98,7 +98,7 @@ def test_cli_dry_run_prints_grid_and_runs_nothing(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(sweep, "subprocess_runner", boom)
     assert main(["sweep", "--family", "pythia", "--models", "pythia-70m,pythia-160m,pythia-410m",
                  "--routers", "always,never", "--tasks", "lambada_openai", "--output-path", str(tmp_path),
-                 "--limit", "10", "--dry-run"]) == 0
+                 "--limit", "10", "--dry-run", "--no-replay"]) == 0  # replay's dry run: test_sweep_replay.py
     out = capsys.readouterr().out
     assert out.startswith("6 cells") and out.count("[todo]") == 6 and "--limit 10" in out
     assert "EleutherAI__pythia-70m__EleutherAI__pythia-410m" in out
@@ -109,7 +109,7 @@ def test_cli_sweep_runs_with_injected_runner(tmp_path, capsys, monkeypatch):
     runner = FakeRunner()
     monkeypatch.setattr(sweep, "subprocess_runner", runner)
     args = ["sweep", "--family", "qwen2.5", "--models", "Qwen2.5-0.5B,Qwen2.5-1.5B", "--tasks", "gsm8k",
-            "--output-path", str(tmp_path)]
+            "--output-path", str(tmp_path), "--no-replay"]  # the replaying sweep: test_sweep_replay.py
     assert main(args) == 0 and len(runner.calls) == 1
     assert main(args) == 0 and len(runner.calls) == 1  # resumed: nothing left
     assert "1 already done" in capsys.readouterr().out

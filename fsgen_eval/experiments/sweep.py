@@ -366,7 +366,8 @@ VLLM_ARGS = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilizati
 
 
 def replayable(cell: Cell) -> bool:
-    return cell.method == "oracle" and cell.router == "always" and cell.threshold is None
+    return (cell.method == "oracle" and cell.router == "always" and cell.threshold is None
+            and not cell.method_params and not cell.router_params)
 
 
 @dataclass(frozen=True)
@@ -404,14 +405,14 @@ class System2Job:
         return cmd + list(lm_eval_args or [])
 
 
-def _kv(model_args_extra: str) -> dict[str, str]:
+def _extra_kv(model_args_extra: str) -> dict[str, str]:
     return dict(a.split("=", 1) for a in model_args_extra.split(",") if "=" in a)
 
 
 def replay_command(system2_folder: Path, smalls: list[str], large: str, output: Path, model_args_extra: str = "",
                    draft_lengths: list[int] | None = None) -> list[str]:
     """``fsgen-eval replay`` of every small model on System 2's run, dtype/device/batch size as the cells'."""
-    kv = _kv(model_args_extra)
+    kv = _extra_kv(model_args_extra)
     cmd = [sys.executable, "-m", "fsgen_eval.cli", "replay", str(system2_folder), "--small", ",".join(smalls),
            "--large", large, "-o", str(output), "--dtype", kv.get("dtype", "float32"),
            "--device", kv.get("device", "cpu")]
