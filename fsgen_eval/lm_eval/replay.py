@@ -104,7 +104,6 @@ def replay(folder: Path, setup: ReplaySetup, source: str = "auto") -> list[Path]
     run = read_system2_run(folder, source)
     tok, counts, _ = check_inputs(run, setup)  # everything checked before a weight is read
     vocab, pad = len(tok), tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    torch.set_grad_enabled(False)
     large = load_model(setup.large, "large", setup.dtype, setup.device, setup.trust_remote_code) \
         if setup.large is not None else None
     eos = _eos_ids(tok, large)
