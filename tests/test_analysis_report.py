@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from analysis_helpers import random_traces, write_run
@@ -122,3 +123,46 @@ def test_report_without_traces_or_sizes_says_what_is_missing(tmp_path):
     assert rep.figures == [] and len(rep.tables[0].rows) == 1
     assert any("no parameter count for model 'org/l1'" in n or "org/s1" in n for n in rep.notes)
     assert any("no trace files" in n for n in rep.notes)
+
+
+def test_scaling_groups_by_every_setting_and_fits_only_three_pairs(runs_dir):
+    # an entropy-routed oracle run of one pair: its own group, labelled by its router, not fitted
+    write_run(runs_dir / "oracle-entropy", "org/s1", "org/l2", router="entropy", threshold=1.5,
+              traces={"gsm8k": random_traces(4, 20, seed=11, router="entropy")}, tasks={"gsm8k": ACC})
+    rep = build_report(find_runs([runs_dir]), _params(), n_boot=20)
+    notes = " ".join(rep.notes)
+    assert "[task=gsm8k method=oracle router=entropy@1.5]: not fitted: 1 distinct (small, large) pair(s)" in notes
+    assert "[task=gsm8k method=speculative router=entropy@1]: not fitted" in notes
+    assert "None/None" not in notes and "None" not in notes.split("scaling fit")[1]
+
+
+def test_degenerate_fit_is_clipped_and_named_in_the_legend():
+    from types import SimpleNamespace
+
+    from fsgen_eval.analysis import plots
+    from fsgen_eval.analysis.scaling import fit_groups
+
+    r = np.array([2.0, 2.3, 2.9, 4.6, 5.8, 13.2, 38.6])
+    y = np.array([0.47, 0.36, 0.05, 0.45, 0.04, 0.06, 0.07])  # no law: MBPP-like
+    rows = [{"task": "mbpp", "method": "oracle", "small_params": 1.0, "large_params": float(x),
+             "collaboration_rate": float(v)} for x, v in zip(r, y)]
+    (fit,) = fit_groups(rows, n_boot=50)
+    assert fit["degenerate"]
+    fig = plots.scaling_figure([SimpleNamespace(label="task=mbpp method=oracle", r=r, y=y, fit=fit)])
+    ax = fig.axes[0]
+    lo, hi = ax.get_ylim()
+    assert y.min() - 0.1 < lo < y.min() and y.max() < hi < y.max() + 0.1  # the data's range, not the curve's
+    (text,) = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert text.startswith("task=mbpp method=oracle: fit degenerate (") and "r^-" not in text
+    (line,) = ax.get_lines()
+    assert line.get_linestyle() == ":" and line.get_xdata().min() >= r.min() and line.get_xdata().max() <= r.max()
+
+
+def test_position_heatmap_rows_name_the_task(runs_dir, monkeypatch):
+    from fsgen_eval.analysis import plots
+
+    seen = {}
+    real = plots.position_figure
+    monkeypatch.setattr(plots, "position_figure", lambda labels, rates: seen.setdefault("labels", labels) and real(labels, rates))
+    build_report(find_runs([runs_dir]), _params(), n_boot=5)
+    assert seen["labels"] and all(label.startswith("gsm8k | ") for label in seen["labels"])

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from fsgen_eval.analysis.scaling import Fit, power_law
+from fsgen_eval.analysis.scaling import power_law
 from fsgen_eval.analysis.signals import SignalSummary
 from fsgen_eval.analysis.whatif import TradeoffCurve
 
@@ -28,24 +29,52 @@ def to_png_base64(fig: Figure, dpi: int = 100) -> str:
     return base64.b64encode(to_png_bytes(fig, dpi)).decode("ascii")
 
 
-def scaling_figure(series: dict[str, tuple[np.ndarray, np.ndarray, Fit | None]]) -> Figure:
-    """Collaboration rate against the parameter ratio: per label, (r [N], rate [N], power-law fit or None)."""
-    fig = Figure(figsize=(6, 4))
+def _data_ylim(ys: list[np.ndarray]) -> tuple[float, float]:
+    """The y-range of the points, padded by 15 % of their span (at least 0.01): the axes follow the data,
+    never a fitted curve's excursions."""
+    y = np.concatenate([np.asarray(v, float) for v in ys])
+    lo, hi = float(np.min(y)), float(np.max(y))
+    pad = max(0.15 * (hi - lo), 0.01)
+    return lo - pad, hi + pad
+
+
+def fit_legend(label: str, fit: dict[str, Any]) -> str:
+    """The legend entry of a group's power-law fit: the law and R², or why it is not one."""
+    if "error" in fit:
+        return f"{label}: not fitted ({fit.get('n_pairs', 0)} pairs < 3)" if fit.get("n_pairs", 0) < 3 else \
+            f"{label}: not fitted ({fit['error']})"
+    if fit.get("degenerate"):
+        return f"{label}: fit degenerate ({'; '.join(fit['degenerate'])})"
+    return f"{label}: {fit['b']:.3g} - {fit['a']:.3g} r^-{fit['alpha']:.3g} (R²={fit['r2']:.2f})"
+
+
+def scaling_figure(series: list[Any]) -> Figure:
+    """Collaboration rate against the parameter ratio; each series has ``label``, ``r`` [N], ``y`` [N] and
+    ``fit`` (a ``fit_groups`` entry). A fit is drawn only over the data's ratios and the y-axis is the
+    data's range; a degenerate fit is dotted and says so in the legend; an unfitted group shows points only."""
+    fig = Figure(figsize=(7, 4.2 + 0.18 * len(series)))
     ax = fig.add_subplot()
-    for i, (label, (r, y, fit)) in enumerate(series.items()):
+    for i, g in enumerate(series):
         color = f"C{i % 10}"
-        ax.scatter(r, y, color=color, label=label, zorder=3)
-        if fit is not None:
-            grid = np.geomspace(min(r) * 0.9, max(r) * 1.1, 100)
-            p = fit.params
-            ax.plot(grid, power_law(grid, p["a"], p["alpha"], p["b"]), color=color,
-                    label=f"{p['b']:.3f} - {p['a']:.3f} r^-{p['alpha']:.2f} (R²={fit.r2:.2f})")
+        ax.scatter(g.r, g.y, color=color, zorder=3, s=18)
+        fit = g.fit
+        text = fit_legend(g.label, fit)
+        if "error" in fit:
+            ax.plot([], [], color=color, marker="o", ls="none", label=text)
+            continue
+        grid = np.geomspace(float(np.min(g.r)), float(np.max(g.r)), 100)
+        degenerate = bool(fit.get("degenerate"))
+        ax.plot(grid, power_law(grid, fit["a"], fit["alpha"], fit["b"]), color=color,
+                ls=":" if degenerate else "-", lw=1.0 if degenerate else 1.6, alpha=0.6 if degenerate else 1.0,
+                label=text)
+    ax.set_ylim(*_data_ylim([g.y for g in series]))
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis overlap
     ax.set_xlabel("parameter ratio r = N_large / N_small")
     ax.set_ylabel("collaboration rate")
-    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    # the legend below the axes: long group names and degeneracy notes would cover the points
+    ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(0, -0.16), ncol=1, frameon=False)
     return fig
 
 

@@ -11,6 +11,7 @@ relative position, and threshold-router trade-off curves.
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 from fsgen_eval.analysis import plots
 from fsgen_eval.analysis.files import Run, is_metric, read_traces
 from fsgen_eval.analysis.params import ParamTable
-from fsgen_eval.analysis.scaling import Fit, fit_power_law
+from fsgen_eval.analysis.scaling import GROUP_FIELDS, MIN_PAIRS, fit_groups, group_key
 from fsgen_eval.analysis.signals import called_tokens, rate_by_decile, summarize_signals
 from fsgen_eval.analysis.whatif import tradeoff_curves
 from fsgen_eval.core.registry import METHODS, ROUTERS, RouterSpec
@@ -97,15 +98,27 @@ def build_tables(runs: list[Run]) -> list[Table]:
     return tables
 
 
-def scaling_series(runs: list[Run], params: ParamTable | None, n_boot: int,
-                   notes: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, Fit | None]]:
-    """Per task/method: ratios, collaboration rates and a power-law fit when there are >= 3 points."""
-    points: dict[str, list[tuple[float, float]]] = {}
+@dataclass
+class ScalingGroup:
+    """One group of the scaling plot: ratios r [N], rates y [N] and its ``fit_groups`` entry (``error`` set
+    when the group was not fitted)."""
+
+    label: str
+    r: np.ndarray
+    y: np.ndarray
+    fit: dict[str, Any]
+
+
+def scaling_points(runs: list[Run], params: ParamTable | None, notes: list[str]) -> list[dict[str, Any]]:
+    """One point per (collaborative run, task) with known sizes: the run's settings, sizes and rate."""
+    rows: list[dict[str, Any]] = []
+    if params is None:
+        return rows
     for run in runs:
-        if params is None or (_router(run) is not None and _router(run).never_calls):
+        if _router(run) is not None and _router(run).never_calls:
             continue
         try:
-            ratio = params.get(run.fsgen["large"]) / params.get(run.fsgen["small"])
+            sizes = {"small_params": params.get(run.fsgen["small"]), "large_params": params.get(run.fsgen["large"])}
         except ValueError as err:
             notes.append(f"scaling plot: {err}")
             continue
@@ -113,22 +126,40 @@ def scaling_series(runs: list[Run], params: ParamTable | None, n_boot: int,
             rate = ((run.fsgen.get("per_task") or {}).get(task) or run.fsgen.get("summary") or {}).get(
                 "collaboration_rate")
             if rate is not None:
-                points.setdefault(f"{task} / {run.fsgen['method']}", []).append((ratio, float(rate)))
-    series = {}
-    for label, pts in sorted(points.items()):
-        r, y = np.array(pts).T
-        try:
-            fit = fit_power_law(r, y, n_boot=n_boot)
-        except ValueError as err:
-            notes.append(f"scaling fit for {label}: {err}")
-            fit = None
-        series[label] = (r, y, fit)
-    return series
+                rows.append({**run.settings(task), "small": run.fsgen["small"], "large": run.fsgen["large"],
+                             **sizes, "collaboration_rate": float(rate)})
+    return rows
+
+
+def scaling_series(runs: list[Run], params: ParamTable | None, n_boot: int, notes: list[str],
+                   progress: Callable[[int, int, str], None] | None = None) -> list[ScalingGroup]:
+    """Per group of runs that share every setting (task, method, router and threshold, dtype, few-shot,
+    batch size in half precision): ratios, rates and both laws' fits where the group has >= 3 pairs."""
+    rows = scaling_points(runs, params, notes)
+    if not rows:
+        return []
+    fits = fit_groups(rows, n_boot=n_boot, progress=progress)
+    out = []
+    for g in fits:
+        mine = [r for r in rows if group_key(r) == tuple((k, g[k]) for k in GROUP_FIELDS if g.get(k) is not None)]
+        out.append(ScalingGroup(g["label"], np.array([r["large_params"] / r["small_params"] for r in mine]),
+                                np.array([r["collaboration_rate"] for r in mine]), g))
+        if "error" in g:
+            notes.append(f"scaling fit for [{g['label']}]: not fitted: {g['error']}")
+        elif g.get("degenerate"):
+            notes.append(f"scaling fit for [{g['label']}]: degenerate, not drawn as a law: "
+                         + "; ".join(g["degenerate"]))
+    return out
 
 
 def _trace_figures(runs: list[Run], target: float | None, notes: list[str]) -> list[Plot]:
     figs: list[Plot] = []
-    per_run = [(r, [rec["trace"] for rec in read_traces(r.trace_files)]) for r in runs if r.trace_files]
+    records = [(r, read_traces(r.trace_files)) for r in runs if r.trace_files]
+    per_run = [(r, [rec["trace"] for rec in recs]) for r, recs in records]
+    # one heatmap row per (run, task): a run over several tasks is several rows, each named by its task
+    per_task = [(r, [rec for rec in recs if str(rec.get("task")) == task]) for r, recs in records
+                for task in sorted({str(rec.get("task")) for rec in recs})]
+    per_task = [(r, recs) for r, recs in per_task if recs]
     if not per_run:
         notes.append("no trace files next to the results: uncertainty, position and router plots omitted")
         return figs
@@ -138,9 +169,11 @@ def _trace_figures(runs: list[Run], target: float | None, notes: list[str]) -> l
     if pooled.n_called:
         figs.append(Plot("System-1 uncertainty at handoffs vs agreements",
                            plots.to_png_bytes(plots.signal_figure(summarize_signals(pooled)))))
-        labels = [f"{r.pair} {r.label}" for r, _ in per_run]
-        rates = np.array([rate_by_decile(called_tokens(ts))[0] for _, ts in per_run])
-        figs.append(Plot("Handoff rate by relative position", plots.to_png_bytes(plots.position_figure(labels, rates))))
+        labels, rates = [], []
+        for run, recs in per_task:
+            labels.append(f"{recs[0].get('task')} | {run.pair} | {run.label}")
+            rates.append(rate_by_decile(called_tokens([rec["trace"] for rec in recs]))[0])
+        figs.append(Plot("Handoff rate by relative position", plots.to_png_bytes(plots.position_figure(labels, np.array(rates)))))
     always = [t for r, ts in per_run if _router(r) is not None and _router(r).always_calls for t in ts]
     if always:
         try:
@@ -153,15 +186,19 @@ def _trace_figures(runs: list[Run], target: float | None, notes: list[str]) -> l
 
 
 def build_report(runs: list[Run], params: ParamTable | None = None, title: str = "fsgen-eval report",
-                 target_call_rate: float | None = None, n_boot: int = 200) -> Report:
+                 target_call_rate: float | None = None, n_boot: int = 200,
+                 progress: Callable[[int, int, str], None] | None = None) -> Report:
+    """``progress(i, n, group)`` is called before each scaling fit (the CLI prints it)."""
     if not runs:
         raise ValueError("report: no runs to report on")
     rep = Report(title, build_tables(runs))
-    series = scaling_series(runs, params, n_boot, rep.notes)
+    series = scaling_series(runs, params, n_boot, rep.notes, progress)
     if series:
         rep.figures.append(Plot("Collaboration rate vs parameter ratio",
                                   plots.to_png_bytes(plots.scaling_figure(series)),
-                                  "fit: f(r) = b - a r^-alpha (a, alpha, b >= 0.05) where a group has >= 3 pairs"))
+                                  f"fit: f(r) = b - a r^-alpha (a, alpha, b >= 0.05), drawn over the data's range, "
+                                  f"where a group has >= {MIN_PAIRS} distinct pairs; a degenerate fit (a parameter "
+                                  "at its bound, R² <= 0, an unbounded interval) is dotted and named so in the legend"))
     else:
         rep.notes.append("scaling plot omitted: no collaborative run with known parameter counts")
     rep.figures += _trace_figures(runs, target_call_rate, rep.notes)
