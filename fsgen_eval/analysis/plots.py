@@ -124,3 +124,45 @@ def tradeoff_figure(curves: list[TradeoffCurve], target: float | None = None) ->
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return fig
+
+
+def ranking_figure(labels: list[str], values: list[float], intervals: list[tuple[float, float] | None],
+                   xlabel: str, best: list[int], title: str) -> Figure:
+    """A ranked list, best at the top: per row [R] its value (dot) and 95 % interval (bar); ``best``: the
+    indices marked with a star."""
+    n = len(labels)
+    fig = Figure(figsize=(7, 0.32 * n + 1.4))
+    ax = fig.add_subplot()
+    y = np.arange(n)
+    v = np.asarray(values, float)
+    lo = np.array([v[i] - ci[0] if ci else 0.0 for i, ci in enumerate(intervals)])
+    hi = np.array([ci[1] - v[i] if ci else 0.0 for i, ci in enumerate(intervals)])
+    colors = ["C3" if i in best else "C0" for i in range(n)]
+    ax.barh(y, v, color=colors, alpha=0.7, height=0.6)
+    ax.errorbar(v, y, xerr=np.vstack([np.maximum(lo, 0), np.maximum(hi, 0)]), fmt="none", ecolor="k", capsize=3, lw=1)
+    ax.scatter(v, y, color=colors, zorder=3, s=14)
+    for i in best:
+        ax.annotate("★", (v[i], y[i]), xytext=(6, -4), textcoords="offset points", color="C3", fontsize=11)
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.invert_yaxis()  # rank 1 on top
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def matrix_figure(rows: list[str], cols: list[str], values: np.ndarray, label: str) -> Figure:
+    """A [R, C] matrix coloured by value, each cell annotated (NaN cells left blank)."""
+    values = np.atleast_2d(np.asarray(values, float))
+    fig = Figure(figsize=(1.3 * len(cols) + 3.5, 0.45 * len(rows) + 1.8))
+    ax = fig.add_subplot()
+    im = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap="viridis_r")
+    finite = values[np.isfinite(values)]
+    mid = float(np.mean([finite.min(), finite.max()])) if finite.size else 0.0
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7, color="white" if v > mid else "black")
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_xticks(range(len(cols)), cols, fontsize=7, rotation=30, ha="right")
+    fig.colorbar(im, ax=ax, label=label)
+    return fig

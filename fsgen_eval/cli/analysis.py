@@ -175,8 +175,8 @@ class FitProgress:
 
         if self.bar is None:
             self.bar = tqdm(total=n, desc=self.desc, unit="group", file=sys.stderr, delay=self.delay, leave=False)
-        self.bar.n = i
-        self.bar.set_postfix_str(label, refresh=True)
+        self.bar.set_postfix_str(label, refresh=False)  # shown with the next update, once past the delay
+        self.bar.update(i - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -337,6 +337,10 @@ def _add_report(sub: Any) -> None:
     p.add_argument("--title", default="fsgen-eval report")
     p.add_argument("--target-call-rate", type=float)
     p.add_argument("--n-boot", type=int, default=200)
+    p.add_argument("--rank-by", default="collaboration_rate",
+                   help="leaderboard ranking: collaboration_rate (default), llm_call_rate, acceptance_rate, "
+                        "accuracy (the task's first metric), tokens_per_second, or a metric name such as "
+                        "exact_match,strict-match")
     p.set_defaults(func=cmd_report)
 
 
@@ -351,7 +355,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     progress = FitProgress("report: scaling fits")
     try:
         rep = build_report(find_runs(args.results), ParamTable.load(args.params), args.title, args.target_call_rate,
-                           args.n_boot, progress=progress)
+                           args.n_boot, progress=progress, rank_by=args.rank_by)
     finally:
         progress.close()
     md, page = write_report(rep, args.output)
