@@ -56,7 +56,8 @@ def test_tables_roles_and_figures(runs_dir):
     titles = [f.title for f in rep.figures]
     assert titles[:2] == ["Leaderboard gsm8k: collaboration rate with 95 % intervals",
                           "Collaboration rate gsm8k: pair × configuration"]
-    assert len(titles) == 6 and titles[2].startswith("Collaboration rate vs parameter ratio")
+    assert len(titles) == 7 and titles[2].startswith("Collaboration rate vs parameter ratio")
+    assert titles[3] == "Collaboration rate over model sizes (3-D)"
     assert rep.figures[0].data[1][0][:3] == ["1", table.rows[0]["pair"], table.rows[0]["config"]]
     assert all(f.png.startswith(b"\x89PNG") for f in rep.figures)
     assert any("llm_called" in n for n in rep.notes)
@@ -68,13 +69,13 @@ def test_markdown_and_plot_files(runs_dir, tmp_path):
     assert text.count("| System 2 alone (oracle) |") == 4 and "| System 1 alone |" in text
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (md.parent / link).read_bytes().startswith(b"\x89PNG")
-    assert page.read_text().count("data:image/png;base64,") == 6
+    assert page.read_text().count("data:image/png;base64,") == 7
     # the best of each column is marked, and each figure's data table follows its image
     assert "★" in text and text.count("| rank | pair | configuration |") == 1
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-WINDOW = "--window-size=1280,7000"
+WINDOW = "--window-size=1280,9000"
 # records, after load, each image's natural size and each image's / table's box in CSS pixels
 _PROBE = """<script>window.addEventListener('load', () => {
   const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.width, r.height].map(Math.round).join(','); };
@@ -118,7 +119,7 @@ def test_html_report_renders_in_chromium(runs_dir, tmp_path):
     ranks = re.findall(r'<tr><td data-v="([^"]*)">', board)
     assert ranks == ["1.0", "2.0", "3.0", "4.0", "5.0", ""]  # ranked, System 1 alone unranked last
     sizes = re.search(r'data-img-sizes="([^"]*)"', dom).group(1).split()
-    assert len(sizes) == 6 and all(int(w) > 100 and int(h) > 100 for w, h in (s.split("x") for s in sizes))
+    assert len(sizes) == 7 and all(int(w) > 100 and int(h) > 100 for w, h in (s.split("x") for s in sizes))
     # the screenshot, where the DOM says the table and the plots are: text in the table, colour in each plot
     shot = tmp_path / "shot.png"
     _chromium("--virtual-time-budget=10000", f"--screenshot={shot}", probe.as_uri())
@@ -130,7 +131,7 @@ def test_html_report_renders_in_chromium(runs_dir, tmp_path):
     (tx, ty, tw, th), = _boxes(dom, "data-table-boxes")
     assert th > 100 and dark[ty:ty + th, tx:tx + tw].sum() > 1000, "the table shows no text"
     img_boxes = _boxes(dom, "data-img-boxes")
-    assert len(img_boxes) == 6
+    assert len(img_boxes) == 7
     for x, y, w, h in img_boxes:
         assert y + h <= img.shape[0], "plot below the screenshot"
         region = (slice(y, y + h), slice(x, x + w))
@@ -203,8 +204,9 @@ def test_position_heatmap_rows_name_the_task(runs_dir, monkeypatch):
     from fsgen_eval.analysis import plots
 
     seen = {}
-    real = plots.position_figure
-    monkeypatch.setattr(plots, "position_figure", lambda labels, rates: seen.setdefault("labels", labels) and real(labels, rates))
+    real = plots.position_pair_figure
+    monkeypatch.setattr(plots, "position_pair_figure",
+                        lambda labels, *a: seen.setdefault("labels", labels) and real(labels, *a))
     build_report(find_runs([runs_dir]), _params(), n_boot=5)
     assert seen["labels"] and all(label.startswith("gsm8k | ") for label in seen["labels"])
 

@@ -94,20 +94,6 @@ def signal_figure(summaries: list[SignalSummary]) -> Figure:
     return fig
 
 
-def position_figure(labels: list[str], rates: np.ndarray) -> Figure:
-    """Heatmap of handoff rate: rows = labels [R], columns = deciles of the generation; rates [R, 10]."""
-    rates = np.atleast_2d(np.asarray(rates, float))
-    fig = Figure(figsize=(7, 0.5 * len(labels) + 1.6))
-    ax = fig.add_subplot()
-    im = ax.imshow(np.ma.masked_invalid(rates), aspect="auto", cmap="viridis", vmin=0)
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
-    ax.set_xticks(range(rates.shape[1]), [f"{10 * k}-{10 * k + 10}%" for k in range(rates.shape[1])],
-                  fontsize=7, rotation=45)
-    ax.set_xlabel("relative position in the generation")
-    fig.colorbar(im, ax=ax, label="handoff rate")
-    return fig
-
-
 def tradeoff_figure(curves: list[TradeoffCurve], target: float | None = None) -> Figure:
     """Share of handoffs caught against large-model call rate, one curve per signal."""
     fig = Figure(figsize=(5, 4))
@@ -165,4 +151,96 @@ def matrix_figure(rows: list[str], cols: list[str], values: np.ndarray, label: s
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
     ax.set_xticks(range(len(cols)), cols, fontsize=7, rotation=30, ha="right")
     fig.colorbar(im, ax=ax, label=label)
+    return fig
+
+
+def scatter3d_figure(groups: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+                     planes: tuple[float, ...] = (0.05, 0.10, 0.20)) -> Figure:
+    """Per group (label, N_small [N], N_large [N], rate [N]): the rates over (log10 N_small, log10 N_large),
+    one 3-D panel per group, with horizontal planes at the given rates (FS-GEN figs 1-2)."""
+    cols = min(3, len(groups))
+    rows = -(-len(groups) // cols)
+    fig = Figure(figsize=(4.6 * cols, 4.2 * rows))
+    for i, (label, ns, nl, y) in enumerate(groups):
+        ax = fig.add_subplot(rows, cols, i + 1, projection="3d")
+        xs, ys = np.log10(ns), np.log10(nl)
+        ax.scatter(xs, ys, y, c=y, cmap="viridis", depthshade=False, s=45, edgecolors="k", linewidths=0.4)
+        gx, gy = np.meshgrid(np.linspace(xs.min(), xs.max(), 2), np.linspace(ys.min(), ys.max(), 2))
+        for z, color in zip(planes, ("C2", "C1", "C3")):
+            ax.plot_surface(gx, gy, np.full_like(gx, z), color=color, alpha=0.25, linewidth=0)
+            ax.text(xs.max(), ys.min(), z, f"{z:.2f}", fontsize=6, color=color)
+        ax.set_xlabel("log10 N_small", fontsize=7)
+        ax.set_ylabel("log10 N_large", fontsize=7)
+        ax.set_zlabel("collaboration rate", fontsize=7)
+        ax.set_title(label, fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.view_init(elev=20, azim=-130)
+    return fig
+
+
+def position_pair_figure(labels: list[str], rate: np.ndarray, share: np.ndarray) -> Figure:
+    """Two heatmaps over the deciles of the generation, rows = labels [R]: P(handoff | decile) (rate
+    [R, 10], the handoff rate within each tenth) and P(decile | handoff) (share [R, 10], where a row's
+    handoffs fall; each row sums to 1, FS-GEN fig 3's normalisation)."""
+    fig = Figure(figsize=(12, 0.45 * len(labels) + 1.9))
+    ticks = [f"{10 * k}-{10 * k + 10}%" for k in range(10)]
+    for j, (vals, title, cbar) in enumerate(((rate, "P(handoff | decile): handoff rate", "handoff rate"),
+                                             (share, "P(decile | handoff): share of the handoffs", "share"))):
+        ax = fig.add_subplot(1, 2, j + 1)
+        im = ax.imshow(np.ma.masked_invalid(np.atleast_2d(vals)), aspect="auto", cmap="viridis" if j == 0 else "Blues",
+                       vmin=0)
+        ax.set_yticks(range(len(labels)), labels if j == 0 else [""] * len(labels), fontsize=7)
+        ax.set_xticks(range(10), ticks, fontsize=7, rotation=45)
+        ax.set_xlabel("relative position in the generation")
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(im, ax=ax, label=cbar)
+    fig.tight_layout()
+    return fig
+
+
+def topk_generation_figure(probs: np.ndarray, handoff: np.ndarray, token_ids: np.ndarray, title: str) -> Figure:
+    """System 1's top-10 probabilities along one generation: probs [T, 10] as a heatmap (rank × position)
+    with the top-1 probability as a line above it; handoff positions [T] marked in red (FS-GEN fig 5)."""
+    t = len(probs)
+    fig = Figure(figsize=(max(7.0, 0.16 * t + 2), 4.6))
+    top, heat = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
+    x = np.arange(t)
+    top.plot(x, probs[:, 0], color="C0", lw=1.2, label="top-1 probability")
+    top.scatter(x[handoff], probs[handoff, 0], color="C3", zorder=3, s=22, label="handoff (System 2's token differs)")
+    top.set_xlim(-0.5, t - 0.5)
+    top.set_ylim(0, 1.02)
+    top.set_ylabel("top-1 prob.")
+    top.legend(fontsize=7, loc="lower left")
+    top.set_title(title, fontsize=9)
+    im = heat.imshow(probs[:, :10].T, aspect="auto", cmap="magma_r", vmin=0, vmax=1, interpolation="nearest")
+    for pos in x[handoff]:
+        heat.axvline(pos, color="C3", lw=0.8, alpha=0.8)
+    heat.set_yticks(range(min(10, probs.shape[1])), [str(k + 1) for k in range(min(10, probs.shape[1]))], fontsize=6)
+    heat.set_ylabel("rank")
+    heat.set_xlabel("position in the generation (red: handoff)")
+    fig.colorbar(im, ax=[top, heat], label="System 1 probability", shrink=0.6)
+    return fig
+
+
+def embedding_figure(embeddings: list[Any]) -> Figure:
+    """Per embedding (``xy`` [M, 2], ``handoff`` [M], ``cluster`` [M] and its scores): points coloured by
+    handoff vs agreement, and the k-means clusters beside them (FS-GEN figs 6-7)."""
+    fig = Figure(figsize=(10, 4.4 * len(embeddings)))
+    for i, e in enumerate(embeddings):
+        by_label, by_cluster = fig.add_subplot(len(embeddings), 2, 2 * i + 1), fig.add_subplot(len(embeddings), 2, 2 * i + 2)
+        for flag, name, color in ((False, "agreement (match)", "C0"), (True, "handoff (mismatch)", "C3")):
+            m = e.handoff == flag
+            by_label.scatter(e.xy[m, 0], e.xy[m, 1], s=6, alpha=0.55, color=color, label=f"{name}, n={int(m.sum())}")
+        by_label.legend(fontsize=7, markerscale=2)
+        by_label.set_title(f"{e.name}: by handoff", fontsize=9)
+        for c in (0, 1):
+            m = e.cluster == c
+            by_cluster.scatter(e.xy[m, 0], e.xy[m, 1], s=6, alpha=0.55, color=f"C{c + 4}", label=f"cluster {c + 1}")
+        by_cluster.legend(fontsize=7, markerscale=2)
+        by_cluster.set_title(f"k-means: silhouette {e.silhouette:.3f}, Davies–Bouldin {e.davies_bouldin:.3f}, "
+                             f"ARI {e.ari:.3f}", fontsize=8)
+        for ax in (by_label, by_cluster):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
     return fig

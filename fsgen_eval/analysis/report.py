@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from fsgen_eval.analysis import plots
-from fsgen_eval.analysis.files import Run, is_metric, read_traces
+from fsgen_eval.analysis import paper, plots
+from fsgen_eval.analysis.files import Run, is_metric, read_trace_file, read_traces
 from fsgen_eval.analysis.leaderboard import Table, format_rows, header, rank_table, trace_intervals
 from fsgen_eval.analysis.params import ParamTable
 from fsgen_eval.analysis.scaling import GROUP_FIELDS, MIN_PAIRS, fit_groups, group_key
@@ -157,6 +157,97 @@ def scaling_series(runs: list[Run], params: ParamTable | None, n_boot: int, note
     return out
 
 
+def position_plot(per_task: list[tuple[Run, list[dict[str, Any]]]]) -> Plot:
+    """Both normalisations of where handoffs fall, one row per (task, run): P(handoff | decile), the rate
+    within each tenth of the generation, and P(decile | handoff), the share of the row's handoffs in each
+    tenth (FS-GEN fig 3)."""
+    labels, rates, shares, counts = [], [], [], []
+    for run, recs in per_task:
+        traces = [rec["trace"] for rec in recs]
+        labels.append(f"{recs[0].get('task')} | {run.pair} | {run.label}")
+        rates.append(rate_by_decile(called_tokens(traces))[0])
+        share, n = paper.handoff_position_distribution(traces)
+        shares.append(share)
+        counts.append(n)
+    head = ["task | pair | configuration", "handoffs", *(f"P(h|d{k})" for k in range(10)),
+            *(f"P(d{k}|h)" for k in range(10))]
+    cells = [[label, str(n), *(_fmt(float(v), 3) for v in r), *(_fmt(float(v), 3) for v in sh)]
+             for label, n, r, sh in zip(labels, counts, rates, shares)]
+    return Plot("Handoff position: P(handoff | decile) and P(decile | handoff)",
+                plots.to_png_bytes(plots.position_pair_figure(labels, np.array(rates), np.array(shares))),
+                "left: the handoff rate within each tenth of the generation (ours); right: where a row's handoffs "
+                "fall, each row summing to 1 (FS-GEN fig 3's normalisation); d0 = first 10 %",
+                (head, cells))
+
+
+def scatter3d_plot(rows: list[dict[str, Any]]) -> Plot | None:
+    """Collaboration rate over (log N_small, log N_large), one panel per (task, method) (FS-GEN figs 1-2)."""
+    groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r.get("task"), r.get("method")), []).append(r)
+    if not groups:
+        return None
+    panels = [(f"{task} / {method}", np.array([r["small_params"] for r in g], float),
+               np.array([r["large_params"] for r in g], float), np.array([r["collaboration_rate"] for r in g]))
+              for (task, method), g in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))]
+    data = (["task", "method", "router", "small", "large", "N_small", "N_large", "collaboration rate"],
+            [[str(r.get("task")), str(r.get("method")), str(r.get("router")), _short_name(r.get("small")),
+              _short_name(r.get("large")), f"{r['small_params']:.4g}", f"{r['large_params']:.4g}",
+              _fmt(r["collaboration_rate"])] for r in sorted(rows, key=lambda r: (str(r.get("task")),
+              str(r.get("method")), r["small_params"], r["large_params"]))])
+    return Plot("Collaboration rate over model sizes (3-D)", plots.to_png_bytes(plots.scatter3d_figure(panels)),
+                "one panel per task and method (every router's runs); planes at collaboration rate 0.05, 0.10 and 0.20",
+                data)
+
+
+def _short_name(model: Any) -> str:
+    return Path(model).name if isinstance(model, str) and Path(model).is_absolute() else str(model)
+
+
+def topk_figures(runs: list[Run], notes: list[str], random_state: int = 0) -> list[Plot]:
+    """System 1's top-10 probabilities along one generation (FS-GEN fig 5) and the t-SNE of its top-100
+    probability vectors (figs 6-7), from the top-K side files beside the traces; none without them."""
+    parts: list[tuple[Run, paper.TopK]] = []
+    for run in runs:
+        for f in run.trace_files:
+            if paper.topk_path(f).is_file():
+                parts.append((run, paper.read_topk(f, read_trace_file(f))))
+    if not parts:
+        notes.append("no top-K side files (traces_*.topk.parquet, written with trace_topk=K): the top-10 "
+                     "probability and t-SNE figures are omitted")
+        return []
+    figs = []
+    run, topk = next(((r, t) for r, t in parts if len(t.record)), parts[0])
+    idx = paper.pick_generation(topk)
+    if len(idx):
+        probs, hand, ids = topk.probs[idx, :10], topk.handoff[idx], topk.ids[idx, 0]
+        title = f"{topk.task[idx[0]]} | {run.pair} | {run.label} | record {int(topk.record[idx[0]])}"
+        head = ["position", "top-1 token id", "handoff", *(f"p{k + 1}" for k in range(probs.shape[1]))]
+        cells = [[str(int(topk.token[i])), str(int(t)), "yes" if h else "", *(_fmt(float(v), 3) for v in p)]
+                 for i, t, h, p in zip(idx, ids, hand, probs)]
+        figs.append(Plot("System 1's top-10 probabilities along one generation",
+                         plots.to_png_bytes(plots.topk_generation_figure(probs, hand, ids, title)),
+                         f"{title}: System 1's ten most likely tokens at each evaluated position, red where System "
+                         "2's token differed (a handoff)", (head, cells)))
+    pooled = paper.concat_topk([t for _, t in parts])
+    try:
+        embs = paper.embed_topk(pooled, random_state=random_state)
+    except ValueError as err:
+        notes.append(f"t-SNE omitted: {err}")
+        return figs
+    head = ["features", "dimensions", "points", "handoffs", "agreements", "silhouette", "Davies-Bouldin",
+            "adjusted Rand index vs handoff"]
+    cells = [[e.name, str(e.n_features), str(len(e.handoff)), str(int(e.handoff.sum())), str(int((~e.handoff).sum())),
+              _fmt(e.silhouette, 3), _fmt(e.davies_bouldin, 3), _fmt(e.ari, 3)] for e in embs]
+    figs.append(Plot("t-SNE of System 1's top-100 probabilities: handoffs vs agreements",
+                     plots.to_png_bytes(plots.embedding_figure(embs)),
+                     "tokens where System 2 was evaluated, an equal sample of handoffs (System 2's token differs: "
+                     "FS-GEN's 'mismatch') and agreements ('match'), PCA to 10 dimensions, then t-SNE; k-means "
+                     "(k = 2) on the embedding, scored by silhouette and Davies-Bouldin, and against the handoff "
+                     "labels by the adjusted Rand index (0: chance)", (head, cells)))
+    return figs
+
+
 def _trace_figures(runs: list[Run], all_records: list[list[dict[str, Any]]], target: float | None,
                    notes: list[str]) -> list[Plot]:
     figs: list[Plot] = []
@@ -175,11 +266,7 @@ def _trace_figures(runs: list[Run], all_records: list[list[dict[str, Any]]], tar
     if pooled.n_called:
         figs.append(Plot("System-1 uncertainty at handoffs vs agreements",
                            plots.to_png_bytes(plots.signal_figure(summarize_signals(pooled)))))
-        labels, rates = [], []
-        for run, recs in per_task:
-            labels.append(f"{recs[0].get('task')} | {run.pair} | {run.label}")
-            rates.append(rate_by_decile(called_tokens([rec["trace"] for rec in recs]))[0])
-        figs.append(Plot("Handoff rate by relative position", plots.to_png_bytes(plots.position_figure(labels, np.array(rates)))))
+        figs.append(position_plot(per_task))
     always = [t for r, ts in per_run if _router(r) is not None and _router(r).always_calls for t in ts]
     if always:
         try:
@@ -244,14 +331,20 @@ def build_report(runs: list[Run], params: ParamTable | None = None, title: str =
                                   f"fit: f(r) = b - a r^-alpha (a, alpha, b >= 0.05), drawn over the data's range, "
                                   f"where a group has >= {MIN_PAIRS} distinct pairs; a degenerate fit (a parameter "
                                   "at its bound, R² <= 0, an unbounded interval) is dotted and named so in the legend"))
+        cube = scatter3d_plot(scaling_points(runs, params, []))
+        if cube is not None:
+            rep.figures.append(cube)
     else:
         rep.notes.append("scaling plot omitted: no collaborative run with known parameter counts")
     rep.figures += _trace_figures(runs, records, target_call_rate, rep.notes)
+    rep.figures += topk_figures(runs, rep.notes)
     return rep
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
-    return "–" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
 def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
