@@ -303,8 +303,9 @@ def drop_finished(st: DecodeState) -> None:
 COMPACT_FRACTION = 0.25
 
 
-def compact(st: DecodeState, fraction: float = COMPACT_FRACTION) -> None:
-    """Squeeze masked columns out of the token columns and every cache once they exceed ``fraction``.
+def compact(st: DecodeState, fraction: float | None = None) -> None:
+    """Squeeze masked columns out of the token columns and every cache once they exceed ``fraction``
+    (default ``COMPACT_FRACTION``) of the columns.
 
     Columns a cache has not been fed yet are kept for every row, so each runner's cache stays a prefix of
     the columns (a runner that was never fed stays empty and later feeds the compacted columns).
@@ -313,7 +314,7 @@ def compact(st: DecodeState, fraction: float = COMPACT_FRACTION) -> None:
     if not fed or not all(r.compactable() for r in st.runners()):
         return
     length = st.seq.length
-    index = st.seq.compact_index(min(fed), fraction)
+    index = st.seq.compact_index(min(fed), COMPACT_FRACTION if fraction is None else fraction)
     if index is None:
         return
     removed = length - index.shape[1]
