@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fsgen_eval.core.jsonl import read_jsonl
-from fsgen_eval.core.schema import Trace, trace_from_json
+from fsgen_eval.core.schema import RunInfo, Trace, trace_from_json
 
 # with no logging set up (the CLI), Python prints warnings bare to stderr
 log = logging.getLogger("fsgen_eval.analysis")
@@ -25,12 +25,12 @@ log = logging.getLogger("fsgen_eval.analysis")
 class Run:
     """One lm-eval run of the ``fsgen`` model: a ``results_<ts>.json`` and its trace files.
 
-    ``fsgen`` is ``config["fsgen"]`` (small, large, method, router, threshold, summary, per_task, ...);
+    ``fsgen`` is ``config["fsgen"]``, the run record the adapter wrote (``core.schema.RunInfo``);
     ``results`` is lm-eval's ``results`` block (task -> metric -> value).
     """
 
     path: Path
-    fsgen: dict[str, Any]
+    fsgen: RunInfo
     results: dict[str, dict[str, Any]]
     trace_files: list[Path] = field(default_factory=list)  # those config["fsgen"]["traces"] names
     missing_traces: list[Path] = field(default_factory=list)  # named but not found
@@ -38,12 +38,12 @@ class Run:
     @property
     def label(self) -> str:
         """``method/router[@threshold]``: the collaborative configuration."""
-        thr = self.fsgen.get("threshold")
-        return f"{self.fsgen.get('method')}/{self.fsgen.get('router')}" + ("" if thr is None else f"@{thr}")
+        thr = self.fsgen.threshold
+        return f"{self.fsgen.method}/{self.fsgen.router}" + ("" if thr is None else f"@{thr}")
 
     @property
     def pair(self) -> str:
-        return f"{_short(self.fsgen.get('small'))} -> {_short(self.fsgen.get('large'))}"
+        return f"{_short(self.fsgen.small)} -> {_short(self.fsgen.large)}"
 
 
 def _short(model: Any) -> str:
@@ -83,11 +83,9 @@ def load_run(path: Path) -> Run:
     fsgen = (obj.get("config") or {}).get("fsgen")
     if not isinstance(fsgen, dict):
         raise ValueError(f"{path}: results file lacks config['fsgen'] (was it run with --model fsgen?)")
-    for key in ("small", "large", "method", "router"):
-        if key not in fsgen:
-            raise ValueError(f"{path}: config['fsgen'] lacks {key!r}")
     present, missing = _trace_files_for(Path(path), fsgen)
-    return Run(Path(path), fsgen, obj["results"], present, missing)
+    run_info = RunInfo.from_json(fsgen, where=f"{path}: config['fsgen']")
+    return Run(Path(path), run_info, obj["results"], present, missing)
 
 
 def _trace_files_for(results_path: Path, fsgen: dict[str, Any]) -> tuple[list[Path], list[Path]]:
