@@ -226,6 +226,7 @@ class RunInfo:
     small_base: str | None = None  # proxy tuning: the untuned base of `small`
     threshold: float | None = None  # the router's threshold
     params: dict[str, Any] = field(default_factory=dict)  # the method's parameters, defaults filled in
+    router_params: dict[str, Any] = field(default_factory=dict)  # the router's parameters (threshold aside)
     run_id: str | None = None  # also in every trace record of the run (None: written before run ids)
     summary: dict[str, Any] = field(default_factory=dict)  # SUMMARY_KEYS over every task and rank
     per_task: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> SUMMARY_KEYS
@@ -256,8 +257,8 @@ class RunInfo:
                 raise ValueError(f"{where} lacks {key!r}" if key not in obj else f"{where}[{key!r}] is not a string")
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in obj.items() if k in known and v is not None}
-        for key, kind in (("params", dict), ("summary", dict), ("per_task", dict), ("traces", list),
-                          ("auto_batch_sizes", list), ("code_eval_sandbox", list)):
+        for key, kind in (("params", dict), ("router_params", dict), ("summary", dict), ("per_task", dict),
+                          ("traces", list), ("auto_batch_sizes", list), ("code_eval_sandbox", list)):
             if not isinstance(values.get(key, kind()), kind):
                 raise ValueError(f"{where}[{key!r}] is not a{'n object' if kind is dict else ' list'}")
         for key in ("threshold", "tokens_per_second"):
