@@ -7,11 +7,12 @@ prints
 
 1. the probe alone, timed in one process, interleaved: ``--model hf`` (the large model) vs ``--model fsgen``
    (goal: about 1x; fsgen's probe runs each model once per call, hf's runs the large one);
-2. with ``--cli``: the issue's whole command lines, ``hf`` and ``fsgen`` each with ``batch_size=auto`` and
+2. with ``--before``: the probe as it was (each call the full collaboration, ``score_batch``) vs hf's;
+3. with ``--cli``: the issue's whole command lines, ``hf`` and ``fsgen`` each with ``batch_size=auto`` and
    ``batch_size=4``, and what each run picked.
 
 Usage: python benchmarks/bench_auto_batch.py [--small models/micro/micro-s] [--large models/micro/micro-l]
-       [--max-batch-size 64] [--max-length N] [--repeats 2] [--cli]
+       [--max-batch-size 64] [--max-length N] [--repeats 2] [--before] [--cli]
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def probe_seconds(lm, repeats: int) -> tuple[float, int]:
     return best, int(size)
 
 
-def probes(small: str, large: str, max_batch_size: int, max_length: int | None, repeats: int) -> None:
+def probes(small: str, large: str, max_batch_size: int, max_length: int | None, repeats: int,
+           before: bool = False) -> None:
     import fsgen_eval  # noqa: F401
     from lm_eval.models.huggingface import HFLM
 
@@ -63,18 +65,35 @@ def probes(small: str, large: str, max_batch_size: int, max_length: int | None, 
     print(f"probe, max_length {hf.max_length}, max_batch_size {max_batch_size}: "
           f"hf {hf_t:.2f} s (picked {picked['hf']}), fsgen {fs_t:.2f} s (picked {picked['fsgen']}), "
           f"fsgen/hf = {fs_t / hf_t:.2f}x")
+    if before:
+        before_probe(fs, hf, repeats)
 
 
-def cli_runs(small: str, large: str) -> None:
+def before_probe(fs, hf, repeats: int) -> None:
+    """The probe as it was (issue 13 item 8): each call the full teacher-forced collaboration."""
+    from fsgen_eval.engine.score import score_batch
+
+    now = fs._model_call
+    fs._model_call = lambda inps, *a, **k: score_batch(fs.pair, inps, torch.ones_like(inps),
+                                                       fs._decode_config()).logprobs
+    t_before, _ = probe_seconds(fs, 1)
+    fs._model_call = now
+    t_hf, _ = probe_seconds(hf, 1)
+    print(f"before the fix: fsgen {t_before:.2f} s vs hf {t_hf:.2f} s = {t_before / t_hf:.2f}x")
+
+
+def cli_runs(small: str, large: str, max_batch_size: int, max_length: int | None) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "FSGEN_DATASETS_DIR": str(REPO.parent / "shared" / "hf-datasets")}
     common = ["--tasks", "gsm8k", "--limit", "8", "--num_fewshot", "3"]
     runs = {}
+    sizes = f",max_length={max_length}" if max_length else ""
     for model, args in (("hf", f"pretrained={large}"), ("fsgen", f"small={small},large={large}")):
         for bs in ("auto", "4"):
             with tempfile.TemporaryDirectory() as out:
                 cmd = [sys.executable, "-m", "lm_eval", "--model", model, "--model_args",
-                       f"{args},device=cpu,batch_size={bs}", *common, "--output_path", out]
+                       f"{args},device=cpu,batch_size={bs},max_batch_size={max_batch_size}{sizes}", *common,
+                       "--output_path", out]
                 start = time.perf_counter()
                 proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
                 took = time.perf_counter() - start
@@ -95,12 +114,13 @@ def main() -> None:
     ap.add_argument("--max-batch-size", type=int, default=64)
     ap.add_argument("--max-length", type=int, default=None, help="context window (default: the model's)")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--before", action="store_true", help="also time the probe as it was (score_batch per call)")
     ap.add_argument("--cli", action="store_true", help="also time the issue's whole lm_eval command lines")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    probes(args.small, args.large, args.max_batch_size, args.max_length, args.repeats)
+    probes(args.small, args.large, args.max_batch_size, args.max_length, args.repeats, args.before)
     if args.cli:
-        cli_runs(args.small, args.large)
+        cli_runs(args.small, args.large, args.max_batch_size, args.max_length)
 
 
 if __name__ == "__main__":
