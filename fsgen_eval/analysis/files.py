@@ -34,6 +34,22 @@ class Run:
     results: dict[str, dict[str, Any]]
     trace_files: list[Path] = field(default_factory=list)  # those config["fsgen"]["traces"] names
     missing_traces: list[Path] = field(default_factory=list)  # named but not found
+    config: dict[str, Any] = field(default_factory=dict)  # lm-eval's ``config`` (model_args, batch_size, ...)
+    n_shot: dict[str, Any] = field(default_factory=dict)  # lm-eval's ``n-shot``: task -> few-shot count
+
+    def settings(self, task: str) -> dict[str, Any]:
+        """What makes this run's points comparable or not with another's (besides the pair): ``task``,
+        ``method``, ``router``, ``threshold``, ``dtype`` (the dtype the models ran in), ``num_fewshot`` and
+        ``batch_size`` — the last only in half precision, where the batch changes the numbers (in fp32 the
+        engine's results do not depend on it)."""
+        args = self.config.get("model_args") if isinstance(self.config.get("model_args"), dict) else {}
+        dtype = self.config.get("model_dtype") or args.get("dtype")
+        dtype = str(dtype).removeprefix("torch.") if dtype is not None else None
+        half = dtype in ("float16", "bfloat16", "half", "auto")
+        batch = self.config.get("batch_size")
+        return {"task": task, "method": self.fsgen.method, "router": self.fsgen.router,
+                "threshold": self.fsgen.threshold, "dtype": dtype, "num_fewshot": self.n_shot.get(task),
+                "batch_size": str(batch) if half and batch is not None else None}
 
     @property
     def label(self) -> str:
@@ -85,7 +101,9 @@ def load_run(path: Path) -> Run:
         raise ValueError(f"{path}: results file lacks config['fsgen'] (was it run with --model fsgen?)")
     present, missing = _trace_files_for(Path(path), fsgen)
     run_info = RunInfo.from_json(fsgen, where=f"{path}: config['fsgen']")
-    return Run(Path(path), run_info, obj["results"], present, missing)
+    config = {k: v for k, v in (obj.get("config") or {}).items() if k != "fsgen"}
+    n_shot = obj.get("n-shot") if isinstance(obj.get("n-shot"), dict) else {}
+    return Run(Path(path), run_info, obj["results"], present, missing, config, n_shot)
 
 
 def _trace_files_for(results_path: Path, fsgen: dict[str, Any]) -> tuple[list[Path], list[Path]]:
