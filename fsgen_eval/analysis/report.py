@@ -52,14 +52,14 @@ class Report:
 
 def _router(run: Run) -> RouterSpec | None:
     """The run's router entry (``None`` if not registered in this process: reported as collaborative)."""
-    return ROUTERS.get(run.fsgen.get("router"))
+    return ROUTERS.get(run.fsgen.router)
 
 
 def role(run: Run) -> str:
     """The run's row group: ``System 1 alone`` (a router that never calls System 2), ``System 2 alone
     (oracle)`` (a method whose System 2 is the large model alone behind an always-calling router), else
     ``collaborative``."""
-    router, method = _router(run), METHODS.get(run.fsgen.get("method"))
+    router, method = _router(run), METHODS.get(run.fsgen.method)
     if router is not None and router.never_calls:
         return "System 1 alone"
     if method is not None and method.large_alone and router is not None and router.always_calls:
@@ -74,7 +74,7 @@ def _metric_names(task_results: dict[str, Any]) -> list[str]:
 def _row(run: Run, task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     """One leaderboard row: the run's metrics (value, stderr), rates and their intervals on ``task``."""
     res = run.results[task]
-    summary = (run.fsgen.get("per_task") or {}).get(task) or run.fsgen.get("summary") or {}
+    summary = run.fsgen.task_summary(task)
     metrics = {}
     for m in _metric_names(res):
         name, _, filt = m.partition(",")
@@ -82,7 +82,7 @@ def _row(run: Run, task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
         metrics[m] = (float(res[m]), float(se) if isinstance(se, (int, float)) else None)
     row = {"role": role(run), "pair": run.pair, "config": run.label, "metrics": metrics}
     row.update({k: summary.get(k) for k in SUMMARY_RATES})
-    row["tokens_per_second"] = run.fsgen.get("tokens_per_second")
+    row["tokens_per_second"] = run.fsgen.tokens_per_second
     row["ci"] = trace_intervals([r for r in records if str(r.get("task")) == task])
     return row
 
@@ -123,15 +123,14 @@ def scaling_points(runs: list[Run], params: ParamTable | None, notes: list[str])
         if _router(run) is not None and _router(run).never_calls:
             continue
         try:
-            sizes = {"small_params": params.get(run.fsgen["small"]), "large_params": params.get(run.fsgen["large"])}
+            sizes = {"small_params": params.get(run.fsgen.small), "large_params": params.get(run.fsgen.large)}
         except ValueError as err:
             notes.append(f"scaling plot: {err}")
             continue
         for task in run.results:
-            rate = ((run.fsgen.get("per_task") or {}).get(task) or run.fsgen.get("summary") or {}).get(
-                "collaboration_rate")
+            rate = run.fsgen.task_summary(task).get("collaboration_rate")
             if rate is not None:
-                rows.append({**run.settings(task), "small": run.fsgen["small"], "large": run.fsgen["large"],
+                rows.append({**run.settings(task), "small": run.fsgen.small, "large": run.fsgen.large,
                              **sizes, "collaboration_rate": float(rate)})
     return rows
 

@@ -131,18 +131,18 @@ def points_from_runs(runs, params, router: str) -> list[dict[str, Any]]:
     rows = []
     for run in runs:
         f = run.fsgen
-        if router != "any" and f.get("router") != router:
+        if router != "any" and f.router != router:
             continue
-        per_task = f.get("per_task") or {task: f.get("summary") or {} for task in run.results}
+        per_task = f.per_task or {task: f.summary for task in run.results}
         for task, summary in per_task.items():
             rate = (summary or {}).get("collaboration_rate")
             if rate is None:
                 raise ValueError(f"{run.path}: no collaboration_rate for task {task!r} in config['fsgen']")
             try:
-                sizes = {"small_params": params.get(f["small"]), "large_params": params.get(f["large"])}
+                sizes = {"small_params": params.get(f.small), "large_params": params.get(f.large)}
             except ValueError as err:
                 raise ValueError(f"{run.path}: {err}") from None
-            rows.append({**run.settings(task), "small": f["small"], "large": f["large"], **sizes,
+            rows.append({**run.settings(task), "small": f.small, "large": f.large, **sizes,
                          "collaboration_rate": float(rate)})
     return rows
 
