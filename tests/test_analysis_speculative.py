@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from fsgen_eval.analysis.files import Run
-from fsgen_eval.analysis.report import build_report, to_markdown
+from fsgen_eval.analysis.report import build_report, to_html, to_markdown
 from fsgen_eval.analysis.speculative import acceptance_profiles
+from fsgen_eval.core.schema import RunInfo
 
 
 def run_with_profile() -> Run:
@@ -18,8 +19,8 @@ def run_with_profile() -> Run:
                 "acceptance_rate": a / d, "mean_acceptance_length": 1 + a / s}
 
     by_k = {"1": {"per_task": {"gsm8k": counters(10, 8, 10)}}, "2": {"per_task": {"gsm8k": counters(12, 9, 6)}}}
-    fsgen = {"small": "s", "large": "l", "method": "oracle", "router": "always", "summary": {}, "per_task": {},
-             "speculative": {"draft_lengths": by_k}}
+    fsgen = RunInfo(small="s", large="l", method="oracle", router="always",
+                    speculative={"draft_lengths": by_k})
     return Run(Path("r/results_1.json"), fsgen, {"gsm8k": {}})
 
 
@@ -36,7 +37,10 @@ def test_report_shows_the_profile(tmp_path):
     pytest.importorskip("matplotlib")
     rep = build_report([run_with_profile()], cost_ratio=0.1)
     fig = next(f for f in rep.figures if "draft length" in f.title)
-    assert fig.png.startswith(b"\x89PNG") and "| s -> l | gsm8k | 2 | 0.7500 | 2.500 | 0.1 | 2.08 |" in fig.table_md
-    assert fig.table_md in to_markdown(rep, [f"f{i}.png" for i in range(len(rep.figures))])
-    assert not any("draft length" in f.title for f in build_report([Run(Path("x.json"), {
-        "small": "s", "large": "l", "method": "oracle", "router": "always"}, {"gsm8k": {}})]).figures)
+    head, rows = fig.data
+    assert fig.png.startswith(b"\x89PNG") and ["s -> l", "gsm8k", "2", "0.7500", "2.500", "0.1", "2.08"] in rows
+    assert "| s -> l | gsm8k | 2 | 0.7500 | 2.500 | 0.1 | 2.08 |" in to_markdown(
+        rep, [f"f{i}.png" for i in range(len(rep.figures))])
+    assert "<td>2.08</td>" in to_html(rep) and head[-1] == "speed-up bound"
+    assert not any("draft length" in f.title for f in build_report([Run(Path("x.json"), RunInfo(
+        small="s", large="l", method="oracle", router="always"), {"gsm8k": {}})]).figures)

@@ -1,9 +1,9 @@
 """Greedy speculative decoding's acceptance profile per draft length, from replayed runs (numpy only).
 
 ``fsgen-eval replay --draft-lengths 1,...,8`` (or the sweep's ``--draft-lengths``) writes, per draft length
-``k``, the counters of batch-1 greedy speculative decoding into ``config["fsgen"]["speculative"]``. With a
-cost ratio ``c`` (one System 1 forward pass / one large-model pass), ``k`` drafts and one verification cost
-``k·c + 1`` large-model passes and emit ``mean_acceptance_length`` tokens, so the wall-time speed-up over the
+``k``, the counters of batch-1 greedy speculative decoding into ``config["fsgen"]["speculative"]``
+(``RunInfo.speculative``). With a cost ratio ``c`` (one System 1 forward pass / one large-model pass), ``k``
+drafts and one verification cost ``k·c + 1`` large-model passes and emit ``mean_acceptance_length`` tokens, so the wall-time speed-up over the
 large model alone is at most ``mean_acceptance_length / (k·c + 1)`` (Leviathan et al. 2023, eq. 1, with the
 measured tokens per verification instead of the i.i.d. estimate).
 """
@@ -39,7 +39,7 @@ def _ratio(run: Run, params: ParamTable | None) -> float | None:
     if params is None:
         return None
     try:
-        return params.get(run.fsgen["small"]) / params.get(run.fsgen["large"])
+        return params.get(run.fsgen.small) / params.get(run.fsgen.large)
     except (ValueError, KeyError, ZeroDivisionError):
         return None
 
@@ -48,7 +48,7 @@ def acceptance_profiles(runs: list[Run], params: ParamTable | None = None) -> li
     """Every (run, task) whose ``config["fsgen"]`` holds per-draft-length speculative counters."""
     out = []
     for run in runs:
-        by_k = (run.fsgen.get("speculative") or {}).get("draft_lengths") or {}
+        by_k = (run.fsgen.speculative or {}).get("draft_lengths") or {}
         if not by_k:
             continue
         ks = sorted(by_k, key=int)
@@ -62,15 +62,16 @@ def acceptance_profiles(runs: list[Run], params: ParamTable | None = None) -> li
     return out
 
 
-def profile_table(profiles: list[AcceptanceProfile], cost_ratio: float | None = None) -> str:
-    """Markdown: one row per (pair, task, k) with acceptance rate, mean acceptance length, speed-up bound."""
-    lines = ["| pair | task | k | acceptance rate | mean acceptance length | cost ratio | speed-up bound |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+def profile_table(profiles: list[AcceptanceProfile],
+                  cost_ratio: float | None = None) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): one row per (pair, task, k) with acceptance rate, mean acceptance length, cost ratio and
+    speed-up bound, formatted (a report ``Plot``'s ``data``, drawn as a Markdown and an HTML table)."""
+    head = ["pair", "task", "k", "acceptance rate", "mean acceptance length", "cost ratio", "speed-up bound"]
+    rows = []
     for p in profiles:
         bound = p.speedup_bound(cost_ratio)
         c = p.cost_ratio if cost_ratio is None else cost_ratio
         for i, k in enumerate(p.k):
-            b = "–" if bound is None else f"{bound[i]:.2f}"
-            lines.append(f"| {p.pair} | {p.task} | {k} | {p.acceptance_rate[i]:.4f} | "
-                         f"{p.mean_acceptance_length[i]:.3f} | {'–' if c is None else f'{c:.3g}'} | {b} |")
-    return "\n".join(lines)
+            rows.append([p.pair, p.task, str(k), f"{p.acceptance_rate[i]:.4f}", f"{p.mean_acceptance_length[i]:.3f}",
+                         "–" if c is None else f"{c:.3g}", "–" if bound is None else f"{bound[i]:.2f}"])
+    return head, rows

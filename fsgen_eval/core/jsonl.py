@@ -1,4 +1,4 @@
-"""Reading JSON-lines files that a killed writer may have left with a torn last line.
+"""Reading JSON-lines files that a killed writer may have left with a torn last line (and JSON files).
 
 One rule for every reader of trace files (analyze, report, check, the run summary): a final line that is not
 valid JSON and has no newline after it is what a kill mid-write leaves, so it is skipped with a warning that
@@ -41,3 +41,17 @@ def read_jsonl(path: Path, strict: bool = True) -> Iterator[tuple[int, dict[str,
             log.warning("%s:%d: not a JSON object; skipped", path, n)
             continue
         yield n, obj
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; raises naming the file when it is missing, empty or not JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    text = path.read_text()
+    if not text.strip():
+        raise ValueError(f"{path}: file is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None

@@ -14,11 +14,13 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fsgen_eval.core.schema import RunInfo
 from fsgen_eval.lm_eval.args import pair_name
 from fsgen_eval.lm_eval.samples import System2Run, read_system2_run, tokenize_run
 from fsgen_eval.lm_eval.traces import SummaryBook, make_record, timestamp
@@ -148,12 +150,12 @@ def _write_small(run: System2Run, setup: ReplaySetup, small: str, trajs: list[An
 
     large_name = setup.large or run.model
     folder = setup.output / pair_name(small, large_name)
-    ts = timestamp()
+    ts, run_id = timestamp(), uuid.uuid4().hex[:12]  # as the adapter's: one id in the record and every line
     book = SummaryBook()
     lines, spec = [], {k: defaultdict(list) for k in setup.draft_lengths}
     for r, t, a, b in zip(run.requests, trajs, s1, s2 or [None] * len(trajs), strict=True):
         trace = rp.oracle_trace(t, a, b)
-        meta = {"task": r.task, "doc_id": r.doc_id, "prompt_hash": r.prompt_hash,
+        meta = {"run_id": run_id, "task": r.task, "doc_id": r.doc_id, "prompt_hash": r.prompt_hash,
                 "request_type": "generate_until", "method": "oracle", "router": "always", "rank": 0}
         rec = make_record(meta, trace, None)
         book.add_record(rec)
@@ -163,18 +165,17 @@ def _write_small(run: System2Run, setup: ReplaySetup, small: str, trajs: list[An
             spec[k][r.task].append(rp.speculative_counters(match, t.finish, t.max_new_tokens, k))
     trace_file = folder / f"traces_{ts}.jsonl"
     atomic_write(trace_file, "\n".join(lines) + "\n")
-    info = {"small": small, "large": large_name, "small_base": None, "method": "oracle", "router": "always",
-            "threshold": None, "params": {}, **book.summary(),
-            "tokens_per_second": None, "traces": [trace_file.name],
-            "replay": _replay_info(run, setup, counts, facts)}
-    if setup.draft_lengths:
-        info["speculative"] = _spec_info(spec)
+    summary = book.summary()
+    info = RunInfo(small=small, large=large_name, method="oracle", router="always", run_id=run_id,
+                   summary=summary["summary"], per_task=summary["per_task"], traces=[trace_file.name],
+                   batch_size=setup.batch_size, replay=_replay_info(run, setup, counts, facts),
+                   speculative=_spec_info(spec) if setup.draft_lengths else None)
     results = copy.deepcopy(run.results)
     results.pop("samples", None)
     results["config"]["model"] = "fsgen"
     results["config"]["model_args"] = {"small": small, "large": large_name, "method": "oracle",
                                        "router": "always", "dtype": setup.dtype}
-    results["config"]["fsgen"] = info
+    results["config"]["fsgen"] = info.to_json()
     results["model_name"] = pair_name(small, large_name)
     path = folder / f"results_{ts}.json"
     atomic_write(path, json.dumps(results, indent=2, ensure_ascii=False, default=str))

@@ -25,7 +25,8 @@ from typing import Any
 from lm_eval.models.utils import handle_stop_sequences, has_bos_prefix, normalize_gen_kwargs
 from lm_eval.utils import hash_string
 
-from fsgen_eval.analysis.files import read_json
+from fsgen_eval.core.jsonl import read_json, read_jsonl
+from fsgen_eval.core.schema import RunInfo, trace_from_json
 
 # runs of --model fsgen whose emitted tokens are one model's greedy tokens: (method, router) -> the model
 _GREEDY_TRAJECTORY = {("oracle", "always"): "large", ("speculative", "always"): "large"}
@@ -165,13 +166,43 @@ def _samples_requests(results_path: Path, tasks: list[str], eos_text: str | None
     return reqs
 
 
-def _trace_requests(results_path: Path, fsgen: dict[str, Any], by_prompt: dict[tuple[str, int, str], Request],
-                    trace_files: list[Path]) -> list[Request]:
-    from fsgen_eval.analysis.files import read_trace_file
+def _trace_files(results_path: Path, run: RunInfo) -> list[Path]:
+    """The trace files ``config.fsgen.traces`` names: a bare name beside the results file, a path as given
+    (absolute, or relative to where the run started). A replay needs every token, so a missing one is refused."""
+    files = []
+    for name in run.traces:
+        given = Path(name)
+        candidates = [given] if given.is_absolute() else [results_path.parent / given, given]
+        hit = next((c for c in candidates if c.is_file()), None)
+        if hit is None:
+            raise FileNotFoundError(f"{results_path}: its trace file {candidates[0]} is missing")
+        if hit not in files:
+            files.append(hit)
+    return files
 
+
+def _trace_records(path: Path, run_id: str | None) -> list[dict[str, Any]]:
+    """The records of ``run_id`` in one trace file (all of them for a run written before run ids); a file
+    several runs appended to (``trace_append``) keeps the others' records out."""
+    records = []
+    for n, rec in read_jsonl(path, strict=True):  # a torn final line (a killed writer) is skipped with a warning
+        if run_id is not None and rec.get("run_id") != run_id:
+            continue
+        try:
+            trace_from_json(rec)  # the schema's checks of every field
+        except ValueError as err:
+            raise ValueError(f"{path}:{n}: {err}") from None
+        records.append(rec)
+    if not records:
+        raise ValueError(f"{path}: no trace record of run {run_id}" if run_id else f"{path}: trace file is empty")
+    return records
+
+
+def _trace_requests(results_path: Path, run: RunInfo, by_prompt: dict[tuple[str, int, str], Request],
+                    trace_files: list[Path]) -> list[Request]:
     reqs = []
     for tf in trace_files:
-        for rec in read_trace_file(tf):
+        for rec in _trace_records(tf, run.run_id):
             if rec.get("request_type") != "generate_until":
                 raise ValueError(f"{tf}: a {rec.get('request_type')} record ({rec.get('task')} doc_id "
                                  f"{rec.get('doc_id')}): nothing to replay (only generations are)")
@@ -195,8 +226,6 @@ def read_system2_run(folder: Path, source: str = "auto") -> System2Run:
     ``source``: ``trace`` (a ``--model fsgen`` run's trace files, prompts from the samples files), ``samples``
     (lm-eval's samples files of any backend), or ``auto`` (trace files if there are, else samples).
     """
-    from fsgen_eval.analysis.files import _trace_files_for
-
     results_path = _results_file(Path(folder))
     results = read_json(results_path)
     if not isinstance(results, dict) or not isinstance(results.get("config"), dict):
@@ -205,12 +234,14 @@ def read_system2_run(folder: Path, source: str = "auto") -> System2Run:
     config = results["config"]
     backend = str(config.get("model"))
     margs = _model_args(config.get("model_args"))
-    trace_files = _trace_files_for(results_path)
+    if source not in ("trace", "samples", "auto"):
+        raise ValueError(f"unknown replay source {source!r} (trace, samples or auto)")
+    fsgen = None
+    if config.get("fsgen") is not None:  # a --model fsgen run: its run record (core.schema.RunInfo)
+        fsgen = RunInfo.from_json(config["fsgen"], where=f"{results_path}: config['fsgen']")
+    trace_files = _trace_files(results_path, fsgen) if fsgen is not None and source != "samples" else []
     if source == "auto":
         source = "trace" if trace_files else "samples"
-    if source not in ("trace", "samples"):
-        raise ValueError(f"unknown replay source {source!r} (trace, samples or auto)")
-    fsgen = config.get("fsgen") if isinstance(config.get("fsgen"), dict) else None
     if source == "trace":
         if fsgen is None or not trace_files:
             raise ValueError(f"{results_path}: no --model fsgen trace files beside it (use --from samples)")
@@ -228,17 +259,17 @@ def read_system2_run(folder: Path, source: str = "auto") -> System2Run:
     return System2Run(results_path.parent, results_path, results, str(model), backend, source, reqs, margs)
 
 
-def _trajectory_model(path: Path, fsgen: dict[str, Any]) -> str:
+def _trajectory_model(path: Path, fsgen: RunInfo) -> str:
     """The model whose greedy tokens a ``--model fsgen`` run emitted; refuses runs that mix models."""
-    method, router = fsgen.get("method"), fsgen.get("router")
+    method, router = fsgen.method, fsgen.router
     if router == "never":
-        return str(fsgen["small"])
+        return fsgen.small
     role = _GREEDY_TRAJECTORY.get((method, router))
     if role is None:
         raise ValueError(f"{path}: method={method}, router={router}: its tokens are not one model's greedy "
                          "tokens, so no oracle can be replayed from it (oracle or speculative with router "
                          "always, or router never)")
-    return str(fsgen[role])
+    return str(getattr(fsgen, role))
 
 
 # ------------------------------------------------------------------------------------------ tokenizing

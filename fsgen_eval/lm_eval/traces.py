@@ -55,10 +55,14 @@ def make_record(
 
 
 class TraceWriter:
-    """Appends records to one JSONL file, opened on the first write (no empty files for failed runs)."""
+    """Writes records to one JSONL file, opened on the first write (no empty files for failed runs).
 
-    def __init__(self, path: Path):
+    An existing file is refused (two runs would mix silently) unless ``append`` is set.
+    """
+
+    def __init__(self, path: Path, append: bool = False):
         self.path = Path(path)
+        self.append = append
         self._fh: TextIO | None = None
 
     def write_batch(self, records: Iterable[Mapping[str, Any]]) -> None:
@@ -67,7 +71,10 @@ class TraceWriter:
             return
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8")
+            try:
+                self._fh = open(self.path, "a" if self.append else "x", encoding="utf-8")
+            except FileExistsError:
+                raise FileExistsError(f"trace file {self.path} exists; pass trace_append=true to add to it") from None
         self._fh.write(lines)
         self._fh.flush()  # the batch is on disk (in the OS) before the next one starts
 
@@ -106,8 +113,11 @@ class SummaryBook:
         }
 
     @classmethod
-    def from_files(cls, paths: Iterable[Path]) -> "SummaryBook":
-        """Rebuild from trace files (all ranks'); a torn last line (a killed writer) is skipped with a warning."""
+    def from_files(cls, paths: Iterable[Path], run_id: str | None = None) -> "SummaryBook":
+        """Rebuild from trace files (all ranks'); a torn last line (a killed writer) is skipped with a warning.
+
+        With ``run_id``, only that run's records count (a file appended to by several runs).
+        """
         book = cls()
         for path in paths:
             if not Path(path).exists():
@@ -115,8 +125,9 @@ class SummaryBook:
                 continue
             for n, rec in read_jsonl(Path(path), strict=False):  # (the torn-last-line rule of every reader)
                 try:
-                    book.add_record(rec)
-                except (KeyError, TypeError, ValueError) as err:
+                    if run_id is None or rec.get("run_id") == run_id:
+                        book.add_record(rec)
+                except (KeyError, TypeError, ValueError, AttributeError) as err:
                     log.warning("fsgen: %s line %d is not a trace record (%s); skipped", path, n, err)
         return book
 
