@@ -84,10 +84,10 @@ def test_replay_from_traces_equals_lockstep_field_by_field(runs):
         for k in FLOATS:
             np.testing.assert_allclose(got[key]["trace"][k], r["trace"][k], atol=1e-5, rtol=0, err_msg=f"{key} {k}")
     (run,), (lock,) = find_runs([out]), find_runs([runs["lockstep"]])
-    assert run.fsgen["per_task"] == lock.fsgen["per_task"]
+    assert run.fsgen.per_task == lock.fsgen.per_task
     assert run.results == lock.results  # lm-eval's metrics: the oracle's are System 2's
-    assert run.fsgen["replay"]["replayed"] and run.fsgen["replay"]["source"] == "trace"
-    spec = run.fsgen["speculative"]["draft_lengths"]
+    assert run.fsgen.replay["replayed"] and run.fsgen.replay["source"] == "trace"
+    spec = run.fsgen.speculative["draft_lengths"]
     assert set(spec) == {"1", "2", "3"} and all(s["summary"]["verification_steps"] > 0 for s in spec.values())
 
 
@@ -98,17 +98,17 @@ def test_replay_without_large_keeps_handoffs_and_nulls_s2(runs):
         np.testing.assert_array_equal(got[key]["trace"]["handoff"], r["trace"]["handoff"])
         assert np.isnan(got[key]["trace"]["s2_entropy"]).all()
     (run,) = find_runs([out])
-    assert run.fsgen["large"] == str(runs["pair"][0]) and run.fsgen["replay"]["large_loaded"] is False
+    assert run.fsgen.large == str(runs["pair"][0]) and run.fsgen.replay["large_loaded"] is False
 
 
 def test_replay_from_hf_samples_counts_retokenization(runs):
     out = replayed(runs, "hf", "from-hf")
     (run,), (lock,) = find_runs([out]), find_runs([runs["lockstep"]])
-    rep = run.fsgen["replay"]
+    rep = run.fsgen.replay
     assert rep["source"] == "samples" and rep["system2_backend"] == "hf"
     for task, c in rep["tokenization"].items():
         assert c["requests"] == 3 and c["retokenized_exactly"] + len(c["mismatched_doc_ids"]) == 3
-        moved = abs(run.fsgen["per_task"][task]["collaboration_rate"] - lock.fsgen["per_task"][task]["collaboration_rate"])
+        moved = abs(run.fsgen.per_task[task]["collaboration_rate"] - lock.fsgen.per_task[task]["collaboration_rate"])
         if c["retokenized_exactly"] == 3 and not rep["not_large_greedy"][task]:
             assert moved < 1e-12, (task, moved)
 
@@ -194,3 +194,26 @@ def test_bad_input_is_one_line_before_any_model_loads(runs, capsys, no_weights, 
     for f in gone.glob("samples_*.jsonl"):
         f.unlink()
     assert "--log_samples" in refused(runs, gone, capsys)
+
+
+def test_trace_records_of_another_run_in_the_file_are_left_out(runs):
+    """A trace file several runs appended to (``trace_append``): only the results' run_id counts."""
+    from fsgen_eval.lm_eval.samples import read_system2_run
+
+    shared = copy_run(runs, "system2", "shared-trace")
+    (tf,) = shared.glob("traces_*.jsonl")
+    (res,) = shared.glob("results_*.json")
+    run_id = json.loads(res.read_text())["config"]["fsgen"]["run_id"]
+    lines = tf.read_text().splitlines()
+    assert run_id and all(json.loads(x)["run_id"] == run_id for x in lines)
+    other = [json.loads(x) | {"run_id": "another-run", "doc_id": 1000 + i} for i, x in enumerate(lines)]
+    tf.write_text("\n".join(lines + [json.dumps(x) for x in other]) + "\n")
+    assert len(read_system2_run(shared).requests) == len(lines)
+
+
+def test_missing_trace_file_is_refused(runs, capsys, no_weights):
+    gone = copy_run(runs, "system2", "no-trace")
+    for f in gone.glob("traces_*.jsonl"):
+        f.unlink()
+    err = refused(runs, gone, capsys)
+    assert "trace file" in err and "is missing" in err
