@@ -103,3 +103,31 @@ def test_cli_dry_run_shows_replay_groups(tmp_path, capsys):
     assert main(["sweep", "--family", "micro", "--tasks", "gsm8k", "--output-path", str(tmp_path), "--dry-run",
                  "--no-replay"]) == 0
     assert "replayed" not in capsys.readouterr().out
+
+
+def test_replay_group_takes_the_job_and_cell_locks(tmp_path):
+    """A cell another sweep holds is refused and left out of the replay; a held group is refused whole."""
+    cells = sweep.build_grid(MODELS, ["oracle"], ["always"], ["gsm8k"])
+    groups = sweep.replay_groups(cells)
+    (big_job, big_cells), (mid_job, mid_cells) = sorted(groups.items(), key=lambda g: len(g[1]), reverse=True)
+    held_cell = big_cells[0]
+    runner = FakeRunner()
+    with sweep.cell_lock(tmp_path / held_cell.relpath), sweep.cell_lock(tmp_path / mid_job.relpath):
+        out = sweep.run_sweep(cells, tmp_path, runner, progress=False, replay=True)
+    failed = dict(out.failed)
+    assert set(failed) == {held_cell, *mid_cells} and all("another sweep" in e for e in failed.values())
+    assert out.ran == [c for c in big_cells if c != held_cell]
+    (replay,) = [c for c in runner.calls if "replay" in c]  # the held group ran nothing, not even System 2
+    assert replay[replay.index("--small") + 1] == ",".join(c.small for c in out.ran)
+    assert kinds(runner.calls) == ["fsgen", "replay"]
+
+
+def test_replay_model_args_from_the_registry():
+    assert sweep.replay_model_args("dtype=float32, batch_size=4") == {"dtype": "float32", "batch_size": "4"}
+    with pytest.raises(ValueError, match="num_draft, a method's or router's parameter"):
+        sweep.replay_model_args("dtype=float32,num_draft=3")
+    with pytest.raises(ValueError, match="key=value"):
+        sweep.replay_model_args("dtype")
+    with pytest.raises(ValueError, match="threshold"):  # refused before any cell starts
+        sweep.run_sweep(sweep.build_grid(MODELS, ["oracle"], ["always"], ["gsm8k"]), Path("/nonexistent"),
+                        FakeRunner(), progress=False, replay=True, model_args_extra="threshold=1")

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,6 +277,8 @@ def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runn
     from tqdm import tqdm
 
     check_jobs(jobs, devices, command_kw.get("model_args_extra", ""))
+    if replay:
+        replay_model_args(command_kw.get("model_args_extra", ""))  # refused before any cell starts
     outcome = SweepOutcome()
     todo = [c for c in cells if not is_done(out_dir / c.relpath)]
     outcome.skipped = [c for c in cells if c not in todo]
@@ -366,6 +368,10 @@ VLLM_ARGS = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilizati
 
 
 def replayable(cell: Cell) -> bool:
+    """An oracle/``always`` cell without parameters: its tokens are the large model's greedy tokens and its
+    trace is exactly what ``fsgen-eval replay`` writes (s2_* the large model's own statistics). The registry's
+    ``large_alone`` + ``always_calls`` promise the first for another method, not the second, so the names are
+    the replay's own configuration here, not a guess at what a method does."""
     return (cell.method == "oracle" and cell.router == "always" and cell.threshold is None
             and not cell.method_params and not cell.router_params)
 
@@ -405,14 +411,29 @@ class System2Job:
         return cmd + list(lm_eval_args or [])
 
 
-def _extra_kv(model_args_extra: str) -> dict[str, str]:
-    return dict(a.split("=", 1) for a in model_args_extra.split(",") if "=" in a)
+def replay_model_args(model_args_extra: str) -> dict[str, str]:
+    """The cells' ``--model-args-extra`` (``k=v,k2=v2``, split as lm-eval splits ``--model_args``) as the
+    replay of oracle/``always`` cells reads it: dtype, device and batch_size become its flags. A method's or
+    router's parameter (any name in the registry's :func:`registry.param_names`: threshold, num_draft, ...) is
+    refused, as the adapter refuses it for method=oracle, router=always: the replay could not apply it."""
+    kv: dict[str, str] = {}
+    for piece in filter(None, (a.strip() for a in model_args_extra.split(","))):
+        key, eq, value = piece.partition("=")
+        if not (key and eq):
+            raise ValueError(f"--model-args-extra: write key=value pairs, got {piece!r}")
+        kv[key.strip()] = value.strip()
+    foreign = [k for k in kv if k in registry.param_names()]
+    if foreign:
+        raise ValueError(f"--model-args-extra sets {', '.join(foreign)}, a method's or router's parameter that "
+                         "oracle/always cells do not take; give it with --methods/--routers name:key=value, or "
+                         "pass --no-replay")
+    return kv
 
 
 def replay_command(system2_folder: Path, smalls: list[str], large: str, output: Path, model_args_extra: str = "",
                    draft_lengths: list[int] | None = None) -> list[str]:
     """``fsgen-eval replay`` of every small model on System 2's run, dtype/device/batch size as the cells'."""
-    kv = _extra_kv(model_args_extra)
+    kv = replay_model_args(model_args_extra)
     cmd = [sys.executable, "-m", "fsgen_eval.cli", "replay", str(system2_folder), "--small", ",".join(smalls),
            "--large", large, "-o", str(output), "--dtype", kv.get("dtype", "float32"),
            "--device", kv.get("device", "cpu")]
@@ -431,12 +452,13 @@ def _results_folder(folder: Path) -> Path:
 
 
 def run_system2(job: System2Job, out_dir: Path, runner: Runner, **command_kw) -> str | None:
-    """System 2's run into a temporary folder, renamed when it finished; a finished one is reused."""
+    """System 2's run into a temporary folder, renamed when it finished; a finished one is reused. The
+    caller holds the job's lock (:func:`run_replay_group`)."""
     final = out_dir / job.relpath
     if is_done(final):
         return None
     tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():
+    if tmp.exists():  # left by a killed sweep (a running one would hold the lock)
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     rc = runner(job.command(tmp, **command_kw), tmp)
@@ -454,18 +476,51 @@ def run_replay_group(job: System2Job, cells: list[Cell], out_dir: Path, runner: 
                      system2_model: str = "fsgen", vllm_args: dict[str, str] | None = None,
                      draft_lengths: list[int] | None = None, **command_kw) -> list[tuple[Cell, str | None]]:
     """System 2 once for ``job``, then one replay of every unfinished cell's small model; each cell's folder
-    gets its ``<small>__<large>`` run by a rename (a killed replay leaves only a ``.tmp`` folder)."""
-    from fsgen_eval.lm_eval.args import pair_name
+    gets its ``<small>__<large>`` run by a rename (a killed replay leaves only a ``.tmp`` folder).
 
+    Locks as :func:`run_cell`'s: the job's lock (beside ``_system2/<large>/<task>``) for System 2's run and
+    the group's replay folder, then each cell's own lock, so a second sweep on the folder (replaying or
+    lockstep) never runs a cell twice. A group another sweep holds is refused whole (one line per cell); a
+    cell another sweep holds is refused and left out of the replay; a cell found finished once its lock is
+    held was finished elsewhere (:data:`DONE_ELSEWHERE`).
+    """
     todo = [c for c in cells if not is_done(out_dir / c.relpath)]
     if not todo:
         return []
+    out: list[tuple[Cell, str | None]] = []
+    with ExitStack() as held:
+        try:
+            held.enter_context(cell_lock(out_dir / job.relpath))
+        except CellLocked as err:
+            return [(c, str(err)) for c in todo]
+        mine = []
+        for c in todo:
+            try:
+                held.enter_context(cell_lock(out_dir / c.relpath))
+            except CellLocked as err:
+                out.append((c, str(err)))
+                continue
+            if is_done(out_dir / c.relpath):
+                out.append((c, DONE_ELSEWHERE))
+            else:
+                mine.append(c)
+        if mine:
+            out += _replay_locked(job, mine, out_dir, runner, system2_model, vllm_args, draft_lengths, **command_kw)
+    return out
+
+
+def _replay_locked(job: System2Job, todo: list[Cell], out_dir: Path, runner: Runner, system2_model: str,
+                   vllm_args: dict[str, str] | None, draft_lengths: list[int] | None,
+                   **command_kw) -> list[tuple[Cell, str | None]]:
+    """:func:`run_replay_group`'s work once every lock is held."""
+    from fsgen_eval.lm_eval.args import pair_name
+
     s2_kw = {k: v for k, v in command_kw.items() if k in ("limit", "trace_arg", "model_args_extra", "lm_eval_args")}
     err = run_system2(job, out_dir, runner, model_class=system2_model, vllm_args=vllm_args, **s2_kw)
     if err:
         return [(c, err) for c in todo]
     tmp = out_dir / "_replay" / f"{job.relpath.parts[1]}__{job.relpath.parts[2]}.tmp"
-    if tmp.exists():
+    if tmp.exists():  # a killed replay's (the job's lock is held)
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     argv = replay_command(_results_folder(out_dir / job.relpath), [c.small for c in todo], job.large, tmp,
