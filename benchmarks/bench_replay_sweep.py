@@ -7,7 +7,7 @@ replay again and lockstep again when ``--repeats 2``; prints each wall time, the
 contention only the ratio of runs interleaved like this means something.
 
 Usage: python benchmarks/bench_replay_sweep.py [--limit 20] [--jobs 2] [--repeats 1] [--out runs/bench-replay]
-       [--reference reports-or-sweep-folder]  (also compares every rate with another sweep's, e.g. LIMIT=all)
+       [--tasks gsm8k,mbpp] [--models m1,m2,...] [--reference reports-or-sweep-folder]  (also compares every rate with another sweep's, e.g. LIMIT=all)
 """
 
 from __future__ import annotations
@@ -28,14 +28,17 @@ from fsgen_eval.analysis.files import find_runs  # noqa: E402
 from fsgen_eval.cli import main as cli  # noqa: E402
 
 
-def sweep(out: Path, limit: str, jobs: int, replay: bool) -> float:
+def sweep(out: Path, limit: str, jobs: int, replay: bool, tasks: str = "gsm8k,mbpp", models: str | None = None
+          ) -> float:
     if out.exists():
         shutil.rmtree(out)
-    argv = ["sweep", "--family", "micro", "--methods", "oracle", "--routers", "always", "--tasks", "gsm8k,mbpp",
+    argv = ["sweep", "--family", "micro", "--methods", "oracle", "--routers", "always", "--tasks", tasks,
             "--jobs", str(jobs), "--output-path", str(out), "--model-args-extra", "dtype=float32,batch_size=8",
             "--lm-eval-args=--num_fewshot 3 --confirm_run_unsafe_code"]
     if limit != "all":
         argv += ["--limit", limit]
+    if models:
+        argv += ["--models", models]
     if not replay:
         argv.append("--no-replay")
     start = time.perf_counter()
@@ -49,10 +52,10 @@ def rates(folder: Path) -> dict[tuple[str, str, str], float]:
     """(small, large, task) -> collaboration rate, over every cell below ``folder`` (System 2 runs left out)."""
     out = {}
     for run in find_runs([folder]):
-        if "_system2" in run.path.parts or run.fsgen.get("router") != "always":
+        if "_system2" in run.path.parts or run.fsgen.router != "always":
             continue
-        for task, s in run.fsgen["per_task"].items():
-            out[(Path(run.fsgen["small"]).name, Path(run.fsgen["large"]).name, task)] = s["collaboration_rate"]
+        for task, s in run.fsgen.per_task.items():
+            out[(Path(run.fsgen.small).name, Path(run.fsgen.large).name, task)] = s["collaboration_rate"]
     return out
 
 
@@ -69,16 +72,18 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench-replay")
     ap.add_argument("--reference", type=Path, help="another sweep folder to compare every rate with")
+    ap.add_argument("--tasks", default="gsm8k,mbpp", help="a part of the study: e.g. gsm8k")
+    ap.add_argument("--models", help="a part of the family (the sweep's --models; default: every micro model)")
     args = ap.parse_args()
     times: dict[str, list[float]] = {"replay": [], "lockstep": []}
     for _ in range(args.repeats):
         for mode in ("replay", "lockstep"):
-            t = sweep(args.out / mode, args.limit, args.jobs, mode == "replay")
+            t = sweep(args.out / mode, args.limit, args.jobs, mode == "replay", args.tasks, args.models)
             times[mode].append(t)
             print(f"{mode}: {t:.1f} s", flush=True)
     r, l = min(times["replay"]), min(times["lockstep"])
     n, diff = compare(rates(args.out / "replay"), rates(args.out / "lockstep"))
-    print(f"LIMIT={args.limit}, {n} (pair, task) rates, jobs={args.jobs}: replay {r:.1f} s vs lockstep {l:.1f} s "
+    print(f"LIMIT={args.limit}, tasks {args.tasks}, {n} (pair, task) rates, jobs={args.jobs}: replay {r:.1f} s vs lockstep {l:.1f} s "
           f"-> {r / l:.3f}x (goal <= 0.4x); largest rate difference {diff:.2e} (goal <= 1e-6)")
     if args.reference:
         n, diff = compare(rates(args.out / "replay"), rates(args.reference))
