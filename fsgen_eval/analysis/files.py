@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fsgen_eval.core.jsonl import read_jsonl
-from fsgen_eval.core.schema import Trace, trace_from_json
+from fsgen_eval.core.schema import Trace, topk_path, trace_from_json
 
 # with no logging set up (the CLI), Python prints warnings bare to stderr
 log = logging.getLogger("fsgen_eval.analysis")
@@ -252,4 +254,37 @@ def _numeric_row(path: Path, line: int, row: dict[str, str]) -> dict[str, Any]:
         if c == "collaboration_rate" and not 0 <= v <= 1:
             raise ValueError(f"{path}:{line}: column {c!r} must be a rate in [0, 1], got {row[c]!r}")
         out[c] = v
+    return out
+
+
+def read_topk(jsonl: Path, field: str = "s1_topk_probs") -> dict[int, np.ndarray]:
+    """One top-K column of a trace file's Parquet side file, per record: ``{JSONL line: [T, K] array}``.
+
+    System 2's lists are null where it was not evaluated; those rows become NaN (probabilities) or -1 (ids).
+    Raises naming the side file when it is missing, unreadable (e.g. a killed run left no footer) or lacks
+    the column.
+    """
+    import pyarrow.parquet as pq
+
+    side = topk_path(jsonl)
+    if not side.is_file():
+        raise FileNotFoundError(f"{side}: no top-K side file (record the traces with trace_topk=K)")
+    try:
+        table = pq.read_table(side, columns=["record", "token", field])
+    except Exception as err:  # pyarrow raises several types for a torn or foreign file
+        raise ValueError(f"{side}: not a readable top-K side file ({str(err).splitlines()[0]})") from None
+    rec = table.column("record").to_numpy()
+    tok = table.column("token").to_numpy()
+    values = table.column(field).to_pylist()
+    k = max((len(v) for v in values if v is not None), default=0)
+    fill = np.nan if field.endswith("probs") else -1
+    arr = np.asarray([v if v is not None else [fill] * k for v in values],
+                     dtype=np.float32 if field.endswith("probs") else np.int32).reshape(len(values), k)
+    out: dict[int, np.ndarray] = {}
+    for r in np.unique(rec):
+        rows = np.flatnonzero(rec == r)
+        rows = rows[np.argsort(tok[rows])]
+        if not np.array_equal(tok[rows], np.arange(len(rows))):
+            raise ValueError(f"{side}: record {int(r)} has token indices other than 0..{len(rows) - 1}")
+        out[int(r)] = arr[rows]
     return out

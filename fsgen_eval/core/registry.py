@@ -47,6 +47,7 @@ RESERVED = frozenset({
     "method", "router", "max_new_tokens", "temperature", "top_p", "top_k", "stop", "seed", "has_small_base",
     "record_trace", "pair", "prompts", "requests", "batch_size", "max_batch_size", "small", "large",
     "small_base", "dtype", "device", "max_length", "trust_remote_code", "parallelize", "trace", "params",
+    "trace_topk",
 })
 
 
@@ -376,13 +377,18 @@ def _threshold() -> Param:
 
 
 CONTRASTIVE_VARIANTS = ("obrien", "fsgen")
+SPECULATIVE_VARIANTS = ("bild", "fsgen")  # fsgen is lossy: System 1's tokens pass unverified off the router
 
 for _m in (
     MethodSpec("oracle", "fsgen_eval.core.methods:oracle", large_alone=True, doc="always emit the large model's token"),
     MethodSpec("speculative", "fsgen_eval.core.methods:speculative",
                (Param("num_draft", 5, number("num_draft must be an integer >= 1, got {v!r}", lambda v: v >= 1, True),
-                      "draft tokens per verification"),),
-               loop="speculative", doc="System 1 drafts num_draft tokens, the large model verifies them"),
+                      "draft tokens per verification"),
+                Param("speculative_variant", "bild", one_of("speculative_variant", SPECULATIVE_VARIANTS),
+                      "bild: every token verified, a router ends drafts early; fsgen: FS-GEN's code, LOSSY: "
+                      "System 1's tokens unverified where the router does not fire")),
+               loop="speculative", doc="System 1 drafts num_draft tokens, the large model verifies them "
+                                       "(speculative_variant 'bild': every token verified; 'fsgen': lossy)"),
     MethodSpec("contrastive", "fsgen_eval.core.methods:contrastive", (
         Param("alpha", 0.1, number("contrastive alpha (plausibility cut-off) must be in [0, 1], got {v!r}",
                                    lambda v: 0 <= v <= 1), "plausibility cut-off: p_large >= alpha * max p_large"),

@@ -30,7 +30,7 @@ def draft(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, k: int) -> tuple[
     early = not cfg.router_spec.always_calls  # an always-calling router means fixed-length drafts
     s1 = st.small.advance(st.seq, 1, pair.vocab_size)[:, -1]
     dists, drafts = [s1], []
-    while len(drafts) < k and not (early and bool((cfg.route(s1) & ~st.seq.finished).any())):
+    while len(drafts) < k and not (early and bool((cfg.route_at(s1, st.seq.generated) & ~st.seq.finished).any())):
         tok = pick(s1, cfg.temperature, cfg.top_k, cfg.top_p, st.generator)
         drafts.append(tok)
         st.seq.push(tok)

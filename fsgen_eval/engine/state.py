@@ -105,25 +105,36 @@ class Finisher:
 # ------------------------------------------------------------------------------------------- traces
 class Recorder:
     """Per-token trace columns ``[B0]`` over the original batch, kept on the device and moved to the CPU
-    once per batch. ``rows`` maps the live batch (finished rows are dropped) to original rows."""
+    once per batch. ``rows`` maps the live batch (finished rows are dropped) to original rows.
 
-    def __init__(self, enabled: bool, rows: Tensor):
+    With ``topk`` > 0 it also keeps System 1's and System 2's top-``topk`` ids and probabilities per token
+    (columns ``[B0, K]``), gathered on the device like every other field."""
+
+    def __init__(self, enabled: bool, rows: Tensor, topk: int = 0):
         self.enabled = enabled
         self.rows = rows  # (b,) original row of each live row
         self.batch = len(rows)  # B0
-        self.cols: dict[str, list[Tensor]] = {k: [] for k in schema.TOKEN_FIELDS}
+        self.topk = topk
+        fields = schema.TOKEN_FIELDS + (schema.TOPK_FIELDS if topk else ())
+        self.cols: dict[str, list[Tensor]] = {k: [] for k in fields}
 
     def _put(self, field: str, v: Tensor) -> None:
         if len(v) < self.batch:  # dropped rows get a filler, cut off later by their length
-            v = torch.zeros(self.batch, dtype=v.dtype, device=v.device).index_copy(0, self.rows, v)
+            v = torch.zeros((self.batch, *v.shape[1:]), dtype=v.dtype, device=v.device).index_copy(0, self.rows, v)
         self.cols[field].append(v)
 
     def add(self, token: Tensor, source: Tensor, called: Tensor, handoff: Tensor, s1: Tensor,
-            s2: Tensor | None, accepted: Tensor | None = None) -> None:
-        """Record one column; ``s1``/``s2`` are log-probs ``[b, V]`` (s2 only meaningful where ``called``)."""
+            s2: Tensor | None, accepted: Tensor | None = None, base_handoff: Tensor | None = None) -> None:
+        """Record one column; ``s1``/``s2`` are log-probs ``[b, V]`` (s2 only meaningful where ``called``).
+
+        ``base_handoff`` ``[b]`` (int8: 1/0, -1 without a base model) is proxy tuning's count against the
+        untuned base's greedy token."""
         for k, v in (("token_id", token), ("source", source), ("llm_called", called), ("handoff", handoff)):
             self._put(k, v)
         self._put("accepted", accepted if accepted is not None else torch.full_like(token, -1))
+        self._put("base_handoff", base_handoff if base_handoff is not None else torch.full_like(token, -1))
+        if self.topk:
+            self._add_topk(called, s1, s2)
         if not self.enabled:
             return
         for k, v in zip(("s1_entropy", "s1_top1_prob", "s1_margin"), stats(s1)):
@@ -133,8 +144,24 @@ class Recorder:
         for k, v in zip(("s2_entropy", "s2_top1_prob", "s2_margin"), s2_stats):
             self._put(k, torch.where(called, v, nan))
 
+    def _add_topk(self, called: Tensor, s1: Tensor, s2: Tensor | None) -> None:
+        """Top-K ids (int32) and probabilities (float32) ``[b, K]``; System 2's -1 / NaN where not called."""
+        lp, ids = s1.topk(self.topk, -1)
+        self._put("s1_topk_ids", ids.int())
+        self._put("s1_topk_probs", lp.exp().float())
+        if s2 is None:
+            ids2 = torch.full_like(ids, -1, dtype=torch.int32)
+            p2 = torch.full(ids.shape, math.nan, device=ids.device)
+        else:
+            lp2, ids2 = s2.topk(self.topk, -1)
+            ids2 = torch.where(called[:, None], ids2.int(), -1)
+            p2 = torch.where(called[:, None], lp2.exp().float(), math.nan)
+        self._put("s2_topk_ids", ids2.int())
+        self._put("s2_topk_probs", p2)
+
     def finish(self, batch: int, device: torch.device) -> dict[str, np.ndarray]:
-        """Stack to ``[B, N]`` numpy arrays with the schema's dtypes (one device→CPU copy per field)."""
+        """Stack to ``[B, N]`` numpy arrays with the schema's dtypes (one device→CPU copy per field);
+        top-K fields ``[B, N, K]`` (int32 ids, float32 probabilities)."""
         out = {}
         n = len(self.cols["token_id"])
         for k in schema.TOKEN_FIELDS:
@@ -144,6 +171,10 @@ class Recorder:
             else:
                 arr = np.full((batch, n), np.nan if schema.FIELD_DTYPES[k] is np.float32 else 0)
             out[k] = arr.astype(schema.FIELD_DTYPES[k])
+        for k in schema.TOPK_FIELDS if self.topk else ():
+            col = self.cols[k]
+            out[k] = (torch.stack(col, 1).cpu().numpy() if col else
+                      np.zeros((batch, 0, self.topk), np.int32 if k.endswith("ids") else np.float32))
         return out
 
 
@@ -235,7 +266,7 @@ def init_state(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg: 
     return DecodeState(
         Sequences.from_prompt(ids, mask), Runner.new(pair.small), Runner.new(pair.large),
         Runner.new(pair.small_base) if pair.small_base is not None else None,
-        Recorder(cfg.record_trace, rows), Finisher(pair, cfg.stop), gen, rows,
+        Recorder(cfg.record_trace, rows, cfg.trace_topk), Finisher(pair, cfg.stop), gen, rows,
         torch.zeros(ids.shape[0], dtype=torch.long, device=dev),
         torch.zeros(ids.shape[0], 3, dtype=torch.long, device=dev),
     )

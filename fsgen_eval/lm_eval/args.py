@@ -89,6 +89,25 @@ def check_trace_arg(trace: Any) -> str | None:
     return trace
 
 
+def check_trace_topk(trace_topk: Any, trace: str | None) -> int:
+    """``trace_topk``: an integer >= 0; with K > 0 an explicit ``trace=FILE.jsonl`` must not have a side file yet
+    (Parquet cannot be appended to, and the run would fail only at its first batch)."""
+    try:
+        k = int(trace_topk)
+        whole = k == float(trace_topk)
+    except (TypeError, ValueError):
+        raise ModelArgsError(f"trace_topk must be an integer >= 0, got {trace_topk!r}") from None
+    if not whole or k < 0 or isinstance(trace_topk, bool):
+        raise ModelArgsError(f"trace_topk must be an integer >= 0, got {trace_topk!r}")
+    if k and trace == "false":
+        raise ModelArgsError("trace_topk needs traces: it cannot go with trace=false")
+    if k and trace and trace.endswith(".jsonl"):
+        side = Path(trace).with_suffix(".topk.parquet")
+        if side.exists():
+            raise ModelArgsError(f"{side}: top-K side file exists already; move it away or choose another trace path")
+    return k
+
+
 # ---------------------------------------------------------------------------------------------- naming
 def sanitize(name: str) -> str:
     """The same substitution lm-eval applies to model names for its results folder."""

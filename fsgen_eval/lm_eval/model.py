@@ -40,6 +40,7 @@ from fsgen_eval.lm_eval.traces import (
     SummaryBook,
     TraceWriter,
     all_rank_paths,
+    conventions_note,
     format_summary,
     make_record,
     timestamp,
@@ -184,6 +185,7 @@ class FSGenLM(HFLM):
         trust_remote_code: bool = False,
         parallelize: bool = False,  # device_map="auto" for the large model
         trace: str | bool | None = None,  # a path (file.jsonl or folder), false, or unset: beside results
+        trace_topk: int = 0,  # > 0: top-K ids/probabilities of both systems per token, in a Parquet side file
         **params: Any,  # the method's and router's parameters (threshold, num_draft, alpha, ...): the registry's
     ) -> None:
         from fsgen_eval.engine.config import make_config
@@ -195,6 +197,7 @@ class FSGenLM(HFLM):
         roles, toks = check_pair(small, large, small_base, method, router, threshold, self.method_params,
                                  bool(trust_remote_code))
         self.trace_arg = margs.check_trace_arg(trace)
+        self.trace_topk = margs.check_trace_topk(trace_topk, self.trace_arg)
         device = margs.resolve_device(device, torch.cuda.is_available())
 
         # HFLM loads the large model (devices, parallelize, accelerate ranks) with System 1's tokenizer
@@ -254,7 +257,7 @@ class FSGenLM(HFLM):
         """The engine's config: this run's method and router, plus a batch's decoding settings."""
         return self._make_config(method=self.fsgen["method"], router=self.fsgen["router"],
                                  threshold=self.fsgen["threshold"], has_small_base=self.pair.small_base is not None,
-                                 **self.method_params, **decoding)
+                                 trace_topk=self.trace_topk, **self.method_params, **decoding)
 
     # ------------------------------------------------------------------------------------ traces
     def trace_target(self) -> Path | None:
@@ -454,11 +457,15 @@ class FSGenLM(HFLM):
             else:
                 log.warning("fsgen: without trace files the summary covers rank %d only", self.rank)
         own_tokens = self.book.summary()["summary"]["generated_tokens"]
+        params = dict(self._decode_config().params)
         return {
             **self.fsgen,
-            "params": dict(self._decode_config().params),
+            "params": params,
             "router_params": dict(self._decode_config().router_params),
+            "trace_topk": self.trace_topk,
             **book.summary(),
+            # where a number follows FS-GEN's convention instead of ours (lossy variant, margin's factor 2)
+            "conventions": conventions_note({**self.fsgen, "params": params}),
             # this rank's throughput: its tokens over the time it spent in the engine
             "tokens_per_second": own_tokens / self.engine_seconds if self.engine_seconds else None,
             # beside the results: bare names (the folder may move); trace=PATH: as given
