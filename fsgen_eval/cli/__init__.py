@@ -13,7 +13,8 @@ import sys
 
 # subcommand group → module holding its ``register``; order is the order in ``--help``.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "fsgen_eval.cli.demo", "fsgen_eval.cli.run", "fsgen_eval.cli.analysis", "fsgen_eval.cli.zoo",
+    "fsgen_eval.cli.demo", "fsgen_eval.cli.run", "fsgen_eval.cli.analysis", "fsgen_eval.cli.router",
+    "fsgen_eval.cli.zoo",
 )
 
 

@@ -376,6 +376,15 @@ def _threshold() -> Param:
                  "the value of System 1's statistic where the router starts calling System 2")
 
 
+def _router_file(v: Any) -> str:
+    """``router_path``: an existing file (its contents are checked when the factory reads it)."""
+    if not isinstance(v, (str, Path)) or not str(v).strip():
+        raise ValueError(f"router_path must be the path of a ROUTER.json file, got {v!r}")
+    if not Path(v).is_file():
+        raise ValueError(f"router_path={v}: no such file (make one with fsgen-eval router train)")
+    return str(v)
+
+
 CONTRASTIVE_VARIANTS = ("obrien", "fsgen")
 SPECULATIVE_VARIANTS = ("bild", "fsgen")  # fsgen is lossy: System 1's tokens pass unverified off the router
 
@@ -413,5 +422,9 @@ for _r in (
                calls_when="below", doc="System 1's top-1 minus top-2 probability < threshold"),
     RouterSpec("entropy", "fsgen_eval.core.routers:entropy", (_threshold(),), signal="s1_entropy",
                calls_when="above", doc="System 1's entropy (nats) > threshold"),
+    RouterSpec("learned", "fsgen_eval.core.routers:learned",
+               (Param("router_path", REQUIRED, _router_file,
+                      "ROUTER.json of fsgen-eval router train (weights, scaler, threshold)"),),
+               doc="a learned handoff classifier (fsgen-eval router train) > its saved threshold"),
 ):
     register_router(_r)

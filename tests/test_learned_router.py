@@ -1,0 +1,90 @@
+"""Learned routers: fitting (scikit-learn), the file format, numpy and torch evaluation, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fsgen_eval.analysis import learned as A
+from fsgen_eval.cli import main
+from fsgen_eval.core import learned as L
+from fsgen_eval.core.routers import LearnedRoute
+from fsgen_eval.core.sampling import stats
+
+
+def test_threshold_for_by_hand():
+    s = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
+    assert A.threshold_for(s, 0.4) == 3.5  # halfway between the last called and the first uncalled score
+    assert A.threshold_for(s, 0.45) == 3.5  # at most 2.25 tokens: 2
+    assert A.threshold_for(s, 0.0) == 6.0 and not (s > 6.0).any()
+    assert (s > A.threshold_for(s, 1.0)).all()
+    ties = np.array([2.0, 2.0, 2.0, 1.0])
+    assert (ties > A.threshold_for(ties, 0.5)).mean() == 0.0  # ties cannot be split: fewer calls, not more
+    with pytest.raises(ValueError, match="target call rate"):
+        A.threshold_for(s, 1.5)
+
+
+def test_balanced_sample_keeps_every_positive_and_as_many_negatives():
+    y = np.array([1, 0, 0, 0, 1, 0, 0, 0, 0, 1], bool)
+    idx = A.balanced_sample(y, np.random.default_rng(0), 100)
+    assert set(np.flatnonzero(y)) <= set(idx) and len(idx) == 6 and y[idx].sum() == 3
+    assert len(A.balanced_sample(y, np.random.default_rng(0), 4)) == 4
+
+
+def _synthetic(n: int = 600, seed: int = 0):
+    """Log-probs [n, V] of random peaked distributions; handoff more likely where System 1 is unsure."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, 50, generator=g) * torch.rand(n, 1, generator=g) * 6
+    lp = logits.log_softmax(-1)
+    ent, top1, marg = stats(lp)
+    pos = torch.arange(n) % 40
+    rng = np.random.default_rng(seed)
+    y = rng.random(n) < (1 - top1.numpy()) * 0.9
+    x_scalar = np.stack([ent.numpy(), top1.numpy(), marg.numpy(), pos.numpy()], 1).astype(np.float64)
+    x_topk = lp.topk(10, -1).values.exp().float().numpy().astype(np.float64)
+    return lp, pos, y, x_scalar, x_topk
+
+
+@pytest.mark.parametrize("features", ["scalar", "topk"])
+@pytest.mark.parametrize("model", ["logistic", "svm"])
+@pytest.mark.parametrize("balance", ["downsample", "weight"])
+def test_numpy_and_torch_scores_equal_sklearn(features, model, balance, tmp_path):
+    lp, pos, y, xs, xt = _synthetic()
+    x = xs if features == "scalar" else xt
+    router, scaler, clf = A.fit(A.Dataset(x, y, []), model, 0.3, features, 10, balance, max_samples=400,
+                                return_estimator=True)
+    expected = clf.decision_function(scaler.transform(x))
+    np.testing.assert_allclose(L.decision(router, x), expected, atol=1e-5, rtol=0)
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(L.to_json(router)))
+    route = LearnedRoute(L.load(path))
+    got = route.scores(lp, pos).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    calls = route(lp, pos).numpy()
+    assert calls.mean() <= 0.3 + 1e-9 and calls.mean() > 0.2
+    assert router.info["train"]["call_rate"] == calls.mean()
+    # a learned router catches more handoffs than chance at its call rate
+    assert calls[y].mean() > calls.mean()
+
+
+def test_learned_file_errors_name_the_problem(tmp_path):
+    p = tmp_path / "r.json"
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        L.load(p)
+    p.write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        L.load(p)
+    p.write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ValueError, match="not a learned router file"):
+        L.load(p)
+    lp, pos, y, xs, _ = _synthetic(200)
+    good = L.to_json(A.fit(A.Dataset(xs, y, []), "logistic", 0.2, "scalar"))
+    p.write_text(json.dumps({**good, "coef": [1.0, 2.0]}))
+    with pytest.raises(ValueError, match="coef needs 4 values"):
+        L.load(p)
+    with pytest.raises(ValueError, match="position"):
+        LearnedRoute(L.from_json(good))(lp)
+
