@@ -88,3 +88,51 @@ def test_learned_file_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="position"):
         LearnedRoute(L.from_json(good))(lp)
 
+
+@pytest.fixture(scope="module")
+def trace_files(llama_pair, tmp_path_factory):
+    """router=always traces with top-K of the tiny pair, written as the adapter writes them."""
+    from fsgen_eval import ModelPair, generate
+    from fsgen_eval.lm_eval.traces import TraceWriter, make_record
+
+    large, small = llama_pair
+    pair = ModelPair.load(small=str(small), large=str(large))
+    prompts = ["Question: What is 3 + 4? Answer:", "def add(a, b):", "Natalia sold clips to 48 of her friends",
+               "A.", "Let's think step by step.", "The following are multiple choice questions"]
+    out = generate(pair, prompts, max_new_tokens=24, trace_topk=10)
+    folder = tmp_path_factory.mktemp("learned")
+    path = folder / "traces_T.jsonl"
+    w = TraceWriter(path)
+    w.write_batch([make_record({"task": "t", "doc_id": i}, t, c) for i, (t, c) in enumerate(zip(out.traces, out.counters))])
+    w.close()
+    return pair, prompts, path
+
+
+def test_cli_trains_and_the_whatif_includes_learned_routers(trace_files, tmp_path, capsys):
+    _, _, path = trace_files
+    for features, model in (("scalar", "logistic"), ("topk", "svm")):
+        out = tmp_path / f"{features}.json"
+        assert main(["router", "train", str(path), "--features", features, "--model", model,
+                     "--target-call-rate", "0.4", "-o", str(out)]) == 0
+        r = L.load(out)
+        assert r.model == model and r.features == features and r.info["train"]["call_rate"] <= 0.4
+    capsys.readouterr()
+    assert main(["analyze", str(path), "--target-call-rate", "0.4", "--learned",
+                 str(tmp_path / "scalar.json"), str(tmp_path / "topk.json")]) == 0
+    text = capsys.readouterr().out
+    assert "what-if learned:scalar" in text and "what-if learned:topk" in text and "saved threshold" in text
+    assert main(["router", "compare", str(path), "--routers", str(tmp_path / "scalar.json"), "--rates", "0.2,0.4"]) == 0
+    table = capsys.readouterr().out
+    assert "| scalar |" in table and "| margin |" in table
+
+
+def test_cli_refuses_bad_input_in_one_line(trace_files, tmp_path, capsys):
+    _, _, path = trace_files
+    assert main(["router", "train", str(path), "--target-call-rate", "1.5", "-o", str(tmp_path / "r.json")]) == 2
+    assert "target-call-rate" in capsys.readouterr().err
+    plain = tmp_path / "plain.jsonl"  # no side file
+    plain.write_text(path.read_text())
+    assert main(["router", "train", str(plain), "--features", "topk", "--target-call-rate", "0.3",
+                 "-o", str(tmp_path / "r.json")]) == 2
+    assert "no top-K side file" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()

@@ -152,6 +152,19 @@ def compare(paths: Sequence[Path], routers: dict[str, L.LearnedRouter], rates: S
     return rows
 
 
+def learned_curves(paths: Sequence[Path], routers: dict[str, Path]) -> list[Any]:
+    """What-if curves (:class:`.whatif.LearnedCurve`) of learned routers (name -> ``ROUTER.json``) on the
+    ``router=always`` trace files ``paths`` (``topk`` routers read their side files)."""
+    from fsgen_eval.analysis.whatif import learned_curve
+
+    curves = []
+    for name, path in routers.items():
+        r = L.load(path)
+        data = load_dataset(paths, r.features, r.k or 10)
+        curves.append(learned_curve(name, L.decision(r, data.x), data.y, r.threshold, str(path)))
+    return curves
+
+
 def format_comparison(rows: list[dict[str, Any]]) -> str:
     """A Markdown table: one row per router, handoffs caught (and the call rate reached) per target rate."""
     targets = sorted({r["target"] for r in rows})

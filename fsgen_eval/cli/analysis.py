@@ -217,11 +217,14 @@ def _add_analyze(sub: Any) -> None:
     p.add_argument("--bins", type=int, default=20, help="histogram bins")
     p.add_argument("--request-type", choices=("generate_until", "loglikelihood", "loglikelihood_rolling"),
                    help="use only records of this request type (default: all)")
+    p.add_argument("--learned", nargs="+", type=Path, default=[], metavar="ROUTER.json",
+                   help="what-if: add these learned routers' curves (fsgen-eval router train)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_analyze)
 
 
-def analyze(traces: list, target: float | None, max_position: int, bins: int) -> dict[str, Any]:
+def analyze(traces: list, target: float | None, max_position: int, bins: int,
+            extra_curves: list | None = None) -> dict[str, Any]:
     from fsgen_eval.analysis import signals, whatif
 
     tok = signals.called_tokens(traces)
@@ -236,7 +239,7 @@ def analyze(traces: list, target: float | None, max_position: int, bins: int) ->
         "signals": [s.to_dict() for s in signals.summarize_signals(tok, bins)],
         "by_decile": {"rate": dec_rate, "count": dec_n}, "by_position": {"rate": pos_rate, "count": pos_n}}
     try:
-        curves = whatif.tradeoff_curves(traces)
+        curves = whatif.tradeoff_curves(traces) + list(extra_curves or [])
     except ValueError as err:
         if target is not None:
             raise
@@ -256,7 +259,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                if args.request_type is None or r.get("request_type") == args.request_type]
     if not records:
         raise ValueError(f"no trace records of request type {args.request_type!r} in {', '.join(map(str, args.traces))}")
-    res = analyze([r["trace"] for r in records], args.target_call_rate, args.max_position, args.bins)
+    extra = []
+    if args.learned:
+        from fsgen_eval.analysis.learned import learned_curves
+
+        if args.request_type is not None:
+            raise ValueError("--learned reads every record of the trace files: drop --request-type")
+        files = [f for p in args.traces for f in (sorted(Path(p).rglob("traces_*.jsonl")) if Path(p).is_dir() else [p])]
+        extra = learned_curves(files, {p.stem: p for p in args.learned})
+    res = analyze([r["trace"] for r in records], args.target_call_rate, args.max_position, args.bins, extra)
     print(_dumps(res) if args.json else format_analysis(res))
     return 0
 
