@@ -11,6 +11,7 @@ OUT=${OUT:-runs/learned_router}
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 python scripts/learned_router_traces.py "$OUT" --n "$N" --topk 20 --max-new-tokens 128
 routers=()
+: > "$OUT/train.log"
 for spec in scalar:logistic:downsample scalar:svm:downsample topk:logistic:downsample topk:svm:downsample \
             scalar:logistic:weight; do
     IFS=: read -r features model balance <<< "$spec"
