@@ -136,3 +136,37 @@ def test_cli_refuses_bad_input_in_one_line(trace_files, tmp_path, capsys):
                  "-o", str(tmp_path / "r.json")]) == 2
     assert "no top-K side file" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("features,model", [("scalar", "logistic"), ("topk", "svm")])
+def test_engine_router_learned_calls_exactly_where_the_saved_model_says(trace_files, tmp_path, features, model):
+    from fsgen_eval import generate, loglikelihood
+
+    pair, prompts, path = trace_files
+    out = tmp_path / "r.json"
+    assert main(["router", "train", str(path), "--features", features, "--model", model,
+                 "--target-call-rate", "0.4", "-o", str(out)]) == 0
+    r = L.load(out)
+    run = generate(pair, prompts, router="learned", router_path=str(out), max_new_tokens=24, trace_topk=10)
+    assert 0 < run.summary["llm_call_rate"] < 1
+    for t in run.traces:
+        # the engine's torch decisions are the saved model's numpy decisions on the recorded features
+        scores = L.decision(r, L.trace_features(features, t, t["s1_topk_probs"], r.k))
+        near = np.abs(scores - r.threshold) < 1e-4
+        assert np.array_equal((scores > r.threshold)[~near], t["llm_called"][~near])
+    ll = loglikelihood(pair, [("Question: What is 3 + 4? Answer:", " 7 and 8")], router="learned",
+                       router_path=str(out))
+    assert len(ll.traces[0]["llm_called"]) == len(ll.traces[0]["token_id"])
+
+
+def test_router_learned_needs_an_existing_file(tmp_path):
+    from fsgen_eval.engine.config import make_config
+
+    with pytest.raises(ValueError, match="router_path"):
+        make_config(router="learned")
+    with pytest.raises(ValueError, match="no such file"):
+        make_config(router="learned", router_path=str(tmp_path / "none.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "fsgen-learned-router/1"}')
+    with pytest.raises(ValueError, match="not a learned router file"):
+        make_config(router="learned", router_path=str(bad))
