@@ -155,3 +155,33 @@ def test_analysis_reads_the_side_file_per_record(tmp_path, routed):
         read_topk(torn)
     with pytest.raises(FileNotFoundError, match="trace_topk"):
         read_topk(tmp_path / "none.jsonl")
+
+
+def test_lm_eval_adapter_writes_the_side_file_for_generations_and_scores(llama_pair, tmp_path):
+    from lm_eval.api.instance import Instance
+
+    from fsgen_eval.lm_eval.model import FSGenLM
+
+    large, small = llama_pair
+    trace = tmp_path / "t.jsonl"
+    lm = FSGenLM.create_from_arg_string(f"small={small},large={large},device=cpu,batch_size=2,trace={trace},"
+                                        "router=margin,threshold=0.5,trace_topk=5")
+    gen = [Instance("generate_until", {}, (f"Question: {i} + {i} =", {"until": ["\n"], "max_gen_toks": 6}),
+                    idx=0, metadata=("gen_task", i, 1)) for i in range(3)]
+    lm.generate_until(gen)
+    ll = [Instance("loglikelihood", {}, ("Question: What is 3 + 4? Answer:", c), idx=i, metadata=("ll_task", 0, 1))
+          for i, c in enumerate([" 7 and 8", " B"])]
+    lm.loglikelihood(ll)
+    info = lm.get_model_info()["fsgen"]  # closes the writers, as lm-eval's evaluator does
+    assert info["trace_topk"] == 5 and "handoffs_per_call" in info["summary"]
+    assert any("(p1 - p2)/2" in line for line in info["conventions"])
+    lines = [json.loads(x) for x in trace.read_text().splitlines()]
+    tab = pq.read_table(schema.topk_path(trace)).to_pylist()
+    assert {r["task"] for r in lines} == {"gen_task", "ll_task"}
+    for i, rec in enumerate(lines):
+        rows = [r for r in tab if r["record"] == i]
+        assert [r["token"] for r in rows] == list(range(len(rec["token_id"])))
+        assert all(r["doc_id"] == rec["doc_id"] and r["task"] == rec["task"] for r in rows)
+        for r, called, p1 in zip(rows, rec["llm_called"], rec["s1_top1_prob"]):
+            assert len(r["s1_topk_ids"]) == 5 and r["s1_topk_probs"][0] == pytest.approx(p1, abs=1e-6)
+            assert (r["s2_topk_ids"] is None) == (not called)
