@@ -27,6 +27,7 @@ def _trace(**fields) -> dict[str, np.ndarray]:
     n = len(next(iter(fields.values())))
     for k in schema.TOKEN_FIELDS:
         t[k] = np.zeros(n, schema.FIELD_DTYPES[k]) - (1 if k in ("accepted", "base_handoff") else 0)
+    t["source"] = np.ones(n, np.int8)
     t.update({k: np.asarray(v, schema.FIELD_DTYPES[k]) for k, v in fields.items()})
     return t
 

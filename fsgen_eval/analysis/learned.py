@@ -21,6 +21,8 @@ import numpy as np
 from fsgen_eval.analysis.files import read_topk, read_trace_file
 from fsgen_eval.analysis.whatif import require_always, tradeoff_curve
 from fsgen_eval.core import learned as L
+from fsgen_eval.core.jsonl import read_jsonl
+from fsgen_eval.core.schema import trace_from_json
 
 BALANCES = ("downsample", "weight")
 
@@ -40,10 +42,10 @@ def load_dataset(paths: Sequence[Path], features: str, k: int = 10) -> Dataset:
         raise ValueError(f"unknown features {features!r}; valid: {', '.join(L.FEATURE_SETS)}")
     xs, ys, traces = [], [], []
     for path in map(Path, paths):
-        records = read_trace_file(path)
+        read_trace_file(path)  # every record checked, naming file, line and field
         topk = read_topk(path) if features == "topk" else {}
-        for line, rec in enumerate(records):
-            trace = rec["trace"]
+        for n, obj in read_jsonl(path):
+            line, trace = n - 1, trace_from_json(obj)  # the side file's record: the 0-based line
             if features == "topk" and line not in topk and len(trace["token_id"]):
                 raise ValueError(f"{path}: record {line} has no rows in the top-K side file")
             xs.append(L.trace_features(features, trace, topk.get(line), k))
