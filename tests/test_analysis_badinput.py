@@ -106,8 +106,8 @@ def test_missing_csv(tmp_path, capsys):
 def test_fit_with_too_few_points_says_so(tmp_path, capsys):
     path = tmp_path / "points.csv"
     path.write_text("large_params,small_params,collaboration_rate\n10,1,0.2\n20,1,0.3\n")
-    err = _one_line_error(capsys, ["fit", str(path)], "at least 3 points", "got 2")
-    assert "0." not in err.split("got 2")[1]  # no number in place of a fit
+    err = _one_line_error(capsys, ["fit", str(path)], "at least 3 pairs", "2 distinct")
+    assert "a=" not in err and "R2" not in err  # no number in place of a fit
 
 
 def test_unknown_model_in_results(tmp_path, capsys):

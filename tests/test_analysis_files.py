@@ -54,7 +54,7 @@ def test_two_results_files_in_one_folder_each_get_their_own_traces(tmp_path, cap
     write_run(tmp_path, "s", "l", method="speculative", traces={"gsm8k": random_traces(5, 10, seed=2)}, ts="B")
     _retime(folder, "A", results_ts="2026-01-01T10-00-09", traces_ts="2026-01-01T10-00-01")
     _retime(folder, "B", results_ts="2026-01-01T11-00-09", traces_ts="2026-01-01T11-00-01")
-    runs = {r.fsgen["method"]: r for r in find_runs([tmp_path])}
+    runs = {r.fsgen.method: r for r in find_runs([tmp_path])}
     assert runs["oracle"].trace_files == [folder / "traces_2026-01-01T10-00-01.jsonl"]
     assert runs["speculative"].trace_files == [folder / "traces_2026-01-01T11-00-01.jsonl"]
     assert len(read_traces([runs["speculative"].path])) == 5  # a results file means its own traces

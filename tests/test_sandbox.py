@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from fsgen_eval.lm_eval.sandbox import BASE_LAYERS, protections
+from _proc_helpers import pids_with
 
 FULL = "pid_namespace" in protections("auto") and "private_root" in protections("auto")
 
@@ -30,17 +31,6 @@ HARNESS = textwrap.dedent("""
     print(json.dumps(run_program(sys.stdin.read(), timeout=float(sys.argv[1]))))
 """)
 
-
-def _alive_with(marker: str) -> list[int]:
-    """Pids whose command line contains ``marker`` (any pid namespace: the host's /proc sees them all)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            if entry.isdigit() and marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
-                found.append(int(entry))
-        except OSError:
-            pass
-    return found
 
 
 def harness(program: str, timeout: float = 2.0, mode: str = "auto", secret: str = "") -> tuple[str, float]:
@@ -148,7 +138,7 @@ def test_a_child_in_a_new_session_does_not_outlive_the_harness():
     """)
     harness(prog, timeout=1.5)
     time.sleep(0.2)
-    survivors = _alive_with(marker)
+    survivors = pids_with(marker)
     if FULL:
         assert survivors == []
     else:  # the fallback kills the session's group only
@@ -167,7 +157,7 @@ def test_a_child_holding_stderr_open_does_not_hold_the_harness():
     for mode in ("auto", "basic"):
         outcome, took = harness(prog, timeout=1.0, mode=mode)
         assert outcome == "passed" and took < 20, (mode, outcome, took)
-        for pid in _alive_with(marker):  # (the basic fallback leaves the escaped sleep: tested above)
+        for pid in pids_with(marker):  # (the basic fallback leaves the escaped sleep: tested above)
             os.kill(pid, 9)
 
 
@@ -185,7 +175,7 @@ def test_a_fork_bomb_is_bounded_by_the_process_limit():
     outcome, took = harness(prog, timeout=3.0)
     assert outcome.startswith("failed: BlockingIOError") and took < 60, outcome
     time.sleep(0.2)
-    assert _alive_with(marker) == []
+    assert pids_with(marker) == []
 
 
 def test_a_huge_allocation_fails_alone():

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from _proc_helpers import pids_with
 
 # a slow stand-in for lm-eval: starts a child of its own, waits for a release file, writes a results file
 FAKE_LM_EVAL = textwrap.dedent("""
@@ -39,16 +40,6 @@ SWEEP = textwrap.dedent("""
 """)
 
 
-def _with_marker(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            if entry.isdigit() and marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
-                found.append(int(entry))
-        except OSError:
-            pass
-    return found
-
 
 def _wait_for(predicate, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
@@ -65,7 +56,7 @@ def _start_sweep(out: Path, marker: str, release: Path) -> subprocess.Popen:
 
 
 def _cleanup(marker: str) -> None:
-    for pid in _with_marker(marker):
+    for pid in pids_with(marker):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -78,10 +69,10 @@ def test_kill_9_of_a_sweep_kills_its_lm_eval_and_that_ones_children(tmp_path):
     sweep = _start_sweep(tmp_path / "out", marker, release)
     try:
         # the fake lm-eval and its sleep are both running
-        assert _wait_for(lambda: len(_with_marker(marker)) >= 4, 60), "the cell never started"
+        assert _wait_for(lambda: len(pids_with(marker)) >= 4, 60), "the cell never started"
         sweep.send_signal(signal.SIGKILL)
         sweep.wait()
-        assert _wait_for(lambda: _with_marker(marker) == [], 10), f"outlived the sweep: {_with_marker(marker)}"
+        assert _wait_for(lambda: pids_with(marker) == [], 10), f"outlived the sweep: {pids_with(marker)}"
     finally:
         _cleanup(marker)
         sweep.kill()
@@ -94,11 +85,11 @@ def test_two_sweeps_on_one_folder_never_run_one_cell_twice(tmp_path):
     first = _start_sweep(out, marker, release)
     second = None
     try:
-        assert _wait_for(lambda: len(_with_marker(marker)) >= 4, 60), "the first sweep's cell never started"
-        running = len(_with_marker(marker))
+        assert _wait_for(lambda: len(pids_with(marker)) >= 4, 60), "the first sweep's cell never started"
+        running = len(pids_with(marker))
         second = _start_sweep(out, marker, release)
         # the second sweep either gives up on the cell at once, or (without a lock) starts it a second time
-        _wait_for(lambda: second.poll() is not None or len(_with_marker(marker)) > running + 1, 60)
+        _wait_for(lambda: second.poll() is not None or len(pids_with(marker)) > running + 1, 60)
         release.write_text("go")
         first_out, _ = first.communicate(timeout=60)
         second_out, second_err = second.communicate(timeout=60)

@@ -124,7 +124,10 @@ def test_side_file_rows_columns_and_row_groups(tmp_path, routed):
 def test_appending_continues_record_numbers_and_refuses_an_existing_side_file(tmp_path, routed):
     path = tmp_path / "t.jsonl"
     path.write_text('{"old": 1}\n{"old": 2}\n')  # two lines from before, no side file
-    w = TraceWriter(path)
+    with pytest.raises(FileExistsError, match="trace_append=true"):  # without append: refused
+        TraceWriter(path).write_batch(_records(routed)[:1])
+    assert path.read_text() == '{"old": 1}\n{"old": 2}\n' and not schema.topk_path(path).exists()
+    w = TraceWriter(path, append=True)
     w.write_batch(_records(routed)[:1])
     w.close()
     tab = pq.read_table(schema.topk_path(path))
@@ -132,7 +135,7 @@ def test_appending_continues_record_numbers_and_refuses_an_existing_side_file(tm
     with pytest.raises(ModelArgsError, match="exists already"):
         check_trace_topk(5, str(path))
     with pytest.raises(FileExistsError, match="exists already"):
-        w2 = TraceWriter(path)
+        w2 = TraceWriter(path, append=True)
         w2.write_batch(_records(routed)[:1])
 
 

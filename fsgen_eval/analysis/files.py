@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from fsgen_eval.core.jsonl import read_jsonl
-from fsgen_eval.core.schema import Trace, topk_path, trace_from_json
+from fsgen_eval.core.schema import RunInfo, Trace, topk_path, trace_from_json
 
 # with no logging set up (the CLI), Python prints warnings bare to stderr
 log = logging.getLogger("fsgen_eval.analysis")
@@ -27,25 +27,41 @@ log = logging.getLogger("fsgen_eval.analysis")
 class Run:
     """One lm-eval run of the ``fsgen`` model: a ``results_<ts>.json`` and its trace files.
 
-    ``fsgen`` is ``config["fsgen"]`` (small, large, method, router, threshold, summary, per_task, ...);
+    ``fsgen`` is ``config["fsgen"]``, the run record the adapter wrote (``core.schema.RunInfo``);
     ``results`` is lm-eval's ``results`` block (task -> metric -> value).
     """
 
     path: Path
-    fsgen: dict[str, Any]
+    fsgen: RunInfo
     results: dict[str, dict[str, Any]]
     trace_files: list[Path] = field(default_factory=list)  # those config["fsgen"]["traces"] names
     missing_traces: list[Path] = field(default_factory=list)  # named but not found
+    config: dict[str, Any] = field(default_factory=dict)  # lm-eval's ``config`` (model_args, batch_size, ...)
+    n_shot: dict[str, Any] = field(default_factory=dict)  # lm-eval's ``n-shot``: task -> few-shot count
+
+    def settings(self, task: str) -> dict[str, Any]:
+        """What makes this run's points comparable or not with another's (besides the pair): ``task``,
+        ``method``, ``router``, ``threshold``, ``dtype`` (the dtype the models ran in), ``num_fewshot`` and
+        ``batch_size`` — the last only in half precision, where the batch changes the numbers (in fp32 the
+        engine's results do not depend on it)."""
+        args = self.config.get("model_args") if isinstance(self.config.get("model_args"), dict) else {}
+        dtype = self.config.get("model_dtype") or args.get("dtype")
+        dtype = str(dtype).removeprefix("torch.") if dtype is not None else None
+        half = dtype in ("float16", "bfloat16", "half", "auto")
+        batch = self.config.get("batch_size")
+        return {"task": task, "method": self.fsgen.method, "router": self.fsgen.router,
+                "threshold": self.fsgen.threshold, "dtype": dtype, "num_fewshot": self.n_shot.get(task),
+                "batch_size": str(batch) if half and batch is not None else None}
 
     @property
     def label(self) -> str:
         """``method/router[@threshold]``: the collaborative configuration."""
-        thr = self.fsgen.get("threshold")
-        return f"{self.fsgen.get('method')}/{self.fsgen.get('router')}" + ("" if thr is None else f"@{thr}")
+        thr = self.fsgen.threshold
+        return f"{self.fsgen.method}/{self.fsgen.router}" + ("" if thr is None else f"@{thr}")
 
     @property
     def pair(self) -> str:
-        return f"{_short(self.fsgen.get('small'))} -> {_short(self.fsgen.get('large'))}"
+        return f"{_short(self.fsgen.small)} -> {_short(self.fsgen.large)}"
 
 
 def _short(model: Any) -> str:
@@ -85,11 +101,11 @@ def load_run(path: Path) -> Run:
     fsgen = (obj.get("config") or {}).get("fsgen")
     if not isinstance(fsgen, dict):
         raise ValueError(f"{path}: results file lacks config['fsgen'] (was it run with --model fsgen?)")
-    for key in ("small", "large", "method", "router"):
-        if key not in fsgen:
-            raise ValueError(f"{path}: config['fsgen'] lacks {key!r}")
     present, missing = _trace_files_for(Path(path), fsgen)
-    return Run(Path(path), fsgen, obj["results"], present, missing)
+    run_info = RunInfo.from_json(fsgen, where=f"{path}: config['fsgen']")
+    config = {k: v for k, v in (obj.get("config") or {}).items() if k != "fsgen"}
+    n_shot = obj.get("n-shot") if isinstance(obj.get("n-shot"), dict) else {}
+    return Run(Path(path), run_info, obj["results"], present, missing, config, n_shot)
 
 
 def _trace_files_for(results_path: Path, fsgen: dict[str, Any]) -> tuple[list[Path], list[Path]]:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -270,3 +271,60 @@ def trace_from_json(obj: Mapping[str, Any]) -> Trace:
             vals = [math.nan if v is None else v for v in vals]
         out[k] = np.asarray(vals, dtype=FIELD_DTYPES[k])
     return out
+
+
+# ----------------------------------------------------------------------------------------- run record
+@dataclass
+class RunInfo:
+    """One ``lm_eval --model fsgen`` run: written by the adapter as the results' ``config["fsgen"]`` and
+    read back by the analysis. JSON keys are the field names."""
+
+    small: str  # System 1: path or hub id
+    large: str  # the large model System 2 is computed from
+    method: str  # oracle | speculative | contrastive | proxy | a registered method
+    router: str  # always | never | max_prob | margin | entropy | a registered router
+    small_base: str | None = None  # proxy tuning: the untuned base of `small`
+    threshold: float | None = None  # the router's threshold
+    params: dict[str, Any] = field(default_factory=dict)  # the method's parameters, defaults filled in
+    router_params: dict[str, Any] = field(default_factory=dict)  # the router's parameters (threshold aside)
+    run_id: str | None = None  # also in every trace record of the run (None: written before run ids)
+    summary: dict[str, Any] = field(default_factory=dict)  # SUMMARY_KEYS over every task and rank
+    per_task: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> SUMMARY_KEYS
+    tokens_per_second: float | None = None  # rank 0's generated tokens / its seconds in the engine
+    traces: list[str] = field(default_factory=list)  # this run's trace files (names beside the results)
+    batch_size: int | str | None = None  # as given: an int, auto or auto:N
+    auto_batch_sizes: list[int] = field(default_factory=list)  # what batch_size=auto picked, in order
+    code_eval_sandbox: list[str] | None = None  # code tasks: the sandbox layers programs ran under (None: none ran)
+    trace_topk: int = 0  # K > 0: top-K ids and probabilities per token in each trace's Parquet side file
+    conventions: list[str] = field(default_factory=list)  # where its numbers follow FS-GEN's conventions
+
+    REQUIRED = ("small", "large", "method", "router")
+
+    def task_summary(self, task: str) -> dict[str, Any]:
+        """The summary of one task (the overall one when the run has no per-task entry for it)."""
+        return self.per_task.get(task) or self.summary
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``config["fsgen"]`` object."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str = "config['fsgen']") -> "RunInfo":
+        """Read ``config["fsgen"]``; a ``ValueError`` naming ``where`` and the key for a missing or
+        mistyped field. Keys this version does not know are ignored (newer writers may add some)."""
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"{where} is not an object")
+        for key in cls.REQUIRED:
+            if not isinstance(obj.get(key), str):
+                raise ValueError(f"{where} lacks {key!r}" if key not in obj else f"{where}[{key!r}] is not a string")
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in obj.items() if k in known and v is not None}
+        for key, kind in (("params", dict), ("router_params", dict), ("summary", dict), ("per_task", dict),
+                          ("traces", list), ("auto_batch_sizes", list), ("code_eval_sandbox", list),
+                          ("conventions", list)):
+            if not isinstance(values.get(key, kind()), kind):
+                raise ValueError(f"{where}[{key!r}] is not a{'n object' if kind is dict else ' list'}")
+        for key in ("threshold", "tokens_per_second"):
+            if key in values and (isinstance(values[key], bool) or not isinstance(values[key], (int, float))):
+                raise ValueError(f"{where}[{key!r}] is not a number")
+        return cls(**values)

@@ -14,7 +14,7 @@ from fsgen_eval.engine.config import DecodeConfig
 from fsgen_eval.engine.pair import ModelPair
 from fsgen_eval.core.sampling import pick
 from fsgen_eval.engine.speculative import speculative_round
-from fsgen_eval.engine.state import DecodeState, RowResult, collect_rows, drop_finished, init_state, make_generator
+from fsgen_eval.engine.state import DecodeState, RowResult, collect_rows, compact, drop_finished, init_state, make_generator
 
 
 def system2_step(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, s1: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -43,7 +43,7 @@ def plain_step(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, s1: Tensor |
     if s1 is None:
         s1 = st.small.advance(st.seq, 1, pair.vocab_size)[:, -1]  # (B, V)
     if called is None:
-        called = cfg.route_at(s1, st.seq.generated) & ~st.seq.finished
+        called = cfg.route_at(s1, st.seq.lengths) & ~st.seq.finished
     s2, base = system2_step(st, pair, cfg, s1) if called.any() else (None, None)
     dist = torch.where(called[:, None], s2, s1) if s2 is not None else s1
     tok = pick(dist, cfg.temperature, cfg.top_k, cfg.top_p, st.generator)
@@ -60,16 +60,16 @@ def fsgen_speculative_step(st: DecodeState, pair: ModelPair, cfg: DecodeConfig) 
 
     Where the router does not fire, System 1's token is emitted unverified; where it fires, System 1 drafts
     ``num_draft`` tokens from here and the large model verifies them (a full draft: the router does not
-    end it early). Rows advance in lockstep, so when the router fires on any live row every row takes part
-    in the verification round; at batch size 1 this is FS-GEN's loop exactly.
+    end it early). Row by row: in a round where some rows verify, the others emit their unverified token
+    in the round's last column, so each row gives what it gives alone (FS-GEN's loop is batch-1).
     """
     s1 = st.small.advance(st.seq, 1, pair.vocab_size)[:, -1]  # (B, V)
-    fire = cfg.route_at(s1, st.seq.generated) & ~st.seq.finished
+    fire = cfg.route_at(s1, st.seq.lengths) & ~st.seq.finished
     if not bool(fire.any()):
         plain_step(st, pair, cfg, s1, fire)
         return
     st.small.rewind(st.seq.length - 1)  # the draft recomputes this position itself
-    speculative_round(st, pair, replace(cfg, router="always", threshold=None, router_params={}))
+    speculative_round(st, pair, replace(cfg, router="always", threshold=None, router_params={}), verify=fire)
 
 
 # a method's registry entry names its loop (core.registry.LOOPS); each runs one round per call
@@ -86,9 +86,11 @@ def decode_batch(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg
     st = init_state(pair, input_ids, attention_mask, cfg, generator or make_generator(pair, cfg))
     step = choose_step(cfg)
     with torch.inference_mode():
-        while st.seq.generated < cfg.max_new_tokens and not bool(st.seq.finished.all()):
+        # a row finishes at EOS, a stop string or max_new_tokens (Finisher), then leaves the batch
+        while not bool(st.seq.finished.all()):
             step(st, pair, cfg)
             drop_finished(st)
+            compact(st)
     return collect_rows(pair, st, cfg)
 
 

@@ -73,5 +73,5 @@ def _score_trace(ids: Tensor, s1: Tensor, s2: Tensor | None, large: Tensor | Non
         base_handoff = (called & (s2.argmax(-1) != base.argmax(-1)) if base is not None
                         else torch.zeros_like(called)).to(torch.int8)
     rec = Recorder(True, torch.arange(len(nxt), device=ids.device), cfg.trace_topk)
-    rec.add(nxt, source, called, handoff, s1, s2, accepted, base_handoff)
+    rec.add(nxt, source, called, handoff, s1, s2, accepted, base_handoff=base_handoff)
     return {k: v[:, 0] for k, v in rec.finish(len(nxt), ids.device).items()}

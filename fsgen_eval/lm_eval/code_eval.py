@@ -67,7 +67,9 @@ class CodeEval:
         ``pass@k`` is reported only for the ``k`` not above every problem's number of candidates.
         """
         if os.environ.get(GATE_ENV) != "1":
-            raise ValueError(
+            from fsgen_eval.lm_eval.args import OneLineError  # lm-eval loads mbpp: one line, no traceback
+
+            raise OneLineError(
                 f"code_eval runs untrusted model-written code; set {GATE_ENV}=1 to allow it "
                 "(and pass --confirm_run_unsafe_code to lm_eval)"
             )

@@ -66,12 +66,15 @@ def make_record(
 
 
 class TraceWriter:
-    """Appends records to one JSONL file, opened on the first write (no empty files for failed runs).
+    """Writes records to one JSONL file, opened on the first write (no empty files for failed runs).
 
-    Records carrying top-K arrays (``trace_topk``) also get their rows in the Parquet side file."""
+    An existing file is refused (two runs would mix silently) unless ``append`` is set. Records carrying
+    top-K arrays (``trace_topk``) also get their rows in the Parquet side file, which is never appended to.
+    """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, append: bool = False):
         self.path = Path(path)
+        self.append = append
         self._fh: TextIO | None = None
         self._lines = 0  # records in the JSONL file so far (the side file's ``record`` key)
         self._topk: TopKWriter | None = None
@@ -95,10 +98,13 @@ class TraceWriter:
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():  # appending: the side file's record numbers continue the file's lines
+        try:
+            self._fh = open(self.path, "a" if self.append else "x", encoding="utf-8")
+        except FileExistsError:
+            raise FileExistsError(f"trace file {self.path} exists; pass trace_append=true to add to it") from None
+        if self.append:  # the side file's record numbers continue the file's physical lines
             with open(self.path, encoding="utf-8") as fh:
                 self._lines = sum(1 for _ in fh)
-        self._fh = open(self.path, "a", encoding="utf-8")
 
     def close(self) -> None:
         if self._fh is not None:
@@ -196,8 +202,11 @@ class SummaryBook:
         }
 
     @classmethod
-    def from_files(cls, paths: Iterable[Path]) -> "SummaryBook":
-        """Rebuild from trace files (all ranks'); a torn last line (a killed writer) is skipped with a warning."""
+    def from_files(cls, paths: Iterable[Path], run_id: str | None = None) -> "SummaryBook":
+        """Rebuild from trace files (all ranks'); a torn last line (a killed writer) is skipped with a warning.
+
+        With ``run_id``, only that run's records count (a file appended to by several runs).
+        """
         book = cls()
         for path in paths:
             if not Path(path).exists():
@@ -205,8 +214,9 @@ class SummaryBook:
                 continue
             for n, rec in read_jsonl(Path(path), strict=False):  # (the torn-last-line rule of every reader)
                 try:
-                    book.add_record(rec)
-                except (KeyError, TypeError, ValueError) as err:
+                    if run_id is None or rec.get("run_id") == run_id:
+                        book.add_record(rec)
+                except (KeyError, TypeError, ValueError, AttributeError) as err:
                     log.warning("fsgen: %s line %d is not a trace record (%s); skipped", path, n, err)
         return book
 
