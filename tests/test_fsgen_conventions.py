@@ -141,6 +141,14 @@ def test_fsgen_variant_emits_system1_unverified_off_the_router(pair):
         assert all(ids[j] == small[j] for j in np.flatnonzero(~called))
         assert all(ids[j] == large[j] for j in np.flatnonzero(called))
         assert (t["source"][~called] == 1).all()
+    # row by row: in a batch each row gives what it gives alone (some rows verify in a round, others not)
+    batch = generate(pair, PROMPTS, method="speculative", speculative_variant="fsgen", num_draft=3,
+                     router="entropy", threshold=thr, max_new_tokens=N, batch_size=len(PROMPTS))
+    assert batch.token_ids == lossy.token_ids and batch.counters == lossy.counters
+    for got, want in zip(batch.traces, lossy.traces):
+        for f in ("source", "llm_called", "handoff", "accepted"):
+            assert np.array_equal(got[f], want[f]), f
+    assert batch.summary == lossy.summary
     # router always / never: the variant changes nothing
     for router in ("always", "never"):
         a = generate(pair, PROMPTS, method="speculative", speculative_variant="fsgen", router=router, max_new_tokens=N)

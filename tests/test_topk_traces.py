@@ -70,6 +70,28 @@ def test_topk_in_speculative_and_loglikelihood(pair):
         np.testing.assert_allclose(t["s1_topk_probs"][:, 0], t["s1_top1_prob"], rtol=1e-5)
 
 
+def test_topk_rows_of_a_ragged_speculative_batch_are_each_rows_own(pair):
+    # rows accept different numbers of drafts per round (Recorder.stacked orders each row's entries): a row's
+    # top-K lists in a batch are those it gets alone, and line up with its own tokens and scalar fields
+    prompts = PROMPTS + ["Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes.", "x"]
+    kw = dict(method="speculative", num_draft=4, max_new_tokens=24, trace_topk=K)
+    alone = generate(pair, prompts, batch_size=1, **kw)
+    batch = generate(pair, prompts, batch_size=len(prompts), **kw)
+    rates = {c["accepted_tokens"] / c["verification_steps"] for c in alone.counters}
+    assert len(rates) > 1, "rows must accept drafts at different rates for the batch to be ragged"
+    assert batch.token_ids == alone.token_ids
+    for got, want, ids in zip(batch.traces, alone.traces, alone.token_ids):
+        for f in schema.TOPK_FIELDS:
+            assert got[f].shape == (len(ids), K), f
+            if f.endswith("ids"):
+                assert np.array_equal(got[f], want[f]), f
+            else:
+                np.testing.assert_allclose(got[f], want[f], rtol=1e-4, atol=1e-6, err_msg=f)
+        np.testing.assert_allclose(got["s1_topk_probs"][:, 0], got["s1_top1_prob"], rtol=1e-5)
+        # greedy speculative emits the large model's greedy token at every position
+        assert (got["token_id"] == got["s2_topk_ids"][:, 0]).all()
+
+
 def test_bad_trace_topk_is_refused_before_work(pair):
     for bad in (-1, 2.5, True):
         with pytest.raises(ValueError, match="trace_topk"):
