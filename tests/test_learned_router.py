@@ -170,3 +170,20 @@ def test_router_learned_needs_an_existing_file(tmp_path):
     bad.write_text('{"format": "fsgen-learned-router/1"}')
     with pytest.raises(ValueError, match="not a learned router file"):
         make_config(router="learned", router_path=str(bad))
+
+
+def test_learned_router_with_the_position_feature_sees_each_rows_own_position(trace_files, tmp_path):
+    # speculative rows drift apart (each accepts its own drafts): a router reading the position must get
+    # each row's own count of generated tokens, so a ragged batch gives what each row gives alone
+    from fsgen_eval import generate
+
+    pair, prompts, path = trace_files
+    out = tmp_path / "r.json"
+    assert main(["router", "train", str(path), "--features", "scalar", "--model", "logistic",
+                 "--target-call-rate", "0.4", "-o", str(out)]) == 0
+    assert L.load(out).coef[3] != 0, "the position feature must weigh in"
+    kw = dict(method="speculative", num_draft=4, router="learned", router_path=str(out), max_new_tokens=24)
+    alone = generate(pair, prompts, batch_size=1, **kw)
+    batch = generate(pair, prompts, batch_size=len(prompts), **kw)
+    assert len({c["verification_steps"] for c in alone.counters}) > 1
+    assert batch.token_ids == alone.token_ids and batch.counters == alone.counters
