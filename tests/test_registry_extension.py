@@ -147,6 +147,18 @@ def test_registration_refuses_clashing_parameter_names(registered):
         registry.register_method(MethodSpec("mix", mix))
 
 
+def test_a_required_method_parameter_must_be_given():
+    from fsgen_eval.engine.config import make_config
+
+    registry.register_method(MethodSpec("needy", mix, (Param("mix_level", REQUIRED, float, "how much"),)))
+    try:
+        with pytest.raises(ValueError, match="method 'needy' needs a mix_level \\(how much\\)"):
+            make_config(method="needy")
+        assert make_config(method="needy", mix_level="0.5").params == {"mix_level": 0.5}
+    finally:
+        registry.METHODS.remove("needy")
+
+
 def test_the_model_args_schema_comes_from_the_registries(registered):
     from fsgen_eval.lm_eval.model import FSGenLM
 

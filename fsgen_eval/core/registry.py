@@ -281,10 +281,12 @@ def signal_router(signal: str, calls_when: str) -> RouterSpec | None:
 
 
 # ------------------------------------------------------------------------------- checking parameters
-def _fill(params: tuple[Param, ...], given: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults under ``given``, each value through its check (``REQUIRED`` ones must be present)."""
+def _fill(spec: MethodSpec | RouterSpec, kind: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults under ``given``, each value through its check; ``ValueError`` for a missing ``REQUIRED`` one."""
     out = {}
-    for p in params:
+    for p in spec.params:
+        if p.default is REQUIRED and p.name not in given:
+            raise ValueError(f"{kind} {spec.name!r} needs a {p.name}" + (f" ({p.help})" if p.help else ""))
         out[p.name] = p.check(given[p.name]) if p.name in given else p.default
     return out
 
@@ -296,7 +298,7 @@ def check_method_params(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         takes = ", ".join(spec.defaults) or "no parameters"
         raise ValueError(f"method {name!r} does not use parameter(s) {', '.join(unknown)} (it takes: {takes})")
-    return _fill(spec.params, given)
+    return _fill(spec, "method", given)
 
 
 def check_router_params(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -309,10 +311,7 @@ def check_router_params(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         takes = ", ".join(spec.defaults) or "no parameters"
         raise ValueError(f"router {name!r} does not use parameter(s) {', '.join(unknown)} (it takes: {takes})")
-    for p in spec.params:
-        if p.default is REQUIRED and p.name not in given:
-            raise ValueError(f"router {name!r} needs a {p.name}" + (f" ({p.help})" if p.help else ""))
-    return _fill(spec.params, given)
+    return _fill(spec, "router", given)
 
 
 def split_params(method: str, router: str, given: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
