@@ -14,6 +14,7 @@ import sys
 # subcommand group → module holding its ``register``; order is the order in ``--help``.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "fsgen_eval.cli.demo", "fsgen_eval.cli.run", "fsgen_eval.cli.analysis", "fsgen_eval.cli.zoo",
+    "fsgen_eval.cli.registry",
 )
 
 
