@@ -39,6 +39,7 @@ class Run:
 
     @property
     def pair(self) -> str:
+        """``small -> large`` with each model's short name."""
         return f"{_short(self.fsgen.get('small'))} -> {_short(self.fsgen.get('large'))}"
 
 
@@ -155,6 +156,7 @@ def read_traces(paths: list[Path]) -> list[dict[str, Any]]:
 
 
 def traces_of(records: list[dict[str, Any]]) -> list[Trace]:
+    """The per-token traces (fields ``[T_i]``) of trace records, in order."""
     return [r["trace"] for r in records]
 
 

@@ -26,6 +26,7 @@ Z95 = 1.959964
 
 
 def entry_key(run: Run, task: str) -> str:
+    """The baseline key of one (run, task): ``pair | method/router[@threshold] | task``."""
     return f"{run.pair} | {run.label} | {task}"
 
 
@@ -72,6 +73,7 @@ def run_entries(run: Run) -> dict[str, dict[str, Any]]:
 
 
 def collect(runs: list[Run]) -> dict[str, dict[str, Any]]:
+    """Every run's gate entries (rates, accuracies and their intervals), keyed by :func:`entry_key`."""
     return {k: v for run in runs for k, v in run_entries(run).items()}
 
 
@@ -84,6 +86,7 @@ def write_baseline(path: Path, entries: dict[str, dict[str, Any]], tolerances: d
 
 
 def read_baseline(path: Path) -> dict[str, Any]:
+    """A baseline JSON (``entries``, ``tolerances``, ``intervals``); ``ValueError`` naming the file if it is not one."""
     obj = read_json(path)
     if not isinstance(obj, dict) or not isinstance(obj.get("entries"), dict):
         raise ValueError(f"{path}: not a baseline file (no 'entries' object; write one with --update-baseline)")
@@ -105,12 +108,14 @@ class Check:
 
     @property
     def delta(self) -> float | None:
+        """Current minus baseline value, ``None`` where either is missing."""
         if self.baseline is None or self.current is None:
             return None
         return self.current - self.baseline
 
     @property
     def failed(self) -> bool:
+        """A regression or an entry missing from the current results."""
         return self.status in ("FAIL", "missing")
 
 

@@ -87,6 +87,8 @@ def _row(run: Run, task: str) -> dict[str, Any]:
 
 
 def build_tables(runs: list[Run]) -> list[Table]:
+    """One table per task (sorted): a row per run (role, pair, configuration, metrics ± stderr, rates),
+    System 1 alone first, then System 2 alone, then the collaborative runs."""
     tasks = sorted({t for r in runs for t in r.results})
     tables = []
     for task in tasks:
@@ -154,6 +156,9 @@ def _trace_figures(runs: list[Run], target: float | None, notes: list[str]) -> l
 
 def build_report(runs: list[Run], params: ParamTable | None = None, title: str = "fsgen-eval report",
                  target_call_rate: float | None = None, n_boot: int = 200) -> Report:
+    """The report over ``runs``: tables, the scaling figure (``params`` gives the parameter ratios; ``n_boot``
+    bootstrap resamples for its fit) and the trace figures (``target_call_rate`` marks the what-if);
+    ``ValueError`` without runs. What could not be drawn is said in ``notes``."""
     if not runs:
         raise ValueError("report: no runs to report on")
     rep = Report(title, build_tables(runs))
@@ -183,6 +188,7 @@ def _cells(table: Table, row: dict[str, Any]) -> list[str]:
 
 
 def header(table: Table) -> list[str]:
+    """The column titles of a task table."""
     return ["role", "pair", "configuration", *table.metrics, "collaboration rate", "LLM call rate",
             "acceptance length", "tokens/s"]
 

@@ -89,6 +89,8 @@ def _family_models(spec: str, subset: list[str] | None):
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    """``fsgen-eval sweep``: build the grid (names and parameters checked against the registries), then print
+    it (``--dry-run``) or run every unfinished cell; returns 1 if a cell failed."""
     import shlex
 
     from fsgen_eval.experiments import sweep
@@ -146,6 +148,8 @@ def points_from_runs(runs, params, router: str) -> list[dict[str, Any]]:
 
 
 def load_points(inputs: list[Path], params_files: list[Path] | None, router: str) -> list[dict[str, Any]]:
+    """Fit points from CSV files and results folders (runs filtered by ``router``; ``any`` keeps all); one
+    dict per (run, task) with ``small_params``, ``large_params``, ``collaboration_rate``; ``ValueError`` if none."""
     from fsgen_eval.analysis.files import find_runs, read_points_csv
     from fsgen_eval.analysis.params import ParamTable
 
@@ -162,6 +166,7 @@ def load_points(inputs: list[Path], params_files: list[Path] | None, router: str
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    """``fsgen-eval fit``: both scaling laws per (task, method) group, as text or JSON."""
     from fsgen_eval.analysis.scaling import fit_groups
 
     groups = fit_groups(load_points(args.inputs, args.params, args.router), n_boot=args.n_boot,
@@ -173,6 +178,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def format_fits(groups: list[dict[str, Any]]) -> str:
+    """The fits as text: per group the power law and the two-factor law with their intervals and LOO RMSE."""
     lines = []
     for g in groups:
         head = f"[task={g['task']} method={g['method']}] {g['n_points']} points"
@@ -221,6 +227,9 @@ def _add_analyze(sub: Any) -> None:
 
 
 def analyze(traces: list, target: float | None, max_position: int, bins: int) -> dict[str, Any]:
+    """Uncertainty vs handoffs over per-generation ``traces`` (fields ``[T_i]``): AUROC and quantiles per signal,
+    handoff rate by decile and by position (up to ``max_position``), and the router what-if (at ``target``
+    call rate if given; skipped with a reason unless every token was called)."""
     from fsgen_eval.analysis import signals, whatif
 
     tok = signals.called_tokens(traces)
@@ -249,6 +258,7 @@ def analyze(traces: list, target: float | None, max_position: int, bins: int) ->
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    """``fsgen-eval analyze``: :func:`analyze` over the trace records (optionally of one request type)."""
     from fsgen_eval.analysis.files import read_traces
 
     records = [r for r in read_traces(args.traces)
@@ -261,6 +271,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def format_analysis(res: dict[str, Any]) -> str:
+    """The result of :func:`analyze` as text."""
     lines = [res["note"] + f"; {res['n_handoffs']} handoffs.", "",
              f"{'signal':16} {'AUROC':>6}  quantiles {tuple(res['signals'][0]['quantiles'])} handoff | agreement"]
     for s in res["signals"]:
@@ -295,6 +306,7 @@ def _add_report(sub: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """``fsgen-eval report``: write report.md (PNG plots beside it) and the standalone report.html."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -327,6 +339,7 @@ def _add_check(sub: Any) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """``fsgen-eval check``: compare results with the baseline (1 on a regression) or rewrite it."""
     from fsgen_eval.analysis import gate
     from fsgen_eval.analysis.files import find_runs
 

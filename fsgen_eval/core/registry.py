@@ -129,14 +129,17 @@ class MethodSpec:
 
     @property
     def fn(self) -> Callable:
+        """The method's function (imported on first use when ``impl`` is ``"module:function"``)."""
         return _cached(self.impl)
 
     @property
     def defaults(self) -> dict[str, Any]:
+        """Parameter name -> default (``REQUIRED`` where it must be given)."""
         return {p.name: p.default for p in self.params}
 
     @property
     def speculative(self) -> bool:
+        """Whether it runs the draft-and-verify loop."""
         return self.loop == "speculative"
 
 
@@ -158,6 +161,7 @@ class RouterSpec:
 
     @property
     def defaults(self) -> dict[str, Any]:
+        """Parameter name -> default (``REQUIRED`` where it must be given)."""
         return {p.name: p.default for p in self.params}
 
     def build(self, params: Mapping[str, Any]) -> Callable:
@@ -206,12 +210,14 @@ class Registry(Mapping):
         return self[name]
 
     def add(self, spec: Any, replace: bool = False) -> Any:
+        """Add an entry (``register_method`` / ``register_router`` check it first)."""
         if spec.name in self._entries and not replace:
             raise ValueError(f"{self.kind} {spec.name!r} is already registered")
         self._entries[spec.name] = spec
         return spec
 
     def remove(self, name: str) -> None:
+        """Drop an entry if present (tests that register one clean up with this)."""
         self._entries.pop(name, None)
 
 
@@ -249,10 +255,12 @@ def register_router(spec: RouterSpec, replace: bool = False) -> RouterSpec:
 
 
 def get_method(name: str) -> MethodSpec:
+    """The method's entry; ``ValueError`` listing the valid methods."""
     return METHODS.get_spec(name)
 
 
 def get_router(name: str) -> RouterSpec:
+    """The router's entry; ``ValueError`` listing the valid routers."""
     return ROUTERS.get_spec(name)
 
 
@@ -267,10 +275,12 @@ def param_names() -> list[str]:
 
 
 def router_param_names() -> set[str]:
+    """Every parameter name some router declares."""
     return {p.name for name in ROUTERS for p in ROUTERS[name].params}
 
 
 def routers_taking(param: str) -> list[str]:
+    """The routers that declare ``param``, in registration order."""
     return [name for name in ROUTERS if any(p.name == param for p in ROUTERS[name].params)]
 
 

@@ -80,6 +80,7 @@ def empty_trace() -> Trace:
 
 
 def trace_len(trace: Mapping[str, np.ndarray]) -> int:
+    """T, the number of tokens in a trace."""
     return int(len(trace["token_id"]))
 
 

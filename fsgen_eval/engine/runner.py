@@ -40,6 +40,7 @@ class Runner:
 
     @classmethod
     def new(cls, model: PreTrainedModel) -> "Runner":
+        """A runner with an empty cache, using the keyword names this transformers version's ``forward`` takes."""
         # transformers 5 renamed `past_key_values` to `cache`; ask the signature which one it takes
         params = inspect.signature(model.forward).parameters
         return cls(model, DynamicCache(config=model.config),
@@ -67,6 +68,7 @@ class Runner:
             self.cache.batch_select_indices(keep.to(self.device))
 
     def rewind(self, length: int) -> None:
+        """Drop cached positions beyond ``length`` (rejected drafts)."""
         if self.fed > length:
             _crop(self.cache, self.fed, length)
             self.fed = length

@@ -39,6 +39,7 @@ class DemoCell(Cell):
 
     @property
     def relpath(self) -> Path:
+        """The cell's folder under the demo's output: its display name."""
         return Path(self.name)
 
 
@@ -149,6 +150,7 @@ def entropy_threshold(oracle_folder: Path, target: float) -> tuple[float, dict[s
 
 
 def lm_eval_args(max_gen_toks: int | None) -> list[str]:
+    """lm-eval's arguments for every demo cell (few-shot, batch size, and the generation cap if given)."""
     args = ["--num_fewshot", str(NUM_FEWSHOT), "--batch_size", "8"]
     if max_gen_toks is not None:
         args += ["--gen_kwargs", f"max_gen_toks={max_gen_toks}"]

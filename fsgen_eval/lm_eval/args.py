@@ -39,6 +39,7 @@ def merge_args(model_args: Mapping[str, Any], extra: Mapping[str, Any] | None, v
 
 
 def require_pair(small: Any, large: Any) -> None:
+    """``ModelArgsError`` unless ``small`` and ``large`` are both given as paths or hub ids."""
     for role, value in (("small", small), ("large", large)):
         if not value or not isinstance(value, str):
             what = "System 1, the small model" if role == "small" else "System 2's large model"

@@ -38,6 +38,7 @@ def trace_path(target: Path, ts: str, rank: int = 0, world_size: int = 1) -> Pat
 
 
 def all_rank_paths(target: Path, ts: str, world_size: int) -> list[Path]:
+    """The trace file of every rank ``0 .. world_size-1`` of one run (rank 0 reads them all)."""
     return [trace_path(target, ts, r, world_size) for r in range(world_size)]
 
 
@@ -61,6 +62,7 @@ class TraceWriter:
         self._fh: TextIO | None = None
 
     def write_batch(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Append the records as JSON lines and flush, so a finished batch survives a later crash."""
         lines = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records)
         if not lines:
             return
@@ -71,6 +73,7 @@ class TraceWriter:
         self._fh.flush()  # the batch is on disk (in the OS) before the next one starts
 
     def close(self) -> None:
+        """Close the file if one was opened."""
         if self._fh is not None:
             self._fh.close()
             self._fh = None
@@ -84,6 +87,8 @@ class SummaryBook:
         self.counters: dict[str, list[dict[str, int]]] = defaultdict(list)
 
     def add(self, task: str | None, trace: Mapping[str, Any], counters: Mapping[str, int] | None = None) -> None:
+        """Count one generation under ``task``: its ``handoff`` and ``llm_called`` arrays ``[T]`` and speculative
+        counters."""
         task = task or "unknown"
         self.traces[task].append({
             "handoff": np.asarray(trace["handoff"], dtype=bool),
