@@ -53,7 +53,7 @@ def run_entries(run: Run) -> dict[str, dict[str, Any]]:
     records = read_traces(run.trace_files) if run.trace_files else []
     out = {}
     for task, res in run.results.items():
-        summary = (run.fsgen.get("per_task") or {}).get(task) or run.fsgen.get("summary") or {}
+        summary = run.fsgen.task_summary(task)
         entry: dict[str, Any] = {k: summary.get(k) for k in RATES}
         entry["metrics"] = {m: float(v) for m, v in res.items() if is_metric(m, v)}
         ci: dict[str, list[float]] = {}

@@ -46,7 +46,8 @@ SIGNALS = ("s1_entropy", "s1_top1_prob", "s1_margin")  # trace fields a router m
 RESERVED = frozenset({
     "method", "router", "max_new_tokens", "temperature", "top_p", "top_k", "stop", "seed", "has_small_base",
     "record_trace", "pair", "prompts", "requests", "batch_size", "max_batch_size", "small", "large",
-    "small_base", "dtype", "device", "max_length", "trust_remote_code", "parallelize", "trace", "params",
+    "small_base", "dtype", "device", "max_length", "trust_remote_code", "parallelize", "trace", "trace_append",
+    "params",
 })
 
 

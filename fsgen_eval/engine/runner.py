@@ -1,7 +1,8 @@
 """A model's side of the loop: its KV cache and how many sequence positions it has seen (the runner seam).
 
 Every backend goes through ``advance`` (feed what is new, return the last log-probs), ``select`` (keep batch
-rows) and ``rewind`` (drop cached positions), so a new backend is one class with these three methods.
+rows), ``rewind`` (drop the last cached columns) and ``compact`` (keep chosen columns per row), so a new
+backend is one class with these four methods.
 """
 
 from __future__ import annotations
@@ -25,6 +26,25 @@ def _crop(cache: DynamicCache, fed: int, length: int) -> None:
     one as tokens to remove and refuses it; 4.x as the length to keep), so only the negative form is used.
     """
     cache.crop(length - fed)
+
+
+def _gather_columns(cache: DynamicCache, index: Tensor) -> None:
+    """Keep columns ``index`` ``[B, T']`` of every layer's keys and values ``[B, H, T, D]``.
+
+    transformers >= 4.56 keeps them on ``cache.layers[i].keys/.values``, older 4.x releases on the
+    ``cache.key_cache``/``value_cache`` lists: both are public attributes.
+    """
+    def take(x: Tensor) -> Tensor:
+        if x is None or x.numel() == 0:  # a layer not initialised yet
+            return x
+        return x.gather(2, index[:, None, :, None].expand(-1, x.shape[1], -1, x.shape[3]))
+
+    if hasattr(cache, "layers"):
+        for layer in cache.layers:
+            layer.keys, layer.values = take(layer.keys), take(layer.values)
+    else:
+        cache.key_cache[:] = [take(x) for x in cache.key_cache]
+        cache.value_cache[:] = [take(x) for x in cache.value_cache]
 
 
 @dataclass
@@ -68,7 +88,17 @@ class Runner:
             self.cache.batch_select_indices(keep.to(self.device))
 
     def rewind(self, length: int) -> None:
-        """Drop cached positions beyond ``length`` (rejected drafts)."""
+        """Drop every cached column from ``length`` on (public ``crop``)."""
         if self.fed > length:
             _crop(self.cache, self.fed, length)
             self.fed = length
+
+    def compactable(self) -> bool:
+        """Whether every cache layer holds every column (a sliding-window layer keeps only its window)."""
+        return not any(getattr(layer, "is_sliding", False) for layer in getattr(self.cache, "layers", ()))
+
+    def compact(self, index: Tensor) -> None:
+        """Keep cached columns ``index`` ``[B, fed']`` of each row, in that order (``Sequences.compact_index``)."""
+        if self.fed:
+            _gather_columns(self.cache, index.to(self.device))
+        self.fed = index.shape[1]

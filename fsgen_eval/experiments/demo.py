@@ -130,7 +130,7 @@ def completed(folder: Path) -> bool:
         run = load_run(results[0])
     except ValueError:
         return False
-    names = run.fsgen.get("traces") or []
+    names = run.fsgen.traces
     return bool(names) and all((results[0].parent / n).is_file() for n in names)
 
 
@@ -190,7 +190,7 @@ def _same_threshold(folder: Path, threshold: float | None) -> bool:
     if threshold is None:
         return True
     (run,) = find_runs([folder])
-    return run.fsgen.get("threshold") is not None and float(run.fsgen["threshold"]) == threshold
+    return run.fsgen.threshold is not None and float(run.fsgen.threshold) == threshold
 
 
 # ------------------------------------------------------------------------------------------ report

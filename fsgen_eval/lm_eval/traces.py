@@ -18,7 +18,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from fsgen_eval.core.schema import COUNTERS, summarize, trace_to_json
+from fsgen_eval.core.jsonl import read_jsonl
+from fsgen_eval.core.schema import COUNTERS, SCHEMA_VERSION, summarize, trace_to_json
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def make_record(
     **extra: Any,
 ) -> dict[str, Any]:
     """One trace line: request metadata, every per-token field as a list, the speculative counters."""
-    rec = dict(meta)
+    rec = {"schema_version": SCHEMA_VERSION, **meta}
     rec.update(trace_to_json(trace))
     rec.update({k: int((counters or {}).get(k, 0)) for k in COUNTERS})
     rec.update(extra)
@@ -55,10 +56,14 @@ def make_record(
 
 
 class TraceWriter:
-    """Appends records to one JSONL file, opened on the first write (no empty files for failed runs)."""
+    """Writes records to one JSONL file, opened on the first write (no empty files for failed runs).
 
-    def __init__(self, path: Path):
+    An existing file is refused (two runs would mix silently) unless ``append`` is set.
+    """
+
+    def __init__(self, path: Path, append: bool = False):
         self.path = Path(path)
+        self.append = append
         self._fh: TextIO | None = None
 
     def write_batch(self, records: Iterable[Mapping[str, Any]]) -> None:
@@ -68,7 +73,10 @@ class TraceWriter:
             return
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8")
+            try:
+                self._fh = open(self.path, "a" if self.append else "x", encoding="utf-8")
+            except FileExistsError:
+                raise FileExistsError(f"trace file {self.path} exists; pass trace_append=true to add to it") from None
         self._fh.write(lines)
         self._fh.flush()  # the batch is on disk (in the OS) before the next one starts
 
@@ -110,19 +118,22 @@ class SummaryBook:
         }
 
     @classmethod
-    def from_files(cls, paths: Iterable[Path]) -> "SummaryBook":
-        """Rebuild from trace files (all ranks'); a torn last line (a killed writer) is skipped with a warning."""
+    def from_files(cls, paths: Iterable[Path], run_id: str | None = None) -> "SummaryBook":
+        """Rebuild from trace files (all ranks'); a torn last line (a killed writer) is skipped with a warning.
+
+        With ``run_id``, only that run's records count (a file appended to by several runs).
+        """
         book = cls()
         for path in paths:
             if not Path(path).exists():
                 log.warning("fsgen: trace file %s is missing; the summary leaves it out", path)
                 continue
-            with open(path, encoding="utf-8") as fh:
-                for n, line in enumerate(fh, 1):
-                    try:
-                        book.add_record(json.loads(line))
-                    except (json.JSONDecodeError, KeyError) as err:
-                        log.warning("fsgen: %s line %d is not a trace record (%s); skipped", path, n, err)
+            for n, rec in read_jsonl(Path(path), strict=False):  # (the torn-last-line rule of every reader)
+                try:
+                    if run_id is None or rec.get("run_id") == run_id:
+                        book.add_record(rec)
+                except (KeyError, TypeError, ValueError, AttributeError) as err:
+                    log.warning("fsgen: %s line %d is not a trace record (%s); skipped", path, n, err)
         return book
 
 
