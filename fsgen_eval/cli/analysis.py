@@ -183,6 +183,7 @@ class FitProgress:
         self.bar.update(i - self.bar.n)
 
     def close(self) -> None:
+        """Close the progress bar, if one was drawn."""
         if self.bar is not None:
             self.bar.close()
 

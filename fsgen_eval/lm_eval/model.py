@@ -198,6 +198,7 @@ class FSGenLM(HFLM):
     # ----------------------------------------------------------------------------- construction
     @classmethod
     def model_arg_names(cls) -> list[str]:
+        """Every ``--model_args`` key ``fsgen`` accepts: its own arguments, HFLM's and the registries'."""
         fixed = [n for n, p in inspect.signature(cls.__init__).parameters.items()
                  if n != "self" and p.kind is not p.VAR_KEYWORD]
         return margs.model_arg_names(fixed)
