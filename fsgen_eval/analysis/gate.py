@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fsgen_eval.analysis.files import Run, is_metric, read_json, read_traces
+from fsgen_eval.analysis.files import Run, is_metric, read_json, run_records
 
 RATES = ("collaboration_rate", "llm_call_rate")
 DEFAULT_TOLERANCES = {"collaboration_rate": 0.02, "llm_call_rate": 0.02, "accuracy": 0.02}
@@ -50,7 +50,7 @@ def _stderr(task_results: dict[str, Any], metric: str) -> float | None:
 
 def run_entries(run: Run) -> dict[str, dict[str, Any]]:
     """Baseline-shaped entries of one run: key -> {rates, ``metrics``, ``ci`` (value -> [lo, hi])}."""
-    records = read_traces(run.trace_files) if run.trace_files else []
+    records = run_records(run)
     out = {}
     for task, res in run.results.items():
         summary = run.fsgen.task_summary(task)

@@ -269,6 +269,8 @@ def _add_analyze(sub: Any) -> None:
     p.add_argument("--bins", type=int, default=20, help="histogram bins")
     p.add_argument("--request-type", choices=("generate_until", "loglikelihood", "loglikelihood_rolling"),
                    help="use only records of this request type (default: all)")
+    p.add_argument("--run-id", help="use only this run's records (a trace file appended to by several runs); "
+                                    "without it each run in the files is analysed on its own")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_analyze)
 
@@ -305,15 +307,32 @@ def analyze(traces: list, target: float | None, max_position: int, bins: int) ->
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    """``fsgen-eval analyze``: :func:`analyze` over the trace records (optionally of one request type)."""
-    from fsgen_eval.analysis.files import read_traces
+    """``fsgen-eval analyze``: :func:`analyze` over the trace records (optionally of one request type), one
+    analysis per run id: two runs' tokens (a file appended to by both) are never pooled."""
+    from fsgen_eval.analysis.files import by_run_id, read_traces
 
-    records = [r for r in read_traces(args.traces)
-               if args.request_type is None or r.get("request_type") == args.request_type]
-    if not records:
+    records = read_traces(args.traces)
+    groups = by_run_id(records)
+    if args.run_id is not None:
+        if args.run_id not in groups:
+            raise ValueError(f"--run-id {args.run_id}: no such run in {', '.join(map(str, args.traces))} (runs: "
+                             f"{', '.join(str(k) for k in groups)})")
+        groups = {args.run_id: groups[args.run_id]}
+    groups = {k: [r for r in g if args.request_type is None or r.get("request_type") == args.request_type]
+              for k, g in groups.items()}
+    groups = {k: g for k, g in groups.items() if g}
+    if not groups:
         raise ValueError(f"no trace records of request type {args.request_type!r} in {', '.join(map(str, args.traces))}")
-    res = analyze([r["trace"] for r in records], args.target_call_rate, args.max_position, args.bins)
-    print(_dumps(res) if args.json else format_analysis(res))
+    results = {k: analyze([r["trace"] for r in g], args.target_call_rate, args.max_position, args.bins)
+               for k, g in groups.items()}
+    if len(results) == 1:
+        res = next(iter(results.values()))
+        print(_dumps(res) if args.json else format_analysis(res))
+    elif args.json:
+        print(_dumps({"runs": [{"run_id": k, "n_records": len(groups[k]), **res} for k, res in results.items()]}))
+    else:
+        print("\n\n".join(f"== run {k} ({len(groups[k])} records)\n{format_analysis(res)}"
+                           for k, res in results.items()))
     return 0
 
 
