@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,8 @@ def _add_sweep(sub: Any) -> None:
     p.add_argument("--lm-eval-args", default="", help="more lm-eval arguments, e.g. '--batch_size 8'")
     p.add_argument("--jobs", type=int, help="cells run at once (default 1, or one per --devices entry)")
     p.add_argument("--devices", type=_csv_list, help="e.g. cuda:0,cuda:1: one cell per device at a time")
-    p.add_argument("--dry-run", action="store_true", help="print the grid and the commands; run nothing")
+    p.add_argument("--dry-run", action="store_true", default=os.environ.get("FSGEN_DRY_RUN") == "1",
+                   help="print the grid and the commands; run nothing (default with FSGEN_DRY_RUN=1)")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -330,6 +332,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from fsgen_eval.analysis import gate
     from fsgen_eval.analysis.files import find_runs
 
+    baseline = None if args.update_baseline else gate.read_baseline(args.baseline)  # before reading results
     current = gate.collect(find_runs(args.results))
     given = {"collaboration_rate": args.tol_collab, "llm_call_rate": args.tol_call, "accuracy": args.tol_acc}
     if args.update_baseline:
@@ -337,7 +340,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         gate.write_baseline(args.baseline, current, tol, intervals=not args.no_intervals)
         print(f"wrote baseline {args.baseline} ({len(current)} entries)")
         return 0
-    baseline = gate.read_baseline(args.baseline)
     tol = {**gate.DEFAULT_TOLERANCES, **baseline.get("tolerances", {}),
            **{k: v for k, v in given.items() if v is not None}}
     intervals = bool(baseline.get("intervals", True)) and not args.no_intervals
