@@ -4,7 +4,7 @@ The fenced ``bash`` blocks are the documented commands (a line ending in ``\\`` 
 trailing comment marks the exceptions, or a first line ``# hub...`` marks a whole block:
 
 - ``# hub``: needs models from the Hugging Face hub; not run offline;
-- ``# ci``: ``.ci/run`` runs exactly this line on a fresh clone (checked here: it must be there verbatim);
+- ``# ci``: ``.ci/run`` runs exactly this on a fresh clone (checked here: it must be there verbatim);
 - ``# long``: minutes to hours (the whole study, training the zoo); run here with ``FSGEN_DRY_RUN=1``, which
   makes ``fsgen-eval sweep``, ``fsgen-eval zoo train`` and ``scripts/micro_study.sh`` check their arguments
   and print their plan without running it.
@@ -61,7 +61,7 @@ def _without_comment(text: str) -> str:
 def test_every_documented_command_is_runnable_or_marked():
     commands = [c for block in documented_blocks() for c in block]
     assert len(commands) >= 15, [c.text for c in commands]
-    ci_script = (REPO / ".ci" / "run").read_text().splitlines()
+    ci_script = (REPO / ".ci" / "run").read_text()
     for cmd in commands:
         if cmd.mark == "ci":  # CI runs it verbatim on a fresh clone
             assert _without_comment(cmd.text) in ci_script, f"{cmd.doc}: .ci/run does not run {cmd.text!r}"
