@@ -112,5 +112,5 @@ def test_a_missing_baseline_is_one_line_saying_so(tmp_path, capsys):
     res = _results(tmp_path / "run")
     assert main(["check", str(res), "--baseline", str(tmp_path / "ci" / "b.json")]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line == (f"fsgen-eval check: error: baseline {tmp_path / 'ci' / 'b.json'} does not exist; "
+    assert line == (f"fsgen-eval check: error: baseline {tmp_path / 'ci' / 'b.json'}: no such file; "
                     "record one with --update-baseline")

@@ -95,7 +95,7 @@ def write_baseline(path: Path, entries: dict[str, dict[str, Any]], tolerances: d
 
 def read_baseline(path: Path) -> dict[str, Any]:
     if not Path(path).exists():
-        raise FileNotFoundError(f"baseline {path} does not exist; record one with --update-baseline")
+        raise FileNotFoundError(f"baseline {path}: no such file; record one with --update-baseline")
     obj = read_json(path)
     if not isinstance(obj, dict) or not isinstance(obj.get("entries"), dict):
         raise ValueError(f"{path}: not a baseline file (no 'entries' object; write one with --update-baseline)")

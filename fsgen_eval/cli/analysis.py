@@ -332,7 +332,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     from fsgen_eval.analysis import gate
     from fsgen_eval.analysis.files import find_runs
 
-    baseline = None if args.update_baseline else gate.read_baseline(args.baseline)  # before reading results
     current = gate.collect(find_runs(args.results))
     given = {"collaboration_rate": args.tol_collab, "llm_call_rate": args.tol_call, "accuracy": args.tol_acc}
     if args.update_baseline:
@@ -340,6 +339,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         gate.write_baseline(args.baseline, current, tol, intervals=not args.no_intervals)
         print(f"wrote baseline {args.baseline} ({len(current)} entries)")
         return 0
+    baseline = gate.read_baseline(args.baseline)
     tol = {**gate.DEFAULT_TOLERANCES, **baseline.get("tolerances", {}),
            **{k: v for k, v in given.items() if v is not None}}
     intervals = bool(baseline.get("intervals", True)) and not args.no_intervals
