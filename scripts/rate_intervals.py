@@ -33,9 +33,9 @@ def main() -> None:
     params = ParamTable(read_param_file(args.params))
     rows = []
     for run in find_runs([args.sweep]):
-        small, large = run.fsgen["small"], run.fsgen["large"]
+        small, large = run.fsgen.small, run.fsgen.large
         n_small, n_large = params.get(small), params.get(large)
-        for task in run.fsgen["per_task"]:
+        for task in run.fsgen.per_task:
             records = [r for r in read_traces(run.trace_files) if r["task"] == task]
             traces = traces_of(records)
             handoffs = np.array([t["handoff"].sum() for t in traces])

@@ -54,7 +54,8 @@ def write_run(folder: Path, small: str, large: str, method: str = "oracle", rout
         per_task[t] = {**per_task.get(t, {}), **s}
     fsgen = {"small": small, "large": large, "small_base": None, "method": method, "router": router,
              "threshold": threshold, "params": {}, "summary": summarize([tr for v in traces.values() for tr in v]),
-             "per_task": per_task, "tokens_per_second": 123.4}
+             "per_task": per_task, "tokens_per_second": 123.4,
+             "traces": [f"traces_{ts}.jsonl"] if traces else []}
     results = {"results": {t: {"alias": t, **m} for t, m in tasks.items()}, "config": {"model": "fsgen", "fsgen": fsgen}}
     (out / f"results_{ts}.json").write_text(json.dumps(results))
     if traces:

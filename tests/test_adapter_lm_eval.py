@@ -106,6 +106,9 @@ def test_mbpp_runs_end_to_end_and_scores(llama_pair):
               gen_kwargs="max_gen_toks=8", confirm_run_unsafe_code=True)
     assert out["results"]["mbpp"]["pass_at_1,none"] == 0.0  # 8 tokens of a random model pass no test
     assert out["config"]["fsgen"]["per_task"]["mbpp"]["generated_tokens"] > 0
+    from fsgen_eval.lm_eval.sandbox import protections
+
+    assert out["config"]["fsgen"]["code_eval_sandbox"] == list(protections())  # the results say how it ran
 
 
 @pytest.fixture

@@ -106,8 +106,8 @@ def test_missing_csv(tmp_path, capsys):
 def test_fit_with_too_few_points_says_so(tmp_path, capsys):
     path = tmp_path / "points.csv"
     path.write_text("large_params,small_params,collaboration_rate\n10,1,0.2\n20,1,0.3\n")
-    err = _one_line_error(capsys, ["fit", str(path)], "at least 3 points", "got 2")
-    assert "0." not in err.split("got 2")[1]  # no number in place of a fit
+    err = _one_line_error(capsys, ["fit", str(path)], "at least 3 pairs", "2 distinct")
+    assert "a=" not in err and "R2" not in err  # no number in place of a fit
 
 
 def test_unknown_model_in_results(tmp_path, capsys):
@@ -125,3 +125,73 @@ def test_malformed_params_yaml(tmp_path, capsys):
     bad = tmp_path / "p.yaml"
     bad.write_text("- just\n- a list\n")
     _one_line_error(capsys, ["fit", str(tmp_path / "r"), "--params", str(bad)], "p.yaml", "expected")
+
+
+@pytest.mark.parametrize("row, problem", [
+    ("nan,1,0.1", "column 'large_params' is not a finite number: 'nan'"),
+    ("10,inf,0.1", "column 'small_params' is not a finite number: 'inf'"),
+    ("0,1,0.1", "column 'large_params' must be a parameter count > 0, got '0'"),
+    ("10,-5,0.1", "column 'small_params' must be a parameter count > 0, got '-5'"),
+    ("10,1,-0.5", "column 'collaboration_rate' must be a rate in [0, 1], got '-0.5'"),
+    ("10,1,1.7", "column 'collaboration_rate' must be a rate in [0, 1], got '1.7'"),
+])
+def test_csv_values_out_of_range(tmp_path, capsys, row, problem):
+    path = tmp_path / "points.csv"
+    path.write_text(f"large_params,small_params,collaboration_rate\n10,1,0.2\n20,1,0.3\n{row}\n")
+    _one_line_error(capsys, ["fit", str(path)], f"{path}:4: {problem}")
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"schema_version": 99}, "schema_version 99 is not one this fsgen_eval reads (1)"),
+    ({"handoff": [2, False]}, "trace field 'handoff', token 0: 2 is not true, false, 0, 1 or null"),
+    ({"s1_entropy": ["0.1", 0.2]}, "trace field 's1_entropy', token 0: '0.1' is not a finite number or null"),
+    ({"s1_entropy": [0.1, -3.0]}, "trace field 's1_entropy', token 1: -3.0 is not a number >= 0"),
+    ({"s1_top1_prob": [0.5, 1.5]}, "trace field 's1_top1_prob', token 1: 1.5 is not in [0, 1]"),
+    ({"source": ["x", 1]}, "trace field 'source', token 0: 'x' is not 1 or 2"),
+    ({"token_id": [1, -4]}, "trace field 'token_id', token 1: -4 is not a token id"),
+    ({"llm_called": [None, True]}, "trace field 'llm_called', token 0: None is not true, false, 0, 1"),
+])
+def test_trace_field_types_and_ranges(tmp_path, capsys, change, problem):
+    path = tmp_path / "traces_1.jsonl"
+    path.write_text(json.dumps(_good_record()) + "\n" + json.dumps({**_good_record(), **change}) + "\n")
+    _one_line_error(capsys, ["analyze", str(path)], f"{path}:2: {problem}")
+
+
+def test_handoff_may_be_null_and_versioned_records_read(tmp_path, capsys):
+    path = tmp_path / "traces_1.jsonl"
+    rec = {**_good_record(), "schema_version": 1, "handoff": [1, None]}
+    path.write_text(json.dumps(_good_record()) + "\n" + json.dumps(rec) + "\n")
+    assert main(["analyze", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_handoffs"] == 2
+
+
+def _torn_run(tmp_path):
+    """A finished run whose trace file ends in a torn line (a kill mid-write after lm-eval's results)."""
+    from analysis_helpers import random_traces
+
+    folder = write_run(tmp_path / "runs", "s", "l", traces={"gsm8k": random_traces(4, 10, seed=1)}, ts="A")
+    with (folder / "traces_A.jsonl").open("a") as fh:
+        fh.write('{"task": "gsm8k", "doc_id": 9, "hand')
+    return folder
+
+
+@pytest.mark.parametrize("command", ["analyze", "report", "check"])
+def test_a_torn_final_line_is_skipped_with_a_warning_everywhere(tmp_path, caplog, capsys, command):
+    folder = _torn_run(tmp_path)
+    baseline = tmp_path / "baseline.json"
+    if command == "check":
+        assert main(["check", str(tmp_path / "runs"), "--baseline", str(baseline), "--update-baseline"]) == 0
+    argv = {"analyze": ["analyze", str(folder), "--json"],
+            "report": ["report", str(tmp_path / "runs"), "-o", str(tmp_path / "rep"), "--n-boot", "10"],
+            "check": ["check", str(tmp_path / "runs"), "--baseline", str(baseline)]}[command]
+    caplog.clear()
+    assert main(argv) == 0, capsys.readouterr().err
+    assert f"{folder / 'traces_A.jsonl'}:5: torn final line" in caplog.text
+    if command == "analyze":
+        assert json.loads(capsys.readouterr().out)["n_tokens"] == 4 * 10
+
+
+def test_a_broken_line_that_is_not_the_last_is_still_an_error(tmp_path, capsys):
+    path = tmp_path / "traces_1.jsonl"
+    path.write_text(json.dumps(_good_record()) + '\n{"task": "t", "hand\n' + json.dumps(_good_record()) + "\n")
+    _one_line_error(capsys, ["analyze", str(path)], f"{path}:2: not valid JSON")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from analysis_helpers import random_traces, write_run
@@ -41,12 +43,22 @@ def test_tables_roles_and_figures(runs_dir):
     rep = build_report(find_runs([runs_dir]), _params(), target_call_rate=0.3, n_boot=20)
     (table,) = rep.tables
     assert table.task == "gsm8k" and table.metrics == ["exact_match,strict-match"]
-    roles = [r["role"] for r in table.rows]
-    assert roles == ["System 1 alone"] + ["System 2 alone (oracle)"] * 4 + ["collaborative"]
-    assert table.rows[0]["metrics"]["exact_match,strict-match"] == (0.3, 0.02)
-    assert table.rows[-1]["config"] == "speculative/entropy@1.0" and 0 < table.rows[-1]["llm_call_rate"] < 1
+    # ranked by collaboration rate, lowest first; System 1 alone never calls System 2: unranked, last
+    rates = [r["collaboration_rate"] for r in table.rows[:5]]
+    assert [r["rank"] for r in table.rows] == [1, 2, 3, 4, 5, None] and rates == sorted(rates)
+    assert table.rows[-1]["role"] == "System 1 alone"
+    assert table.rows[-1]["metrics"]["exact_match,strict-match"] == (0.3, 0.02)
+    spec = next(r for r in table.rows if r["config"] == "speculative/entropy@1.0")
+    assert 0 < spec["llm_call_rate"] < 1
+    lo, hi = spec["ci"]["collaboration_rate"]
+    assert lo < spec["collaboration_rate"] < hi
+    assert table.best["collaboration_rate"] == [0] and table.best["metric:exact_match,strict-match"] == [1, 2, 3, 4]
     titles = [f.title for f in rep.figures]
-    assert len(titles) == 4 and titles[0].startswith("Collaboration rate vs parameter ratio")
+    assert titles[:2] == ["Leaderboard gsm8k: collaboration rate with 95 % intervals",
+                          "Collaboration rate gsm8k: pair × configuration"]
+    assert len(titles) == 7 and titles[2].startswith("Collaboration rate vs parameter ratio")
+    assert titles[3] == "Collaboration rate over model sizes (3-D)"
+    assert rep.figures[0].data[1][0][:3] == ["1", table.rows[0]["pair"], table.rows[0]["config"]]
     assert all(f.png.startswith(b"\x89PNG") for f in rep.figures)
     assert any("llm_called" in n for n in rep.notes)
 
@@ -57,17 +69,25 @@ def test_markdown_and_plot_files(runs_dir, tmp_path):
     assert text.count("| System 2 alone (oracle) |") == 4 and "| System 1 alone |" in text
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (md.parent / link).read_bytes().startswith(b"\x89PNG")
-    assert page.read_text().count("data:image/png;base64,") == 4
+    assert page.read_text().count("data:image/png;base64,") == 7
+    # the best of each column is marked, and each figure's data table follows its image
+    assert "★" in text and text.count("| rank | pair | configuration |") == 1
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-WINDOW = "--window-size=1280,3600"
+WINDOW = "--window-size=1280,9000"
 # records, after load, each image's natural size and each image's / table's box in CSS pixels
 _PROBE = """<script>window.addEventListener('load', () => {
   const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.width, r.height].map(Math.round).join(','); };
   document.body.setAttribute('data-img-sizes', Array.from(document.images).map(i => i.naturalWidth + 'x' + i.naturalHeight).join(' '));
   document.body.setAttribute('data-img-boxes', Array.from(document.images).map(box).join(' '));
-  document.body.setAttribute('data-table-boxes', Array.from(document.querySelectorAll('table')).map(box).join(' '));
+  document.body.setAttribute('data-table-boxes', Array.from(document.querySelectorAll('table.leaderboard')).map(box).join(' '));
+});</script>"""
+# after load, clicks a leaderboard header (twice when asked) and records the pair column's order
+_CLICK = """<script>window.addEventListener('load', () => {
+  const t = document.querySelector('table.leaderboard'), th = t.tHead.rows[0].cells[COL];
+  for (let i = 0; i < CLICKS; i++) th.click();
+  document.body.setAttribute('data-order', Array.from(t.tBodies[0].rows).map(r => r.cells[COL].dataset.v).join('|'));
 });</script>"""
 
 
@@ -89,14 +109,17 @@ def test_html_report_renders_in_chromium(runs_dir, tmp_path):
     assert main(["report", str(runs_dir), "-o", str(tmp_path / "out"), "--n-boot", "20", "--params", str(params),
                  "--target-call-rate", "0.3"]) == 0
     html_text = (tmp_path / "out" / "report.html").read_text()
-    assert "<script" not in html_text and "src='http" not in html_text  # standalone, nothing fetched
+    assert "src='http" not in html_text and "<script src" not in html_text  # standalone, nothing fetched
     probe = tmp_path / "probe.html"
     probe.write_text(html_text.replace("</body>", _PROBE + "</body>"))
-    # the DOM after load: table rows, and every image decoded to a non-zero natural size
+    # the DOM after load: the leaderboard's rows, and every image decoded to a non-zero natural size
     dom = _chromium("--virtual-time-budget=10000", "--dump-dom", probe.as_uri()).stdout
-    assert len(re.findall(r"<tr>", dom)) == 1 + 6  # header row + six configurations
+    board = re.search(r"<table class=\"leaderboard sortable\".*?</table>", dom, re.S).group(0)
+    assert len(re.findall(r"<tr>", board)) == 1 + 6  # header row + six configurations
+    ranks = re.findall(r'<tr><td data-v="([^"]*)">', board)
+    assert ranks == ["1.0", "2.0", "3.0", "4.0", "5.0", ""]  # ranked, System 1 alone unranked last
     sizes = re.search(r'data-img-sizes="([^"]*)"', dom).group(1).split()
-    assert len(sizes) == 4 and all(int(w) > 100 and int(h) > 100 for w, h in (s.split("x") for s in sizes))
+    assert len(sizes) == 7 and all(int(w) > 100 and int(h) > 100 for w, h in (s.split("x") for s in sizes))
     # the screenshot, where the DOM says the table and the plots are: text in the table, colour in each plot
     shot = tmp_path / "shot.png"
     _chromium("--virtual-time-budget=10000", f"--screenshot={shot}", probe.as_uri())
@@ -108,17 +131,93 @@ def test_html_report_renders_in_chromium(runs_dir, tmp_path):
     (tx, ty, tw, th), = _boxes(dom, "data-table-boxes")
     assert th > 100 and dark[ty:ty + th, tx:tx + tw].sum() > 1000, "the table shows no text"
     img_boxes = _boxes(dom, "data-img-boxes")
-    assert len(img_boxes) == 4
+    assert len(img_boxes) == 7
     for x, y, w, h in img_boxes:
         assert y + h <= img.shape[0], "plot below the screenshot"
         region = (slice(y, y + h), slice(x, x + w))
         assert colour[region].sum() > 300, f"plot at {(x, y)} shows no coloured marks"
         assert dark[region].mean() > 0.005, f"plot at {(x, y)} shows no axes or labels"
+    # a click on a header sorts by that column, a second click the other way round (column 2: pair)
+    pairs = sorted(re.findall(r"<tr><td[^>]*>[^<]*</td><td[^>]*>[^<]*</td><td data-v=\"([^\"]*)\"", board))
+    for clicks, expected in ((1, pairs), (2, pairs[::-1])):
+        click = tmp_path / f"click{clicks}.html"
+        click.write_text(html_text.replace("</body>", _CLICK.replace("COL", "2").replace("CLICKS", str(clicks))
+                                           + "</body>"))
+        order = re.search(r'data-order="([^"]*)"', _chromium("--virtual-time-budget=10000", "--dump-dom",
+                                                              click.as_uri()).stdout).group(1)
+        assert html.unescape(order).split("|") == [html.unescape(p) for p in expected], (clicks, order)
+    # ``#sort=0:<column>:desc`` sorts on load: the collaboration-rate column, highest first
+    col = header_index = next(i for i, h in enumerate(re.findall(r"<th>([^<]*)</th>", board))
+                              if h.startswith("collaboration rate"))
+    sorted_dom = _chromium("--virtual-time-budget=10000", "--dump-dom", probe.as_uri() + f"#sort=0:{col}:desc").stdout
+    sorted_board = re.search(r"<table class=\"leaderboard sortable\".*?</table>", sorted_dom, re.S).group(0)
+    values = re.findall(r"<tr>(?:<td[^>]*>[^<]*</td>){%d}<td[^>]*data-v=\"([^\"]*)\"" % header_index, sorted_board)
+    assert len(values) == 6 and values[-1] == ""  # System 1 alone ran untraced: no rate, sorted last
+    assert [float(v) for v in values[:-1]] == sorted(map(float, values[:-1]), reverse=True)
 
 
 def test_report_without_traces_or_sizes_says_what_is_missing(tmp_path):
     write_run(tmp_path / "r", "org/s1", "org/l1", summary_override={"gsm8k": {"collaboration_rate": 0.2}})
     rep = build_report(find_runs([tmp_path / "r"]), ParamTable([]), n_boot=5)
-    assert rep.figures == [] and len(rep.tables[0].rows) == 1
+    # only the leaderboard's own figures: no scaling plot, no trace figures
+    assert [f.title for f in rep.figures] == ["Leaderboard gsm8k: collaboration rate with 95 % intervals",
+                                              "Collaboration rate gsm8k: pair × configuration"]
+    assert len(rep.tables[0].rows) == 1 and rep.tables[0].rows[0]["ci"] == {}
     assert any("no parameter count for model 'org/l1'" in n or "org/s1" in n for n in rep.notes)
     assert any("no trace files" in n for n in rep.notes)
+
+
+def test_scaling_groups_by_every_setting_and_fits_only_three_pairs(runs_dir):
+    # an entropy-routed oracle run of one pair: its own group, labelled by its router, not fitted
+    write_run(runs_dir / "oracle-entropy", "org/s1", "org/l2", router="entropy", threshold=1.5,
+              traces={"gsm8k": random_traces(4, 20, seed=11, router="entropy")}, tasks={"gsm8k": ACC})
+    rep = build_report(find_runs([runs_dir]), _params(), n_boot=20)
+    notes = " ".join(rep.notes)
+    assert "[task=gsm8k method=oracle router=entropy@1.5]: not fitted: 1 distinct (small, large) pair(s)" in notes
+    assert "[task=gsm8k method=speculative router=entropy@1]: not fitted" in notes
+    assert "None/None" not in notes and "None" not in notes.split("scaling fit")[1]
+
+
+def test_degenerate_fit_is_clipped_and_named_in_the_legend():
+    from types import SimpleNamespace
+
+    from fsgen_eval.analysis import plots
+    from fsgen_eval.analysis.scaling import fit_groups
+
+    r = np.array([2.0, 2.3, 2.9, 4.6, 5.8, 13.2, 38.6])
+    y = np.array([0.47, 0.36, 0.05, 0.45, 0.04, 0.06, 0.07])  # no law: MBPP-like
+    rows = [{"task": "mbpp", "method": "oracle", "small_params": 1.0, "large_params": float(x),
+             "collaboration_rate": float(v)} for x, v in zip(r, y)]
+    (fit,) = fit_groups(rows, n_boot=50)
+    assert fit["degenerate"]
+    fig = plots.scaling_figure([SimpleNamespace(label="task=mbpp method=oracle", r=r, y=y, fit=fit)])
+    ax = fig.axes[0]
+    lo, hi = ax.get_ylim()
+    assert y.min() - 0.1 < lo < y.min() and y.max() < hi < y.max() + 0.1  # the data's range, not the curve's
+    (text,) = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert text.startswith("task=mbpp method=oracle: fit degenerate (") and "r^-" not in text
+    (line,) = ax.get_lines()
+    assert line.get_linestyle() == ":" and line.get_xdata().min() >= r.min() and line.get_xdata().max() <= r.max()
+
+
+def test_position_heatmap_rows_name_the_task(runs_dir, monkeypatch):
+    from fsgen_eval.analysis import plots
+
+    seen = {}
+    real = plots.position_pair_figure
+    monkeypatch.setattr(plots, "position_pair_figure",
+                        lambda labels, *a: seen.setdefault("labels", labels) and real(labels, *a))
+    build_report(find_runs([runs_dir]), _params(), n_boot=5)
+    assert seen["labels"] and all(label.startswith("gsm8k | ") for label in seen["labels"])
+
+
+def test_rank_by_accuracy_and_a_bad_column(runs_dir, tmp_path, capsys):
+    rep = build_report(find_runs([runs_dir]), _params(), n_boot=5, rank_by="accuracy")
+    (table,) = rep.tables
+    acc = [r["metrics"]["exact_match,strict-match"][0] for r in table.rows]
+    assert acc == sorted(acc, reverse=True) and table.rows[-1]["role"] == "System 1 alone"
+    assert [r["rank"] for r in table.rows] == [1, 2, 3, 4, 5, 6]  # System 1 alone is ranked by accuracy
+    assert main(["report", str(runs_dir), "-o", str(tmp_path / "o"), "--rank-by", "bleu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "task gsm8k: cannot rank by 'bleu'" in err
+    assert "exact_match,strict-match" in err and not (tmp_path / "o").exists()

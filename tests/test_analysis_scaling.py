@@ -86,7 +86,7 @@ def test_fit_groups_by_task_and_method():
     groups = fit_groups(rows, n_boot=20)
     assert [g["task"] for g in groups] == ["a", "b", "c"]
     assert groups[0]["b"] == pytest.approx(0.4, abs=1e-3) and groups[1]["b"] == pytest.approx(0.6, abs=1e-3)
-    assert "at least 3 points" in groups[2]["error"] and groups[2]["a"] is None
+    assert "a fit needs at least 3 pairs" in groups[2]["error"] and groups[2]["a"] is None
 
 
 def test_fit_cli_json_from_csv(tmp_path, capsys):
@@ -122,3 +122,111 @@ def test_two_factor_bootstrap_with_two_small_models():
     y = two_factor_law(ns, nl, -1.0, 0.3, 0.15) * np.array([1.01, 0.99, 0.995, 1.005])
     fit = fit_two_factor(ns, nl, y, n_boot=100)
     assert fit.n_boot_used > 0 and all(np.isfinite(v).all() for v in fit.ci.values())
+
+
+# ---------------------------------------------------------------- the vectorised fit and its diagnostics
+
+
+def test_vectorised_resample_fits_equal_curve_fit_on_each_resample():
+    # each weighted fit must be the least-squares fit of its resample: compare with curve_fit started at
+    # the truth on the resampled points themselves
+    from scipy.optimize import curve_fit
+
+    from fsgen_eval.analysis.scaling import fit_power_weighted, resample_weights
+
+    rng = np.random.default_rng(5)
+    r = np.geomspace(2, 150, 12)
+    y = power_law(r, 0.3, 0.7, 0.45) + rng.normal(0, 0.004, r.size)
+    w = resample_weights(len(r), 8, random_state=1)
+    params, sse = fit_power_weighted(r, y, w)
+    for row, p, s in zip(w, params, sse):
+        idx = np.repeat(np.arange(len(r)), row.astype(int))
+        ref, _ = curve_fit(power_law, r[idx], y[idx], p0=[0.3, 0.7, 0.45], bounds=(0.05, np.inf))
+        ref_sse = float(np.sum((power_law(r[idx], *ref) - y[idx]) ** 2))
+        assert s == pytest.approx(float(np.sum((power_law(r[idx], *p) - y[idx]) ** 2)), rel=1e-9)
+        assert s <= ref_sse * (1 + 1e-7)  # never worse than scipy from the truth
+        assert p == pytest.approx(ref, rel=1e-3)
+
+
+def test_loo_leaves_each_point_out():
+    r = np.geomspace(2, 100, 7)
+    y = power_law(r, 0.3, 0.5, 0.4)  # exact: every leave-one-out fit predicts its point
+    fit = fit_power_law(r, y, n_boot=10)
+    assert fit.loo_rmse == pytest.approx(0, abs=1e-5)
+
+
+def test_at_bound_uses_a_relative_tolerance():
+    from fsgen_eval.analysis.scaling import _at_bound
+
+    assert _at_bound(("a", "alpha", "b"), np.array([0.0500033, 0.8, 0.3]), 0.05, np.inf) == ["a"]
+    assert _at_bound(("a",), np.array([0.0501]), 0.05, np.inf) == []
+    assert _at_bound(("a",), np.array([2.9999]), 0.05, 3.0) == ["a"]
+
+
+def test_flat_rates_are_a_degenerate_fit():
+    # rates that do not move with the ratio: the best b - a r^-alpha is a constant, R² <= 0
+    r = np.geomspace(2, 40, 10)
+    y = 0.28 + np.array([1, -1, 2, -2, 1, 0, -1, 2, -2, 0]) * 0.01
+    fit = fit_power_law(r, y, n_boot=100)
+    assert fit.r2 < 0.2 and fit.degenerate, fit
+    assert any("unbounded" in d or "cap" in d or "bound" in d for d in fit.degenerate)
+    good = fit_power_law(r, power_law(r, 0.3, 0.5, 0.4) + (y - 0.28) * 0.1, n_boot=100)
+    assert good.degenerate == [], good.degenerate
+
+
+def test_alpha_minus_beta_interval_tests_a_ratio_law():
+    ns, nl, y = _two_factor_data()  # alpha 0.3, beta 0.15
+    two = fit_two_factor(ns, nl, y, n_boot=300)
+    lo, hi = two.ci["alpha_minus_beta"]
+    assert lo <= 0.15 <= hi and lo > 0
+    assert two.extra["alpha_minus_beta"] == pytest.approx(two.params["alpha"] - two.params["beta"])
+    ratio = two_factor_law(ns, nl, -1.0, 0.2, 0.2) * np.exp(np.random.default_rng(3).normal(0, 0.01, ns.size))
+    lo, hi = fit_two_factor(ns, nl, ratio, n_boot=300).ci["alpha_minus_beta"]
+    assert lo < 0 < hi
+
+
+def test_vectorised_fit_is_deterministic_per_seed():
+    ns, nl, y = _two_factor_data()
+    a = fit_two_factor(ns, nl, y, n_boot=200, random_state=7)
+    b = fit_two_factor(ns, nl, y, n_boot=200, random_state=7)
+    c = fit_two_factor(ns, nl, y, n_boot=200, random_state=8)
+    assert a.ci == b.ci and a.ci != c.ci
+
+
+def test_groups_split_by_router_and_need_three_pairs(capsys):
+    rows = [{"task": "gsm8k", "method": "oracle", "router": "always", "small": f"s{i}", "large": "L",
+             "small_params": 1e9 * (i + 1), "large_params": 64e9,
+             "collaboration_rate": float(power_law(np.array(64 / (i + 1)), 0.3, 0.5, 0.4))} for i in range(5)]
+    # seven entropy-routed runs of one pair: never fitted, never mixed into the oracle's fit
+    rows += [{"task": "gsm8k", "method": "oracle", "router": "entropy", "threshold": 1.5, "small": "s0",
+              "large": "L", "small_params": 1e9, "large_params": 64e9, "collaboration_rate": 0.1 + 0.01 * k}
+             for k in range(7)]
+    seen = []
+    groups = fit_groups(rows, n_boot=20, progress=lambda i, n, label: seen.append((i, n, label)))
+    assert [g["label"] for g in groups] == ["task=gsm8k method=oracle router=always",
+                                            "task=gsm8k method=oracle router=entropy@1.5"]
+    assert [s[:2] for s in seen] == [(0, 2), (1, 2)]
+    always, entropy = groups
+    assert always["n_points"] == 5 and always["b"] == pytest.approx(0.4, abs=1e-3)
+    assert entropy["n_points"] == 7 and entropy["n_pairs"] == 1 and entropy["a"] is None
+    assert "1 distinct (small, large) pair(s) in 7 point(s)" in entropy["error"]
+
+
+def test_fit_cli_names_groups_in_progress_and_errors(tmp_path, capsys):
+    lines = ["large_params,small_params,collaboration_rate,task,method", "4e9,1e9,0.2,gsm8k,oracle",
+             "8e9,1e9,0.25,gsm8k,oracle"]
+    (tmp_path / "p.csv").write_text("\n".join(lines) + "\n")
+    assert main(["fit", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "[task=gsm8k method=oracle] 2 distinct (small, large) pair(s)" in err and "None/None" not in err
+
+
+def test_fit_text_reports_alpha_minus_beta_and_degeneracy(tmp_path, capsys):
+    ns, nl, y = _two_factor_data()
+    lines = ["large_params,small_params,collaboration_rate,task,method"]
+    lines += [f"{b},{a},{c},gsm8k,oracle" for a, b, c in zip(ns, nl, y)]
+    (tmp_path / "p.csv").write_text("\n".join(lines) + "\n")
+    assert main(["fit", str(tmp_path / "p.csv"), "--n-boot", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "alpha - beta = " in out and "alpha = beta (a pure ratio law) is rejected" in out
+    assert "degenerate" in out or "not degenerate" in out

@@ -39,16 +39,17 @@ def hf_greedy(pair: ModelPair, model, prompt: str, n: int = N, **kw) -> list[int
     return out[0, ids.shape[1]:].tolist()
 
 
-def median_entropy(pair: ModelPair) -> float:
-    """A threshold near the median of System 1's entropies that no entropy sits on.
+def median_entropy(pair: ModelPair, prompts: list[str] = PROMPTS, n: int = N, near: float = 0.5,
+                   band: float = 0.25) -> float:
+    """A threshold near the median (quantile ``near``) of System 1's entropies that no entropy sits on.
 
     The plain median of an odd count *is* one token's entropy, and whether ``>`` holds there then depends on
     the last bit of a batched vs a single-row forward pass (it flipped with two torch threads): take the
-    midpoint of the widest gap between sorted entropies in the middle half instead.
+    midpoint of the widest gap between sorted entropies within ``band`` of the quantile instead.
     """
-    out = generate(pair, PROMPTS, max_new_tokens=N)
+    out = generate(pair, prompts, max_new_tokens=n)
     e = np.sort(np.concatenate([t["s1_entropy"] for t in out.traces]))
-    lo, hi = len(e) // 4, 3 * len(e) // 4
+    lo, hi = int((near - band) * len(e)), min(int((near + band) * len(e)), len(e) - 2)
     i = lo + int(np.argmax(np.diff(e[lo:hi + 1])))
     return float((e[i] + e[i + 1]) / 2)
 
@@ -90,12 +91,18 @@ def test_ragged_batch_equals_rows_alone(pair, method, params, router):
     for i, prompt in enumerate(PROMPTS):
         alone = generate(pair, [prompt], **kw)
         assert batch.token_ids[i] == alone.token_ids[0]
-        # a speculative token's source (draft or bonus) depends on the draft schedule, which lockstep
-        # batching shares between rows; tokens, calls and handoffs do not
-        fields = ("llm_called", "handoff") + (() if method == "speculative" else ("source",))
-        for field in fields:
-            assert np.array_equal(batch.traces[i][field], alone.traces[0][field]), field
-        np.testing.assert_allclose(batch.traces[i]["s1_entropy"], alone.traces[0]["s1_entropy"], rtol=1e-4)
+        assert batch.counters[i] == alone.counters[0]
+        assert_same_trace(batch.traces[i], alone.traces[0])
+
+
+def assert_same_trace(got: schema.Trace, want: schema.Trace) -> None:
+    """Integer fields equal; float fields equal up to fp32 reduction order (a batched forward pass)."""
+    assert list(got) == list(want)
+    for field, w in want.items():
+        if w.dtype.kind == "f":
+            np.testing.assert_allclose(got[field], w, rtol=1e-4, atol=1e-6, err_msg=field)
+        else:
+            assert np.array_equal(got[field], w), field
 
 
 def test_threshold_router_gates_the_large_model(pair):
@@ -187,9 +194,9 @@ def test_eos_ends_a_row_like_generate(pair, method, router):
     finally:
         cfg.eos_token_id = saved
     assert out.token_ids == [a.token_ids[0] for a in alone]
+    assert out.counters == [a.counters[0] for a in alone]
     for got, one in zip(out.traces, alone):
-        for field in ("llm_called", "handoff", "s1_entropy"):
-            np.testing.assert_allclose(got[field], one.traces[0][field], rtol=1e-4)
+        assert_same_trace(got, one.traces[0])
     if router == "entropy":
         return  # System 1 emits some tokens: the output is no longer the large model's
     assert out.token_ids == want
@@ -270,3 +277,124 @@ def test_unseeded_sampling_follows_torch_manual_seed(pair):
         torch.manual_seed(123)
         runs.append(generate(pair, PROMPTS[:2], temperature=1.0, max_new_tokens=8).token_ids)
     assert runs[0] == runs[1]
+
+
+# ------------------------------------------------------------------ speculative decoding row by row
+# prompts of very different lengths (left padding from 0 to 20 tokens) that accept drafts at different rates
+RAGGED = PROMPTS + [
+    "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting.",
+    "The following are",
+    "x",
+    "Let's think step by step. First, we add",
+]
+
+
+@pytest.fixture(scope="module")
+def ragged_threshold(pair):
+    return median_entropy(pair, RAGGED, 32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("params", [{"num_draft": 1}, {"num_draft": 3}, {"num_draft": 5},
+                                    {"num_draft": 5, "router": "entropy"}], ids=["k1", "k3", "k5", "entropy"])
+def test_speculative_rows_equal_rows_alone(pair, ragged_threshold, params):
+    # every row accepts its own drafts, so its tokens, trace (sources, acceptances) and counters are exactly
+    # what it gives alone, in batches of 1, 3 (ragged 3-3-2) and 8 prompts
+    kw = dict(method="speculative", max_new_tokens=32, **params)
+    if params.get("router") == "entropy":
+        kw["threshold"] = ragged_threshold
+    alone = generate(pair, RAGGED, batch_size=1, **kw)
+    for bs in (3, 8):
+        batch = generate(pair, RAGGED, batch_size=bs, **kw)
+        assert batch.token_ids == alone.token_ids
+        assert batch.counters == alone.counters
+        for got, want in zip(batch.traces, alone.traces):
+            assert_same_trace(got, want)
+        assert batch.summary == alone.summary
+    accepted = [c["accepted_tokens"] / c["verification_steps"] for c in alone.counters]
+    assert max(accepted) > min(accepted), "rows accept at different rates: lockstep would differ"
+
+
+def test_compaction_keeps_output_and_bounds_the_caches(pair, monkeypatch):
+    import fsgen_eval.engine.decode as decode
+    from fsgen_eval.engine import state
+
+    seen: list[tuple[int, int, int]] = []  # per round: columns, most real columns of a row, compactions so far
+
+    def checked(st, fraction=None):
+        before = st.seq.length
+        state.compact(st, fraction)
+        for runner in st.runners():
+            assert runner.cache.get_seq_length() == runner.fed <= st.seq.length
+        real = int(st.seq.mask.sum(-1).max())
+        seen.append((st.seq.length, real, int(st.seq.length < before)))
+
+    monkeypatch.setattr(decode, "compact", checked)
+    kw = dict(method="speculative", num_draft=5, max_new_tokens=32)
+    alone = generate(pair, RAGGED, batch_size=1, **kw)
+    for fraction in (0.0, 0.25, 1.0):
+        seen.clear()
+        monkeypatch.setattr(state, "COMPACT_FRACTION", fraction)
+        batch = generate(pair, RAGGED, batch_size=8, **kw)
+        assert batch.token_ids == alone.token_ids and batch.counters == alone.counters
+        for got, want in zip(batch.traces, alone.traces):
+            assert_same_trace(got, want)
+        compactions = sum(c for _, _, c in seen)
+        if fraction == 1.0:
+            assert compactions == 0
+            assert max(cols - real for cols, real, _ in seen) > 4, "rejected drafts pile up uncompacted"
+        else:
+            assert compactions > 0
+            # after each round, masked columns beyond the longest row's (plus the unfed last one) stay bounded
+            assert all(cols - real <= fraction * cols + 1 for cols, real, _ in seen)
+
+
+def test_eos_and_stop_string_mid_draft_end_just_that_row(pair):
+    kw = dict(method="speculative", num_draft=5, max_new_tokens=32)
+    free = generate(pair, RAGGED, batch_size=1, **kw)
+    # a token of row 0 accepted as a draft with another accepted draft after it: ending there is mid-draft
+    acc = free.traces[0]["accepted"]
+    j = next(i for i in range(2, len(acc) - 1) if acc[i] == 1 and acc[i + 1] == 1)
+    eos = free.token_ids[0][j]
+    cfg = pair.large.generation_config
+    saved = cfg.eos_token_id
+    cfg.eos_token_id = [saved, eos]
+    try:
+        alone = generate(pair, RAGGED, batch_size=1, **kw)
+        batch = generate(pair, RAGGED, batch_size=8, **kw)
+    finally:
+        cfg.eos_token_id = saved
+    assert alone.token_ids[0] == free.token_ids[0][: free.token_ids[0].index(eos) + 1]
+    assert batch.token_ids == alone.token_ids and batch.counters == alone.counters
+    for got, want in zip(batch.traces, alone.traces):
+        assert_same_trace(got, want)
+    assert any(len(ids) > len(alone.token_ids[0]) for ids in batch.token_ids), "other rows went on"
+
+    text = free.texts[0]
+    stop = pair.tokenizer.decode(free.token_ids[0][j: j + 1]).strip() or text[len(text) // 2:][:2]
+    alone = generate(pair, RAGGED, batch_size=1, stop=stop, **kw)
+    batch = generate(pair, RAGGED, batch_size=8, stop=stop, **kw)
+    assert alone.texts[0] == text[: text.find(stop)] and len(alone.token_ids[0]) < len(free.token_ids[0])
+    assert batch.texts == alone.texts and batch.token_ids == alone.token_ids and batch.counters == alone.counters
+    for got, want in zip(batch.traces, alone.traces):
+        assert_same_trace(got, want)
+    assert any(len(ids) > len(alone.token_ids[0]) for ids in batch.token_ids), "other rows went on"
+
+
+def test_batched_router_catches_up_in_one_pass_per_column(pair):
+    # when only some rows call System 2, the large model still runs once per column (catching every row up)
+    thr = median_entropy(pair, RAGGED, 32, near=0.9, band=0.05)
+    fed: list[int] = []
+    hook = pair.large.register_forward_hook(lambda mod, args, kwargs, out: fed.append(kwargs["input_ids"].shape[1]),
+                                            with_kwargs=True)
+    try:
+        out = generate(pair, RAGGED, router="entropy", threshold=thr, max_new_tokens=32, batch_size=8)
+    finally:
+        hook.remove()
+    called = [t["llm_called"] for t in out.traces]
+    width = max(len(c) for c in called)
+    some = [any(j < len(c) and c[j] for c in called) for j in range(width)]
+    every = [all(j < len(c) and c[j] for c in called if j < len(c)) for j in range(width)]
+    assert len(fed) == sum(some), "one large forward pass per column where any row calls System 2"
+    assert sum(some) > sum(every), "some columns call System 2 for only some rows"
+    assert max(fed[1:]) > 1, "a pass catches up on the columns skipped since the last one"

@@ -17,10 +17,17 @@ CONFIG_LABELS = {"system1": "oracle/never", "oracle": "oracle/always", "speculat
 
 
 def _table_rows(markdown: str) -> dict[str, list[str]]:
-    """The gsm8k table's rows keyed by configuration label (``method/router[@threshold]``)."""
-    lines = [line for line in markdown.splitlines() if line.startswith("| ")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[1:]]
+    """The gsm8k leaderboard's rows (the report's first table) keyed by configuration label
+    (``method/router[@threshold]``); a header loses its ``↓``/``↑``, a cell keeps its first number (the
+    value before its interval and best mark)."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    table = [line for line in lines[start:start + next(i for i, line in enumerate(lines[start:]) if not line.startswith("|"))]
+             if line.startswith("| ")]
+    header = [c.strip().rstrip(" ↓↑") for c in table[0].strip("|").split("|")]
+    first = lambda c: (m.group(0) if (m := re.search(r"-?\d+(\.\d+)?", c.replace("*", ""))) else c.strip())  # noqa: E731
+    rows = [dict(zip(header, (c.strip() if h in ("configuration", "pair", "role") else first(c)
+                              for h, c in zip(header, line.strip("|").split("|"))), strict=True)) for line in table[1:]]
     return {row["configuration"]: row for row in rows}
 
 

@@ -59,7 +59,8 @@ def chi2_pvalue(counts: dict, probs: dict, n: int) -> float:
     return float(sps.chisquare(obs_p, exp_p * obs_p.sum() / exp_p.sum()).pvalue)
 
 
-# batch 1 exercises multi-token acceptance; large batches the lockstep truncation of accepted runs
+# batch 1 exercises multi-token acceptance; large batches rows that accept different numbers of drafts
+# in the same round (their rejected drafts masked out, compacted away)
 @pytest.mark.parametrize("temperature,top_k,batch_size", [(1.0, 0, 1), (1.0, 0, 50), (0.7, 4, 1000)])
 def test_speculative_sampling_matches_large_distribution(tiny_vocab_pair, temperature, top_k, batch_size):
     pair = tiny_vocab_pair

@@ -8,38 +8,59 @@ from __future__ import annotations
 
 import csv
 import json
-import re
+import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fsgen_eval.core.schema import Trace, trace_from_json
+from fsgen_eval.core.jsonl import read_jsonl
+from fsgen_eval.core.schema import RunInfo, Trace, trace_from_json
 
-_TS = re.compile(r"^(?:results|traces)_(.+?)(?:_rank\d+)?\.jsonl?$")
+# with no logging set up (the CLI), Python prints warnings bare to stderr
+log = logging.getLogger("fsgen_eval.analysis")
 
 
 @dataclass
 class Run:
     """One lm-eval run of the ``fsgen`` model: a ``results_<ts>.json`` and its trace files.
 
-    ``fsgen`` is ``config["fsgen"]`` (small, large, method, router, threshold, summary, per_task, ...);
+    ``fsgen`` is ``config["fsgen"]``, the run record the adapter wrote (``core.schema.RunInfo``);
     ``results`` is lm-eval's ``results`` block (task -> metric -> value).
     """
 
     path: Path
-    fsgen: dict[str, Any]
+    fsgen: RunInfo
     results: dict[str, dict[str, Any]]
-    trace_files: list[Path] = field(default_factory=list)
+    trace_files: list[Path] = field(default_factory=list)  # those config["fsgen"]["traces"] names
+    missing_traces: list[Path] = field(default_factory=list)  # named but not found
+    config: dict[str, Any] = field(default_factory=dict)  # lm-eval's ``config`` (model_args, batch_size, ...)
+    n_shot: dict[str, Any] = field(default_factory=dict)  # lm-eval's ``n-shot``: task -> few-shot count
+
+    def settings(self, task: str) -> dict[str, Any]:
+        """What makes this run's points comparable or not with another's (besides the pair): ``task``,
+        ``method``, ``router``, ``threshold``, ``dtype`` (the dtype the models ran in), ``num_fewshot`` and
+        ``batch_size`` — the last only in half precision, where the batch changes the numbers (in fp32 the
+        engine's results do not depend on it)."""
+        args = self.config.get("model_args") if isinstance(self.config.get("model_args"), dict) else {}
+        dtype = self.config.get("model_dtype") or args.get("dtype")
+        dtype = str(dtype).removeprefix("torch.") if dtype is not None else None
+        half = dtype in ("float16", "bfloat16", "half", "auto")
+        batch = self.config.get("batch_size")
+        return {"task": task, "method": self.fsgen.method, "router": self.fsgen.router,
+                "threshold": self.fsgen.threshold, "dtype": dtype, "num_fewshot": self.n_shot.get(task),
+                "batch_size": str(batch) if half and batch is not None else None}
 
     @property
     def label(self) -> str:
         """``method/router[@threshold]``: the collaborative configuration."""
-        thr = self.fsgen.get("threshold")
-        return f"{self.fsgen.get('method')}/{self.fsgen.get('router')}" + ("" if thr is None else f"@{thr}")
+        thr = self.fsgen.threshold
+        return f"{self.fsgen.method}/{self.fsgen.router}" + ("" if thr is None else f"@{thr}")
 
     @property
     def pair(self) -> str:
-        return f"{_short(self.fsgen.get('small'))} -> {_short(self.fsgen.get('large'))}"
+        """``small -> large`` with each model's short name."""
+        return f"{_short(self.fsgen.small)} -> {_short(self.fsgen.large)}"
 
 
 def _short(model: Any) -> str:
@@ -79,22 +100,52 @@ def load_run(path: Path) -> Run:
     fsgen = (obj.get("config") or {}).get("fsgen")
     if not isinstance(fsgen, dict):
         raise ValueError(f"{path}: results file lacks config['fsgen'] (was it run with --model fsgen?)")
-    for key in ("small", "large", "method", "router"):
-        if key not in fsgen:
-            raise ValueError(f"{path}: config['fsgen'] lacks {key!r}")
-    return Run(Path(path), fsgen, obj["results"], _trace_files_for(Path(path)))
+    present, missing = _trace_files_for(Path(path), fsgen)
+    run_info = RunInfo.from_json(fsgen, where=f"{path}: config['fsgen']")
+    config = {k: v for k, v in (obj.get("config") or {}).items() if k != "fsgen"}
+    n_shot = obj.get("n-shot") if isinstance(obj.get("n-shot"), dict) else {}
+    return Run(Path(path), run_info, obj["results"], present, missing, config, n_shot)
 
 
-def _trace_files_for(results_path: Path) -> list[Path]:
-    """The trace files of a results file: same folder and timestamp, else all of the folder's when it holds
-    a single results file (the adapter's timestamp may differ from lm-eval's)."""
-    folder = results_path.parent
-    ts = _TS.match(results_path.name)
-    traces = sorted(folder.glob("traces_*.jsonl"))
-    same = [t for t in traces if ts and (m := _TS.match(t.name)) and m.group(1) == ts.group(1)]
-    if same:
-        return same
-    return traces if len(list(folder.glob("results_*.json"))) == 1 else []
+def _trace_files_for(results_path: Path, fsgen: dict[str, Any]) -> tuple[list[Path], list[Path]]:
+    """The trace files a results file names (``config.fsgen.traces``), as ``(present, missing)``.
+
+    Only those: never matched by timestamp (results are stamped at the end of a run, traces at its start),
+    never every trace of the folder (a killed run's traces beside a rerun's belong to no results file). A bare
+    name lies beside the results file; ``trace=PATH`` was recorded as given (absolute, or relative to where
+    the run started: tried beside the results file first, then from here).
+    """
+    names = fsgen.get("traces", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"{results_path}: config['fsgen']['traces'] must be a list of file names")
+    present, missing = [], []
+    for name in names:
+        given = Path(name)
+        candidates = [given] if given.is_absolute() else [results_path.parent / given, given]
+        hit = next((c for c in candidates if c.is_file()), None)
+        if hit is None:
+            missing.append(candidates[0])
+        elif hit not in present:
+            present.append(hit)
+    for path in missing:
+        log.warning("%s: its trace file %s is missing; the run is analysed without it", results_path, path)
+    return present, missing
+
+
+def incomplete_traces(folders: list[Path], runs: list[Run]) -> list[Path]:
+    """Trace files below ``folders`` that no results file names: a killed or unfinished run's."""
+    claimed = {p.resolve() for r in runs for p in r.trace_files + r.missing_traces}
+    found = [f for folder in map(Path, folders) if folder.is_dir() for f in sorted(folder.rglob("traces_*.jsonl"))
+             if not any(part.endswith(".tmp") for part in f.parts)]
+    return [f for f in found if f.resolve() not in claimed]
+
+
+def warn_incomplete(folders: list[Path], runs: list[Run]) -> list[Path]:
+    """Say, one line each, which traces below ``folders`` belong to no results file (they are left out)."""
+    orphans = incomplete_traces(folders, runs)
+    for path in orphans:
+        log.warning("%s: incomplete run (no results file names this trace: killed or unfinished); left out", path)
+    return orphans
 
 
 def find_runs(folders: list[Path]) -> list[Run]:
@@ -108,28 +159,24 @@ def find_runs(folders: list[Path]) -> list[Run]:
             f for f in folder.rglob("results_*.json") if not any(p.endswith(".tmp") for p in f.parts))
         if not files:
             raise ValueError(f"{folder}: no results_*.json below this folder")
-        runs.extend(load_run(f) for f in files)
+        found = [load_run(f) for f in files]
+        if folder.is_dir():
+            warn_incomplete([folder], found)
+        runs.extend(found)
     return runs
 
 
 def read_trace_file(path: Path) -> list[dict[str, Any]]:
     """Records of one trace JSONL file, each with ``trace`` (per-token arrays, :data:`schema.Trace`) added.
 
-    Raises naming the file and line for an empty file, a line that is not JSON, or a record lacking a field.
+    Raises naming the file and line (and the field) for an empty file, a line that is not a JSON object, or a
+    record :func:`schema.check_record` refuses; a torn final line (a killed writer) is skipped with a warning.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     records = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{n}: not valid JSON ({err.msg})") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"{path}:{n}: a trace record must be a JSON object")
+    for n, obj in read_jsonl(path, strict=True):
         try:
             obj["trace"] = trace_from_json(obj)
         except ValueError as err:
@@ -141,20 +188,42 @@ def read_trace_file(path: Path) -> list[dict[str, Any]]:
 
 
 def read_traces(paths: list[Path]) -> list[dict[str, Any]]:
-    """Records of several trace files (see :func:`read_trace_file`); a folder means its ``traces_*.jsonl``."""
+    """Records of several trace sources (see :func:`read_trace_file`).
+
+    A ``*.jsonl`` is read as given. A ``results_*.json`` means the traces it names. A folder means the traces
+    of the one run below it; a trace no results file names (a killed run) is reported and left out, and a
+    folder holding several runs is refused (their tokens are not one population).
+    """
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(p.rglob("traces_*.jsonl"))
-            if not found:
-                raise ValueError(f"{p}: no traces_*.jsonl below this folder")
-            files.extend(found)
+            files.extend(_run_traces_below(p))
+        elif p.name.startswith("results_") and p.suffix == ".json":
+            run = load_run(p)
+            if not run.trace_files:
+                raise ValueError(f"{p}: this results file names no trace file that exists")
+            files.extend(run.trace_files)
         else:
             files.append(p)
     return [r for f in files for r in read_trace_file(f)]
 
 
+def _run_traces_below(folder: Path) -> list[Path]:
+    results = [f for f in sorted(folder.rglob("results_*.json")) if not any(x.endswith(".tmp") for x in f.parts)]
+    runs = [load_run(f) for f in results]
+    orphans = warn_incomplete([folder], runs)
+    if len(runs) > 1:
+        raise ValueError(f"{folder}: holds {len(runs)} runs ({', '.join(str(r.path) for r in runs)}); "
+                         "analyze one at a time (pass its results file)")
+    if not runs or not runs[0].trace_files:
+        what = f"only incomplete runs' traces ({', '.join(map(str, orphans))})" if orphans else "no trace files"
+        raise ValueError(f"{folder}: no finished run's traces below this folder: {what}; pass a trace file "
+                         "itself to analyze it anyway")
+    return runs[0].trace_files
+
+
 def traces_of(records: list[dict[str, Any]]) -> list[Trace]:
+    """The per-token traces (fields ``[T_i]``) of trace records, in order."""
     return [r["trace"] for r in records]
 
 
@@ -187,10 +256,18 @@ def read_points_csv(path: Path) -> list[dict[str, Any]]:
 
 
 def _numeric_row(path: Path, line: int, row: dict[str, str]) -> dict[str, Any]:
+    """One data row (``line`` of the file): numbers, finite, parameter counts > 0, the rate in [0, 1]."""
     out: dict[str, Any] = dict(row)
     for c in POINT_COLUMNS:
         try:
-            out[c] = float(row[c])
+            v = float(row[c])
         except (TypeError, ValueError):
             raise ValueError(f"{path}:{line}: column {c!r} is not a number: {row[c]!r}") from None
+        if not math.isfinite(v):
+            raise ValueError(f"{path}:{line}: column {c!r} is not a finite number: {row[c]!r}")
+        if c.endswith("_params") and v <= 0:
+            raise ValueError(f"{path}:{line}: column {c!r} must be a parameter count > 0, got {row[c]!r}")
+        if c == "collaboration_rate" and not 0 <= v <= 1:
+            raise ValueError(f"{path}:{line}: column {c!r} must be a rate in [0, 1], got {row[c]!r}")
+        out[c] = v
     return out

@@ -26,6 +26,7 @@ Z95 = 1.959964
 
 
 def entry_key(run: Run, task: str) -> str:
+    """The baseline key of one (run, task): ``pair | method/router[@threshold] | task``."""
     return f"{run.pair} | {run.label} | {task}"
 
 
@@ -52,7 +53,7 @@ def run_entries(run: Run) -> dict[str, dict[str, Any]]:
     records = read_traces(run.trace_files) if run.trace_files else []
     out = {}
     for task, res in run.results.items():
-        summary = (run.fsgen.get("per_task") or {}).get(task) or run.fsgen.get("summary") or {}
+        summary = run.fsgen.task_summary(task)
         entry: dict[str, Any] = {k: summary.get(k) for k in RATES}
         entry["metrics"] = {m: float(v) for m, v in res.items() if is_metric(m, v)}
         ci: dict[str, list[float]] = {}
@@ -72,6 +73,7 @@ def run_entries(run: Run) -> dict[str, dict[str, Any]]:
 
 
 def collect(runs: list[Run]) -> dict[str, dict[str, Any]]:
+    """Every run's gate entries (rates, accuracies and their intervals), keyed by :func:`entry_key`."""
     return {k: v for run in runs for k, v in run_entries(run).items()}
 
 
@@ -94,6 +96,7 @@ def write_baseline(path: Path, entries: dict[str, dict[str, Any]], tolerances: d
 
 
 def read_baseline(path: Path) -> dict[str, Any]:
+    """A baseline JSON (``entries``, ``tolerances``, ``intervals``); ``ValueError`` naming the file if it is not one."""
     if not Path(path).exists():
         raise FileNotFoundError(f"baseline {path}: no such file; record one with --update-baseline")
     obj = read_json(path)
@@ -117,12 +120,14 @@ class Check:
 
     @property
     def delta(self) -> float | None:
+        """Current minus baseline value, ``None`` where either is missing."""
         if self.baseline is None or self.current is None:
             return None
         return self.current - self.baseline
 
     @property
     def failed(self) -> bool:
+        """A regression or an entry missing from the current results."""
         return self.status in ("FAIL", "missing")
 
 

@@ -8,44 +8,75 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from fsgen_eval.analysis.scaling import Fit, power_law
+from fsgen_eval.analysis.scaling import power_law
 from fsgen_eval.analysis.signals import SignalSummary
 from fsgen_eval.analysis.whatif import TradeoffCurve
 
 
 def to_png_bytes(fig: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (tight bounding box)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
 
 
 def to_png_base64(fig: Figure, dpi: int = 100) -> str:
+    """The figure as a base64 PNG string, for embedding in HTML."""
     return base64.b64encode(to_png_bytes(fig, dpi)).decode("ascii")
 
 
-def scaling_figure(series: dict[str, tuple[np.ndarray, np.ndarray, Fit | None]]) -> Figure:
-    """Collaboration rate against the parameter ratio: per label, (r [N], rate [N], power-law fit or None)."""
-    fig = Figure(figsize=(6, 4))
+def _data_ylim(ys: list[np.ndarray]) -> tuple[float, float]:
+    """The y-range of the points, padded by 15 % of their span (at least 0.01): the axes follow the data,
+    never a fitted curve's excursions."""
+    y = np.concatenate([np.asarray(v, float) for v in ys])
+    lo, hi = float(np.min(y)), float(np.max(y))
+    pad = max(0.15 * (hi - lo), 0.01)
+    return lo - pad, hi + pad
+
+
+def fit_legend(label: str, fit: dict[str, Any]) -> str:
+    """The legend entry of a group's power-law fit: the law and R², or why it is not one."""
+    if "error" in fit:
+        return f"{label}: not fitted ({fit.get('n_pairs', 0)} pairs < 3)" if fit.get("n_pairs", 0) < 3 else \
+            f"{label}: not fitted ({fit['error']})"
+    if fit.get("degenerate"):
+        return f"{label}: fit degenerate ({'; '.join(fit['degenerate'])})"
+    return f"{label}: {fit['b']:.3g} - {fit['a']:.3g} r^-{fit['alpha']:.3g} (R²={fit['r2']:.2f})"
+
+
+def scaling_figure(series: list[Any]) -> Figure:
+    """Collaboration rate against the parameter ratio; each series has ``label``, ``r`` [N], ``y`` [N] and
+    ``fit`` (a ``fit_groups`` entry). A fit is drawn only over the data's ratios and the y-axis is the
+    data's range; a degenerate fit is dotted and says so in the legend; an unfitted group shows points only."""
+    fig = Figure(figsize=(7, 4.2 + 0.18 * len(series)))
     ax = fig.add_subplot()
-    for i, (label, (r, y, fit)) in enumerate(series.items()):
+    for i, g in enumerate(series):
         color = f"C{i % 10}"
-        ax.scatter(r, y, color=color, label=label, zorder=3)
-        if fit is not None:
-            grid = np.geomspace(min(r) * 0.9, max(r) * 1.1, 100)
-            p = fit.params
-            ax.plot(grid, power_law(grid, p["a"], p["alpha"], p["b"]), color=color,
-                    label=f"{p['b']:.3f} - {p['a']:.3f} r^-{p['alpha']:.2f} (R²={fit.r2:.2f})")
+        ax.scatter(g.r, g.y, color=color, zorder=3, s=18)
+        fit = g.fit
+        text = fit_legend(g.label, fit)
+        if "error" in fit:
+            ax.plot([], [], color=color, marker="o", ls="none", label=text)
+            continue
+        grid = np.geomspace(float(np.min(g.r)), float(np.max(g.r)), 100)
+        degenerate = bool(fit.get("degenerate"))
+        ax.plot(grid, power_law(grid, fit["a"], fit["alpha"], fit["b"]), color=color,
+                ls=":" if degenerate else "-", lw=1.0 if degenerate else 1.6, alpha=0.6 if degenerate else 1.0,
+                label=text)
+    ax.set_ylim(*_data_ylim([g.y for g in series]))
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis overlap
     ax.set_xlabel("parameter ratio r = N_large / N_small")
     ax.set_ylabel("collaboration rate")
-    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    # the legend below the axes: long group names and degeneracy notes would cover the points
+    ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(0, -0.16), ncol=1, frameon=False)
     return fig
 
 
@@ -65,20 +96,6 @@ def signal_figure(summaries: list[SignalSummary]) -> Figure:
     return fig
 
 
-def position_figure(labels: list[str], rates: np.ndarray) -> Figure:
-    """Heatmap of handoff rate: rows = labels [R], columns = deciles of the generation; rates [R, 10]."""
-    rates = np.atleast_2d(np.asarray(rates, float))
-    fig = Figure(figsize=(7, 0.5 * len(labels) + 1.6))
-    ax = fig.add_subplot()
-    im = ax.imshow(np.ma.masked_invalid(rates), aspect="auto", cmap="viridis", vmin=0)
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
-    ax.set_xticks(range(rates.shape[1]), [f"{10 * k}-{10 * k + 10}%" for k in range(rates.shape[1])],
-                  fontsize=7, rotation=45)
-    ax.set_xlabel("relative position in the generation")
-    fig.colorbar(im, ax=ax, label="handoff rate")
-    return fig
-
-
 def tradeoff_figure(curves: list[TradeoffCurve], target: float | None = None) -> Figure:
     """Share of handoffs caught against large-model call rate, one curve per signal."""
     fig = Figure(figsize=(5, 4))
@@ -94,4 +111,138 @@ def tradeoff_figure(curves: list[TradeoffCurve], target: float | None = None) ->
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    return fig
+
+
+def ranking_figure(labels: list[str], values: list[float], intervals: list[tuple[float, float] | None],
+                   xlabel: str, best: list[int], title: str) -> Figure:
+    """A ranked list, best at the top: per row [R] its value (dot) and 95 % interval (bar); ``best``: the
+    indices marked with a star."""
+    n = len(labels)
+    fig = Figure(figsize=(7, 0.32 * n + 1.4))
+    ax = fig.add_subplot()
+    y = np.arange(n)
+    v = np.asarray(values, float)
+    lo = np.array([v[i] - ci[0] if ci else 0.0 for i, ci in enumerate(intervals)])
+    hi = np.array([ci[1] - v[i] if ci else 0.0 for i, ci in enumerate(intervals)])
+    colors = ["C3" if i in best else "C0" for i in range(n)]
+    ax.barh(y, v, color=colors, alpha=0.7, height=0.6)
+    ax.errorbar(v, y, xerr=np.vstack([np.maximum(lo, 0), np.maximum(hi, 0)]), fmt="none", ecolor="k", capsize=3, lw=1)
+    ax.scatter(v, y, color=colors, zorder=3, s=14)
+    for i in best:
+        ax.annotate("★", (v[i], y[i]), xytext=(6, -4), textcoords="offset points", color="C3", fontsize=11)
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.invert_yaxis()  # rank 1 on top
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def matrix_figure(rows: list[str], cols: list[str], values: np.ndarray, label: str) -> Figure:
+    """A [R, C] matrix coloured by value, each cell annotated (NaN cells left blank)."""
+    values = np.atleast_2d(np.asarray(values, float))
+    fig = Figure(figsize=(1.3 * len(cols) + 3.5, 0.45 * len(rows) + 1.8))
+    ax = fig.add_subplot()
+    im = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap="viridis_r")
+    finite = values[np.isfinite(values)]
+    mid = float(np.mean([finite.min(), finite.max()])) if finite.size else 0.0
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7, color="white" if v > mid else "black")
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_xticks(range(len(cols)), cols, fontsize=7, rotation=30, ha="right")
+    fig.colorbar(im, ax=ax, label=label)
+    return fig
+
+
+def scatter3d_figure(groups: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+                     planes: tuple[float, ...] = (0.05, 0.10, 0.20)) -> Figure:
+    """Per group (label, N_small [N], N_large [N], rate [N]): the rates over (log10 N_small, log10 N_large),
+    one 3-D panel per group, with horizontal planes at the given rates (FS-GEN figs 1-2)."""
+    cols = min(3, len(groups))
+    rows = -(-len(groups) // cols)
+    fig = Figure(figsize=(4.6 * cols, 4.2 * rows))
+    for i, (label, ns, nl, y) in enumerate(groups):
+        ax = fig.add_subplot(rows, cols, i + 1, projection="3d")
+        xs, ys = np.log10(ns), np.log10(nl)
+        ax.scatter(xs, ys, y, c=y, cmap="viridis", depthshade=False, s=45, edgecolors="k", linewidths=0.4)
+        gx, gy = np.meshgrid(np.linspace(xs.min(), xs.max(), 2), np.linspace(ys.min(), ys.max(), 2))
+        for z, color in zip(planes, ("C2", "C1", "C3")):
+            ax.plot_surface(gx, gy, np.full_like(gx, z), color=color, alpha=0.25, linewidth=0)
+            ax.text(xs.max(), ys.min(), z, f"{z:.2f}", fontsize=6, color=color)
+        ax.set_xlabel("log10 N_small", fontsize=7)
+        ax.set_ylabel("log10 N_large", fontsize=7)
+        ax.set_zlabel("collaboration rate", fontsize=7)
+        ax.set_title(label, fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.view_init(elev=20, azim=-130)
+    return fig
+
+
+def position_pair_figure(labels: list[str], rate: np.ndarray, share: np.ndarray) -> Figure:
+    """Two heatmaps over the deciles of the generation, rows = labels [R]: P(handoff | decile) (rate
+    [R, 10], the handoff rate within each tenth) and P(decile | handoff) (share [R, 10], where a row's
+    handoffs fall; each row sums to 1, FS-GEN fig 3's normalisation)."""
+    fig = Figure(figsize=(12, 0.45 * len(labels) + 1.9))
+    ticks = [f"{10 * k}-{10 * k + 10}%" for k in range(10)]
+    for j, (vals, title, cbar) in enumerate(((rate, "P(handoff | decile): handoff rate", "handoff rate"),
+                                             (share, "P(decile | handoff): share of the handoffs", "share"))):
+        ax = fig.add_subplot(1, 2, j + 1)
+        im = ax.imshow(np.ma.masked_invalid(np.atleast_2d(vals)), aspect="auto", cmap="viridis" if j == 0 else "Blues",
+                       vmin=0)
+        ax.set_yticks(range(len(labels)), labels if j == 0 else [""] * len(labels), fontsize=7)
+        ax.set_xticks(range(10), ticks, fontsize=7, rotation=45)
+        ax.set_xlabel("relative position in the generation")
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(im, ax=ax, label=cbar)
+    fig.tight_layout()
+    return fig
+
+
+def topk_generation_figure(probs: np.ndarray, handoff: np.ndarray, token_ids: np.ndarray, title: str) -> Figure:
+    """System 1's top-10 probabilities along one generation: probs [T, 10] as a heatmap (rank × position)
+    with the top-1 probability as a line above it; handoff positions [T] marked in red (FS-GEN fig 5)."""
+    t = len(probs)
+    fig = Figure(figsize=(max(7.0, 0.16 * t + 2), 4.6))
+    top, heat = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
+    x = np.arange(t)
+    top.plot(x, probs[:, 0], color="C0", lw=1.2, label="top-1 probability")
+    top.scatter(x[handoff], probs[handoff, 0], color="C3", zorder=3, s=22, label="handoff (System 2's token differs)")
+    top.set_xlim(-0.5, t - 0.5)
+    top.set_ylim(0, 1.02)
+    top.set_ylabel("top-1 prob.")
+    top.legend(fontsize=7, loc="lower left")
+    top.set_title(title, fontsize=9)
+    im = heat.imshow(probs[:, :10].T, aspect="auto", cmap="magma_r", vmin=0, vmax=1, interpolation="nearest")
+    for pos in x[handoff]:
+        heat.axvline(pos, color="C3", lw=0.8, alpha=0.8)
+    heat.set_yticks(range(min(10, probs.shape[1])), [str(k + 1) for k in range(min(10, probs.shape[1]))], fontsize=6)
+    heat.set_ylabel("rank")
+    heat.set_xlabel("position in the generation (red: handoff)")
+    fig.colorbar(im, ax=[top, heat], label="System 1 probability", shrink=0.6)
+    return fig
+
+
+def embedding_figure(embeddings: list[Any]) -> Figure:
+    """Per embedding (``xy`` [M, 2], ``handoff`` [M], ``cluster`` [M] and its scores): points coloured by
+    handoff vs agreement, and the k-means clusters beside them (FS-GEN figs 6-7)."""
+    fig = Figure(figsize=(10, 4.4 * len(embeddings)))
+    for i, e in enumerate(embeddings):
+        by_label, by_cluster = fig.add_subplot(len(embeddings), 2, 2 * i + 1), fig.add_subplot(len(embeddings), 2, 2 * i + 2)
+        for flag, name, color in ((False, "agreement (match)", "C0"), (True, "handoff (mismatch)", "C3")):
+            m = e.handoff == flag
+            by_label.scatter(e.xy[m, 0], e.xy[m, 1], s=6, alpha=0.55, color=color, label=f"{name}, n={int(m.sum())}")
+        by_label.legend(fontsize=7, markerscale=2)
+        by_label.set_title(f"{e.name}: by handoff", fontsize=9)
+        for c in (0, 1):
+            m = e.cluster == c
+            by_cluster.scatter(e.xy[m, 0], e.xy[m, 1], s=6, alpha=0.55, color=f"C{c + 4}", label=f"cluster {c + 1}")
+        by_cluster.legend(fontsize=7, markerscale=2)
+        by_cluster.set_title(f"k-means: silhouette {e.silhouette:.3f}, Davies–Bouldin {e.davies_bouldin:.3f}, "
+                             f"ARI {e.ari:.3f}", fontsize=8)
+        for ax in (by_label, by_cluster):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
     return fig

@@ -1,46 +1,45 @@
 """A leaderboard-style report over results folders: Markdown (plots as PNG files beside it) and one
 standalone HTML file (plots embedded as base64 PNG).
 
-Per task, one table: accuracy (lm-eval's metrics, ± stderr) of System 1 alone (``router=never``), System 2
-alone (``method=oracle``, ``router=always``) and each collaborative configuration, with collaboration rate,
-large-model call rate, mean acceptance length and tokens per second. Then the figures: collaboration rate vs
-parameter ratio with the power-law fit, System-1 uncertainty at handoffs vs agreements, handoff rate by
-relative position, and threshold-router trade-off curves.
+Per task, a leaderboard (:mod:`.leaderboard`): System 1 alone (``router=never``), System 2 alone
+(``method=oracle``, ``router=always``) and each collaborative configuration, ranked by one column (collaboration
+rate by default; call rate, acceptance, accuracy or tokens/s at the user's choice), every column with its
+95 % interval and its best value marked; its intervals as bars, and a pair × configuration matrix coloured by
+collaboration rate. Then the figures: collaboration rate vs parameter ratio with the power-law fit,
+System-1 uncertainty at handoffs vs agreements, handoff rate by relative position, and threshold-router
+trade-off curves. In the HTML page the leaderboard's columns sort on a click (a few lines of inline script).
 """
 
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fsgen_eval.analysis import plots
-from fsgen_eval.analysis.files import Run, is_metric, read_traces
+from fsgen_eval.analysis import paper, plots
+from fsgen_eval.analysis.files import Run, is_metric, read_trace_file, read_traces
+from fsgen_eval.analysis.leaderboard import Table, format_rows, header, rank_table, trace_intervals
 from fsgen_eval.analysis.params import ParamTable
-from fsgen_eval.analysis.scaling import Fit, fit_power_law
+from fsgen_eval.analysis.scaling import GROUP_FIELDS, MIN_PAIRS, fit_groups, group_key
 from fsgen_eval.analysis.signals import called_tokens, rate_by_decile, summarize_signals
 from fsgen_eval.analysis.whatif import tradeoff_curves
 from fsgen_eval.core.registry import METHODS, ROUTERS, RouterSpec
 
-ROLE_ORDER = {"System 1 alone": 0, "System 2 alone (oracle)": 1, "collaborative": 2}
-RATE_COLUMNS = ("collaboration_rate", "llm_call_rate", "mean_acceptance_length", "tokens_per_second")
-
-
-@dataclass
-class Table:
-    task: str
-    metrics: list[str]
-    rows: list[dict[str, Any]]
+SUMMARY_RATES = ("collaboration_rate", "llm_call_rate", "acceptance_rate", "mean_acceptance_length")
 
 
 @dataclass
 class Plot:
+    """A figure and, where it has one, its data table (``data``: header, rows of cell texts)."""
+
     title: str
     png: bytes
     caption: str = ""
+    data: tuple[list[str], list[list[str]]] | None = None
 
 
 @dataclass
@@ -53,14 +52,14 @@ class Report:
 
 def _router(run: Run) -> RouterSpec | None:
     """The run's router entry (``None`` if not registered in this process: reported as collaborative)."""
-    return ROUTERS.get(run.fsgen.get("router"))
+    return ROUTERS.get(run.fsgen.router)
 
 
 def role(run: Run) -> str:
     """The run's row group: ``System 1 alone`` (a router that never calls System 2), ``System 2 alone
     (oracle)`` (a method whose System 2 is the large model alone behind an always-calling router), else
     ``collaborative``."""
-    router, method = _router(run), METHODS.get(run.fsgen.get("method"))
+    router, method = _router(run), METHODS.get(run.fsgen.method)
     if router is not None and router.never_calls:
         return "System 1 alone"
     if method is not None and method.large_alone and router is not None and router.always_calls:
@@ -72,63 +71,192 @@ def _metric_names(task_results: dict[str, Any]) -> list[str]:
     return [k for k, v in task_results.items() if is_metric(k, v)]
 
 
-def _row(run: Run, task: str) -> dict[str, Any]:
+def _row(run: Run, task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One leaderboard row: the run's metrics (value, stderr), rates and their intervals on ``task``."""
     res = run.results[task]
-    summary = (run.fsgen.get("per_task") or {}).get(task) or run.fsgen.get("summary") or {}
+    summary = run.fsgen.task_summary(task)
     metrics = {}
     for m in _metric_names(res):
         name, _, filt = m.partition(",")
         se = res.get(f"{name}_stderr,{filt}" if filt else f"{name}_stderr")
         metrics[m] = (float(res[m]), float(se) if isinstance(se, (int, float)) else None)
     row = {"role": role(run), "pair": run.pair, "config": run.label, "metrics": metrics}
-    row.update({k: summary.get(k) for k in RATE_COLUMNS[:3]})
-    row["tokens_per_second"] = run.fsgen.get("tokens_per_second")
+    row.update({k: summary.get(k) for k in SUMMARY_RATES})
+    row["tokens_per_second"] = run.fsgen.tokens_per_second
+    row["ci"] = trace_intervals([r for r in records if str(r.get("task")) == task])
     return row
 
 
-def build_tables(runs: list[Run]) -> list[Table]:
+def build_tables(runs: list[Run], records: list[list[dict[str, Any]]] | None = None,
+                 rank_by: str = "collaboration_rate") -> list[Table]:
+    """One ranked leaderboard per task (sorted): a row per run (role, pair, configuration, metrics ± stderr,
+    rates); ``records[i]``: the trace records of ``runs[i]`` (for the intervals)."""
+    records = records if records is not None else [[] for _ in runs]
     tasks = sorted({t for r in runs for t in r.results})
     tables = []
     for task in tasks:
-        rows = [_row(r, task) for r in runs if task in r.results]
-        rows.sort(key=lambda row: (ROLE_ORDER[row["role"]], row["pair"], row["config"]))
+        rows = [_row(r, task, recs) for r, recs in zip(runs, records) if task in r.results]
         metrics = sorted({m for row in rows for m in row["metrics"]})
-        tables.append(Table(task, metrics, rows))
+        try:
+            tables.append(rank_table(Table(task, metrics, rows), rank_by))
+        except ValueError as err:
+            raise ValueError(f"task {task}: {err}") from None
     return tables
 
 
-def scaling_series(runs: list[Run], params: ParamTable | None, n_boot: int,
-                   notes: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, Fit | None]]:
-    """Per task/method: ratios, collaboration rates and a power-law fit when there are >= 3 points."""
-    points: dict[str, list[tuple[float, float]]] = {}
+@dataclass
+class ScalingGroup:
+    """One group of the scaling plot: ratios r [N], rates y [N] and its ``fit_groups`` entry (``error`` set
+    when the group was not fitted)."""
+
+    label: str
+    r: np.ndarray
+    y: np.ndarray
+    fit: dict[str, Any]
+
+
+def scaling_points(runs: list[Run], params: ParamTable | None, notes: list[str]) -> list[dict[str, Any]]:
+    """One point per (collaborative run, task) with known sizes: the run's settings, sizes and rate."""
+    rows: list[dict[str, Any]] = []
+    if params is None:
+        return rows
     for run in runs:
-        if params is None or (_router(run) is not None and _router(run).never_calls):
+        if _router(run) is not None and _router(run).never_calls:
             continue
         try:
-            ratio = params.get(run.fsgen["large"]) / params.get(run.fsgen["small"])
+            sizes = {"small_params": params.get(run.fsgen.small), "large_params": params.get(run.fsgen.large)}
         except ValueError as err:
             notes.append(f"scaling plot: {err}")
             continue
         for task in run.results:
-            rate = ((run.fsgen.get("per_task") or {}).get(task) or run.fsgen.get("summary") or {}).get(
-                "collaboration_rate")
+            rate = run.fsgen.task_summary(task).get("collaboration_rate")
             if rate is not None:
-                points.setdefault(f"{task} / {run.fsgen['method']}", []).append((ratio, float(rate)))
-    series = {}
-    for label, pts in sorted(points.items()):
-        r, y = np.array(pts).T
-        try:
-            fit = fit_power_law(r, y, n_boot=n_boot)
-        except ValueError as err:
-            notes.append(f"scaling fit for {label}: {err}")
-            fit = None
-        series[label] = (r, y, fit)
-    return series
+                rows.append({**run.settings(task), "small": run.fsgen.small, "large": run.fsgen.large,
+                             **sizes, "collaboration_rate": float(rate)})
+    return rows
 
 
-def _trace_figures(runs: list[Run], target: float | None, notes: list[str]) -> list[Plot]:
+def scaling_series(runs: list[Run], params: ParamTable | None, n_boot: int, notes: list[str],
+                   progress: Callable[[int, int, str], None] | None = None) -> list[ScalingGroup]:
+    """Per group of runs that share every setting (task, method, router and threshold, dtype, few-shot,
+    batch size in half precision): ratios, rates and both laws' fits where the group has >= 3 pairs."""
+    rows = scaling_points(runs, params, notes)
+    if not rows:
+        return []
+    fits = fit_groups(rows, n_boot=n_boot, progress=progress)
+    out = []
+    for g in fits:
+        mine = [r for r in rows if group_key(r) == tuple((k, g[k]) for k in GROUP_FIELDS if g.get(k) is not None)]
+        out.append(ScalingGroup(g["label"], np.array([r["large_params"] / r["small_params"] for r in mine]),
+                                np.array([r["collaboration_rate"] for r in mine]), g))
+        if "error" in g:
+            notes.append(f"scaling fit for [{g['label']}]: not fitted: {g['error']}")
+        elif g.get("degenerate"):
+            notes.append(f"scaling fit for [{g['label']}]: degenerate, not drawn as a law: "
+                         + "; ".join(g["degenerate"]))
+    return out
+
+
+def position_plot(per_task: list[tuple[Run, list[dict[str, Any]]]]) -> Plot:
+    """Both normalisations of where handoffs fall, one row per (task, run): P(handoff | decile), the rate
+    within each tenth of the generation, and P(decile | handoff), the share of the row's handoffs in each
+    tenth (FS-GEN fig 3)."""
+    labels, rates, shares, counts = [], [], [], []
+    for run, recs in per_task:
+        traces = [rec["trace"] for rec in recs]
+        labels.append(f"{recs[0].get('task')} | {run.pair} | {run.label}")
+        rates.append(rate_by_decile(called_tokens(traces))[0])
+        share, n = paper.handoff_position_distribution(traces)
+        shares.append(share)
+        counts.append(n)
+    head = ["task | pair | configuration", "handoffs", *(f"P(h|d{k})" for k in range(10)),
+            *(f"P(d{k}|h)" for k in range(10))]
+    cells = [[label, str(n), *(_fmt(float(v), 3) for v in r), *(_fmt(float(v), 3) for v in sh)]
+             for label, n, r, sh in zip(labels, counts, rates, shares)]
+    return Plot("Handoff position: P(handoff | decile) and P(decile | handoff)",
+                plots.to_png_bytes(plots.position_pair_figure(labels, np.array(rates), np.array(shares))),
+                "left: the handoff rate within each tenth of the generation (ours); right: where a row's handoffs "
+                "fall, each row summing to 1 (FS-GEN fig 3's normalisation); d0 = first 10 %",
+                (head, cells))
+
+
+def scatter3d_plot(rows: list[dict[str, Any]]) -> Plot | None:
+    """Collaboration rate over (log N_small, log N_large), one panel per (task, method) (FS-GEN figs 1-2)."""
+    groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r.get("task"), r.get("method")), []).append(r)
+    if not groups:
+        return None
+    panels = [(f"{task} / {method}", np.array([r["small_params"] for r in g], float),
+               np.array([r["large_params"] for r in g], float), np.array([r["collaboration_rate"] for r in g]))
+              for (task, method), g in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))]
+    data = (["task", "method", "router", "small", "large", "N_small", "N_large", "collaboration rate"],
+            [[str(r.get("task")), str(r.get("method")), str(r.get("router")), _short_name(r.get("small")),
+              _short_name(r.get("large")), f"{r['small_params']:.4g}", f"{r['large_params']:.4g}",
+              _fmt(r["collaboration_rate"])] for r in sorted(rows, key=lambda r: (str(r.get("task")),
+              str(r.get("method")), r["small_params"], r["large_params"]))])
+    return Plot("Collaboration rate over model sizes (3-D)", plots.to_png_bytes(plots.scatter3d_figure(panels)),
+                "one panel per task and method (every router's runs); planes at collaboration rate 0.05, 0.10 and 0.20",
+                data)
+
+
+def _short_name(model: Any) -> str:
+    return Path(model).name if isinstance(model, str) and Path(model).is_absolute() else str(model)
+
+
+def topk_figures(runs: list[Run], notes: list[str], random_state: int = 0) -> list[Plot]:
+    """System 1's top-10 probabilities along one generation (FS-GEN fig 5) and the t-SNE of its top-100
+    probability vectors (figs 6-7), from the top-K side files beside the traces; none without them."""
+    parts: list[tuple[Run, paper.TopK]] = []
+    for run in runs:
+        for f in run.trace_files:
+            if paper.topk_path(f).is_file():
+                parts.append((run, paper.read_topk(f, read_trace_file(f))))
+    if not parts:
+        notes.append("no top-K side files (traces_*.topk.parquet, written with trace_topk=K): the top-10 "
+                     "probability and t-SNE figures are omitted")
+        return []
+    figs = []
+    run, topk = next(((r, t) for r, t in parts if len(t.record)), parts[0])
+    idx = paper.pick_generation(topk)
+    if len(idx):
+        probs, hand, ids = topk.probs[idx, :10], topk.handoff[idx], topk.ids[idx, 0]
+        title = f"{topk.task[idx[0]]} | {run.pair} | {run.label} | record {int(topk.record[idx[0]])}"
+        head = ["position", "top-1 token id", "handoff", *(f"p{k + 1}" for k in range(probs.shape[1]))]
+        cells = [[str(int(topk.token[i])), str(int(t)), "yes" if h else "", *(_fmt(float(v), 3) for v in p)]
+                 for i, t, h, p in zip(idx, ids, hand, probs)]
+        figs.append(Plot("System 1's top-10 probabilities along one generation",
+                         plots.to_png_bytes(plots.topk_generation_figure(probs, hand, ids, title)),
+                         f"{title}: System 1's ten most likely tokens at each evaluated position, red where System "
+                         "2's token differed (a handoff)", (head, cells)))
+    pooled = paper.concat_topk([t for _, t in parts])
+    try:
+        embs = paper.embed_topk(pooled, random_state=random_state)
+    except ValueError as err:
+        notes.append(f"t-SNE omitted: {err}")
+        return figs
+    head = ["features", "dimensions", "points", "handoffs", "agreements", "silhouette", "Davies-Bouldin",
+            "adjusted Rand index vs handoff"]
+    cells = [[e.name, str(e.n_features), str(len(e.handoff)), str(int(e.handoff.sum())), str(int((~e.handoff).sum())),
+              _fmt(e.silhouette, 3), _fmt(e.davies_bouldin, 3), _fmt(e.ari, 3)] for e in embs]
+    figs.append(Plot("t-SNE of System 1's top-100 probabilities: handoffs vs agreements",
+                     plots.to_png_bytes(plots.embedding_figure(embs)),
+                     "tokens where System 2 was evaluated, an equal sample of handoffs (System 2's token differs: "
+                     "FS-GEN's 'mismatch') and agreements ('match'), PCA to 10 dimensions, then t-SNE; k-means "
+                     "(k = 2) on the embedding, scored by silhouette and Davies-Bouldin, and against the handoff "
+                     "labels by the adjusted Rand index (0: chance)", (head, cells)))
+    return figs
+
+
+def _trace_figures(runs: list[Run], all_records: list[list[dict[str, Any]]], target: float | None,
+                   notes: list[str]) -> list[Plot]:
     figs: list[Plot] = []
-    per_run = [(r, [rec["trace"] for rec in read_traces(r.trace_files)]) for r in runs if r.trace_files]
+    records = [(r, recs) for r, recs in zip(runs, all_records) if recs]
+    per_run = [(r, [rec["trace"] for rec in recs]) for r, recs in records]
+    # one heatmap row per (run, task): a run over several tasks is several rows, each named by its task
+    per_task = [(r, [rec for rec in recs if str(rec.get("task")) == task]) for r, recs in records
+                for task in sorted({str(rec.get("task")) for rec in recs})]
+    per_task = [(r, recs) for r, recs in per_task if recs]
     if not per_run:
         notes.append("no trace files next to the results: uncertainty, position and router plots omitted")
         return figs
@@ -138,9 +266,7 @@ def _trace_figures(runs: list[Run], target: float | None, notes: list[str]) -> l
     if pooled.n_called:
         figs.append(Plot("System-1 uncertainty at handoffs vs agreements",
                            plots.to_png_bytes(plots.signal_figure(summarize_signals(pooled)))))
-        labels = [f"{r.pair} {r.label}" for r, _ in per_run]
-        rates = np.array([rate_by_decile(called_tokens(ts))[0] for _, ts in per_run])
-        figs.append(Plot("Handoff rate by relative position", plots.to_png_bytes(plots.position_figure(labels, rates))))
+        figs.append(position_plot(per_task))
     always = [t for r, ts in per_run if _router(r) is not None and _router(r).always_calls for t in ts]
     if always:
         try:
@@ -152,79 +278,164 @@ def _trace_figures(runs: list[Run], target: float | None, notes: list[str]) -> l
     return figs
 
 
+def leaderboard_figures(tables: list[Table]) -> list[Plot]:
+    """Per task: the ranked column's values with their 95 % intervals as bars, and the pair × configuration
+    matrix of collaboration rates (each with its data table)."""
+    figs = []
+    for t in tables:
+        col = t.column(t.rank_by)
+        ranked = [r for r in t.rows if r["rank"] is not None]
+        if ranked:
+            vals = [col.value(r) for r in ranked]
+            labels = [f"{r['rank']}. {r['pair']} | {r['config']}" for r in ranked]
+            best = [i for i, r in enumerate(ranked) if t.rows.index(r) in t.best.get(col.key, [])]
+            fig = plots.ranking_figure(labels, [v for v, _ in vals], [ci for _, ci in vals], col.title, best,
+                                       f"{t.task}: ranked by {col.title.rstrip(' ↓↑')}")
+            data = (["rank", "pair", "configuration", col.title, "95 % low", "95 % high"],
+                    [[str(r["rank"]), r["pair"], r["config"], _fmt(v), *(("–", "–") if ci is None else
+                      (_fmt(ci[0]), _fmt(ci[1])))] for r, (v, ci) in zip(ranked, vals)])
+            figs.append(Plot(f"Leaderboard {t.task}: {col.title.rstrip(' ↓↑')} with 95 % intervals",
+                             plots.to_png_bytes(fig), "bars: 95 % intervals (rates: requests as clusters; "
+                             "metrics: ± 1.96 stderr); ★ best", data))
+        pairs = sorted({r["pair"] for r in t.rows})
+        configs = sorted({r["config"] for r in t.rows})
+        matrix = np.full((len(pairs), len(configs)), np.nan)
+        for r in t.rows:
+            if r.get("collaboration_rate") is not None:
+                matrix[pairs.index(r["pair"]), configs.index(r["config"])] = r["collaboration_rate"]
+        if np.isfinite(matrix).any():
+            figs.append(Plot(f"Collaboration rate {t.task}: pair × configuration",
+                             plots.to_png_bytes(plots.matrix_figure(pairs, configs, matrix, "collaboration rate")),
+                             "empty cell: that pair did not run that configuration",
+                             (["pair", *configs], [[p, *(_fmt(v) if np.isfinite(v) else "–" for v in row)]
+                                                    for p, row in zip(pairs, matrix)])))
+    return figs
+
+
 def build_report(runs: list[Run], params: ParamTable | None = None, title: str = "fsgen-eval report",
-                 target_call_rate: float | None = None, n_boot: int = 200) -> Report:
+                 target_call_rate: float | None = None, n_boot: int = 200,
+                 progress: Callable[[int, int, str], None] | None = None,
+                 rank_by: str = "collaboration_rate") -> Report:
+    """The report over ``runs``: tables, the scaling figure (``params`` gives the parameter ratios; ``n_boot``
+    bootstrap resamples for its fit) and the trace figures (``target_call_rate`` marks the what-if);
+    ``ValueError`` without runs. What could not be drawn is said in ``notes``. ``progress(i, n, group)`` is
+    called before each scaling fit (the CLI prints it); ``rank_by``: the leaderboard's ranking column (:data:`leaderboard.RANK_CHOICES` or a metric name)."""
     if not runs:
         raise ValueError("report: no runs to report on")
-    rep = Report(title, build_tables(runs))
-    series = scaling_series(runs, params, n_boot, rep.notes)
+    build_tables(runs, None, rank_by)  # a bad rank_by fails here, before the traces are read
+    records = [read_traces(r.trace_files) if r.trace_files else [] for r in runs]
+    rep = Report(title, build_tables(runs, records, rank_by))
+    rep.figures += leaderboard_figures(rep.tables)
+    series = scaling_series(runs, params, n_boot, rep.notes, progress)
     if series:
         rep.figures.append(Plot("Collaboration rate vs parameter ratio",
                                   plots.to_png_bytes(plots.scaling_figure(series)),
-                                  "fit: f(r) = b - a r^-alpha (a, alpha, b >= 0.05) where a group has >= 3 pairs"))
+                                  f"fit: f(r) = b - a r^-alpha (a, alpha, b >= 0.05), drawn over the data's range, "
+                                  f"where a group has >= {MIN_PAIRS} distinct pairs; a degenerate fit (a parameter "
+                                  "at its bound, R² <= 0, an unbounded interval) is dotted and named so in the legend"))
+        cube = scatter3d_plot(scaling_points(runs, params, []))
+        if cube is not None:
+            rep.figures.append(cube)
     else:
         rep.notes.append("scaling plot omitted: no collaborative run with known parameter counts")
-    rep.figures += _trace_figures(runs, target_call_rate, rep.notes)
+    rep.figures += _trace_figures(runs, records, target_call_rate, rep.notes)
+    rep.figures += topk_figures(runs, rep.notes)
     return rep
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
-    return "–" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
-def _cells(table: Table, row: dict[str, Any]) -> list[str]:
-    out = [row["role"], row["pair"], row["config"]]
-    for m in table.metrics:
-        v = row["metrics"].get(m)
-        out.append("–" if v is None else _fmt(v[0]) + ("" if v[1] is None else f" ± {v[1]:.4f}"))
-    out += [_fmt(row["collaboration_rate"]), _fmt(row["llm_call_rate"]), _fmt(row["mean_acceptance_length"], 2),
-            _fmt(row["tokens_per_second"], 1)]
-    return out
-
-
-def header(table: Table) -> list[str]:
-    return ["role", "pair", "configuration", *table.metrics, "collaboration rate", "LLM call rate",
-            "acceptance length", "tokens/s"]
+def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    esc = lambda c: c.replace("|", "\\|")  # noqa: E731
+    return ["| " + " | ".join(map(esc, head)) + " |", "|" + "---|" * len(head)] + [
+        "| " + " | ".join(map(esc, r)) + " |" for r in rows]
 
 
 def to_markdown(rep: Report, image_names: list[str]) -> str:
     """Markdown text; figure i is linked as ``image_names[i]`` (written by :func:`write_report`)."""
     lines = [f"# {rep.title}", ""]
     for t in rep.tables:
-        lines += [f"## {t.task}", "", "| " + " | ".join(header(t)) + " |", "|" + "---|" * len(header(t))]
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(t, row)) + " |" for row in t.rows]
-        lines.append("")
+        cells = format_rows(t, lambda text: f"**{text}** ★")
+        lines += [f"## {t.task}", "", *_md_table(header(t), [[c[0] for c in row] for row in cells]), ""]
     for fig, name in zip(rep.figures, image_names):
         lines += [f"## {fig.title}", "", f"![{fig.title}]({name})", "", fig.caption, ""]
+        if fig.data is not None:
+            lines += [*_md_table(*fig.data), ""]
     if rep.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in rep.notes]
     return "\n".join(lines) + "\n"
 
 
-_CSS = ("body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin-bottom:1.5em}"
+_CSS = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin-bottom:1.5em}"
         "th,td{border:1px solid #bbb;padding:4px 8px;font-size:13px}th{background:#e8eef7}"
+        "table.sortable th{cursor:pointer}td.best{font-weight:bold;background:#fff3c4}"
         "tr:nth-child(even){background:#f6f6f6}img{max-width:100%;border:1px solid #ddd}")
+
+# Sorts a leaderboard by the clicked column (again: the other way); numbers by value, text alphabetically,
+# empty cells last. ``#sort=T:C:asc|desc`` in the URL sorts table T by column C on load (for a headless check).
+_SORT_JS = """<script>
+function fsgenSort(t, c, dir) {
+  const rows = Array.from(t.tBodies[0].rows), key = r => r.cells[c].dataset.v;
+  rows.sort((a, b) => {
+    const x = key(a), y = key(b);
+    if (x === '' || y === '') return (x === '') - (y === '');
+    const nx = Number(x), ny = Number(y);
+    const d = isNaN(nx) || isNaN(ny) ? x.localeCompare(y) : nx - ny;
+    return dir === 'desc' ? -d : d;
+  });
+  rows.forEach(r => t.tBodies[0].appendChild(r));
+  t.dataset.sorted = c + ':' + dir;
+}
+const fsgenTables = Array.from(document.querySelectorAll('table.sortable'));
+fsgenTables.forEach(t => Array.from(t.tHead.rows[0].cells).forEach((th, c) => th.addEventListener('click',
+  () => fsgenSort(t, c, t.dataset.sorted === c + ':asc' ? 'desc' : 'asc'))));
+const fsgenHash = location.hash.match(/sort=(\\d+):(\\d+):(asc|desc)/);
+if (fsgenHash && fsgenTables[+fsgenHash[1]]) fsgenSort(fsgenTables[+fsgenHash[1]], +fsgenHash[2], fsgenHash[3]);
+</script>"""
+
+
+def _html_table(head: list[str], rows: list[list[str]]) -> str:
+    e = html.escape
+    return ("<table class='data'><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows) + "</tbody></table>")
+
+
+def _sort_value(v: float | str | None) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return ""
+    return repr(float(v)) if isinstance(v, (int, float)) else str(v)
 
 
 def to_html(rep: Report) -> str:
-    """One standalone HTML page: inline CSS, tables, figures as base64 PNG data URIs; no scripts."""
+    """One standalone HTML page: inline CSS, sortable leaderboards (inline script), figures as base64 PNG
+    data URIs with their data tables; nothing is fetched."""
     import base64
 
     e = html.escape
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(rep.title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{e(rep.title)}</h1>"]
     for t in rep.tables:
-        parts.append(f"<h2>{e(t.task)}</h2><table class='leaderboard' data-task='{e(t.task)}'><thead><tr>"
+        parts.append(f"<h2>{e(t.task)}</h2><p>Click a column to sort; ★ marks each column's best.</p>"
+                     f"<table class='leaderboard sortable' data-task='{e(t.task)}'><thead><tr>"
                      + "".join(f"<th>{e(h)}</th>" for h in header(t)) + "</tr></thead><tbody>")
-        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in _cells(t, row)) + "</tr>" for row in t.rows]
+        for row in format_rows(t, lambda text: f"{text} ★"):
+            parts.append("<tr>" + "".join(
+                f"<td{' class=best' if best else ''} data-v='{e(_sort_value(v))}'>{e(text)}</td>"
+                for text, v, best in row) + "</tr>")
         parts.append("</tbody></table>")
     for fig in rep.figures:
         data = base64.b64encode(fig.png).decode("ascii")
         parts.append(f"<h2>{e(fig.title)}</h2><figure><img class='plot' alt='{e(fig.title)}' "
                      f"src='data:image/png;base64,{data}'><figcaption>{e(fig.caption)}</figcaption></figure>")
+        if fig.data is not None:
+            parts.append(_html_table(*fig.data))
     if rep.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in rep.notes) + "</ul>")
-    return "".join(parts) + "</body></html>\n"
+    return "".join(parts) + _SORT_JS + "</body></html>\n"
 
 
 def write_report(rep: Report, out_dir: Path, stem: str = "report") -> tuple[Path, Path]:

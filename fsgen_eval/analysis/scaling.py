@@ -3,17 +3,30 @@
 Two forms, each with R², seeded bootstrap confidence intervals (resampling (pair, rate) points) and
 leave-one-out (LOO) prediction error, so that they can be compared on held-out pairs:
 
-* the paper's ``f(r) = b - a * r**(-alpha)`` in the parameter ratio ``r = N_large / N_small``, fitted by
-  ``scipy.optimize.curve_fit`` within bounds (by default ``a, alpha, b >= 0.05``, as in the paper);
+* the paper's ``f(r) = b - a * r**(-alpha)`` in the parameter ratio ``r = N_large / N_small``, least squares
+  within bounds (by default ``a, alpha, b >= 0.05``, as in the paper);
 * a two-factor law ``log f = c - alpha * log N_small + beta * log N_large`` that lets the small and the large
-  model's sizes act separately (it reduces to a pure ratio law when ``alpha == beta``), fitted by least
-  squares in log space.
+  model's sizes act separately (it reduces to a pure ratio law when ``alpha == beta``; ``alpha - beta`` and
+  its bootstrap interval test that), fitted by least squares in log space.
+
+Every fit of a resample is a *weighted* fit of the original points, the weights being how often the
+resample drew each point; that turns the bootstrap (and LOO: weights 1 with one 0) into array operations
+over all resamples at once. For the power law, ``alpha`` fixed makes the model linear in ``(a, b)``, whose
+box-constrained least squares has a closed form, so each resample's fit is a 1-D search over ``alpha``
+(a log grid, then golden-section refinement) of that closed form — the global least-squares optimum within
+the bounds, not a local one from a starting guess. The full-data fit is then polished by
+``scipy.optimize.curve_fit`` warm-started there.
+
+A fit is *degenerate* when a parameter sits at a bound (relative tolerance :data:`BOUND_RTOL`), ``alpha``
+runs to the search cap (the curve then only separates the smallest ratio from the rest), R² <= 0, or a
+bootstrap interval is unbounded; :attr:`Fit.degenerate` says which, and the report does not draw such a fit
+as a law.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,17 +35,22 @@ from scipy.optimize import OptimizeWarning, curve_fit
 
 PARAM_NAMES_POWER = ("a", "alpha", "b")
 PARAM_NAMES_TWO = ("c", "alpha", "beta")
+BOUND_RTOL = 1e-3  # a parameter within 0.1 % of a bound is at it (MBPP's a = 0.0500033 with bound 0.05)
+HUGE = 1e6  # a bootstrap endpoint beyond this for a rate curve's coefficient is no bound at all
+_GRID = 64  # alpha grid points of the profile search (log spacing ~0.16 over 0.05..1000)
+_GOLDEN_STEPS = 40  # golden-section steps after the grid: the bracket shrinks by 0.618**40 ~ 4e-9
 
 
 @dataclass
 class Fit:
     """A fitted law and its diagnostics.
 
-    ``params``: name -> estimate; ``ci``: name -> (low, high) percentile bootstrap interval at ``ci_level``;
-    ``r2``: coefficient of determination on the collaboration rate itself (both forms, so they compare);
-    ``at_bound``: parameters whose estimate sits at a bound of the fit; ``loo_rmse`` / ``loo_mae``: error of
-    predicting each point from a fit to the others (``None`` when too few points); ``n_boot_used``: bootstrap
-    resamples that gave a fit.
+    ``params``: name -> estimate; ``ci``: name -> (low, high) percentile bootstrap interval at ``ci_level``
+    (for the two-factor law also ``alpha_minus_beta``); ``r2``: coefficient of determination on the
+    collaboration rate itself (both forms, so they compare); ``at_bound``: parameters whose estimate sits at
+    a bound of the fit; ``degenerate``: why the fit does not hold as a law (empty when it does);
+    ``loo_rmse`` / ``loo_mae``: error of predicting each point from a fit to the others (``None`` when too
+    few points); ``n_boot_used``: bootstrap resamples that gave a fit.
     """
 
     form: str
@@ -46,12 +64,37 @@ class Fit:
     ci_level: float = 0.95
     n_boot_used: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+    degenerate: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: every field, the fitted parameters at top level, intervals as ``[lo, hi]`` lists."""
         d = asdict(self)
         d.update(self.params)
         d["ci"] = {k: list(v) for k, v in self.ci.items()}
         return d
+
+
+# ---------------------------------------------------------------- resampling as weights
+
+
+def resample_weights(n: int, n_boot: int, random_state: int | None) -> np.ndarray:
+    """[B, n] counts: how often each of n points is drawn in each of B seeded resamples with replacement."""
+    rng = np.random.default_rng(random_state)
+    idx = rng.integers(0, n, (n_boot, n))
+    flat = (idx + n * np.arange(n_boot)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(float)
+
+
+def loo_weights(n: int) -> np.ndarray:
+    """[n, n] weights leaving out point i in row i."""
+    return 1.0 - np.eye(n)
+
+
+def _distinct(w: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """[B] number of distinct ``key`` values among the points with weight > 0 in each row of w [B, N]."""
+    _, inv = np.unique(key, return_inverse=True)
+    onehot = np.eye(inv.max() + 1)[inv]  # [N, U]
+    return ((w > 0).astype(float) @ onehot > 0).sum(axis=1)
 
 
 # ---------------------------------------------------------------- the paper's power law in the ratio
@@ -62,27 +105,116 @@ def power_law(r: np.ndarray, a: float, alpha: float, b: float) -> np.ndarray:
     return b - a * np.power(r, -alpha)
 
 
-def _fit_power_params(r: np.ndarray, y: np.ndarray, lower: float, upper: float) -> np.ndarray:
-    """Least-squares (a, alpha, b) from a few starting points (the surface has flat valleys); r, y: [N]."""
-    best, best_sse = None, np.inf
-    for alpha0 in (0.3, 1.0, 2.5):
-        b0 = float(np.clip(y.max() + 0.05, lower, upper))
-        a0 = float(np.clip((b0 - y.min()) * r.min() ** alpha0, lower, upper))
-        try:
-            with warnings.catch_warnings():  # we use no covariance, so its absence is no news
-                warnings.simplefilter("ignore", OptimizeWarning)
-                # bootstrap resamples with repeated points make scipy's trust-region step divide by zero
-                # on its way to the optimum; the fit itself is judged by its SSE below
-                warnings.simplefilter("ignore", RuntimeWarning)
-                p, _ = curve_fit(power_law, r, y, p0=[a0, alpha0, b0], bounds=(lower, upper), maxfev=20000)
-        except (RuntimeError, ValueError):
-            continue
-        sse = float(np.sum((power_law(r, *p) - y) ** 2))
-        if sse < best_sse:
-            best, best_sse = p, sse
-    if best is None:
-        raise ValueError("power-law fit did not converge from any starting point")
-    return best
+def alpha_cap(r: np.ndarray, lower: float, upper: float) -> float:
+    """The largest alpha searched: beyond it r_min**-alpha < e**-21 (~1e-9), so a larger alpha only lets a
+    grow without changing the curve (for ratios <= 1, the cap keeps r**-alpha <= 1e6 instead)."""
+    r_min = float(np.min(r))
+    if r_min > 1.0:
+        cap = 21.0 / np.log(r_min)
+    elif r_min < 1.0:
+        cap = np.log(1e6) / -np.log(r_min)
+    else:
+        cap = 1e3
+    return float(max(min(upper, cap, 1e3), lower))
+
+
+def _box_ls(n: np.ndarray, su: np.ndarray, sy: np.ndarray, suu: np.ndarray, suy: np.ndarray, syy: np.ndarray,
+            lo: float, hi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted least squares of y = b + a*u with lo <= a, b <= hi, from weighted sums (all [...]).
+
+    SSE(a, b) = syy - 2a suy - 2b sy + a² suu + 2ab su + b² n is convex: its minimum over the box is the
+    unconstrained one when that is inside, else on an edge, where it is the 1-D minimum clipped to the edge.
+    Returns (a, b, sse), each [...].
+    """
+    def sse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return syy - 2 * a * suy - 2 * b * sy + a * a * suu + 2 * a * b * su + b * b * n
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        det = suu * n - su * su
+        ok = det > 1e-12 * np.maximum(suu * n, 1e-300)
+        a_in = np.where(ok, (suy * n - su * sy) / det, np.nan)
+        b_in = np.where(ok, (suu * sy - su * suy) / det, np.nan)
+        cands = [(a_in, b_in, ok & (a_in >= lo) & (a_in <= hi) & (b_in >= lo) & (b_in <= hi))]
+        for edge in (lo, hi):
+            if not np.isfinite(edge):
+                continue
+            a_e = np.full_like(su, edge)  # a on the edge, b its clipped optimum, and the other way round
+            cands.append((a_e, np.clip((sy - edge * su) / np.maximum(n, 1e-300), lo, hi), np.ones_like(ok)))
+            b_e = np.full_like(su, edge)
+            a_opt = np.where(suu > 0, (suy - edge * su) / np.where(suu > 0, suu, 1), lo)
+            cands.append((np.clip(a_opt, lo, hi), b_e, np.ones_like(ok)))
+    best_a, best_b, best = np.full_like(su, lo), np.full_like(su, lo), np.full_like(su, np.inf)
+    for a, b, valid in cands:
+        s = np.where(valid, sse(a, b), np.inf)
+        better = s < best
+        best_a, best_b, best = np.where(better, a, best_a), np.where(better, b, best_b), np.where(better, s, best)
+    return best_a, best_b, best
+
+
+def _profile_at(alpha: np.ndarray, r: np.ndarray, y: np.ndarray, w: np.ndarray, lo: float,
+                hi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best (a, b, sse) at one alpha per row: alpha [B], w [B, N] -> each [B]."""
+    u = -np.power(r[None, :], -alpha[:, None])  # [B, N]: the model is b + a*u
+    wu = w * u
+    return _box_ls(w.sum(1), wu.sum(1), w @ y, (wu * u).sum(1), wu @ y, w @ (y * y), lo, hi)
+
+
+def fit_power_weighted(r: np.ndarray, y: np.ndarray, w: np.ndarray, lower: float = 0.05,
+                       upper: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares (a, alpha, b) within [lower, upper] for each row of weights w [B, N] over points
+    r, y [N]: returns params [B, 3] and SSE [B]. A grid over log alpha finds the best bracket; golden-section
+    steps on log alpha refine it (the profile SSE is smooth in alpha)."""
+    cap = alpha_cap(r, lower, upper)
+    grid = np.geomspace(lower, cap, _GRID) if cap > lower else np.array([lower])
+    u = -np.power(r[None, :], -grid[:, None])  # [G, N]
+    n, sy, syy = w.sum(1)[:, None], (w @ y)[:, None], (w @ (y * y))[:, None]
+    su, suu, suy = w @ u.T, w @ (u * u).T, w @ (u * y).T  # [B, G]
+    sse = _box_ls(n, su, sy, suu, suy, syy, lower, upper)[2]
+    k = np.argmin(sse, axis=1)
+    lo_x = np.log(grid[np.maximum(k - 1, 0)])
+    hi_x = np.log(grid[np.minimum(k + 1, len(grid) - 1)])
+    g = (np.sqrt(5) - 1) / 2
+    x1, x2 = hi_x - g * (hi_x - lo_x), lo_x + g * (hi_x - lo_x)
+    f1, f2 = _profile_at(np.exp(x1), r, y, w, lower, upper)[2], _profile_at(np.exp(x2), r, y, w, lower, upper)[2]
+    for _ in range(_GOLDEN_STEPS):
+        left = f1 <= f2  # the minimum lies in [lo, x2]; else in [x1, hi]
+        hi_x, lo_x = np.where(left, x2, hi_x), np.where(left, lo_x, x1)
+        x_new = np.where(left, hi_x - g * (hi_x - lo_x), lo_x + g * (hi_x - lo_x))
+        f_new = _profile_at(np.exp(x_new), r, y, w, lower, upper)[2]
+        x1, x2 = np.where(left, x_new, x2), np.where(left, x1, x_new)
+        f1, f2 = np.where(left, f_new, f2), np.where(left, f1, f_new)
+    # the refined point, or the grid point when the refinement did not beat it (an edge of the grid)
+    x = np.where(f1 <= f2, x1, x2)
+    alpha = np.exp(x)
+    a, b, s = _profile_at(alpha, r, y, w, lower, upper)
+    grid_best = sse[np.arange(len(k)), k]
+    use_grid = grid_best < s
+    alpha = np.where(use_grid, grid[k], alpha)
+    a2, b2, s2 = _profile_at(alpha, r, y, w, lower, upper)
+    return np.column_stack([a2, alpha, b2]), s2
+
+
+def _polish(r: np.ndarray, y: np.ndarray, p0: np.ndarray, lower: float, upper: float) -> np.ndarray:
+    """``curve_fit`` warm-started at the profile optimum p0 [3]; p0 is kept unless curve_fit lowers the SSE."""
+    sse0 = float(np.sum((power_law(r, *p0) - y) ** 2))
+    start = np.clip(p0, lower, upper if np.isfinite(upper) else None)
+    # curve_fit wants a strictly interior start
+    start = np.maximum(start, lower + 1e-9 * max(1.0, abs(lower)))
+    try:
+        with warnings.catch_warnings():  # we use no covariance, so its absence is no news
+            warnings.simplefilter("ignore", OptimizeWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p, _ = curve_fit(power_law, r, y, p0=start, bounds=(lower, upper), maxfev=2000)
+    except (RuntimeError, ValueError):
+        return p0
+    return p if float(np.sum((power_law(r, *p) - y) ** 2)) < sse0 else p0
+
+
+def _at_bound(names: tuple[str, ...], values: np.ndarray, lower: float, upper: float) -> list[str]:
+    """Names whose value lies within :data:`BOUND_RTOL` (relative) of ``lower`` or a finite ``upper``."""
+    def near(v: float, bound: float) -> bool:
+        return abs(v - bound) <= BOUND_RTOL * max(abs(bound), 1e-12)
+    return [n for n, v in zip(names, values) if near(v, lower) or (np.isfinite(upper) and near(v, upper))]
 
 
 def fit_power_law(r: np.ndarray, y: np.ndarray, lower: float = 0.05, upper: float = np.inf,
@@ -92,15 +224,50 @@ def fit_power_law(r: np.ndarray, y: np.ndarray, lower: float = 0.05, upper: floa
     Raises ``ValueError`` when N < 3 (fewer points than parameters) or a ratio is not positive.
     """
     r, y = _check_xy(np.asarray(r, float), np.asarray(y, float), 3, "power-law")
-    p = _fit_power_params(r, y, lower, upper)
-    fit_fn = lambda idx: _fit_power_params(r[idx], y[idx], lower, upper)  # noqa: E731
-    boot = _bootstrap(fit_fn, r, n_boot, random_state, min_distinct=3)
-    loo = _loo(lambda idx: _fit_power_params(r[idx], y[idx], lower, upper),
-               lambda params, i: float(power_law(r[i], *params)), y, min_points=3)
-    tol = 1e-6 * max(1.0, abs(lower))
-    at_bound = [n for n, v in zip(PARAM_NAMES_POWER, p) if v - lower <= tol or (np.isfinite(upper) and upper - v <= tol)]
-    return Fit("power_law", dict(zip(PARAM_NAMES_POWER, map(float, p))), _percentile_ci(boot, PARAM_NAMES_POWER, ci_level),
-               _r2(y, power_law(r, *p)), len(y), at_bound, *loo, ci_level=ci_level, n_boot_used=len(boot))
+    full, _ = fit_power_weighted(r, y, np.ones((1, len(y))), lower, upper)
+    p = _polish(r, y, full[0], lower, upper)
+    w = resample_weights(len(y), n_boot, random_state)
+    w = w[_distinct(w, r) >= 3]  # a resample of fewer distinct ratios than parameters has no unique fit
+    boot = fit_power_weighted(r, y, w, lower, upper)[0] if len(w) else np.zeros((0, 3))
+    loo = _loo_power(r, y, lower, upper)
+    ci = _percentile_ci(boot, PARAM_NAMES_POWER, ci_level)
+    at_bound = _at_bound(PARAM_NAMES_POWER, p, lower, upper)
+    r2 = _r2(y, power_law(r, *p))
+    cap = alpha_cap(r, lower, upper)
+    return Fit("power_law", dict(zip(PARAM_NAMES_POWER, map(float, p))), ci, r2, len(y), at_bound, *loo,
+               ci_level=ci_level, n_boot_used=len(boot), extra={"alpha_cap": cap},
+               degenerate=_power_degenerate(p, ci, at_bound, r2, cap, len(boot)))
+
+
+def _power_degenerate(p: np.ndarray, ci: dict[str, tuple[float, float]], at_bound: list[str], r2: float,
+                      cap: float, n_boot: int) -> list[str]:
+    why = [f"{n} at its bound" for n in at_bound]
+    if p[1] >= cap * (1 - BOUND_RTOL):
+        why.append("alpha at the search cap (the curve only separates the smallest ratio)")
+    if not (r2 > 0):
+        why.append(f"R² = {r2:.3g} <= 0")
+    if n_boot == 0:
+        why.append("no bootstrap resample could be fitted")
+    else:
+        lim = {"a": HUGE, "alpha": cap * (1 - BOUND_RTOL), "b": HUGE}
+        why += [f"CI of {n} unbounded" for n in PARAM_NAMES_POWER
+                if not (np.all(np.isfinite(ci[n])) and abs(ci[n][1]) < lim[n])]
+    return why
+
+
+def _loo_power(r: np.ndarray, y: np.ndarray, lower: float, upper: float) -> tuple[float | None, float | None]:
+    """(RMSE, MAE) of predicting each point from the fit to the others; ``(None, None)`` when N-1 < 3."""
+    n = len(y)
+    if n - 1 < 3:
+        return None, None
+    w = loo_weights(n)
+    ok = _distinct(w, r) >= 3
+    if not ok.any():
+        return None, None
+    params, _ = fit_power_weighted(r, y, w[ok], lower, upper)
+    i = np.flatnonzero(ok)
+    pred = params[:, 2] - params[:, 0] * np.power(r[i], -params[:, 1])
+    return _errors(pred - y[i])
 
 
 # ---------------------------------------------------------------- two factors: N_small and N_large apart
@@ -116,19 +283,24 @@ def _design(n_small: np.ndarray, n_large: np.ndarray) -> np.ndarray:
     return np.column_stack([np.ones_like(n_small), -np.log(n_small), np.log(n_large)])
 
 
-def _fit_two_params(x: np.ndarray, logy: np.ndarray) -> np.ndarray:
-    """Least squares of logy [N] on the design x [N, 3]; raises when the sizes cannot separate the factors."""
-    if np.linalg.matrix_rank(x) < 3:
-        raise ValueError("two-factor fit needs pairs whose log N_small and log N_large vary independently "
-                         "(all pairs share one small model, one large model or one ratio)")
-    coef, *_ = np.linalg.lstsq(x, logy, rcond=None)
-    return coef
+def fit_two_weighted(x: np.ndarray, logy: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least squares of logy [N] on the design x [N, 3] for each row of w [B, N]: returns
+    coefficients [B, 3] and a [B] mask of the rows whose weighted design has full rank (the others: NaN)."""
+    sw = np.sqrt(w)
+    xw = sw[:, :, None] * x[None]  # [B, N, 3]
+    ok = np.linalg.matrix_rank(xw) == 3
+    coef = np.full((len(w), 3), np.nan)
+    if ok.any():
+        coef[ok] = (np.linalg.pinv(xw[ok]) @ (sw[ok] * logy)[:, :, None])[:, :, 0]
+    return coef, ok
 
 
 def fit_two_factor(n_small: np.ndarray, n_large: np.ndarray, y: np.ndarray, n_boot: int = 1000,
                    ci_level: float = 0.95, random_state: int | None = 0) -> Fit:
     """Fit ``log f = c - alpha log N_small + beta log N_large`` to [N] sizes and [N] collaboration rates.
 
+    Also ``alpha - beta`` with its bootstrap interval (``ci["alpha_minus_beta"]``): an interval that
+    excludes 0 rejects a pure ratio law (alpha = beta) at that level.
     Raises ``ValueError`` when N < 3, a rate is not positive (its log is undefined) or the design is singular.
     """
     n_small, n_large = np.asarray(n_small, float), np.asarray(n_large, float)
@@ -136,16 +308,34 @@ def fit_two_factor(n_small: np.ndarray, n_large: np.ndarray, y: np.ndarray, n_bo
     if np.any(y <= 0):
         raise ValueError("two-factor fit takes the log of collaboration_rate; it must be > 0 at every point")
     x, logy = _design(n_small, n_large), np.log(y)
-    coef = _fit_two_params(x, logy)
-    # distinct resampled points >= 3; whether they separate the two sizes is the rank check's job
-    boot = _bootstrap(lambda idx: _fit_two_params(x[idx], logy[idx]), np.arange(len(y)), n_boot, random_state,
-                      min_distinct=3, skip=(ValueError, np.linalg.LinAlgError))
-    loo = _loo(lambda idx: _fit_two_params(x[idx], logy[idx]),
-               lambda cf, i: float(np.exp(x[i] @ cf)), y, min_points=3)
+    coef, ok = fit_two_weighted(x, logy, np.ones((1, len(y))))
+    if not ok[0]:
+        raise ValueError("two-factor fit needs pairs whose log N_small and log N_large vary independently "
+                         "(all pairs share one small model, one large model or one ratio)")
+    coef = coef[0]
+    w = resample_weights(len(y), n_boot, random_state)
+    w = w[_distinct(w, np.arange(len(y))) >= 3]
+    boot, good = fit_two_weighted(x, logy, w) if len(w) else (np.zeros((0, 3)), np.zeros(0, bool))
+    boot = boot[good]
+    derived = np.column_stack([boot, boot[:, 1] - boot[:, 2]])
+    ci = _percentile_ci(derived, (*PARAM_NAMES_TWO, "alpha_minus_beta"), ci_level)
     pred = np.exp(x @ coef)
-    return Fit("two_factor", dict(zip(PARAM_NAMES_TWO, map(float, coef))), _percentile_ci(boot, PARAM_NAMES_TWO, ci_level),
-               _r2(y, pred), len(y), [], *loo, ci_level=ci_level, n_boot_used=len(boot),
-               extra={"r2_log": _r2(logy, x @ coef)})
+    r2 = _r2(y, pred)
+    return Fit("two_factor", dict(zip(PARAM_NAMES_TWO, map(float, coef))), ci, r2, len(y), [],
+               *_loo_two(x, logy, y), ci_level=ci_level, n_boot_used=len(boot),
+               extra={"r2_log": _r2(logy, x @ coef), "alpha_minus_beta": float(coef[1] - coef[2])},
+               degenerate=[] if r2 > 0 else [f"R² = {r2:.3g} <= 0"])
+
+
+def _loo_two(x: np.ndarray, logy: np.ndarray, y: np.ndarray) -> tuple[float | None, float | None]:
+    n = len(y)
+    if n - 1 < 3:
+        return None, None
+    coef, ok = fit_two_weighted(x, logy, loo_weights(n))
+    if not ok.any():
+        return None, None
+    i = np.flatnonzero(ok)
+    return _errors(np.exp(np.sum(x[i] * coef[ok], axis=1)) - y[i])
 
 
 def better_form(power: Fit, two: Fit) -> str | None:
@@ -176,21 +366,8 @@ def _r2(y: np.ndarray, pred: np.ndarray) -> float:
     return float("nan") if sst == 0 else 1.0 - float(np.sum((y - pred) ** 2)) / sst
 
 
-def _bootstrap(fit: Callable[[np.ndarray], np.ndarray], key: np.ndarray, n_boot: int, random_state: int | None,
-               min_distinct: int, skip: tuple[type[Exception], ...] = (ValueError,)) -> np.ndarray:
-    """[B, P] parameter estimates from resampling the N points with replacement (seeded); resamples with
-    fewer than ``min_distinct`` distinct ``key`` values, or whose fit fails, are dropped."""
-    rng = np.random.default_rng(random_state)
-    n, out = len(key), []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        if len(np.unique(key[idx])) < min_distinct:
-            continue
-        try:
-            out.append(fit(idx))
-        except skip:
-            continue
-    return np.asarray(out)
+def _errors(e: np.ndarray) -> tuple[float, float]:
+    return float(np.sqrt(np.mean(e**2))), float(np.mean(np.abs(e)))
 
 
 def _percentile_ci(boot: np.ndarray, names: tuple[str, ...], level: float) -> dict[str, tuple[float, float]]:
@@ -200,56 +377,87 @@ def _percentile_ci(boot: np.ndarray, names: tuple[str, ...], level: float) -> di
     return {n: (float(a), float(b)) for n, a, b in zip(names, lo, hi)}
 
 
-def _loo(fit: Callable[[np.ndarray], np.ndarray], predict: Callable[[np.ndarray, int], float], y: np.ndarray,
-         min_points: int) -> tuple[float | None, float | None]:
-    """(RMSE, MAE) of predicting each of the N points from a fit to the other N-1; ``(None, None)`` when
-    N-1 points cannot determine the fit."""
-    n = len(y)
-    if n - 1 < min_points:
-        return None, None
-    errs = []
-    for i in range(n):
-        idx = np.delete(np.arange(n), i)
-        try:
-            errs.append(predict(fit(idx), i) - y[i])
-        except (ValueError, np.linalg.LinAlgError):
-            continue
-    if not errs:
-        return None, None
-    e = np.asarray(errs)
-    return float(np.sqrt(np.mean(e**2))), float(np.mean(np.abs(e)))
-
-
 # ---------------------------------------------------------------- grouped fits over rows of points
+
+# the settings that make two points incomparable: a fit never mixes points that differ in one of them
+GROUP_FIELDS = ("task", "method", "router", "threshold", "dtype", "num_fewshot", "batch_size")
+MIN_PAIRS = 3
+
+
+def group_key(row: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The row's value of every :data:`GROUP_FIELDS` setting it has (absent ones are left out)."""
+    return tuple((k, row[k]) for k in GROUP_FIELDS if row.get(k) is not None)
+
+
+def group_label(key: tuple[tuple[str, Any], ...], varying: set[str] | None = None) -> str:
+    """``task=gsm8k method=oracle router=entropy@1.5 dtype=float16``: task and method always, the router
+    (with its threshold) and the other settings when ``varying`` (the settings that differ between groups)
+    names them or is ``None``."""
+    d = dict(key)
+    parts = [f"{k}={d[k]}" for k in ("task", "method") if k in d]
+    if "router" in d and (varying is None or {"router", "threshold"} & varying):
+        parts.append(f"router={d['router']}" + (f"@{d['threshold']:g}" if isinstance(d.get("threshold"), (int, float))
+                                                 else f"@{d['threshold']}" if "threshold" in d else ""))
+    parts += [f"{k}={d[k]}" for k in ("dtype", "num_fewshot", "batch_size")
+              if k in d and (varying is None or k in varying)]
+    return " ".join(parts) or "all points"
+
+
+def varying_settings(keys: list[tuple[tuple[str, Any], ...]]) -> set[str]:
+    """The settings whose value differs between the groups (a setting absent in some counts as differing)."""
+    dicts = [dict(k) for k in keys]
+    names = {n for d in dicts for n in d}
+    return {n for n in names if len({repr(d.get(n)) for d in dicts}) > 1}
 
 
 def fit_groups(rows: list[dict[str, Any]], n_boot: int = 1000, random_state: int | None = 0,
-               lower: float = 0.05) -> list[dict[str, Any]]:
-    """Both forms per (task, method) group of rows with ``large_params``, ``small_params``,
-    ``collaboration_rate`` (and optional ``task``, ``method``).
+               lower: float = 0.05, progress: Callable[[int, int, str], None] | None = None) -> list[dict[str, Any]]:
+    """Both forms per group of rows with ``large_params``, ``small_params``, ``collaboration_rate`` and
+    optional settings (:data:`GROUP_FIELDS`: ``task``, ``method``, ``router``, ``threshold``, ``dtype``,
+    ``num_fewshot``, ``batch_size``) — one group per combination of settings, so that an entropy-routed run is
+    never fitted with the oracle's.
 
-    Returns one dict per group: ``task``, ``method``, ``n_points``, the power law's ``a``, ``alpha``, ``b``,
-    ``r2``, ``ci``, ``at_bound``, ``loo_rmse``, ``loo_mae``, ``two_factor`` (the same for the other form) and
-    ``better`` (the form with lower LOO error); a group whose fit is impossible carries ``error`` instead.
+    Returns one dict per group: the settings, ``label`` (task, method and the settings that differ between
+    groups), ``n_points``, ``n_pairs``, the power law's ``a``, ``alpha``, ``b``, ``r2``, ``ci``, ``at_bound``,
+    ``degenerate``, ``loo_rmse``, ``loo_mae``, ``two_factor`` (the same for the other form) and ``better``
+    (the form with lower LOO error); a group with fewer than :data:`MIN_PAIRS` distinct (small, large) pairs,
+    or whose fit is impossible, carries ``error`` instead. ``progress(i, n, label)`` is called before each
+    group's fit.
     """
-    groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    groups: dict[tuple[tuple[str, Any], ...], list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row.get("task"), row.get("method")), []).append(row)
-    return [_fit_one_group(task, method, g, n_boot, random_state, lower) for (task, method), g in sorted(
-        groups.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))]
+        groups.setdefault(group_key(row), []).append(row)
+    varying = varying_settings(list(groups))
+    order = sorted(groups.items(), key=lambda kv: [repr(v) for _, v in kv[0]])
+    out = []
+    for i, (key, g) in enumerate(order):
+        label = group_label(key, varying)
+        if progress is not None:
+            progress(i, len(order), label)
+        out.append(_fit_one_group(key, label, g, n_boot, random_state, lower))
+    return out
 
 
-def _fit_one_group(task: Any, method: Any, rows: list[dict[str, Any]], n_boot: int, random_state: int | None,
-                   lower: float) -> dict[str, Any]:
+def _pairs(rows: list[dict[str, Any]]) -> int:
+    return len({(r.get("small", r["small_params"]), r.get("large", r["large_params"])) for r in rows})
+
+
+def _fit_one_group(key: tuple[tuple[str, Any], ...], label: str, rows: list[dict[str, Any]], n_boot: int,
+                   random_state: int | None, lower: float) -> dict[str, Any]:
     ns = np.array([r["small_params"] for r in rows], float)
     nl = np.array([r["large_params"] for r in rows], float)
     y = np.array([r["collaboration_rate"] for r in rows], float)
-    out: dict[str, Any] = {"task": task, "method": method, "n_points": len(rows)}
+    out: dict[str, Any] = {"task": None, "method": None, **dict(key), "label": label, "n_points": len(rows),
+                           "n_pairs": _pairs(rows)}
+    empty = {"a": None, "alpha": None, "b": None, "r2": None}
+    if out["n_pairs"] < MIN_PAIRS:
+        return {**out, **empty, "error": f"{out['n_pairs']} distinct (small, large) pair(s) in {len(rows)} "
+                                         f"point(s); a fit needs at least {MIN_PAIRS} pairs"}
     try:
         power = fit_power_law(nl / ns, y, lower=lower, n_boot=n_boot, random_state=random_state)
     except ValueError as err:
-        return {**out, "a": None, "alpha": None, "b": None, "r2": None, "error": str(err)}
-    out.update({k: v for k, v in power.to_dict().items() if k not in ("form", "params", "extra")})
+        return {**out, **empty, "error": str(err)}
+    out.update({k: v for k, v in power.to_dict().items() if k not in ("form", "params")})
     try:
         two = fit_two_factor(ns, nl, y, n_boot=n_boot, random_state=random_state)
         out["two_factor"] = two.to_dict()

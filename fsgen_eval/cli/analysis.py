@@ -91,6 +91,8 @@ def _family_models(spec: str, subset: list[str] | None):
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    """``fsgen-eval sweep``: build the grid (names and parameters checked against the registries), then print
+    it (``--dry-run``) or run every unfinished cell; returns 1 if a cell failed."""
     import shlex
 
     from fsgen_eval.experiments import sweep
@@ -127,27 +129,31 @@ def _add_fit(sub: Any) -> None:
 
 
 def points_from_runs(runs, params, router: str) -> list[dict[str, Any]]:
-    """One point per (run, task): sizes from ``params``, collaboration rate from config['fsgen']."""
+    """One point per (run, task): sizes from ``params``, collaboration rate from config['fsgen'], and the
+    run's settings (``Run.settings``: method, router, threshold, dtype, few-shot, batch size in half
+    precision) so that a fit never mixes runs that differ in one of them."""
     rows = []
     for run in runs:
         f = run.fsgen
-        if router != "any" and f.get("router") != router:
+        if router != "any" and f.router != router:
             continue
-        per_task = f.get("per_task") or {task: f.get("summary") or {} for task in run.results}
+        per_task = f.per_task or {task: f.summary for task in run.results}
         for task, summary in per_task.items():
             rate = (summary or {}).get("collaboration_rate")
             if rate is None:
                 raise ValueError(f"{run.path}: no collaboration_rate for task {task!r} in config['fsgen']")
             try:
-                sizes = {"small_params": params.get(f["small"]), "large_params": params.get(f["large"])}
+                sizes = {"small_params": params.get(f.small), "large_params": params.get(f.large)}
             except ValueError as err:
                 raise ValueError(f"{run.path}: {err}") from None
-            rows.append({"task": task, "method": f["method"], "small": f["small"], "large": f["large"],
-                         **sizes, "collaboration_rate": float(rate)})
+            rows.append({**run.settings(task), "small": f.small, "large": f.large, **sizes,
+                         "collaboration_rate": float(rate)})
     return rows
 
 
 def load_points(inputs: list[Path], params_files: list[Path] | None, router: str) -> list[dict[str, Any]]:
+    """Fit points from CSV files and results folders (runs filtered by ``router``; ``any`` keeps all); one
+    dict per (run, task) with ``small_params``, ``large_params``, ``collaboration_rate``; ``ValueError`` if none."""
     from fsgen_eval.analysis.files import find_runs, read_points_csv
     from fsgen_eval.analysis.params import ParamTable
 
@@ -163,26 +169,54 @@ def load_points(inputs: list[Path], params_files: list[Path] | None, router: str
     return rows
 
 
+class FitProgress:
+    """A ``fit_groups`` progress callback: a tqdm bar on stderr naming the group being fitted, shown only
+    once the fits have run for ``delay`` seconds (a quick fit prints nothing; stdout stays clean)."""
+
+    def __init__(self, desc: str, delay: float = 1.0):
+        self.desc, self.delay, self.bar = desc, delay, None
+
+    def __call__(self, i: int, n: int, label: str) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=n, desc=self.desc, unit="group", file=sys.stderr, delay=self.delay, leave=False)
+        self.bar.set_postfix_str(label, refresh=False)  # shown with the next update, once past the delay
+        self.bar.update(i - self.bar.n)
+
+    def close(self) -> None:
+        """Close the progress bar, if one was drawn."""
+        if self.bar is not None:
+            self.bar.close()
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
+    """``fsgen-eval fit``: both scaling laws per (task, method) group, as text or JSON."""
     from fsgen_eval.analysis.scaling import fit_groups
 
-    groups = fit_groups(load_points(args.inputs, args.params, args.router), n_boot=args.n_boot,
-                        random_state=args.seed, lower=args.lower_bound)
+    progress = FitProgress("fit")
+    try:
+        groups = fit_groups(load_points(args.inputs, args.params, args.router), n_boot=args.n_boot,
+                            random_state=args.seed, lower=args.lower_bound, progress=progress)
+    finally:
+        progress.close()
     if all("error" in g for g in groups):
-        raise ValueError("; ".join(f"{g['task']}/{g['method']}: {g['error']}" for g in groups))
+        raise ValueError("; ".join(f"[{g['label']}] {g['error']}" for g in groups))
     print(_dumps(groups) if args.json else format_fits(groups))
     return 0
 
 
 def format_fits(groups: list[dict[str, Any]]) -> str:
+    """The fits as text: per group the power law and the two-factor law with their intervals and LOO RMSE."""
     lines = []
     for g in groups:
-        head = f"[task={g['task']} method={g['method']}] {g['n_points']} points"
+        head = f"[{g['label']}] {g['n_points']} points, {g['n_pairs']} pairs"
         if "error" in g:
             lines.append(f"{head}: no fit: {g['error']}")
             continue
         lines.append(f"{head}\n  power law f(r) = b - a r^-alpha:  " + _params_text(g, ("a", "alpha", "b")))
         lines.append(f"    R2={g['r2']:.4f}  LOO RMSE={_f(g['loo_rmse'])}  at bound: {', '.join(g['at_bound']) or 'none'}")
+        lines.append("    " + _verdict(g))
         two = g["two_factor"]
         if "error" in two:
             lines.append(f"  two-factor: no fit: {two['error']}")
@@ -190,6 +224,8 @@ def format_fits(groups: list[dict[str, Any]]) -> str:
             lines.append("  two-factor log f = c - alpha log N_small + beta log N_large:  "
                          + _params_text(two, ("c", "alpha", "beta")))
             lines.append(f"    R2={two['r2']:.4f}  LOO RMSE={_f(two['loo_rmse'])}")
+            lines.append("    " + _alpha_beta_text(two))
+            lines.append("    " + _verdict(two))
         lines.append(f"  better on held-out pairs (LOO RMSE): {g.get('better') or 'undecided (too few points)'}")
     return "\n".join(lines)
 
@@ -203,6 +239,22 @@ def _params_text(fit: dict[str, Any], names: tuple[str, ...]) -> str:
     return "  ".join(one(k) for k in names) + f"  ({fit['ci_level']:.0%} CI, {fit['n_boot_used']} resamples)"
 
 
+def _verdict(fit: dict[str, Any]) -> str:
+    why = fit.get("degenerate") or []
+    return "degenerate, not a law: " + "; ".join(why) if why else "not degenerate"
+
+
+def _alpha_beta_text(two: dict[str, Any]) -> str:
+    """alpha - beta with its bootstrap interval, and whether that interval rejects alpha = beta."""
+    d = two["extra"]["alpha_minus_beta"]
+    lo, hi = two["ci"]["alpha_minus_beta"]
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"alpha - beta = {d:.4g} (CI n/a)"
+    verdict = ("excludes 0: alpha = beta (a pure ratio law) is rejected" if lo > 0 or hi < 0
+               else "contains 0: alpha = beta (a pure ratio law) is not rejected")
+    return f"alpha - beta = {d:.4g} [{lo:.4g}, {hi:.4g}] ({two['ci_level']:.0%} CI {verdict})"
+
+
 def _f(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4f}"
 
@@ -212,7 +264,8 @@ def _f(v: float | None) -> str:
 
 def _add_analyze(sub: Any) -> None:
     p = sub.add_parser("analyze", help="System-1 uncertainty vs handoffs from trace files; router what-if")
-    p.add_argument("traces", nargs="+", type=Path, help="traces_*.jsonl files or folders holding them")
+    p.add_argument("traces", nargs="+", type=Path,
+                   help="traces_*.jsonl files, results_*.json files (their traces) or a folder holding one run")
     p.add_argument("--target-call-rate", type=float, help="what-if: threshold meeting this large-model call rate")
     p.add_argument("--max-position", type=int, default=32, help="absolute positions shown (later ones pooled)")
     p.add_argument("--bins", type=int, default=20, help="histogram bins")
@@ -223,6 +276,9 @@ def _add_analyze(sub: Any) -> None:
 
 
 def analyze(traces: list, target: float | None, max_position: int, bins: int) -> dict[str, Any]:
+    """Uncertainty vs handoffs over per-generation ``traces`` (fields ``[T_i]``): AUROC and quantiles per signal,
+    handoff rate by decile and by position (up to ``max_position``), and the router what-if (at ``target``
+    call rate if given; skipped with a reason unless every token was called)."""
     from fsgen_eval.analysis import signals, whatif
 
     tok = signals.called_tokens(traces)
@@ -251,6 +307,7 @@ def analyze(traces: list, target: float | None, max_position: int, bins: int) ->
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    """``fsgen-eval analyze``: :func:`analyze` over the trace records (optionally of one request type)."""
     from fsgen_eval.analysis.files import read_traces
 
     records = [r for r in read_traces(args.traces)
@@ -263,6 +320,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def format_analysis(res: dict[str, Any]) -> str:
+    """The result of :func:`analyze` as text."""
     lines = [res["note"] + f"; {res['n_handoffs']} handoffs.", "",
              f"{'signal':16} {'AUROC':>6}  quantiles {tuple(res['signals'][0]['quantiles'])} handoff | agreement"]
     for s in res["signals"]:
@@ -293,10 +351,15 @@ def _add_report(sub: Any) -> None:
     p.add_argument("--title", default="fsgen-eval report")
     p.add_argument("--target-call-rate", type=float)
     p.add_argument("--n-boot", type=int, default=200)
+    p.add_argument("--rank-by", default="collaboration_rate",
+                   help="leaderboard ranking: collaboration_rate (default), llm_call_rate, acceptance_rate, "
+                        "accuracy (the task's first metric), tokens_per_second, or a metric name such as "
+                        "exact_match,strict-match")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """``fsgen-eval report``: write report.md (PNG plots beside it) and the standalone report.html."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -304,8 +367,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from fsgen_eval.analysis.params import ParamTable
     from fsgen_eval.analysis.report import build_report, write_report
 
-    rep = build_report(find_runs(args.results), ParamTable.load(args.params), args.title, args.target_call_rate,
-                       args.n_boot)
+    progress = FitProgress("report: scaling fits")
+    try:
+        rep = build_report(find_runs(args.results), ParamTable.load(args.params), args.title, args.target_call_rate,
+                           args.n_boot, progress=progress, rank_by=args.rank_by)
+    finally:
+        progress.close()
     md, page = write_report(rep, args.output)
     print(f"wrote {md} and {page}")
     return 0
@@ -329,6 +396,7 @@ def _add_check(sub: Any) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """``fsgen-eval check``: compare results with the baseline (1 on a regression) or rewrite it."""
     from fsgen_eval.analysis import gate
     from fsgen_eval.analysis.files import find_runs
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``fsgen-eval zoo train | agree`` to the dispatcher's subparsers."""
     zoo = subparsers.add_parser("zoo", help="train the micro model family on GSM8K/MBPP/MMLU training splits")
     sub = zoo.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND")
     train = sub.add_parser("train", help="train (or resume) a family: tokenizer, models, micro.yaml, model card")
@@ -37,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """``fsgen-eval zoo train``: train (or resume) a family after checking every input."""
     from fsgen_eval.experiments.zoo.corpus import resolve_datasets_dir
     from fsgen_eval.experiments.zoo.family import get_family
 
@@ -70,6 +72,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_agree(args: argparse.Namespace) -> int:
+    """``fsgen-eval zoo agree``: greedy agreement of ``--small`` with ``--large`` on GSM8K test prompts (1 − it is
+    the oracle's collaboration rate)."""
     from fsgen_eval.experiments.zoo.corpus import resolve_datasets_dir
 
     datasets = resolve_datasets_dir(args.datasets_dir)

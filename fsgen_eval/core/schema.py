@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -80,6 +81,7 @@ def empty_trace() -> Trace:
 
 
 def trace_len(trace: Mapping[str, np.ndarray]) -> int:
+    """T, the number of tokens in a trace."""
     return int(len(trace["token_id"]))
 
 
@@ -141,20 +143,126 @@ def trace_to_json(trace: Mapping[str, np.ndarray]) -> dict[str, list]:
     return {k: [_json_value(k, v) for v in np.asarray(trace[k]).tolist()] for k in TOKEN_FIELDS}
 
 
-def trace_from_json(obj: Mapping[str, Any]) -> Trace:
-    """Inverse of :func:`trace_to_json`; raises ``ValueError`` naming a missing or ragged field."""
+# Version of the trace record layout. Records without ``schema_version`` (written before it existed) are read as
+# version 1; any other version is refused rather than misread.
+SCHEMA_VERSION = 1
+_PROB_FIELDS = ("s1_top1_prob", "s1_margin", "s2_top1_prob", "s2_margin")
+_EPS = 1e-5  # values are written rounded to 6 digits
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_value(field: str, v: Any) -> str | None:
+    """Why ``v`` is not a valid JSON value of ``field``, or None."""
+    if field == "token_id":
+        return None if _is_number(v) and float(v).is_integer() and v >= 0 else "a token id (an integer >= 0)"
+    if field == "source":
+        return None if _is_number(v) and v in (1, 2) else "1 or 2"
+    if field in ("llm_called", "handoff", "accepted"):
+        ok = isinstance(v, bool) or (_is_number(v) and v in (0, 1)) or (v is None and field != "llm_called")
+        return None if ok else ("true, false, 0, 1" + ("" if field == "llm_called" else " or null"))
+    if v is None:
+        return None
+    if not _is_number(v) or not math.isfinite(v):
+        return "a finite number or null"
+    if field in _PROB_FIELDS and not -_EPS <= v <= 1 + _EPS:
+        return "in [0, 1]"
+    if field.endswith("_entropy") and v < -_EPS:
+        return "a number >= 0"
+    return None
+
+
+def check_record(obj: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the field (and token) of a trace record with a wrong version, type or range."""
+    version = obj.get("schema_version", 1)
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"schema_version {version!r} is not one this fsgen_eval reads ({SCHEMA_VERSION})")
     missing = [k for k in TOKEN_FIELDS if k not in obj]
     if missing:
         raise ValueError(f"trace record lacks field(s) {', '.join(missing)}")
+    if not isinstance(obj["token_id"], list):
+        raise ValueError("trace field 'token_id' must be a list")
     n = len(obj["token_id"])
+    for k in TOKEN_FIELDS:
+        vals = obj[k]
+        if not isinstance(vals, list):
+            raise ValueError(f"trace field {k!r} must be a list")
+        if len(vals) != n:
+            raise ValueError(f"trace field {k!r} has {len(vals)} values, token_id has {n}")
+        for i, v in enumerate(vals):
+            why = _check_value(k, v)
+            if why is not None:
+                raise ValueError(f"trace field {k!r}, token {i}: {v!r} is not {why}")
+
+
+def trace_from_json(obj: Mapping[str, Any]) -> Trace:
+    """Inverse of :func:`trace_to_json`; raises ``ValueError`` naming the field of a record that
+    :func:`check_record` refuses."""
+    check_record(obj)
     out: Trace = {}
     for k in TOKEN_FIELDS:
         vals = obj[k]
-        if len(vals) != n:
-            raise ValueError(f"trace field {k!r} has {len(vals)} values, token_id has {n}")
         if k == "accepted":
             vals = [-1 if v is None else int(bool(v)) for v in vals]
+        elif k == "handoff":
+            vals = [bool(v) for v in vals]  # null: not called, so no handoff
         elif FIELD_DTYPES[k] is np.float32:
             vals = [math.nan if v is None else v for v in vals]
         out[k] = np.asarray(vals, dtype=FIELD_DTYPES[k])
     return out
+
+
+# ----------------------------------------------------------------------------------------- run record
+@dataclass
+class RunInfo:
+    """One ``lm_eval --model fsgen`` run: written by the adapter as the results' ``config["fsgen"]`` and
+    read back by the analysis. JSON keys are the field names."""
+
+    small: str  # System 1: path or hub id
+    large: str  # the large model System 2 is computed from
+    method: str  # oracle | speculative | contrastive | proxy | a registered method
+    router: str  # always | never | max_prob | margin | entropy | a registered router
+    small_base: str | None = None  # proxy tuning: the untuned base of `small`
+    threshold: float | None = None  # the router's threshold
+    params: dict[str, Any] = field(default_factory=dict)  # the method's parameters, defaults filled in
+    router_params: dict[str, Any] = field(default_factory=dict)  # the router's parameters (threshold aside)
+    run_id: str | None = None  # also in every trace record of the run (None: written before run ids)
+    summary: dict[str, Any] = field(default_factory=dict)  # SUMMARY_KEYS over every task and rank
+    per_task: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> SUMMARY_KEYS
+    tokens_per_second: float | None = None  # rank 0's generated tokens / its seconds in the engine
+    traces: list[str] = field(default_factory=list)  # this run's trace files (names beside the results)
+    batch_size: int | str | None = None  # as given: an int, auto or auto:N
+    auto_batch_sizes: list[int] = field(default_factory=list)  # what batch_size=auto picked, in order
+    code_eval_sandbox: list[str] | None = None  # code tasks: the sandbox layers programs ran under (None: none ran)
+
+    REQUIRED = ("small", "large", "method", "router")
+
+    def task_summary(self, task: str) -> dict[str, Any]:
+        """The summary of one task (the overall one when the run has no per-task entry for it)."""
+        return self.per_task.get(task) or self.summary
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``config["fsgen"]`` object."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str = "config['fsgen']") -> "RunInfo":
+        """Read ``config["fsgen"]``; a ``ValueError`` naming ``where`` and the key for a missing or
+        mistyped field. Keys this version does not know are ignored (newer writers may add some)."""
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"{where} is not an object")
+        for key in cls.REQUIRED:
+            if not isinstance(obj.get(key), str):
+                raise ValueError(f"{where} lacks {key!r}" if key not in obj else f"{where}[{key!r}] is not a string")
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in obj.items() if k in known and v is not None}
+        for key, kind in (("params", dict), ("router_params", dict), ("summary", dict), ("per_task", dict),
+                          ("traces", list), ("auto_batch_sizes", list), ("code_eval_sandbox", list)):
+            if not isinstance(values.get(key, kind()), kind):
+                raise ValueError(f"{where}[{key!r}] is not a{'n object' if kind is dict else ' list'}")
+        for key in ("threshold", "tokens_per_second"):
+            if key in values and (isinstance(values[key], bool) or not isinstance(values[key], (int, float))):
+                raise ValueError(f"{where}[{key!r}] is not a number")
+        return cls(**values)

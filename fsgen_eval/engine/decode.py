@@ -12,7 +12,7 @@ from fsgen_eval.engine.config import DecodeConfig
 from fsgen_eval.engine.pair import ModelPair
 from fsgen_eval.core.sampling import pick
 from fsgen_eval.engine.speculative import speculative_round
-from fsgen_eval.engine.state import DecodeState, RowResult, collect_rows, drop_finished, init_state, make_generator
+from fsgen_eval.engine.state import DecodeState, RowResult, collect_rows, compact, drop_finished, init_state, make_generator
 
 
 def system2_step(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, s1: Tensor) -> Tensor:
@@ -49,7 +49,9 @@ def decode_batch(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg
     # a router that never calls System 2 leaves System 1 alone: nothing to draft or verify
     step = plain_step if cfg.router_spec.never_calls else ROUNDS[cfg.method_spec.loop]
     with torch.inference_mode():
-        while st.seq.generated < cfg.max_new_tokens and not bool(st.seq.finished.all()):
+        # a row finishes at EOS, a stop string or max_new_tokens (Finisher), then leaves the batch
+        while not bool(st.seq.finished.all()):
             step(st, pair, cfg)
             drop_finished(st)
+            compact(st)
     return collect_rows(pair, st, cfg)

@@ -133,6 +133,7 @@ class ModelPair:
         warn_half_on_cpu(self.models())
 
     def models(self) -> dict[str, PreTrainedModel]:
+        """Role -> model: ``small``, ``large`` and ``small_base`` if loaded."""
         out = {"small": self.small, "large": self.large}
         if self.small_base is not None:
             out["small_base"] = self.small_base
@@ -145,6 +146,7 @@ class ModelPair:
 
     @property
     def pad_token_id(self) -> int:
+        """The tokenizer's pad id, else its EOS id, else 0 (left padding is masked, so any id works)."""
         tok = self.tokenizer
         return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 

@@ -1,7 +1,8 @@
 """A model's side of the loop: its KV cache and how many sequence positions it has seen (the runner seam).
 
 Every backend goes through ``advance`` (feed what is new, return the last log-probs), ``select`` (keep batch
-rows) and ``rewind`` (drop cached positions), so a new backend is one class with these three methods.
+rows), ``rewind`` (drop the last cached columns) and ``compact`` (keep chosen columns per row), so a new
+backend is one class with these four methods.
 """
 
 from __future__ import annotations
@@ -27,6 +28,25 @@ def _crop(cache: DynamicCache, fed: int, length: int) -> None:
     cache.crop(length - fed)
 
 
+def _gather_columns(cache: DynamicCache, index: Tensor) -> None:
+    """Keep columns ``index`` ``[B, T']`` of every layer's keys and values ``[B, H, T, D]``.
+
+    transformers >= 4.56 keeps them on ``cache.layers[i].keys/.values``, older 4.x releases on the
+    ``cache.key_cache``/``value_cache`` lists: both are public attributes.
+    """
+    def take(x: Tensor) -> Tensor:
+        if x is None or x.numel() == 0:  # a layer not initialised yet
+            return x
+        return x.gather(2, index[:, None, :, None].expand(-1, x.shape[1], -1, x.shape[3]))
+
+    if hasattr(cache, "layers"):
+        for layer in cache.layers:
+            layer.keys, layer.values = take(layer.keys), take(layer.values)
+    else:
+        cache.key_cache[:] = [take(x) for x in cache.key_cache]
+        cache.value_cache[:] = [take(x) for x in cache.value_cache]
+
+
 @dataclass
 class Runner:
     """One model's side of the loop: its KV cache and how many sequence positions it has seen."""
@@ -40,6 +60,7 @@ class Runner:
 
     @classmethod
     def new(cls, model: PreTrainedModel) -> "Runner":
+        """A runner with an empty cache, using the keyword names this transformers version's ``forward`` takes."""
         # transformers 5 renamed `past_key_values` to `cache`; ask the signature which one it takes
         params = inspect.signature(model.forward).parameters
         return cls(model, DynamicCache(config=model.config),
@@ -67,6 +88,17 @@ class Runner:
             self.cache.batch_select_indices(keep.to(self.device))
 
     def rewind(self, length: int) -> None:
+        """Drop every cached column from ``length`` on (public ``crop``)."""
         if self.fed > length:
             _crop(self.cache, self.fed, length)
             self.fed = length
+
+    def compactable(self) -> bool:
+        """Whether every cache layer holds every column (a sliding-window layer keeps only its window)."""
+        return not any(getattr(layer, "is_sliding", False) for layer in getattr(self.cache, "layers", ()))
+
+    def compact(self, index: Tensor) -> None:
+        """Keep cached columns ``index`` ``[B, fed']`` of each row, in that order (``Sequences.compact_index``)."""
+        if self.fed:
+            _gather_columns(self.cache, index.to(self.device))
+        self.fed = index.shape[1]

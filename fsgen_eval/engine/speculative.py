@@ -1,10 +1,12 @@
 """Speculative decoding's draft-and-verify round, beside the main loop (``engine/decode.py``).
 
-Batched in lockstep: every row drafts the same number of tokens, the large model verifies all drafts in one
-forward pass, and every row then emits ``min(accepted) + 1`` tokens — rows that accepted more emit their
-own accepted drafts up to that length. Each emitted token is still distributed as the large model's (its
-acceptance test only ever looked at its own prefix), and both caches stay the same length for every row,
-so rejected drafts are dropped with one ``crop`` per cache.
+Row by row in a batch (as vLLM's batched speculative decoding and BASS, Qian et al. 2024): each row drafts
+until its own router asks for System 2 or its draft is full, the large model verifies every row's drafts in
+one forward pass, and each row emits its own accepted drafts plus one token of the large model's. A row
+that accepted fewer drafts than another masks its rejected ones out of the sequence (attention and
+position ids skip them) and goes on from its true prefix; columns no row accepted are cropped off both
+caches, and ``state.compact`` squeezes the masked ones out once they take up too much. So every row's
+tokens, trace and counters are what it gives alone.
 """
 
 from __future__ import annotations
@@ -18,27 +20,36 @@ from fsgen_eval.engine.pair import ModelPair
 from fsgen_eval.core.sampling import pick, warp
 
 
-def draft(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, k: int) -> tuple[Tensor, Tensor]:
-    """System 1 proposes up to ``k`` tokens per row.
+def ends_draft(cfg: DecodeConfig, s1: Tensor) -> Tensor:
+    """Rows ``[B]`` whose router asks for System 2 at System 1's log-probs ``s1`` ``[B, V]``: their draft
+    ends here (BiLD-style); an always-calling router means full-length drafts."""
+    if cfg.router_spec.always_calls:
+        return torch.zeros(s1.shape[0], dtype=torch.bool, device=s1.device)
+    return cfg.route(s1)
 
-    Drafting stops early (BiLD-style) at a position where the router asks for System 2 on any live row;
-    with router ``always`` drafts have the fixed length ``k``.
 
-    Returns drafts ``[B, d]`` and System 1's log-probs ``[B, d+1, V]`` at the d drafted positions and at
-    the one after them (the bonus position), fed into System 1's cache as they are made.
+def draft(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, room: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """System 1 proposes up to ``room`` ``[B]`` tokens per row, each row until its own router stops it.
+
+    A draft column is real for the rows still drafting and masked for the others. Returns drafts ``[B, d]``
+    (row r's first ``n[r]`` are real), their counts ``n`` ``[B]``, and System 1's log-probs ``[B, d+1, V]``
+    at each row's drafted positions and the one after its last draft (row r's first ``n[r] + 1``), fed
+    into System 1's cache as they are made.
     """
-    early = not cfg.router_spec.always_calls  # an always-calling router means fixed-length drafts
     s1 = st.small.advance(st.seq, 1, pair.vocab_size)[:, -1]
+    going = ~st.seq.finished & (room > 0) & ~ends_draft(cfg, s1)
+    n = torch.zeros_like(room)
     dists, drafts = [s1], []
-    while len(drafts) < k and not (early and bool((cfg.route(s1) & ~st.seq.finished).any())):
-        tok = pick(s1, cfg.temperature, cfg.top_k, cfg.top_p, st.generator)
+    while bool(going.any()):
+        tok = torch.where(going, pick(s1, cfg.temperature, cfg.top_k, cfg.top_p, st.generator), st.fin.pad)
         drafts.append(tok)
-        st.seq.push(tok)
+        st.seq.push(tok, going)
+        n += going.long()
         s1 = st.small.advance(st.seq, 1, pair.vocab_size)[:, -1]
         dists.append(s1)
-    b = st.seq.tokens.shape[0]
-    x = torch.stack(drafts, 1) if drafts else st.seq.tokens.new_zeros(b, 0)
-    return x, torch.stack(dists, 1)
+        going &= (n < room) & ~ends_draft(cfg, s1)
+    x = torch.stack(drafts, 1) if drafts else st.seq.tokens.new_zeros(len(room), 0)
+    return x, n, torch.stack(dists, 1)
 
 
 def leading(accept: Tensor) -> Tensor:
@@ -46,21 +57,28 @@ def leading(accept: Tensor) -> Tensor:
     return accept.long().cumprod(-1).sum(-1)
 
 
-def verify_greedy(p: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+def drafted(x: Tensor, n: Tensor) -> Tensor:
+    """``[B, d]`` True at each row's real drafts (the first ``n`` ``[B]``)."""
+    return torch.arange(x.shape[1], device=x.device)[None] < n[:, None]
+
+
+def verify_greedy(p: Tensor, x: Tensor, n: Tensor) -> tuple[Tensor, Tensor]:
     """Greedy: a draft survives while it equals the large model's argmax.
 
-    ``p`` ``[B, d+1, V]`` large log-probs, ``x`` ``[B, d]`` drafts → (accepted count ``[B]``, the large
-    model's token at the first rejected or the bonus position ``[B]``).
+    ``p`` ``[B, d+1, V]`` large log-probs, ``x`` ``[B, d]`` drafts of which row r's first ``n[r]`` are real →
+    (accepted count ``[B]``, the large model's token at the first rejected or the bonus position ``[B]``).
     """
     top = p.argmax(-1)  # (B, d+1)
-    n = leading(x == top[:, : x.shape[1]])
-    return n, top.gather(1, n[:, None]).squeeze(1)
+    acc = leading((x == top[:, : x.shape[1]]) & drafted(x, n))
+    return acc, top.gather(1, acc[:, None]).squeeze(1)
 
 
-def verify_sampling(p: Tensor, q: Tensor, x: Tensor, cfg: DecodeConfig, gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
+def verify_sampling(p: Tensor, q: Tensor, x: Tensor, n: Tensor, cfg: DecodeConfig,
+                    gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Speculative rejection sampling (Leviathan et al. 2023; Chen et al. 2023) on warped distributions.
 
-    ``p``/``q`` ``[B, d+1, V]`` large/small log-probs, ``x`` ``[B, d]`` drafts drawn from warped q.
+    ``p``/``q`` ``[B, d+1, V]`` large/small log-probs, ``x`` ``[B, d]`` drafts drawn from warped q, row r's
+    first ``n[r]`` real.
     """
     pw = warp(p, cfg.temperature, cfg.top_k, cfg.top_p).exp()
     qw = warp(q, cfg.temperature, cfg.top_k, cfg.top_p).exp()
@@ -70,36 +88,48 @@ def verify_sampling(p: Tensor, q: Tensor, x: Tensor, cfg: DecodeConfig, gen: tor
     u = torch.rand(px.shape, generator=gen, device=px.device)
     # Keep draft x ~ q with probability min(1, p(x)/q(x)); after the first rejection draw from
     # norm(max(0, p − q)). Then P(emit y) = min(p,q)(y) + (1 − Σ min(p,q))·(p−q)⁺(y)/Σ(p−q)⁺ = p(y).
-    n = leading(u * qx < px)
-    idx = n.view(-1, 1, 1).expand(-1, 1, pw.shape[-1])
+    acc = leading((u * qx < px) & drafted(x, n))
+    idx = acc.view(-1, 1, 1).expand(-1, 1, pw.shape[-1])
     pj, qj = pw.gather(1, idx).squeeze(1), qw.gather(1, idx).squeeze(1)
-    resid = torch.where((n < d)[:, None], (pj - qj).clamp_min(0), pj)  # bonus position: plain p
+    resid = torch.where((acc < n)[:, None], (pj - qj).clamp_min(0), pj)  # bonus position: plain p
     resid = torch.where(resid.sum(-1, keepdim=True) > 0, resid, pj)  # p == q exactly: nothing to correct
-    return n, torch.multinomial(resid, 1, generator=gen).squeeze(1)
+    return acc, torch.multinomial(resid, 1, generator=gen).squeeze(1)
 
 
 def speculative_round(st: DecodeState, pair: ModelPair, cfg: DecodeConfig) -> None:
-    """Draft, verify in one large-model pass, emit ``min(accepted)+1`` tokens per row, crop both caches."""
+    """Draft, verify in one large-model pass, emit each row's accepted drafts and one large-model token."""
     start = st.seq.length
-    k = min(int(cfg.params["num_draft"]), cfg.max_new_tokens - st.seq.generated - 1)
-    x, q = draft(st, pair, cfg, k)
-    d = x.shape[1]
-    p = st.large.advance(st.seq, d + 1, pair.vocab_size)  # (B, d+1, V): verifies all drafts at once
-    n_acc, final = verify_greedy(p, x) if cfg.temperature == 0 else verify_sampling(p, q, x, cfg, st.generator)
     live = ~st.seq.finished
-    st.counters[st.rows] += live.long()[:, None] * torch.stack([torch.full_like(n_acc, d), n_acc, torch.ones_like(n_acc)], 1)
-    n_emit = int(n_acc[live].min()) + 1
-    # positions before the last emitted one are drafts every live row accepted: keep their cache entries
-    st.seq.truncate(start)
-    st.small.rewind(start + n_emit - 1)
-    st.large.rewind(start + n_emit - 1)
-    for j in range(n_emit):
+    # a row's draft leaves room for the large model's token within its max_new_tokens
+    room = (cfg.max_new_tokens - st.seq.lengths - 1).clamp(0, int(cfg.params["num_draft"]))
+    x, n_draft, q = draft(st, pair, cfg, room)
+    p = st.large.advance(st.seq, x.shape[1] + 1, pair.vocab_size)  # (B, d+1, V): verifies all drafts at once
+    if cfg.temperature == 0:
+        n_acc, final = verify_greedy(p, x, n_draft)
+    else:
+        n_acc, final = verify_sampling(p, q, x, n_draft, cfg, st.generator)
+    st.counters[st.rows] += live.long()[:, None] * torch.stack([n_draft, n_acc, torch.ones_like(n_acc)], 1)
+    emit_round(st, x, n_draft, n_acc, final, q, p, start, live)
+
+
+def emit_round(st: DecodeState, x: Tensor, n_draft: Tensor, n_acc: Tensor, final: Tensor, q: Tensor, p: Tensor,
+               start: int, live: Tensor) -> None:
+    """Keep each row's accepted drafts, append the large model's tokens ``final`` ``[B]`` as one column, and
+    count and record row r's ``n_acc[r] + 1`` tokens in order (EOS or a stop string ends just that row)."""
+    m = int(n_acc[live].max())  # columns past start + m hold drafts no row accepted: crop them off
+    st.seq.truncate(start + m)
+    st.small.rewind(start + m)
+    st.large.rewind(start + m)
+    st.seq.reject(start, n_acc)
+    st.seq.push(final, live)
+    for j in range(m + 1):
         is_draft = j < n_acc  # (B,)
-        tok = torch.where(is_draft, x[:, min(j, d - 1)], final) if d else final
-        accepted = torch.where(is_draft, 1, torch.where(n_acc < d, 0, -1)).to(torch.int8)
+        tok = torch.where(is_draft, x[:, min(j, x.shape[1] - 1)], final) if x.shape[1] else final
+        # row r's j-th token ends at column start + j + 1 (a draft) or after the appended column (final)
+        end = torch.where(is_draft, start + j + 1, st.seq.length)
+        emitting = live & (j <= n_acc)
+        accepted = torch.where(is_draft, 1, torch.where(n_acc < n_draft, 0, -1)).to(torch.int8)
         handoff = ~is_draft & (tok != q[:, j].argmax(-1))
         source = torch.where(is_draft, 1, 2).to(torch.int8)
-        tok = st.fin.emit(st.seq, tok)
-        st.rec.add(tok, source, torch.ones_like(is_draft), handoff, q[:, j], p[:, j], accepted)
-        if bool(st.seq.finished.all()):
-            break
+        tok = st.fin.account(st.seq, tok, emitting, end)
+        st.rec.add(tok, source, torch.ones_like(is_draft), handoff, q[:, j], p[:, j], accepted, emitted=emitting)

@@ -1,10 +1,12 @@
 """What the decoding loop carries between steps: token columns, stop handling, the trace recorder, rows.
 
-Layout of a batch: rows are left-padded to a common length and advance in lockstep, one column per emitted
-token (finished rows receive pad tokens). Each model keeps a ``DynamicCache`` and a count ``fed`` of the
-sequence positions already in it. System 1 is fed every token; the large model (and ``small_base``) only
-when a router asks for System 2 — it then catches up on every skipped token in one forward pass. Because
-rows advance in lockstep, ``fed`` is the same for every row and no cache ever needs per-row surgery.
+Layout of a batch: rows are left-padded to a common number of columns; a column is real where ``mask`` is 1
+and position ids count only a row's real tokens. Each model keeps a ``DynamicCache`` and a count ``fed`` of
+the columns already in it, the same for every row. System 1 is fed every column; the large model (and
+``small_base``) only when a router asks for System 2 — it then catches up on every skipped column in one
+forward pass. The plain loop emits one real column per step for every row; speculative decoding
+(``engine/speculative.py``) lets each row accept its own number of drafts, and a row's rejected drafts stay
+behind as masked columns (skipped by attention) until ``compact`` squeezes them out of the tokens and caches.
 """
 
 from __future__ import annotations
@@ -31,17 +33,22 @@ def positions_from_mask(mask: Tensor) -> Tensor:
 
 @dataclass
 class Sequences:
-    """Token columns of a left-padded batch (prompt then generation) and who has finished."""
+    """Token columns of a left-padded batch (prompt then generation) and who has finished.
+
+    A column is part of a row's sequence where ``mask`` is 1; masked columns (left padding, a row's
+    rejected drafts) are skipped by attention and by position ids.
+    """
 
     tokens: Tensor  # (B, L) int64
-    mask: Tensor  # (B, L) int64, 0 on left padding
-    positions: Tensor  # (B, L) int64
+    mask: Tensor  # (B, L) int64, 0 on left padding and rejected drafts
+    positions: Tensor  # (B, L) int64, counting only real tokens
     prompt_len: int
     finished: Tensor  # (B,) bool
-    lengths: Tensor  # (B,) int64 tokens generated before finishing (EOS included)
+    lengths: Tensor  # (B,) int64 tokens generated (EOS included); final once the row has finished
 
     @classmethod
     def from_prompt(cls, input_ids: Tensor, attention_mask: Tensor) -> "Sequences":
+        """Columns of the prompt ``[B, T]`` (left-padded), nothing generated yet."""
         b, t = input_ids.shape
         return cls(input_ids.long(), attention_mask.long(), positions_from_mask(attention_mask), t,
                    torch.zeros(b, dtype=torch.bool, device=input_ids.device),
@@ -49,20 +56,53 @@ class Sequences:
 
     @property
     def length(self) -> int:
+        """Columns, real or masked (what the caches hold once fed)."""
         return self.tokens.shape[1]
 
     @property
     def generated(self) -> int:
-        return self.length - self.prompt_len
+        """The most tokens any row has generated."""
+        return int(self.lengths.max()) if len(self.lengths) else 0
 
-    def push(self, tok: Tensor) -> None:
-        """Append one column ``[B]`` (no finishing logic: used for speculative drafts)."""
+    def push(self, tok: Tensor, real: Tensor | None = None) -> None:
+        """Append one column ``[B]``, real where ``real`` ``[B]`` (default: every row); no finishing logic."""
+        real = torch.ones_like(tok) if real is None else real.long()
+        self.positions = torch.cat([self.positions, self.mask.sum(-1, keepdim=True)], 1)  # next real position
         self.tokens = torch.cat([self.tokens, tok[:, None]], 1)
-        self.mask = torch.cat([self.mask, torch.ones_like(tok)[:, None]], 1)
-        self.positions = torch.cat([self.positions, self.positions[:, -1:] + 1], 1)
+        self.mask = torch.cat([self.mask, real[:, None]], 1)
 
     def truncate(self, length: int) -> None:
+        """Keep the first ``length`` columns (drops rejected drafts)."""
         self.tokens, self.mask, self.positions = (x[:, :length] for x in (self.tokens, self.mask, self.positions))
+
+    def reject(self, start: int, kept: Tensor) -> None:
+        """Mask out each row's columns from ``start + kept`` on (``kept`` ``[B]``): its rejected drafts."""
+        cols = torch.arange(self.length - start, device=kept.device)
+        self.mask[:, start:] *= (cols[None] < kept[:, None]).long()
+
+    def real_tokens(self, row: int, end: int) -> Tensor:
+        """Row ``row``'s real tokens among columns ``[0, end)``."""
+        return self.tokens[row, :end][self.mask[row, :end].bool()]
+
+    def compact_index(self, tail: int, fraction: float) -> Tensor | None:
+        """Columns ``[B, L']`` that keep every row's real tokens, left-padded, and every column from ``tail``
+        on; ``None`` unless that removes more than ``fraction`` of the ``L`` columns.
+
+        Kept columns stay in order and the tail lands on the last ``L - tail`` columns of every row, so a
+        cache that holds columns ``[0, f)`` with ``f >= tail`` becomes ``index[:, :f - (L - L')]``.
+        """
+        keep = self.mask.bool()
+        keep[:, tail:] = True
+        new_len = int(keep.sum(-1).max())
+        if self.length - new_len <= fraction * self.length:
+            return None
+        # a stable sort puts each row's dropped columns first, then its kept ones in their order
+        order = torch.sort(keep.to(torch.uint8), dim=-1, stable=True).indices
+        return order[:, self.length - new_len:]
+
+    def compact(self, index: Tensor) -> None:
+        """Keep columns ``index`` ``[B, L']`` of every row (see ``compact_index``)."""
+        self.tokens, self.mask, self.positions = (x.gather(1, index) for x in (self.tokens, self.mask, self.positions))
 
     def select(self, keep: Tensor) -> None:
         """Keep only the batch rows ``keep``."""
@@ -71,33 +111,43 @@ class Sequences:
 
 
 class Finisher:
-    """Emits columns: pads finished rows, counts lengths, detects EOS and stop strings."""
+    """Counts each row's emitted tokens and ends it at EOS, a stop string or ``max_new_tokens``."""
 
-    def __init__(self, pair: ModelPair, stop: tuple[str, ...]):
+    def __init__(self, pair: ModelPair, stop: tuple[str, ...], max_new_tokens: int):
         self.tokenizer = pair.tokenizer
         self.pad = pair.pad_token_id
         self.eos = torch.tensor(pair.eos_token_ids(), dtype=torch.long, device=pair.device)
         self.stop = stop
+        self.max_new = max_new_tokens
         # a stop string of n bytes spans at most n byte-level tokens; one more covers a split character
         self.window = max((len(s.encode()) for s in stop), default=0) + 1
 
     def emit(self, seq: Sequences, tok: Tensor) -> Tensor:
-        """Append ``tok`` ``[B]`` (pad where finished); return the column actually appended."""
+        """Append ``tok`` ``[B]`` as a new column (pad where finished); return the column appended."""
         live = ~seq.finished
         tok = torch.where(live, tok, torch.full_like(tok, self.pad))
         seq.push(tok)
-        seq.lengths += live.long()
-        done = live & torch.isin(tok, self.eos)
-        if self.stop:
-            done |= live & self._stopped(seq, live & ~done)
-        seq.finished |= done
+        self.account(seq, tok, live, None)
         return tok
 
-    def _stopped(self, seq: Sequences, rows: Tensor) -> Tensor:
+    def account(self, seq: Sequences, tok: Tensor, emitting: Tensor, end: Tensor | None) -> Tensor:
+        """Count ``tok`` ``[B]`` as the next token of each unfinished row where ``emitting`` ``[B]``; the
+        token is already in ``seq``, ending at column ``end`` ``[B]`` (exclusive; ``None``: the last column).
+        Returns ``tok`` with pad where it is not counted."""
+        live = emitting & ~seq.finished
+        seq.lengths += live.long()
+        done = live & (torch.isin(tok, self.eos) | (seq.lengths >= self.max_new))
+        if self.stop:
+            done |= self._stopped(seq, live & ~done, end)
+        seq.finished |= done
+        return torch.where(live, tok, torch.full_like(tok, self.pad))
+
+    def _stopped(self, seq: Sequences, rows: Tensor, end: Tensor | None) -> Tensor:
         out = torch.zeros_like(rows)
-        w = min(self.window, seq.generated)
         for r in rows.nonzero().flatten().tolist():
-            text = self.tokenizer.decode(seq.tokens[r, -w:].tolist(), skip_special_tokens=True)
+            e = seq.length if end is None else int(end[r])
+            w = min(self.window, int(seq.lengths[r]))
+            text = self.tokenizer.decode(seq.real_tokens(r, e)[-w:].tolist(), skip_special_tokens=True)
             out[r] = any(s in text for s in self.stop)
         return out
 
@@ -105,22 +155,33 @@ class Finisher:
 # ------------------------------------------------------------------------------------------- traces
 class Recorder:
     """Per-token trace columns ``[B0]`` over the original batch, kept on the device and moved to the CPU
-    once per batch. ``rows`` maps the live batch (finished rows are dropped) to original rows."""
+    once per batch. ``rows`` maps the live batch (finished rows are dropped) to original rows.
+
+    Each ``add`` is one column; a row that does not emit a token in it (``emitted`` False: speculative rows
+    that accepted fewer drafts than others) gets no entry, so every row's entries are its own tokens in order.
+    """
 
     def __init__(self, enabled: bool, rows: Tensor):
         self.enabled = enabled
         self.rows = rows  # (b,) original row of each live row
         self.batch = len(rows)  # B0
         self.cols: dict[str, list[Tensor]] = {k: [] for k in schema.TOKEN_FIELDS}
+        self.emitted: list[Tensor] = []  # (B0,) bool per column: the row has an entry there
 
     def _put(self, field: str, v: Tensor) -> None:
-        if len(v) < self.batch:  # dropped rows get a filler, cut off later by their length
-            v = torch.zeros(self.batch, dtype=v.dtype, device=v.device).index_copy(0, self.rows, v)
-        self.cols[field].append(v)
+        self.cols[field].append(self._full(v))
+
+    def _full(self, v: Tensor) -> Tensor:
+        """``v`` ``[b, ...]`` over the live rows → ``[B0, ...]``; dropped rows get a filler (never emitted)."""
+        if len(v) == self.batch:
+            return v
+        return torch.zeros((self.batch, *v.shape[1:]), dtype=v.dtype, device=v.device).index_copy(0, self.rows, v)
 
     def add(self, token: Tensor, source: Tensor, called: Tensor, handoff: Tensor, s1: Tensor,
-            s2: Tensor | None, accepted: Tensor | None = None) -> None:
-        """Record one column; ``s1``/``s2`` are log-probs ``[b, V]`` (s2 only meaningful where ``called``)."""
+            s2: Tensor | None, accepted: Tensor | None = None, emitted: Tensor | None = None) -> None:
+        """Record one column; ``s1``/``s2`` are log-probs ``[b, V]`` (s2 only meaningful where ``called``);
+        ``emitted`` ``[b]`` bool: the rows this column is a token of (default: every live row)."""
+        self.emitted.append(self._full(emitted if emitted is not None else torch.ones_like(token, dtype=torch.bool)))
         for k, v in (("token_id", token), ("source", source), ("llm_called", called), ("handoff", handoff)):
             self._put(k, v)
         self._put("accepted", accepted if accepted is not None else torch.full_like(token, -1))
@@ -133,17 +194,40 @@ class Recorder:
         for k, v in zip(("s2_entropy", "s2_top1_prob", "s2_margin"), s2_stats):
             self._put(k, torch.where(called, v, nan))
 
+    def _entry_order(self) -> Tensor | None:
+        """Columns ``[B0, N']`` holding each row's entries first, in order (``None``: every row has every
+        column); N' is the most entries of any row, the rest of a shorter row is filler."""
+        if not self.emitted:
+            return None
+        emitted = torch.stack(self.emitted, 1)  # (B0, N)
+        if bool(emitted.all()):
+            return None
+        order = torch.sort((~emitted).to(torch.uint8), dim=1, stable=True).indices
+        return order[:, : int(emitted.sum(1).max())]
+
+    def stacked(self, field: str, order: Tensor | None) -> Tensor | None:
+        """Field ``field``'s columns as ``[B0, N', ...]`` in each row's entry order (``None``: not recorded)."""
+        col = self.cols[field]
+        if not col:
+            return None
+        arr = torch.stack(col, 1)  # (B0, N, ...)
+        if order is None:
+            return arr
+        idx = order.view(*order.shape, *[1] * (arr.dim() - 2)).expand(-1, -1, *arr.shape[2:])
+        return arr.gather(1, idx)
+
     def finish(self, batch: int, device: torch.device) -> dict[str, np.ndarray]:
         """Stack to ``[B, N]`` numpy arrays with the schema's dtypes (one device→CPU copy per field)."""
+        order = self._entry_order()
+        n = len(self.cols["token_id"]) if order is None else order.shape[1]
         out = {}
-        n = len(self.cols["token_id"])
         for k in schema.TOKEN_FIELDS:
-            col = self.cols[k]
-            if col:
-                arr = torch.stack(col, 1).cpu().numpy()
+            arr = self.stacked(k, order)
+            if arr is None:
+                out[k] = np.full((batch, n), np.nan if schema.FIELD_DTYPES[k] is np.float32 else 0)
             else:
-                arr = np.full((batch, n), np.nan if schema.FIELD_DTYPES[k] is np.float32 else 0)
-            out[k] = arr.astype(schema.FIELD_DTYPES[k])
+                out[k] = arr.cpu().numpy()
+            out[k] = out[k].astype(schema.FIELD_DTYPES[k])
         return out
 
 
@@ -169,6 +253,7 @@ def trim_at_stop(tokenizer, ids: list[int], stop: tuple[str, ...]) -> tuple[list
 
 
 def collect_rows(pair: ModelPair, st: "DecodeState", cfg: DecodeConfig) -> list[RowResult]:
+    """One :class:`RowResult` per original row: tokens, text and trace ``[T_r]`` trimmed at EOS and stop strings."""
     st.lengths[st.rows] = st.seq.lengths
     trace = st.rec.finish(st.rec.batch, st.seq.tokens.device)
     gen = trace["token_id"].tolist()  # the emitted columns, over the original rows
@@ -199,6 +284,7 @@ class DecodeState:
     counters: Tensor  # (B0, 3) int64: drafted, accepted, verification steps
 
     def runners(self) -> list[Runner]:
+        """The runners in use (``small_base``'s only for proxy tuning)."""
         return [r for r in (self.small, self.large, self.small_base) if r is not None]
 
 
@@ -215,6 +301,33 @@ def drop_finished(st: DecodeState) -> None:
     st.rec.rows = st.rows
 
 
+# masked columns (rejected drafts, padding left by dropped rows) may take up this fraction of a batch's
+# columns before ``compact`` squeezes them out: each one costs attention and cache memory in every step,
+# a compaction costs one copy of every cache
+COMPACT_FRACTION = 0.25
+
+
+def compact(st: DecodeState, fraction: float | None = None) -> None:
+    """Squeeze masked columns out of the token columns and every cache once they exceed ``fraction``
+    (default ``COMPACT_FRACTION``) of the columns.
+
+    Columns a cache has not been fed yet are kept for every row, so each runner's cache stays a prefix of
+    the columns (a runner that was never fed stays empty and later feeds the compacted columns).
+    """
+    fed = [r.fed for r in st.runners() if r.fed]
+    if not fed or not all(r.compactable() for r in st.runners()):
+        return
+    length = st.seq.length
+    index = st.seq.compact_index(min(fed), COMPACT_FRACTION if fraction is None else fraction)
+    if index is None:
+        return
+    removed = length - index.shape[1]
+    for runner in st.runners():
+        if runner.fed:
+            runner.compact(index[:, : runner.fed - removed])
+    st.seq.compact(index)
+
+
 def make_generator(pair: ModelPair, cfg: DecodeConfig) -> torch.Generator | None:
     """The sampling generator (``None`` when greedy); make one per run and share it across batches, so
     batches do not repeat each other's draws."""
@@ -229,13 +342,15 @@ def make_generator(pair: ModelPair, cfg: DecodeConfig) -> torch.Generator | None
 
 def init_state(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg: DecodeConfig,
           gen: torch.Generator | None) -> DecodeState:
+    """The loop's state for a left-padded batch ``input_ids``/``attention_mask`` ``[B, T]``: empty caches, no
+    row finished."""
     dev = pair.device
     ids, mask = input_ids.to(dev), attention_mask.to(dev)
     rows = torch.arange(ids.shape[0], device=dev)
     return DecodeState(
         Sequences.from_prompt(ids, mask), Runner.new(pair.small), Runner.new(pair.large),
         Runner.new(pair.small_base) if pair.small_base is not None else None,
-        Recorder(cfg.record_trace, rows), Finisher(pair, cfg.stop), gen, rows,
+        Recorder(cfg.record_trace, rows), Finisher(pair, cfg.stop, cfg.max_new_tokens), gen, rows,
         torch.zeros(ids.shape[0], dtype=torch.long, device=dev),
         torch.zeros(ids.shape[0], 3, dtype=torch.long, device=dev),
     )

@@ -39,6 +39,7 @@ class DemoCell(Cell):
 
     @property
     def relpath(self) -> Path:
+        """The cell's folder under the demo's output: its display name."""
         return Path(self.name)
 
 
@@ -129,7 +130,7 @@ def completed(folder: Path) -> bool:
         run = load_run(results[0])
     except ValueError:
         return False
-    names = run.fsgen.get("traces") or []
+    names = run.fsgen.traces
     return bool(names) and all((results[0].parent / n).is_file() for n in names)
 
 
@@ -149,6 +150,7 @@ def entropy_threshold(oracle_folder: Path, target: float) -> tuple[float, dict[s
 
 
 def lm_eval_args(max_gen_toks: int | None) -> list[str]:
+    """lm-eval's arguments for every demo cell (few-shot, batch size, and the generation cap if given)."""
     args = ["--num_fewshot", str(NUM_FEWSHOT), "--batch_size", "8"]
     if max_gen_toks is not None:
         args += ["--gen_kwargs", f"max_gen_toks={max_gen_toks}"]
@@ -188,7 +190,7 @@ def _same_threshold(folder: Path, threshold: float | None) -> bool:
     if threshold is None:
         return True
     (run,) = find_runs([folder])
-    return run.fsgen.get("threshold") is not None and float(run.fsgen["threshold"]) == threshold
+    return run.fsgen.threshold is not None and float(run.fsgen.threshold) == threshold
 
 
 # ------------------------------------------------------------------------------------------ report

@@ -4,20 +4,25 @@ A cell is one (small, large) pair of a family (large has more parameters) × met
 router (with its threshold and parameters) × task; the names and parameters are checked against the
 registries (:mod:`fsgen_eval.core.registry`) before anything runs. Each runs ``python -m lm_eval --model fsgen ...`` with ``--output_path`` a temporary
 folder that is renamed to the cell's folder once lm-eval exits 0 and a ``results_*.json`` exists, so a
-killed sweep leaves no half-finished cell behind and a rerun starts from the first unfinished cell.
+killed sweep leaves no half-finished cell behind and a rerun starts from the first unfinished cell. lm-eval dies
+with the sweep (a supervisor with a parent-death signal kills its process group), and each cell holds a lock
+while it runs, so a second sweep on the same folder refuses that cell instead of running it again.
 The command runner is injectable (tests use a fake one; a cluster could submit jobs). ``jobs`` runs that
 many cells at once (one per CPU core, or one per GPU with ``devices``: each running cell gets a free device).
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import queue
 import re
 import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +53,8 @@ class Cell:
         return Path(_safe(f"{_label(self.small)}__{_label(self.large)}"), _safe(conf), _safe(self.task))
 
     def model_args(self, trace_arg: str = "trace=true", extra: str = "") -> str:
+        """The cell's ``--model_args``: pair, method, router, threshold, parameters, then ``trace_arg`` and
+        ``extra``."""
         args = [f"small={self.small}", f"large={self.large}", f"method={self.method}", f"router={self.router}"]
         if self.threshold is not None:
             args.append(f"threshold={self.threshold:g}")
@@ -57,6 +64,7 @@ class Cell:
 
     def command(self, output: Path, limit: int | None = None, trace_arg: str = "trace=true",
                 model_args_extra: str = "", lm_eval_args: list[str] | None = None) -> list[str]:
+        """The lm-eval command line that runs this cell into ``output``."""
         cmd = [sys.executable, "-m", "lm_eval", "--model", "fsgen",
                "--model_args", self.model_args(trace_arg, model_args_extra),
                "--tasks", self.task, "--output_path", str(output)]
@@ -135,14 +143,79 @@ def build_grid(models: list[ParamCount], methods: list[str], routers: list[str],
 
 
 def is_done(folder: Path) -> bool:
+    """A cell folder is finished when it holds a ``results_*.json``."""
     return folder.is_dir() and any(folder.rglob("results_*.json"))
 
 
+# The supervisor between the sweep and lm-eval: it asks the kernel for SIGTERM when the sweep dies (even by
+# SIGKILL: PR_SET_PDEATHSIG), starts lm-eval in a process group of its own, and on SIGTERM or SIGINT kills
+# that whole group (lm-eval and whatever it started) before it exits. argv: sweep's pid, then lm-eval's argv.
+_SUPERVISOR = r"""
+import ctypes, os, signal, subprocess, sys
+ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):  # the sweep died before the line above
+    sys.exit(137)
+child = subprocess.Popen(sys.argv[2:], start_new_session=True)
+def stop(signum, frame):  # (no child.wait() here: the interrupted wait holds its lock)
+    os.killpg(child.pid, signal.SIGKILL)
+    os._exit(128 + signum)
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
+sys.exit(child.wait())
+"""
+
+_running: set[subprocess.Popen] = set()  # supervisors of running cells (stopped when the sweep is interrupted)
+_running_lock = threading.Lock()
+
+
 def subprocess_runner(argv: list[str], output: Path) -> int:
-    """Run lm-eval, its output going to ``<output>/lm_eval.log``."""
+    """Run lm-eval, its output going to ``<output>/lm_eval.log``; it (with its process group) dies with the
+    sweep, even when the sweep is killed with SIGKILL."""
     output.mkdir(parents=True, exist_ok=True)
     with (output / "lm_eval.log").open("w") as log:
-        return subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT).returncode
+        proc = subprocess.Popen([sys.executable, "-c", _SUPERVISOR, str(os.getpid()), *argv], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        with _running_lock:
+            _running.add(proc)
+        try:
+            return proc.wait()
+        finally:
+            with _running_lock:
+                _running.discard(proc)
+
+
+def stop_running_cells() -> None:
+    """SIGTERM every running cell's supervisor (which kills its lm-eval) and wait for them."""
+    with _running_lock:
+        procs = list(_running)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait()
+
+
+class CellLocked(RuntimeError):
+    """Another sweep holds this cell's lock."""
+
+
+@contextmanager
+def cell_lock(final: Path) -> Iterator[None]:
+    """Hold ``.<cell>.lock`` beside the cell's folder (``fcntl.flock``, released by the kernel even when the
+    holder is killed); raises :class:`CellLocked` at once, naming the holder, if another sweep holds it."""
+    path = final.with_name(f".{final.name}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            raise CellLocked(f"another sweep (pid {holder}) is running this cell (lock {path}); not started here")
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield  # the lock file stays: removing it would let two sweeps lock two different files
 
 
 @dataclass
@@ -152,21 +225,35 @@ class SweepOutcome:
     failed: list[tuple[Cell, str]] = field(default_factory=list)
 
 
-def run_cell(cell: Cell, out_dir: Path, runner: Runner, **command_kw) -> str | None:
-    """Run one cell into a temporary folder and rename it on success; returns the failure, or ``None``."""
+DONE_ELSEWHERE = "finished by another sweep meanwhile"
+
+
+def run_cell(cell: Cell, out_dir: Path, runner: Runner, unfinished_only: bool = False, **command_kw) -> str | None:
+    """Run one cell into a temporary folder and rename it on success; returns the failure, or ``None``.
+
+    The cell's lock is held throughout, so two sweeps on one folder never run one cell twice: the second
+    gets a one-line refusal. With ``unfinished_only`` (the sweep, which chose unfinished cells), a cell found
+    finished once the lock is held was finished by another sweep meanwhile: :data:`DONE_ELSEWHERE`, not rerun.
+    """
     final = out_dir / cell.relpath
     tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():  # left by a killed sweep
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    rc = runner(cell.command(tmp, **command_kw), tmp)
-    if rc != 0:
-        return f"lm-eval exited {rc} (see {tmp / 'lm_eval.log'})"
-    if not is_done(tmp):
-        return f"lm-eval exited 0 but wrote no results_*.json under {tmp}"
-    if final.exists():  # a folder without results (e.g. emptied by hand) is replaced
-        shutil.rmtree(final)
-    tmp.rename(final)
+    try:
+        with cell_lock(final):
+            if unfinished_only and is_done(final):
+                return DONE_ELSEWHERE
+            if tmp.exists():  # left by a killed sweep (a running one would hold the lock)
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+            rc = runner(cell.command(tmp, **command_kw), tmp)
+            if rc != 0:
+                return f"lm-eval exited {rc} (see {tmp / 'lm_eval.log'})"
+            if not is_done(tmp):
+                return f"lm-eval exited 0 but wrote no results_*.json under {tmp}"
+            if final.exists():  # a folder without results (e.g. emptied by hand) is replaced
+                shutil.rmtree(final)
+            tmp.rename(final)
+    except CellLocked as err:
+        return str(err)
     return None
 
 
@@ -205,14 +292,17 @@ def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runn
         dev = free.get()  # a free slot always exists: the pool has exactly ``jobs`` workers
         try:
             extra = ",".join(a for a in (command_kw.get("model_args_extra", ""), dev and f"device={dev}") if a)
-            err = run_cell(cell, out_dir, runner, **{**command_kw, "model_args_extra": extra})
+            err = run_cell(cell, out_dir, runner, unfinished_only=True, **{**command_kw, "model_args_extra": extra})
         except BaseException:
             stop.set()
             raise
         finally:
             free.put(dev)
         with lock:
-            (outcome.failed.append((cell, err)) if err else outcome.ran.append(cell))
+            if err == DONE_ELSEWHERE:
+                outcome.skipped.append(cell)
+            else:
+                (outcome.failed.append((cell, err)) if err else outcome.ran.append(cell))
             bar.set_postfix_str(str(cell.relpath), refresh=False)
             bar.update()
 
@@ -222,9 +312,10 @@ def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runn
             for f in futures:
                 f.result()  # re-raise a runner's exception (or Ctrl-C) ...
         except BaseException:
-            stop.set()  # ... and start no further cell; running ones finish or fail on their own
+            stop.set()  # ... and start no further cell; running lm-eval processes are stopped
             for f in futures:
                 f.cancel()
+            stop_running_cells()
             raise
     bar.close()
     outcome.ran.sort(key=cells.index)  # completion order varies with jobs > 1; report in grid order

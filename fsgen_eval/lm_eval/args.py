@@ -7,6 +7,7 @@ decided without loading anything, so that bad input fails in one line before any
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -20,8 +21,25 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-class ModelArgsError(ValueError):
-    """Bad ``--model_args`` (or a pair that cannot work): reported as one line, without a traceback."""
+class OneLineError(ValueError, SystemExit):
+    """An error the user must fix, raised before any work starts, reported as one line.
+
+    A ``ValueError`` for callers (``simple_evaluate`` in Python), and a ``SystemExit`` whose ``code`` is
+    ``prefix + message``: uncaught, the interpreter prints that line (no traceback) and exits with status
+    1, so no global ``sys.excepthook`` is needed.
+    """
+
+    prefix = "error: "
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.code = self.prefix + message
+
+
+class ModelArgsError(OneLineError):
+    """Bad ``--model_args`` (or a pair or launch that cannot work)."""
+
+    prefix = "lm_eval --model fsgen: error: "
 
 
 def merge_args(model_args: Mapping[str, Any], extra: Mapping[str, Any] | None, valid: Iterable[str]) -> dict[str, Any]:
@@ -42,6 +60,7 @@ def merge_args(model_args: Mapping[str, Any], extra: Mapping[str, Any] | None, v
 
 
 def require_pair(small: Any, large: Any) -> None:
+    """``ModelArgsError`` unless ``small`` and ``large`` are both given as paths or hub ids."""
     for role, value in (("small", small), ("large", large)):
         if not value or not isinstance(value, str):
             what = "System 1, the small model" if role == "small" else "System 2's large model"
@@ -280,6 +299,54 @@ def running_gen_kwargs() -> dict[str, Any] | None:
             return dict(gen) if isinstance(gen, Mapping) else None
         frame = frame.f_back
     return None
+def check_trace_file(trace_arg: str | None, append: bool) -> None:
+    """``trace=FILE.jsonl`` refuses an existing file (two runs would mix) unless ``trace_append=true``."""
+    if trace_arg and trace_arg != "false" and Path(trace_arg).suffix == ".jsonl" and not append:
+        if Path(trace_arg).exists():
+            raise ModelArgsError(f"trace={trace_arg} exists; pass trace_append=true to add this run to it "
+                                 "(records carry run_id) or name a new file")
+
+
+def check_launch(environ: Mapping[str, str] | None = None, cuda_devices: int | None = None) -> None:
+    """Refuse a multi-process launch that lm-eval will not shard: each process would do all the work.
+
+    lm-eval's HFLM splits documents over processes only when there are at least two GPUs (one per
+    process); otherwise every process of an ``accelerate launch`` / ``torchrun`` evaluates every document.
+    """
+    environ = os.environ if environ is None else environ
+    world = int(environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return
+    if cuda_devices is None:
+        import torch
+
+        cuda_devices = torch.cuda.device_count()
+    if cuda_devices < 2:
+        raise ModelArgsError(
+            f"{world} processes were launched (WORLD_SIZE={world}) but lm-eval splits documents over "
+            f"processes only with one GPU each ({cuda_devices} visible): every process would evaluate every "
+            "document; launch a single process")
+
+
+def check_remote_code(role: str, path: str, trust_remote_code: bool) -> None:
+    """A local model whose config needs custom code (``auto_map``) is refused naming the switch."""
+    config = Path(path) / "config.json"
+    if trust_remote_code or not config.is_file():
+        return
+    try:
+        needs_code = "auto_map" in json.loads(config.read_text())
+    except (OSError, ValueError):
+        return  # not ours to judge: loading reports it
+    if needs_code:
+        raise ModelArgsError(f"{role}={path!r} runs custom code from its folder (config.json has auto_map); "
+                             "pass trust_remote_code=true in --model_args if you trust it")
+
+
+def under_lm_eval_cli() -> bool:
+    """Whether lm-eval's command line runs this process (``lm_eval``, ``python -m lm_eval``,
+    ``fsgen-eval run``): it prints its tables after the run, and the fsgen summary goes after them."""
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return "lm_eval.__main__" in sys.modules or getattr(main_spec, "name", None) == "lm_eval.__main__"
 
 
 # ---------------------------------------------------------------------------------------------- naming

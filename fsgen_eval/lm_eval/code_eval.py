@@ -3,8 +3,9 @@
 lm-eval's ``mbpp`` task calls ``evaluate.load("code_eval")`` when its ``utils`` module is imported, which
 needs the hub. When offline (``FSGEN_DATASETS_DIR``, ``HF_HUB_OFFLINE`` or ``HF_EVALUATE_OFFLINE`` set),
 the fsgen_eval hook makes that call return :class:`CodeEval` instead: same ``compute`` signature and return
-value, each program run with its tests in its own subprocess (isolated interpreter, temporary working
-folder, wall-clock timeout, address-space and CPU limits).
+value, each program run with its tests in its own contained process (:mod:`fsgen_eval.lm_eval.sandbox`: own
+session, rlimits, empty folder, clean environment, and where the kernel allows pid, mount and network
+namespaces, a private read-only root and a fresh uid; its results name the protections that were active).
 
 Running model-written code stays behind the same two gates: lm-eval refuses ``unsafe_code`` tasks without
 ``--confirm_run_unsafe_code``, and :meth:`CodeEval.compute` refuses to run anything unless
@@ -15,16 +16,13 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
-import subprocess
-import sys
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from math import comb
-from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from fsgen_eval.lm_eval.sandbox import Limits, protections, run_contained
 
 MEMORY_ENV = "FSGEN_CODE_EVAL_MEMORY_MB"
 DEFAULT_MEMORY_MB = 1024
@@ -39,37 +37,17 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - comb(n - c, k) / comb(n, k)
 
 
-# Runs inside the child interpreter, before the program: cap its address space and CPU time so that a
-# runaway program dies alone (no preexec_fn, which is unsafe with the worker threads below).
-_BOOTSTRAP = (
-    "import resource, runpy, sys\n"
-    "mem = int(sys.argv[2]) * 1024 * 1024\n"
-    "resource.setrlimit(resource.RLIMIT_AS, (mem, mem))\n"
-    "resource.setrlimit(resource.RLIMIT_CPU, (int(sys.argv[3]), int(sys.argv[3]) + 1))\n"
-    "runpy.run_path(sys.argv[1], run_name='__main__')\n"
-)
-
-
 def run_program(program: str, timeout: float = 3.0, memory_mb: int | None = None) -> str:
-    """Run ``program`` in a fresh isolated interpreter; ``"passed"``, ``"timed out"`` or ``"failed: ..."``."""
+    """Run ``program`` contained (:mod:`fsgen_eval.lm_eval.sandbox`); ``"passed"``, ``"timed out"`` or
+    ``"failed: <last line of its stderr>"``."""
     memory_mb = memory_mb or int(os.environ.get(MEMORY_ENV, DEFAULT_MEMORY_MB))
-    with tempfile.TemporaryDirectory(prefix="fsgen-code-") as tmp:
-        script = Path(tmp) / "program.py"
-        script.write_text(program, encoding="utf-8")
-        env = {"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0", "HOME": tmp}
-        cmd = [sys.executable, "-I", "-B", "-c", _BOOTSTRAP, str(script), str(memory_mb), str(int(timeout) + 1)]
-        proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, start_new_session=True)
-        try:
-            _, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the whole session: the program may have forked
-            proc.communicate()
-            return "timed out"
-    if proc.returncode == 0:
+    outcome = run_contained(program, timeout, Limits(memory_mb=memory_mb, cpu_s=int(timeout) + 1))
+    if outcome.timed_out:
+        return "timed out"
+    if outcome.returncode == 0:
         return "passed"
-    tail = err.decode("utf-8", "replace").strip().splitlines()
-    return f"failed: {tail[-1] if tail else f'exit status {proc.returncode}'}"
+    tail = outcome.stderr_tail.strip().splitlines()
+    return f"failed: {tail[-1] if tail else f'exit status {outcome.returncode}'}"
 
 
 class CodeEval:
@@ -89,7 +67,9 @@ class CodeEval:
         ``pass@k`` is reported only for the ``k`` not above every problem's number of candidates.
         """
         if os.environ.get(GATE_ENV) != "1":
-            raise ValueError(
+            from fsgen_eval.lm_eval.args import OneLineError  # lm-eval loads mbpp: one line, no traceback
+
+            raise OneLineError(
                 f"code_eval runs untrusted model-written code; set {GATE_ENV}=1 to allow it "
                 "(and pass --confirm_run_unsafe_code to lm_eval)"
             )
@@ -97,11 +77,12 @@ class CodeEval:
             raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
         jobs = [(i, j, f"{cand}\n{references[i]}\n") for i, cands in enumerate(predictions)
                 for j, cand in enumerate(cands)]
+        layers = ",".join(protections())
         with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
             outcomes = list(pool.map(lambda job: run_program(job[2], timeout), jobs))
         results: dict[int, list[tuple[int, dict[str, Any]]]] = {i: [] for i in range(len(predictions))}
         for (i, j, _), outcome in zip(jobs, outcomes, strict=True):
-            results[i].append((j, {"passed": outcome == "passed", "result": outcome}))
+            results[i].append((j, {"passed": outcome == "passed", "result": outcome, "sandbox": layers}))
         totals = [len(results[i]) for i in results]
         correct = [sum(r["passed"] for _, r in results[i]) for i in results]
         scores = {
@@ -113,6 +94,7 @@ class CodeEval:
 
 
 def offline() -> bool:
+    """Whether an offline switch (``HF_HUB_OFFLINE`` and the like) is set."""
     return any(os.environ.get(name, "").strip() not in ("", "0", "false", "False") for name in OFFLINE_ENVS)
 
 

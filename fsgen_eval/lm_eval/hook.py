@@ -10,11 +10,10 @@ imported, so it costs nothing in processes that never import lm-eval. It is inst
 ``import fsgen_eval`` and, for lm-eval's own console scripts, by the ``fsgen_eval_lm_eval.pth`` file that
 ``pip install`` puts into site-packages (see setup.py).
 
+Nothing of lm-eval is patched: the model finds its results folder itself (``model.running_tracker``).
 Watched modules and what happens once each has been imported:
 
 - ``lm_eval.api.registry``: register ``fsgen`` (built-ins first).
-- ``lm_eval.loggers.evaluation_tracker``: remember the latest ``EvaluationTracker`` (traces are written
-  beside its results) and name an fsgen run's results folder after the pair.
 - ``datasets``: with ``FSGEN_DATASETS_DIR`` set, hub dataset ids found in that folder load from it.
 - ``evaluate``: offline, ``evaluate.load("code_eval")`` returns fsgen_eval's local pass@k.
 """
@@ -27,7 +26,6 @@ import importlib.util
 import logging
 import sys
 import threading
-import weakref
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -36,7 +34,6 @@ MODEL_NAME = "fsgen"
 MODEL_TARGET = "fsgen_eval.lm_eval.model:FSGenLM"
 
 _lock = threading.RLock()
-_latest_tracker: Callable[[], Any] = lambda: None  # noqa: E731 - a dead weakref stand-in
 
 
 # --------------------------------------------------------------------------------------- what to do
@@ -49,40 +46,8 @@ def register_fsgen(_registry_module: ModuleType | None = None) -> None:
         model_registry.register(MODEL_NAME, target=MODEL_TARGET)
 
 
-def patch_evaluation_tracker(module: ModuleType) -> None:
-    """Remember the latest tracker, and give fsgen runs a results folder named after the pair."""
-    tracker_cls = getattr(module, "EvaluationTracker", None)
-    config_cls = getattr(module, "GeneralConfigTracker", None)
-    if tracker_cls is None or config_cls is None or getattr(tracker_cls, "_fsgen_patched", False):
-        return
-    original_init = tracker_cls.__init__
-    original_log = config_cls.log_experiment_args
-
-    def init(self, *args: Any, **kwargs: Any) -> None:
-        global _latest_tracker
-        original_init(self, *args, **kwargs)
-        _latest_tracker = weakref.ref(self)
-
-    def log_experiment_args(self, model_source: str, model_args: Any, *args: Any, **kwargs: Any) -> None:
-        original_log(self, model_source, model_args, *args, **kwargs)
-        if model_source == MODEL_NAME:  # lm-eval would invent a random name: no `pretrained` key
-            from fsgen_eval.lm_eval.args import pair_name_from_model_args
-
-            name = pair_name_from_model_args(model_args)
-            if name:
-                self.model_name = self.model_name_sanitized = name
-
-    tracker_cls.__init__ = init
-    config_cls.log_experiment_args = log_experiment_args
-    tracker_cls._fsgen_patched = True
-
-
-def latest_tracker() -> Any:
-    """The most recently created lm-eval ``EvaluationTracker`` still alive, or ``None``."""
-    return _latest_tracker()
-
-
 def patch_datasets(module: ModuleType) -> None:
+    """With ``FSGEN_DATASETS_DIR`` set, let Hugging Face ``datasets.load_dataset`` read hub ids from that folder."""
     if callable(getattr(module, "load_dataset", None)):  # Hugging Face datasets, not a namesake
         from fsgen_eval.lm_eval.offline import patch_load_dataset
 
@@ -90,6 +55,7 @@ def patch_datasets(module: ModuleType) -> None:
 
 
 def patch_evaluate(module: ModuleType) -> None:
+    """Offline, let ``evaluate.load("code_eval")`` return the local pass@k."""
     if callable(getattr(module, "load", None)) and hasattr(module, "EvaluationModule"):  # HF evaluate
         from fsgen_eval.lm_eval.code_eval import patch_evaluate_load
 
@@ -98,7 +64,6 @@ def patch_evaluate(module: ModuleType) -> None:
 
 WATCHED: dict[str, Callable[[ModuleType], None]] = {
     "lm_eval.api.registry": register_fsgen,
-    "lm_eval.loggers.evaluation_tracker": patch_evaluation_tracker,
     "datasets": patch_datasets,
     "evaluate": patch_evaluate,
 }

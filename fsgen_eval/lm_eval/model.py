@@ -1,40 +1,48 @@
 """``lm_eval --model fsgen``: a thin ``HFLM`` subclass that decodes with a small/large model pair.
 
 lm-eval's ``HFLM`` owns everything around the model: loading the large model (devices, ``parallelize``,
-data parallelism), tokenisation, padding, truncation, batching with its ``Collator``, stop handling and
-caching. This class overrides only its hooks:
+data parallelism), tokenisation, truncation and padding, batch-size detection, stop handling and caching.
+This class owns the three request loops, each built on lm-eval's ``Collator`` exactly as ``HFLM`` builds
+its own, so that every batch carries the identity of the requests it holds:
 
-- ``_model_generate`` (``generate_until``: GSM8K, MBPP) runs the engine's ``decode_batch``;
-- ``_model_call`` (``loglikelihood``: MMLU, and ``loglikelihood_rolling``) returns System 2's log-probs
-  from the engine's teacher-forced ``score_batch``;
-- the request-level methods only note which request each batch row belongs to, so that one trace line per
-  request can be written as soon as its batch finishes.
+- ``generate_until`` (GSM8K, MBPP): each batch is decoded by the engine's ``decode_batch``;
+- ``_loglikelihood_tokens`` (``loglikelihood``: MMLU) and ``loglikelihood_rolling``: each batch is
+  scored by System 2's teacher-forced distribution (the engine's ``score_batch``);
+- ``_model_call`` serves only ``HFLM._detect_batch_size`` (``batch_size=auto``): one forward pass of
+  each model, which is what the engine holds in memory per row.
 
-The constructor's keywords are the ``--model_args`` schema (see docs/lm_eval.md).
+One trace line per request is appended to the trace file as soon as its batch finishes. The
+constructor's keywords are the ``--model_args`` schema (see docs/lm_eval.md).
 """
 
 from __future__ import annotations
 
 import atexit
-import bisect
 import inspect
 import logging
 import sys
 import time
-from collections import defaultdict, deque
+import uuid
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import transformers
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
+from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+from lm_eval.models.utils_hf import pad_and_concat
 from lm_eval.utils import get_rolling_token_windows, hash_string, make_disjoint_window, simple_parse_args_string
+from tqdm import tqdm
 
+from fsgen_eval.core.schema import RunInfo
 from fsgen_eval.lm_eval import args as margs
 from fsgen_eval.lm_eval.args import ModelArgsError
+from fsgen_eval.lm_eval.sandbox import used_layers
 from fsgen_eval.lm_eval.traces import (
     SummaryBook,
     TraceWriter,
@@ -47,22 +55,7 @@ from fsgen_eval.lm_eval.traces import (
 
 log = logging.getLogger(__name__)
 
-def _one_line_errors(previous):
-    """An uncaught ``ModelArgsError`` (bad --model_args) prints one line instead of a traceback."""
-
-    def hook(exc_type, exc, tb):
-        if isinstance(exc, ModelArgsError):
-            print(f"lm_eval --model fsgen: error: {exc}", file=sys.stderr)
-        else:
-            previous(exc_type, exc, tb)
-
-    return hook
-
-
-sys.excepthook = _one_line_errors(sys.excepthook)
-
-
-# ------------------------------------------------------------------------------------ request ledger
+# ------------------------------------------------------------------------------- request identity
 @dataclass
 class _Request:
     """One request whose trace record is being assembled (several parts for rolling windows)."""
@@ -71,17 +64,33 @@ class _Request:
     n_parts: int
     parts: dict[int, dict[str, Any]] = field(default_factory=dict)
 
+    def add(self, part: int, piece: dict[str, Any]) -> bool:
+        """Store one scored part; ``True`` once every part is in."""
+        self.parts[part] = piece
+        return len(self.parts) == self.n_parts
 
-def _meta(inst: Any, request_type: str, rank: int, method: str, router: str) -> dict[str, Any]:
-    return {
-        "task": inst.task_name,
-        "doc_id": inst.doc_id,
-        "prompt_hash": hash_string(inst.arguments[0]),  # as lm-eval's samples file: sha256 of the context
-        "request_type": request_type,
-        "method": method,
-        "router": router,
-        "rank": rank,
-    }
+    def joined(self) -> tuple[dict[str, np.ndarray], float, bool]:
+        """The parts' traces concatenated in order, the summed log-prob and whether all were greedy."""
+        parts = [self.parts[i] for i in range(self.n_parts)]
+        trace = {k: np.concatenate([p["trace"][k] for p in parts]) for k in parts[0]["trace"]}
+        return trace, sum(p["logprob"] for p in parts), all(p["is_greedy"] for p in parts)
+
+
+# A scored item's owner: the request it is part ``k`` of, or None (no trace: padding copies, or a caller
+# of ``_loglikelihood_tokens`` that is not one of ours).
+Owner = tuple[_Request, int] | None
+
+
+@dataclass(frozen=True)
+class _Tag:
+    """The first element of an item handed to ``Collator``: lm-eval's cache key plus the item's index.
+
+    ``Collator`` treats that element as opaque and hands it back with every result (including the extra
+    results of its one-token-continuation cache), so the index travels with the batch.
+    """
+
+    index: int
+    cache_key: Any  # (context, continuation) for loglikelihood; None for rolling windows
 
 
 def padding_flags(requests: list[Any], world_size: int) -> list[bool]:
@@ -100,62 +109,30 @@ def padding_flags(requests: list[Any], world_size: int) -> list[bool]:
     return flags
 
 
-class _ScoreLedger:
-    """Matches the rows ``HFLM`` hands to ``_model_call`` back to the requests they score.
-
-    A row is the request's ``(context + continuation)[-(max_length+1):][:-1]``, right-padded with zeros.
-    Causal attention makes a row's log-probs at its first ``len(key)`` positions depend only on ``key``, so
-    any row that starts with a request's key scores that request exactly (this also covers lm-eval's
-    one-token-continuation cache, where one row serves several requests).
-    """
-
-    def __init__(self, max_length: int):
-        self.max_length = max_length
-        self.by_key: dict[tuple[int, ...], list[tuple[_Request, int, list[int]]]] = defaultdict(list)
-        self.lengths: list[int] = []  # distinct key lengths, sorted
-
-    def add(self, req: _Request, part: int, ctx: list[int], cont: list[int]) -> None:
-        key = tuple((ctx + cont)[-(self.max_length + 1):][:-1])
-        self.by_key[key].append((req, part, list(cont)))
-        i = bisect.bisect_left(self.lengths, len(key))
-        if i == len(self.lengths) or self.lengths[i] != len(key):
-            self.lengths.insert(i, len(key))
-
-    def resolve(self, rows: torch.Tensor, logprobs: torch.Tensor, trace: dict[str, np.ndarray]) -> list[_Request]:
-        """Fill the parts scored by this batch; return the requests now complete."""
-        done = []
-        rows = rows.cpu()
-        nonzero = (rows != 0).long()
-        # a key cannot end before the row's last non-pad token
-        firsts = (nonzero * torch.arange(1, rows.shape[1] + 1)).amax(1).tolist()
-        for b, row in enumerate(rows.tolist()):
-            start = bisect.bisect_left(self.lengths, firsts[b])
-            for n in self.lengths[start: bisect.bisect_right(self.lengths, len(row))]:
-                for req, part, cont in self.by_key.pop(tuple(row[:n]), ()):
-                    req.parts[part] = _part(logprobs[b], {k: v[b] for k, v in trace.items()}, n, cont)
-                    if len(req.parts) == req.n_parts:
-                        done.append(req)
-        return done
-
-
-def _part(lp: torch.Tensor, trace: dict[str, np.ndarray], n: int, cont: list[int]) -> dict[str, Any]:
-    """A continuation's slice of one scored row: positions ``n-len(cont) .. n-1`` predict ``cont``."""
-    pos = torch.arange(n - len(cont), n)
-    target = torch.tensor(cont, dtype=torch.long)
-    rows = lp[pos.to(lp.device)].float().cpu()  # (C, V)
-    sliced = {k: np.asarray(v)[n - len(cont): n] for k, v in trace.items()}
+def _scored_part(lp: torch.Tensor, trace: dict[str, np.ndarray], positions: slice, cont: list[int],
+                 logprob: float, greedy: bool) -> dict[str, Any]:
+    """A continuation's slice of one scored row's trace (``positions`` predict ``cont``)."""
+    sliced = {k: np.asarray(v)[positions] for k, v in trace.items()}
     sliced["token_id"] = np.asarray(cont, dtype=np.int64)  # the last one is not in the row itself
-    return {
-        "trace": sliced,
-        "logprob": float(rows.gather(1, target[:, None]).sum()),
-        "is_greedy": bool((rows.argmax(-1) == target).all()),
-    }
+    return {"trace": sliced, "logprob": logprob, "is_greedy": greedy}
 
 
-def _joined(req: _Request) -> tuple[dict[str, np.ndarray], float, bool]:
-    parts = [req.parts[i] for i in range(req.n_parts)]
-    trace = {k: np.concatenate([p["trace"][k] for p in parts]) for k in parts[0]["trace"]}
-    return trace, sum(p["logprob"] for p in parts), all(p["is_greedy"] for p in parts)
+# ------------------------------------------------------------------------------------------- state
+@dataclass
+class AdapterState:
+    """What an fsgen model keeps between lm-eval's calls (everything else is ``HFLM``'s)."""
+
+    run: RunInfo  # the run record: setup now, summary and trace names at the end
+    method_params: dict[str, Any]  # the method and router parameters the user set, threshold aside
+    trace_arg: str | None  # trace=: a path, "false", or None (beside lm-eval's results)
+    trace_append: bool  # trace_append=true: an existing trace file is appended to, not refused
+    run_ts: str  # the run's start, shared by every rank: names the trace files
+    book: SummaryBook = field(default_factory=SummaryBook)  # this rank's records, for the summary
+    engine_seconds: float = 0.0  # time spent in the engine (throughput)
+    target: Path | None = None  # where traces go, once decided
+    target_decided: bool = False
+    writer: TraceWriter | None = None
+    auto_batch_sizes: list[int] = field(default_factory=list)  # what batch_size=auto picked, in order
 
 
 # ------------------------------------------------------------------------------------------- model
@@ -178,17 +155,26 @@ class FSGenLM(HFLM):
         trust_remote_code: bool = False,
         parallelize: bool = False,  # device_map="auto" for the large model
         trace: str | bool | None = None,  # a path (file.jsonl or folder), false, or unset: beside results
+        trace_append: bool = False,  # append to an existing trace=FILE.jsonl instead of refusing it
         **params: Any,  # the method's and router's parameters (threshold, num_draft, alpha, ...): the registry's
     ) -> None:
         from fsgen_eval.engine.config import make_config
         from fsgen_eval.engine.pair import ModelPair
 
-        # everything that can be wrong is checked before a weight is read
+        # everything that can be wrong is checked before a weight is read (the Python API too, not only
+        # create_from_arg_obj: FSGenLM(batch_size="x") names the key as --model_args does)
+        checked = margs.check_values({"batch_size": batch_size, "max_batch_size": max_batch_size,
+                                      "max_length": max_length, "dtype": dtype, **params})
+        batch_size, max_batch_size, max_length, dtype = (checked[k] for k in
+                                                         ("batch_size", "max_batch_size", "max_length", "dtype"))
+        params = {k: checked[k] for k in params}
+        margs.check_launch()
         threshold = params.get("threshold")
-        self.method_params = margs.method_params(params)
-        roles, toks = check_pair(small, large, small_base, method, router, threshold, self.method_params,
+        method_params = margs.method_params(params)
+        roles, toks = check_pair(small, large, small_base, method, router, threshold, method_params,
                                  bool(trust_remote_code))
-        self.trace_arg = margs.check_trace_arg(trace)
+        trace_arg = margs.check_trace_arg(trace)
+        margs.check_trace_file(trace_arg, bool(trace_append))
         device = margs.resolve_device(device, torch.cuda.is_available())
 
         # HFLM loads the large model (devices, parallelize, accelerate ranks) with System 1's tokenizer
@@ -201,33 +187,31 @@ class FSGenLM(HFLM):
                   for role, path in roles.items() if role != "large"}
         self.pair = ModelPair.from_models(loaded["small"], self.model, toks["small"],
                                           small_base=loaded.get("small_base"), names=dict(roles))
-        self.fsgen = {"small": small, "large": large, "small_base": small_base, "method": method,
-                      "router": router, "threshold": threshold}
         self._make_config = make_config
-        self.book = SummaryBook()
-        self.engine_seconds = 0.0
-        self.run_ts = self._shared_timestamp()
-        self._writer: TraceWriter | None | bool = None  # None: not decided yet; False: no traces
-        self._texts: dict[tuple[int, ...], str] = {}
-        self._batch_contexts: list[str] = []
-        self._gen_pending: dict[str, deque] = {}
-        self._ledger: _ScoreLedger | None = None
-        self._ll_requests: list[_Request | None] | None = None
+        run_ts, run_id = self._shared_run_stamp()
+        run = RunInfo(small=small, large=large, small_base=small_base, method=method, router=router,
+                      threshold=threshold, run_id=run_id, batch_size=batch_size)
+        self.state = AdapterState(run=run, method_params=method_params, trace_arg=trace_arg,
+                                  trace_append=bool(trace_append), run_ts=run_ts)
+        cfg = self._decode_config()
+        run.params, run.router_params = dict(cfg.params), dict(cfg.router_params)
 
     # ----------------------------------------------------------------------------- construction
     @classmethod
     def model_arg_names(cls) -> list[str]:
+        """Every ``--model_args`` key ``fsgen`` accepts: its own arguments, HFLM's and the registries'."""
         fixed = [n for n, p in inspect.signature(cls.__init__).parameters.items()
                  if n != "self" and p.kind is not p.VAR_KEYWORD]
         return margs.model_arg_names(fixed)
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "FSGenLM":
+        """lm-eval's entry for ``--model_args k=v,...``."""
         return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
 
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict[str, Any], additional_config: dict | None = None) -> "FSGenLM":
-        # lm-eval passes device/batch_size both here and in model_args: the user's model_args win
+        """lm-eval's entry for a dict of model_args; lm-eval's device/batch_size defaults lose to them."""
         given = margs.check_values(margs.merge_args(arg_dict, additional_config, cls.model_arg_names()))
         margs.check_gen_kwargs(margs.running_gen_kwargs())  # they reach the model only with the requests
         return cls(**given)
@@ -237,49 +221,26 @@ class FSGenLM(HFLM):
 
         return load_model(path, role, dtype, str(self.device), trust_remote_code)
 
-    def _shared_timestamp(self) -> str:
-        """One stamp for every rank's trace file (rank 0's), so rank 0 can find them all."""
-        stamp = [timestamp()]
+    def _shared_run_stamp(self) -> tuple[str, str]:
+        """Rank 0's start time (names every rank's trace file, so rank 0 can find them all) and run id."""
+        stamp = [timestamp(), uuid.uuid4().hex[:12]]
         if self.world_size > 1:
             from accelerate.utils import broadcast_object_list
 
             broadcast_object_list(stamp, from_process=0)
-        return stamp[0]
+        return stamp[0], stamp[1]
 
     def _decode_config(self, **decoding: Any) -> Any:
         """The engine's config: this run's method and router, plus a batch's decoding settings."""
-        return self._make_config(method=self.fsgen["method"], router=self.fsgen["router"],
-                                 threshold=self.fsgen["threshold"], has_small_base=self.pair.small_base is not None,
-                                 **self.method_params, **decoding)
+        run = self.state.run
+        return self._make_config(method=run.method, router=run.router, threshold=run.threshold,
+                                 has_small_base=self.pair.small_base is not None, **self.state.method_params,
+                                 **decoding)
 
-    # ------------------------------------------------------------------------------------ traces
-    def trace_target(self) -> Path | None:
-        """The file or folder traces go to: ``trace=PATH``, else beside lm-eval's results (if any)."""
-        if self.trace_arg == "false":
-            return None
-        if self.trace_arg:
-            return Path(self.trace_arg)
-        from fsgen_eval.lm_eval.hook import latest_tracker
-
-        tracker = latest_tracker()
-        out = getattr(tracker, "output_path", None)
-        if not out:
-            return None
-        out = Path(out)
-        if out.suffix == ".json":  # lm-eval then writes results_<stem>_<ts>.json beside it
-            return out.parent
-        return out / margs.pair_name(self.fsgen["small"], self.fsgen["large"])
-
-    def _trace_writer(self) -> TraceWriter | None:
-        if self._writer is None:
-            target = self.trace_target()
-            if target is None:
-                if self.trace_arg != "false":
-                    log.warning("fsgen: no --output_path and no trace=PATH: per-token traces are not written")
-                self._writer = False
-            else:
-                self._writer = TraceWriter(trace_path(target, self.run_ts, self.process_index, self.world_size))
-        return self._writer or None
+    @property
+    def run_ts(self) -> str:
+        """The run's start stamp in trace file names."""
+        return self.state.run_ts
 
     @property
     def process_index(self) -> int:
@@ -287,184 +248,369 @@ class FSGenLM(HFLM):
         accelerator = getattr(self, "accelerator", None)
         return int(accelerator.process_index) if accelerator is not None else self.rank
 
+    # ------------------------------------------------------------------------------------ traces
+    def trace_target(self) -> Path | None:
+        """The file or folder traces go to: ``trace=PATH``, else beside lm-eval's results (if any)."""
+        st = self.state
+        if not st.target_decided:
+            st.target, st.target_decided = self._find_target(), True
+        return st.target
+
+    def _find_target(self) -> Path | None:
+        if self.state.trace_arg == "false":
+            return None
+        if self.state.trace_arg:
+            return Path(self.state.trace_arg)
+        tracker = self._name_results_folder()
+        out = getattr(tracker, "output_path", None)
+        if not out:
+            return None
+        out = Path(out)
+        if out.suffix == ".json":  # lm-eval then writes results_<stem>_<ts>.json beside it
+            return out.parent
+        return out / margs.pair_name(self.state.run.small, self.state.run.large)
+
+    def _name_results_folder(self) -> Any:
+        """lm-eval's tracker of this run, its results folder named after the pair (not a random name)."""
+        tracker = running_tracker()
+        config = getattr(tracker, "general_config_tracker", None)
+        if config is not None and getattr(config, "model_source", None) == "fsgen":
+            config.model_name = config.model_name_sanitized = margs.pair_name(self.state.run.small,
+                                                                              self.state.run.large)
+        return tracker
+
+    def _trace_writer(self) -> TraceWriter | None:
+        st = self.state
+        if st.writer is None:
+            target = self.trace_target()
+            if target is None:
+                if st.trace_arg != "false":
+                    log.warning("fsgen: no --output_path and no trace=PATH: per-token traces are not written")
+                return None
+            path = trace_path(target, st.run_ts, self.process_index, self.world_size)
+            st.writer = TraceWriter(path, append=st.trace_append)
+        return st.writer
+
+    def _meta(self, inst: Any, request_type: str) -> dict[str, Any]:
+        return {
+            "run_id": self.state.run.run_id,
+            "task": inst.task_name,
+            "doc_id": inst.doc_id,
+            "prompt_hash": hash_string(inst.arguments[0]),  # as lm-eval's samples file: sha256 of the context
+            "request_type": request_type,
+            "method": self.state.run.method,
+            "router": self.state.run.router,
+            "rank": self.process_index,
+        }
+
     def _emit(self, records: list[dict[str, Any]]) -> None:
         """Count the batch in the summary and append it to the trace file, flushed."""
         for rec in records:
-            self.book.add_record(rec)
+            self.state.book.add_record(rec)
         writer = self._trace_writer()
         if writer is not None:
             writer.write_batch(records)
 
+    def _timed(self, fn: Any, *args: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.state.engine_seconds += time.perf_counter() - start
+
+    # ------------------------------------------------------------------------------- batch size
+    def _model_call(self, inps: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                    labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, T]`` → the large model's logits ``[B, T, V]``, as ``HFLM``'s, after the small models' bodies.
+
+        Only ``HFLM._detect_batch_size`` calls this (``batch_size=auto``): it probes five times with ones
+        of the longest length. A batch of ours also holds the small models' activations, so their
+        transformer bodies run too (``base_model``: no vocabulary head, a small share of the cost). The full
+        collaboration with its statistics over the vocabulary is left out: it made the probe many times
+        dearer than ``--model hf``'s (issue 13: 693 s against 25 s for the run it sized).
+        """
+        with torch.no_grad():
+            for small in (self.pair.small, self.pair.small_base):
+                if small is not None:
+                    small.base_model(input_ids=inps.to(small.device))
+            return self.model(inps).logits
+
+    def _detect_batch_size(self, requests: Any = None, pos: int = 0) -> int:
+        size = super()._detect_batch_size(requests, pos)
+        self.state.auto_batch_sizes.append(int(size))
+        return size
+
     # ------------------------------------------------------------------------------- generation
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-        self._gen_pending = defaultdict(deque)
-        for inst, pad in zip(requests, padding_flags(requests, self.world_size), strict=True):
-            meta = None if pad else _meta(inst, "generate_until", self.process_index, **self._names())
-            self._gen_pending[inst.args[0]].append(meta)
-        try:
-            return super().generate_until(requests, disable_tqdm=disable_tqdm)
-        finally:
-            self._gen_pending, self._texts = {}, {}
+        """``HFLM.generate_until`` with the engine decoding each batch; a trace record per request."""
+        pads = padding_flags(requests, self.world_size)
+        metas = [None if pad else self._meta(inst, "generate_until") for inst, pad in zip(requests, pads, strict=True)]
+        batch_size = self._generation_batch_size()
+        # as HFLM: longest first, one group per generation kwargs; the index rides along with each request
+        collator = Collator([(*inst.args, i) for i, inst in enumerate(requests)],
+                            sort_fn=lambda x: (-len(self.tok_encode(x[0])), x[0]),
+                            group_by="gen_kwargs", group_fn=lambda x: x[1])
+        eos = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
+        res: list[str] = []
+        pbar = tqdm(total=len(requests), disable=(disable_tqdm or self.rank != 0),
+                    desc="Running generate_until requests")
+        for chunk in collator.get_batched(n=batch_size):
+            contexts, all_gen_kwargs, indices = zip(*chunk, strict=True)
+            texts = self._generate_batch(list(contexts), all_gen_kwargs[0], eos, [metas[i] for i in indices])
+            for context, text in zip(contexts, texts, strict=True):
+                res.append(text)
+                self.cache_hook.add_partial("generate_until", (context, all_gen_kwargs[0]), text)
+                pbar.update(1)
+        pbar.close()
+        return collator.get_original(res)
 
-    def tok_batch_encode(self, strings: list[str], *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        self._batch_contexts = list(strings)  # generate_until encodes each batch right before generating it
-        return super().tok_batch_encode(strings, *args, **kwargs)
+    def _generation_batch_size(self) -> int:
+        """As HFLM: ``batch_size=auto`` (and ``auto:N``) is detected once for the whole call."""
+        if self.batch_size != "auto":
+            return self.batch_size
+        print("Passed argument batch_size = auto. Detecting largest batch size")
+        size = self._detect_batch_size()
+        print(f"Determined Largest batch size: {size}")
+        return size
 
-    def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str], **kwargs: Any) -> torch.Tensor:
-        mask = kwargs.pop("attention_mask", None)
-        mask = torch.ones_like(context) if mask is None else mask
-        cfg = self._decode_config(**self._sampling(kwargs), max_new_tokens=max_length - context.shape[1], stop=stop)
+    def _generate_batch(self, contexts: list[str], gen_kwargs: dict, eos: str,
+                        metas: list[dict[str, Any] | None]) -> list[str]:
+        """One batch of contexts → their generations, cut at the stop strings as HFLM cuts them."""
+        if not isinstance(gen_kwargs, dict):
+            raise ValueError(f"Expected `kwargs` to be of type `dict` but got {type(gen_kwargs)}")
+        kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
+        until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
+        max_gen_toks = kwargs.pop("max_gen_toks")
+        max_ctx_len = self.max_length - max_gen_toks  # room for the generated tokens
+        if max_ctx_len <= 0:
+            raise ValueError(f"Invalid configuration: requested max tokens to generate ({max_gen_toks}) must be "
+                             f"less than model's maximum sequence length ({self.max_length}).")
+        context_enc, attn_masks = self.tok_batch_encode(contexts, left_truncate_len=max_ctx_len,
+                                                        truncation=self.truncation)  # [B, T] left-padded
+        if "max_length" in kwargs:
+            log.warning("`max_length` in generation kwargs. Please use `max_gen_toks` instead.")
+        max_length = kwargs.pop("max_length", context_enc.shape[1] + max_gen_toks)
+        cfg = self._decode_config(**self._sampling(kwargs), max_new_tokens=max_length - context_enc.shape[1],
+                                  stop=until)
         from fsgen_eval.engine.decode import decode_batch
 
-        start = time.perf_counter()
-        rows = decode_batch(self.pair, context, mask, cfg)
-        self.engine_seconds += time.perf_counter() - start
-        self._emit(self._generation_records(rows))
-        return self._as_hf_output(context, rows)
+        rows = self._timed(decode_batch, self.pair, context_enc.to(self.device), attn_masks.to(self.device), cfg)
+        self._emit([make_record(meta, row.trace, row.counters) for meta, row in zip(metas, rows, strict=True)
+                    if meta is not None])
+        return [postprocess_generated_text(self._row_text(row), stop=until,
+                                           think_end_token=self.think_end_token
+                                           if isinstance(self.think_end_token, str) else None)
+                for row in rows]
+
+    def _row_text(self, row: Any) -> str:
+        """The engine's text (already cut before the stop string); HFLM's integer think-end token handling."""
+        if isinstance(self.think_end_token, int) and self.think_end_token in row.token_ids:
+            last = len(row.token_ids) - 1 - row.token_ids[::-1].index(self.think_end_token)
+            return self.tok_decode(row.token_ids[last + 1:]).lstrip()
+        return row.text
 
     def _sampling(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """lm-eval's generation kwargs → the engine's (temperature 0 = greedy); bad ones are refused."""
         return margs.sampling(kwargs)
 
-    def _generation_records(self, rows: list[Any]) -> list[dict[str, Any]]:
-        records = []
-        for context, row in zip(self._batch_contexts, rows, strict=True):
-            queue = self._gen_pending.get(context)
-            if not queue:
-                log.warning("fsgen: a generated row matches no pending request; its trace is not written")
-                continue
-            meta = queue.popleft()
-            if meta is not None:  # None: a data-parallel padding copy
-                records.append(make_record(meta, row.trace, row.counters))
-        return records
-
-    def _as_hf_output(self, context: torch.Tensor, rows: list[Any]) -> torch.Tensor:
-        """``[B, T + N]`` like ``generate``: the prompt, then each row's tokens, then padding.
-
-        HFLM decodes the new tokens itself; ``tok_decode`` hands back the engine's text for them, which is
-        already cut before the stop string (its tokens may end inside the stop string).
-        """
-        width = max([len(r.token_ids) for r in rows] + [0])
-        pad = self.pair.pad_token_id
-        out = torch.full((context.shape[0], context.shape[1] + width), pad, dtype=torch.long)
-        out[:, : context.shape[1]] = context.cpu()
-        start = context.shape[1]
-        for b, row in enumerate(rows):
-            out[b, start: start + len(row.token_ids)] = torch.tensor(row.token_ids, dtype=torch.long)
-            self._texts[tuple(out[b, start:].tolist())] = row.text
-        return out
-
-    def tok_decode(self, tokens: Any, skip_special_tokens: bool = True) -> str:
-        if skip_special_tokens and isinstance(tokens, list):
-            text = self._texts.pop(tuple(tokens), None)
-            if text is not None:
-                return text
-        return super().tok_decode(tokens, skip_special_tokens=skip_special_tokens)
-
     # -------------------------------------------------------------------------------- scoring
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        flags = padding_flags(requests, self.world_size)
-        rank = self.process_index
-        self._ll_requests = [None if pad else _Request(_meta(inst, "loglikelihood", rank, **self._names()), 1)
-                             for inst, pad in zip(requests, flags, strict=True)]
-        try:
-            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
-        finally:
-            self._ll_requests = None
-            self._finish_ledger()
+        """``TemplateLM.loglikelihood``'s tokenisation, then our scoring with each request's identity."""
+        if self.enable_thinking:
+            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)  # HFLM refuses it
+        items, owners = [], []
+        for inst, pad in zip(requests, padding_flags(requests, self.world_size), strict=True):
+            context, continuation = inst.args
+            items.append(((context, continuation), *self._encode_request(context, continuation)))
+            owners.append(None if pad else (_Request(self._meta(inst, "loglikelihood"), 1), 0))
+        return self._score(items, owners, disable_tqdm=disable_tqdm)
+
+    def _encode_request(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """As ``TemplateLM.loglikelihood``: an empty context becomes the prefix (BOS/EOS) token."""
+        if context != "":
+            return self._encode_pair(context, continuation)
+        cont = self.tok_encode(continuation, add_special_tokens=False)
+        return ([self.prefix_token_id], cont) if self.prefix_token_id != cont[0] else (cont[:1], cont[1:])
 
     def _loglikelihood_tokens(self, requests: list[Any], disable_tqdm: bool = False,
                               override_bs: int | None = None) -> list[tuple[float, bool]]:
-        if self._ll_requests is not None:  # called from loglikelihood: one request per entry, same order
-            self._ledger = _ScoreLedger(self.max_length)
-            for req, (_, ctx, cont) in zip(self._ll_requests, requests, strict=True):
-                if req is not None:
-                    self._ledger.add(req, 0, ctx, cont)
-        return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        """HFLM's hook for ``(cache_key, context_ids, continuation_ids)`` triples; no trace for these."""
+        return self._score(requests, [None] * len(requests), disable_tqdm=disable_tqdm, override_bs=override_bs)
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
-        self._ledger = _ScoreLedger(self.max_length)
-        for inst, pad in zip(requests, padding_flags(requests, self.world_size), strict=True):
-            if pad:
-                continue
-            windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
+        """``HFLM.loglikelihood_rolling``: disjoint windows of each text, scored in batches, summed."""
+        batch_size = self.batch_size
+        if self.batch_size == "auto":
+            print("Passed argument batch_size = auto. Detecting largest batch size")
+            batch_size = self._detect_batch_size()
+            print(f"Determined Largest batch size: {batch_size}")
+        windows: list[tuple[int, tuple]] = []  # (request index, (None, context_ids, continuation_ids))
+        owners: list[Owner] = []
+        counts = []
+        pads = padding_flags(requests, self.world_size)
+        for i, (inst, pad) in enumerate(zip(tqdm(requests, disable=(disable_tqdm or self.rank != 0)), pads,
+                                            strict=True)):
+            mine = [(None, *make_disjoint_window(w)) for w in get_rolling_token_windows(
                 token_list=self.tok_encode(inst.args[0]), prefix_token=self.prefix_token_id,
                 max_seq_len=self.max_length, context_len=1)]
-            req = _Request(_meta(inst, "loglikelihood_rolling", self.process_index, **self._names()), len(windows))
-            for part, (ctx, cont) in enumerate(windows):
-                self._ledger.add(req, part, ctx, cont)
-        try:
-            return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
-        finally:
-            self._finish_ledger()
+            req = None if pad else _Request(self._meta(inst, "loglikelihood_rolling"), len(mine))
+            windows += [(i, w) for w in mine]
+            owners += [None if req is None else (req, k) for k in range(len(mine))]
+            counts.append(len(mine))
+        pad_amount = self._pad_windows(windows, owners)
+        scores = []
+        for start in range(0, len(windows), batch_size):
+            batch = [w for _, w in windows[start:start + batch_size]]
+            scores += self._score(batch, owners[start:start + batch_size], override_bs=len(batch))
+        if pad_amount:
+            scores = scores[:-pad_amount]
+        totals, at = [], 0
+        for inst, n in zip(requests, counts, strict=True):
+            totals.append(sum(s[0] for s in scores[at:at + n]))
+            at += n
+            self.cache_hook.add_partial("loglikelihood_rolling", (inst.args[0],), totals[-1])
+        return totals
 
-    def _model_call(self, inps: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                    labels: torch.Tensor | None = None) -> torch.Tensor:
-        """System 2's log-probs ``[B, T, V]`` for HFLM's right-padded rows (HFLM masks nothing either:
-        pads only follow the scored positions)."""
+    def _pad_windows(self, windows: list, owners: list[Owner]) -> int:
+        """As HFLM: every rank scores as many windows as the busiest one (copies of the first, untraced)."""
+        if self.world_size <= 1:
+            return 0
+        gathered = self.all_gather(torch.tensor(len(windows), device=self.device)).cpu().tolist()
+        pad = max(gathered) - gathered[self.rank]
+        windows += pad * [windows[0]]
+        owners += pad * [None]
+        return pad
+
+    def _score(self, requests: list[Any], owners: list[Owner], disable_tqdm: bool = False,
+               override_bs: int | None = None) -> list[tuple[float, bool]]:
+        """``HFLM._loglikelihood_tokens`` (causal) with the engine's System 2 log-probs; ``owners[i]``
+        receives the trace of ``requests[i]``, written once the request is complete."""
+        collator = Collator([(_Tag(i, r[0]), r[1], r[2]) for i, r in enumerate(requests)],
+                            sort_fn=lambda r: (-len(r[1] + r[2]), tuple(r[1] + r[2])),
+                            group_by="contexts" if self.logits_cache else None,
+                            group_fn=lambda r: r[-2] + r[-1][:-1])  # as HFLM: one row per context
+        batch_size = self.batch_size if self.batch_size != "auto" else override_bs if override_bs is not None else 0
+        batch_fn = None
+        if self.batch_size == "auto" and len(collator) > 0 and not override_bs:
+            self.batch_sizes = {}  # as HFLM: detect again for this set of requests
+            batch_fn = self._batch_scheduler
+        res: list[tuple[float, bool]] = []
+        pbar = tqdm(total=len(requests), disable=(disable_tqdm or self.rank != 0),
+                    desc="Running loglikelihood requests")
+        for chunk in collator.get_batched(n=batch_size, batch_fn=batch_fn):
+            done = self._score_batch(chunk, collator, owners, res)
+            self._emit([self._score_record(req) for req in done])
+            pbar.update(len(res) - pbar.n)
+        pbar.close()
+        return collator.get_original(res)
+
+    def _score_batch(self, chunk: list, collator: Collator, owners: list[Owner],
+                     res: list[tuple[float, bool]]) -> list[_Request]:
+        """Score one batch; append each answer to ``res``; return the requests now complete."""
+        inps, inplens = [], []
+        for _, ctx, cont in chunk:
+            assert len(ctx) > 0 and len(cont) > 0 and len(cont) <= self.max_length
+            if len(ctx) + len(cont) > self.max_length + 1:
+                log.warning(f"Combined length of context ({len(ctx)}) and continuation ({len(cont)}) exceeds "
+                            f"model's maximum length ({self.max_length}). Truncating {len(ctx) + len(cont) - self.max_length + 1} tokens from the left.")
+            inp = torch.tensor((ctx + cont)[-(self.max_length + 1):][:-1], dtype=torch.long, device=self.device)
+            inps.append(inp)
+            inplens.append(inp.shape[0])
+        padding_len = max(inplens)
+        batched = pad_and_concat(padding_len, inps, padding_side="right")  # [B, T] right-padded
         from fsgen_eval.engine.score import score_batch
 
-        cfg = self._decode_config()
-        start = time.perf_counter()
-        sc = score_batch(self.pair, inps, torch.ones_like(inps), cfg)
-        self.engine_seconds += time.perf_counter() - start
-        if self._ledger is not None:
-            done = self._ledger.resolve(inps, sc.logprobs, sc.trace)
-            self._emit([self._score_record(req) for req in done])
-        return sc.logprobs
+        # HFLM masks nothing either: pads only follow the scored positions
+        sc = self._timed(score_batch, self.pair, batched, torch.ones_like(batched), self._decode_config())
+        multi = F.log_softmax(sc.logprobs, dim=-1, dtype=self.softmax_dtype)  # [B, T, V], as HFLM's
+        done = []
+        for b, ((tag, ctx, cont), logits, inplen) in enumerate(zip(chunk, multi, inplens, strict=True)):
+            end = inplen + (logits.shape[0] - padding_len)
+            selected = logits[end - len(cont): end].unsqueeze(0)  # [1, C, V]
+            greedy = selected.argmax(-1)
+            row_trace = {k: v[b] for k, v in sc.trace.items()}
+            for hit, hit_cont, hit_logits in collator.get_cache(req_str=tag, cxt_toks=ctx, cont_toks=cont,
+                                                               logits=selected):
+                target = torch.tensor(hit_cont, dtype=torch.long, device=self.device).unsqueeze(0)  # [1, C']
+                answer = (float(torch.gather(hit_logits, 2, target.unsqueeze(-1)).sum()),
+                          bool((greedy[:, -target.shape[1]:] == target).all()))
+                res.append(answer)
+                if hit.cache_key is not None:
+                    self.cache_hook.add_partial("loglikelihood", hit.cache_key, answer)
+                owner = owners[hit.index]
+                if owner is not None:
+                    piece = _scored_part(logits, row_trace, slice(end - len(hit_cont), end), hit_cont, *answer)
+                    if owner[0].add(owner[1], piece):
+                        done.append(owner[0])
+        return done
 
     def _score_record(self, req: _Request) -> dict[str, Any]:
-        trace, logprob, greedy = _joined(req)
+        trace, logprob, greedy = req.joined()
         return make_record(req.meta, trace, None, logprob=logprob, is_greedy=greedy)
 
-    def _finish_ledger(self) -> None:
-        if self._ledger is not None and self._ledger.by_key:
-            missing = sum(len(v) for v in self._ledger.by_key.values())
-            log.warning("fsgen: %d scored request part(s) got no trace record", missing)
-        self._ledger = None
-
     # ------------------------------------------------------------------------------------ results
-    def _names(self) -> dict[str, str]:
-        return {"method": self.fsgen["method"], "router": self.fsgen["router"]}
-
     def fsgen_info(self) -> dict[str, Any]:
-        """``config["fsgen"]`` of the results: the setup and the summary over every rank."""
+        """``config["fsgen"]`` of the results: the run record, with the summary over every rank."""
+        st = self.state
         target = self.trace_target()
-        paths = all_rank_paths(target, self.run_ts, self.world_size) if target else []
-        book = self.book
+        paths = all_rank_paths(target, st.run_ts, self.world_size) if target else []
+        book = st.book
         if self.world_size > 1:
             if paths:
-                book = SummaryBook.from_files(paths)  # lm-eval has synchronised the ranks by now
+                book = SummaryBook.from_files(paths, run_id=st.run.run_id)  # the ranks are synchronised by now
             else:
                 log.warning("fsgen: without trace files the summary covers rank %d only", self.rank)
-        own_tokens = self.book.summary()["summary"]["generated_tokens"]
-        return {
-            **self.fsgen,
-            "params": dict(self._decode_config().params),
-            "router_params": dict(self._decode_config().router_params),
-            **book.summary(),
-            # this rank's throughput: its tokens over the time it spent in the engine
-            "tokens_per_second": own_tokens / self.engine_seconds if self.engine_seconds else None,
-            # beside the results: bare names (the folder may move); trace=PATH: as given
-            "traces": [p.name if self.trace_arg is None else str(p) for p in paths if p.exists()],
-        }
+        summary = book.summary()
+        own_tokens = st.book.summary()["summary"]["generated_tokens"]
+        run = st.run
+        run.summary, run.per_task = summary["summary"], summary["per_task"]
+        # this rank's throughput: its tokens over the time it spent in the engine
+        run.tokens_per_second = own_tokens / st.engine_seconds if st.engine_seconds else None
+        # beside the results: bare names (the folder may move); trace=PATH: as given
+        run.traces = [p.name if st.trace_arg is None else str(p) for p in paths if p.exists()]
+        run.auto_batch_sizes = list(st.auto_batch_sizes)
+        # code tasks (MBPP): the sandbox layers generated programs ran under (None: no program ran)
+        run.code_eval_sandbox = used_layers()
+        return run.to_json()
 
     def get_model_info(self) -> dict[str, Any]:
+        """HFLM's model info plus ``fsgen``: lm-eval puts it into the results' ``config``."""
         info = super().get_model_info()
+        self._name_results_folder()  # lm-eval saves the results after this returns
         info["fsgen"] = self.fsgen_info()
-        if self._writer:
-            self._writer.close()
-        if "lm_eval.__main__" in sys.modules:  # the CLI prints its tables after this returns
+        if self.state.writer is not None:
+            self.state.writer.close()
+        if margs.under_lm_eval_cli():  # the CLI prints its tables after this returns
             atexit.register(print, format_summary(info["fsgen"]))
         return info
+
+
+def running_tracker() -> Any:
+    """lm-eval's ``EvaluationTracker`` of the ``simple_evaluate`` call running this model, or ``None``.
+
+    The one private seam left (docs/lm_eval.md): ``simple_evaluate`` takes the tracker as its public
+    ``evaluation_tracker`` argument but does not hand it to the model, and the trace files belong in its
+    results folder. We read that argument from ``simple_evaluate``'s frame on the call stack while the model
+    runs inside it: read-only, nothing patched, nothing kept after the call.
+    """
+    import lm_eval.evaluator as evaluator
+
+    code = inspect.unwrap(evaluator.simple_evaluate).__code__
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is code:
+            return frame.f_locals.get("evaluation_tracker")
+        frame = frame.f_back
+    return None
 
 
 def check_pair(small: Any, large: Any, small_base: str | None, method: str, router: str, threshold: Any,
                method_params: dict[str, Any], trust_remote_code: bool) -> tuple[dict[str, str], dict[str, Any]]:
     """Validate the pair and the method before any weight is read; return the roles and their tokenizers.
 
-    Every problem is a one-line ``ModelArgsError``: a missing model, a path that is not a model, a method
-    lacking what it needs (or given parameters it does not use), tokenizers that differ.
+    Every problem is a one-line ``ModelArgsError``: a missing model, a path that is not a model, a model
+    with custom code without ``trust_remote_code=true``, a method lacking what it needs (or given parameters
+    it does not use), tokenizers that differ.
     """
     from fsgen_eval.engine.config import make_config
     from fsgen_eval.engine.pair import pair_tokenizers
@@ -476,7 +622,12 @@ def check_pair(small: Any, large: Any, small_base: str | None, method: str, rout
     except ValueError as err:
         raise ModelArgsError(str(err)) from None
     roles = {"small": small, "large": large, **({"small_base": small_base} if small_base else {})}
+    for role, path in roles.items():
+        margs.check_remote_code(role, path, trust_remote_code)
     try:
         return roles, pair_tokenizers(roles, trust_remote_code)
     except ValueError as err:
+        if "trust_remote_code" in str(err) and not trust_remote_code:  # a hub model with custom code
+            raise ModelArgsError(f"{str(err).splitlines()[0]}: it runs custom code; pass trust_remote_code=true "
+                                 "in --model_args if you trust it") from None
         raise ModelArgsError(str(err)) from None

@@ -18,7 +18,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from fsgen_eval.core.schema import COUNTERS, summarize, trace_to_json
+from fsgen_eval.core.jsonl import read_jsonl
+from fsgen_eval.core.schema import COUNTERS, SCHEMA_VERSION, summarize, trace_to_json
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ def trace_path(target: Path, ts: str, rank: int = 0, world_size: int = 1) -> Pat
 
 
 def all_rank_paths(target: Path, ts: str, world_size: int) -> list[Path]:
+    """The trace file of every rank ``0 .. world_size-1`` of one run (rank 0 reads them all)."""
     return [trace_path(target, ts, r, world_size) for r in range(world_size)]
 
 
@@ -46,7 +48,7 @@ def make_record(
     **extra: Any,
 ) -> dict[str, Any]:
     """One trace line: request metadata, every per-token field as a list, the speculative counters."""
-    rec = dict(meta)
+    rec = {"schema_version": SCHEMA_VERSION, **meta}
     rec.update(trace_to_json(trace))
     rec.update({k: int((counters or {}).get(k, 0)) for k in COUNTERS})
     rec.update(extra)
@@ -54,23 +56,32 @@ def make_record(
 
 
 class TraceWriter:
-    """Appends records to one JSONL file, opened on the first write (no empty files for failed runs)."""
+    """Writes records to one JSONL file, opened on the first write (no empty files for failed runs).
 
-    def __init__(self, path: Path):
+    An existing file is refused (two runs would mix silently) unless ``append`` is set.
+    """
+
+    def __init__(self, path: Path, append: bool = False):
         self.path = Path(path)
+        self.append = append
         self._fh: TextIO | None = None
 
     def write_batch(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Append the records as JSON lines and flush, so a finished batch survives a later crash."""
         lines = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records)
         if not lines:
             return
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8")
+            try:
+                self._fh = open(self.path, "a" if self.append else "x", encoding="utf-8")
+            except FileExistsError:
+                raise FileExistsError(f"trace file {self.path} exists; pass trace_append=true to add to it") from None
         self._fh.write(lines)
         self._fh.flush()  # the batch is on disk (in the OS) before the next one starts
 
     def close(self) -> None:
+        """Close the file if one was opened."""
         if self._fh is not None:
             self._fh.close()
             self._fh = None
@@ -84,6 +95,8 @@ class SummaryBook:
         self.counters: dict[str, list[dict[str, int]]] = defaultdict(list)
 
     def add(self, task: str | None, trace: Mapping[str, Any], counters: Mapping[str, int] | None = None) -> None:
+        """Count one generation under ``task``: its ``handoff`` and ``llm_called`` arrays ``[T]`` and speculative
+        counters."""
         task = task or "unknown"
         self.traces[task].append({
             "handoff": np.asarray(trace["handoff"], dtype=bool),
@@ -105,19 +118,22 @@ class SummaryBook:
         }
 
     @classmethod
-    def from_files(cls, paths: Iterable[Path]) -> "SummaryBook":
-        """Rebuild from trace files (all ranks'); a torn last line (a killed writer) is skipped with a warning."""
+    def from_files(cls, paths: Iterable[Path], run_id: str | None = None) -> "SummaryBook":
+        """Rebuild from trace files (all ranks'); a torn last line (a killed writer) is skipped with a warning.
+
+        With ``run_id``, only that run's records count (a file appended to by several runs).
+        """
         book = cls()
         for path in paths:
             if not Path(path).exists():
                 log.warning("fsgen: trace file %s is missing; the summary leaves it out", path)
                 continue
-            with open(path, encoding="utf-8") as fh:
-                for n, line in enumerate(fh, 1):
-                    try:
-                        book.add_record(json.loads(line))
-                    except (json.JSONDecodeError, KeyError) as err:
-                        log.warning("fsgen: %s line %d is not a trace record (%s); skipped", path, n, err)
+            for n, rec in read_jsonl(Path(path), strict=False):  # (the torn-last-line rule of every reader)
+                try:
+                    if run_id is None or rec.get("run_id") == run_id:
+                        book.add_record(rec)
+                except (KeyError, TypeError, ValueError, AttributeError) as err:
+                    log.warning("fsgen: %s line %d is not a trace record (%s); skipped", path, n, err)
         return book
 
 

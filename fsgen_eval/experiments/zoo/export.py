@@ -48,6 +48,7 @@ def load_exported(path: Path) -> LlamaForCausalLM:
 
 
 def write_metrics(path: Path, metrics: dict) -> None:
+    """Write ``metrics`` as JSON through a temporary file and a rename (a crash leaves the old file)."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     tmp.replace(path)

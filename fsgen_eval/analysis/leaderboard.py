@@ -1,0 +1,178 @@
+"""The leaderboard: per task, the runs ranked by one column, every column with its 95 % interval and its best
+value marked.
+
+A row is one run on one task (a pair and a configuration). Its columns: lm-eval's metrics (± 1.96 stderr),
+``collaboration_rate`` and ``llm_call_rate`` (intervals with requests as clusters, from the traces:
+:func:`fsgen_eval.analysis.gate.ratio_ci`), ``acceptance_rate`` (accepted / drafted, the same way, for
+speculative runs), ``mean_acceptance_length`` and ``tokens_per_second`` (no interval: one number per run).
+Each column knows which way is better: a lower collaboration or call rate (System 2 is needed less), a higher
+metric, acceptance or speed. System 1 alone never calls System 2, so its zero rates are not ranked and never
+"best" in the rate columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fsgen_eval.analysis.gate import Z95, ratio_ci
+
+Interval = tuple[float, float] | None
+
+
+@dataclass(frozen=True)
+class Column:
+    """A numeric leaderboard column: ``key`` in a row (``metric:<name>`` for lm-eval metrics), its header,
+    ``better`` ("low" / "high") and the digits it is shown with."""
+
+    key: str
+    title: str
+    better: str
+    digits: int = 4
+
+    def value(self, row: dict[str, Any]) -> tuple[float | None, Interval]:
+        """(value, 95 % interval or None) of this column in ``row``."""
+        if self.key.startswith("metric:"):
+            v = row["metrics"].get(self.key[7:])
+            if v is None:
+                return None, None
+            value, se = v
+            return value, None if se is None else (value - Z95 * se, value + Z95 * se)
+        v = row.get(self.key)
+        return (None if v is None else float(v)), row.get("ci", {}).get(self.key)
+
+    def ranks(self, row: dict[str, Any]) -> bool:
+        """Whether ``row`` takes part in this column's ranking and best mark (System 1 alone's rates do not)."""
+        return not (self.key in NO_SYSTEM2_COLUMNS and row.get("role") == "System 1 alone")
+
+
+RATE_COLUMNS = (
+    Column("collaboration_rate", "collaboration rate ↓", "low"),
+    Column("llm_call_rate", "LLM call rate ↓", "low"),
+    Column("acceptance_rate", "acceptance rate ↑", "high"),
+    Column("mean_acceptance_length", "acceptance length ↑", "high", 2),
+    Column("tokens_per_second", "tokens/s ↑", "high", 1),
+)
+NO_SYSTEM2_COLUMNS = ("collaboration_rate", "llm_call_rate")
+RANK_CHOICES = ("collaboration_rate", "llm_call_rate", "acceptance_rate", "accuracy", "tokens_per_second")
+
+
+@dataclass
+class Table:
+    """One task's leaderboard. ``rows`` are in rank order (ranked rows first); each row carries ``rank``
+    (1-based, ``None`` when not ranked); ``best``: column key -> indices of the rows holding its best value."""
+
+    task: str
+    metrics: list[str]
+    rows: list[dict[str, Any]]
+    rank_by: str = "collaboration_rate"
+    best: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> list[Column]:
+        """One column per metric (higher is better), then the rate columns."""
+        return [Column(f"metric:{m}", f"{m} ↑", "high") for m in self.metrics] + list(RATE_COLUMNS)
+
+    def column(self, key: str) -> Column:
+        """The column keyed ``key`` (``metric:<name>`` or a rate); ``KeyError`` if there is none."""
+        for c in self.columns:
+            if c.key == key:
+                return c
+        raise KeyError(key)
+
+
+def rank_column(table_metrics: list[str], rank_by: str) -> str:
+    """The column key ranking a task: a rate column, ``accuracy`` (the task's first metric) or a metric name
+    (``exact_match,strict-match``). Raises naming the choices when the task has no such column."""
+    if rank_by in ("collaboration_rate", "llm_call_rate", "acceptance_rate", "tokens_per_second"):
+        return rank_by
+    if rank_by == "accuracy":
+        if not table_metrics:
+            raise ValueError("rank by accuracy: the task reports no metric")
+        return f"metric:{table_metrics[0]}"
+    if rank_by in table_metrics:
+        return f"metric:{rank_by}"
+    raise ValueError(f"cannot rank by {rank_by!r}: choose one of {', '.join(RANK_CHOICES)} or a metric "
+                     f"({', '.join(table_metrics) or 'none reported'})")
+
+
+def rank_table(table: Table, rank_by: str) -> Table:
+    """Sort ``table.rows`` by ``rank_by`` (best first; rows without a value or not ranked last, unranked)
+    and mark each column's best rows (ties: all of them)."""
+    key = rank_column(table.metrics, rank_by)
+    col = table.column(key)
+    sign = 1.0 if col.better == "low" else -1.0
+
+    def order(row: dict[str, Any]) -> tuple[int, float, str, str]:
+        v, _ = col.value(row)
+        ranked = v is not None and np.isfinite(v) and col.ranks(row)
+        return (0, sign * v, row["pair"], row["config"]) if ranked else (1, 0.0, row["pair"], row["config"])
+
+    rows = sorted(table.rows, key=order)
+    for i, row in enumerate(rows):
+        row["rank"] = i + 1 if order(row)[0] == 0 else None
+    table.rows, table.rank_by = rows, key
+    table.best = {c.key: best_rows(rows, c) for c in table.columns}
+    return table
+
+
+def best_rows(rows: list[dict[str, Any]], col: Column) -> list[int]:
+    """Indices of the rows with the column's best value (rounded as shown, so that ties shown are ties)."""
+    vals = [(i, round(v, col.digits)) for i, r in enumerate(rows) if col.ranks(r)
+            for v in [col.value(r)[0]] if v is not None and np.isfinite(v)]
+    if not vals:
+        return []
+    pick = min if col.better == "low" else max
+    target = pick(v for _, v in vals)
+    return [i for i, v in vals if v == target]
+
+
+def trace_intervals(records: list[dict[str, Any]]) -> dict[str, Interval]:
+    """95 % intervals of a run's rates on one task from its trace records (requests as clusters):
+    ``collaboration_rate``, ``llm_call_rate`` and, where tokens were drafted, ``acceptance_rate``."""
+    out: dict[str, Interval] = {}
+    if not records:
+        return out
+    traces = [r["trace"] for r in records]
+    n = np.array([len(t["handoff"]) for t in traces], float)
+    for key, fld in (("collaboration_rate", "handoff"), ("llm_call_rate", "llm_called")):
+        out[key] = ratio_ci(np.array([np.sum(t[fld]) for t in traces], float), n)
+    drafted = np.array([float(r.get("drafted_tokens") or 0) for r in records])
+    if drafted.sum() > 0:
+        out["acceptance_rate"] = ratio_ci(np.array([float(r.get("accepted_tokens") or 0) for r in records]), drafted)
+    return out
+
+
+def cell_text(col: Column, row: dict[str, Any]) -> str:
+    """``0.1394 [0.1336, 0.1452]`` (value and interval, the column's digits), ``–`` when absent."""
+    v, ci = col.value(row)
+    if v is None:
+        return "–"
+    text = f"{v:.{col.digits}f}"
+    if ci is not None and all(np.isfinite(ci)):
+        text += f" [{ci[0]:.{col.digits}f}, {ci[1]:.{col.digits}f}]"
+    return text
+
+
+def format_rows(table: Table, mark: Callable[[str], str]) -> list[list[tuple[str, float | str | None, bool]]]:
+    """Per row, per displayed column: (text, sort value, is best); ``mark`` decorates a best cell's text."""
+    out = []
+    for i, row in enumerate(table.rows):
+        cells: list[tuple[str, float | str | None, bool]] = [
+            ("–" if row["rank"] is None else str(row["rank"]), row["rank"], False),
+            (row["role"], row["role"], False), (row["pair"], row["pair"], False), (row["config"], row["config"], False)]
+        for col in table.columns:
+            best = i in table.best.get(col.key, [])
+            text = cell_text(col, row)
+            cells.append((mark(text) if best else text, col.value(row)[0], best))
+        out.append(cells)
+    return out
+
+
+def header(table: Table) -> list[str]:
+    """The column titles of a task's leaderboard, the rank column first."""
+    rank_title = table.column(table.rank_by).title.rstrip(" ↓↑")
+    return [f"rank ({rank_title})", "role", "pair", "configuration", *(c.title for c in table.columns)]
