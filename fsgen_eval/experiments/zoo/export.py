@@ -37,8 +37,12 @@ def export_model(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, ou
     out_dir.mkdir(parents=True, exist_ok=True)
     half = LlamaForCausalLM(model.config).to(dtype)
     half.load_state_dict(model.state_dict())
-    half.config.dtype = load_dtype
     half.save_pretrained(str(out_dir), safe_serialization=True)
+    # save_pretrained writes the weights' own dtype into config.json; name the one to load in instead
+    config = out_dir / "config.json"
+    obj = json.loads(config.read_text())
+    obj["dtype"] = str(load_dtype).removeprefix("torch.")
+    config.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(str(out_dir))
 
 
