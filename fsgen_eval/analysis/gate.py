@@ -79,14 +79,26 @@ def collect(runs: list[Run]) -> dict[str, dict[str, Any]]:
 
 def write_baseline(path: Path, entries: dict[str, dict[str, Any]], tolerances: dict[str, float],
                    intervals: bool = True) -> None:
-    """``intervals=False`` records that this baseline is judged by the tolerances alone (see :func:`compare`)."""
+    """``intervals=False`` records that this baseline is judged by the tolerances alone (see :func:`compare`).
+
+    Missing parent folders are created (``--baseline ci/fsgen-baseline.json`` in a fresh clone); the file is
+    written beside itself and renamed, so a crash never leaves half a baseline.
+    """
     clean = {k: {kk: vv for kk, vv in v.items() if kk != "ci"} for k, v in entries.items()}
-    Path(path).write_text(json.dumps({"fsgen_baseline": 1, "tolerances": tolerances, "intervals": intervals,
-                                      "entries": clean}, indent=2, sort_keys=True) + "\n")
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--baseline {path} is a folder; name a .json file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"fsgen_baseline": 1, "tolerances": tolerances, "intervals": intervals,
+                               "entries": clean}, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
 
 
 def read_baseline(path: Path) -> dict[str, Any]:
     """A baseline JSON (``entries``, ``tolerances``, ``intervals``); ``ValueError`` naming the file if it is not one."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"baseline {path}: no such file; record one with --update-baseline")
     obj = read_json(path)
     if not isinstance(obj, dict) or not isinstance(obj.get("entries"), dict):
         raise ValueError(f"{path}: not a baseline file (no 'entries' object; write one with --update-baseline)")

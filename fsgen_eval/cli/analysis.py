@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,8 @@ def _add_sweep(sub: Any) -> None:
     p.add_argument("--lm-eval-args", default="", help="more lm-eval arguments, e.g. '--batch_size 8'")
     p.add_argument("--jobs", type=int, help="cells run at once (default 1, or one per --devices entry)")
     p.add_argument("--devices", type=_csv_list, help="e.g. cuda:0,cuda:1: one cell per device at a time")
-    p.add_argument("--dry-run", action="store_true", help="print the grid and the commands; run nothing")
+    p.add_argument("--dry-run", action="store_true", default=os.environ.get("FSGEN_DRY_RUN") == "1",
+                   help="print the grid and the commands; run nothing (default with FSGEN_DRY_RUN=1)")
     p.set_defaults(func=cmd_sweep)
 
 

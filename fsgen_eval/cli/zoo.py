@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--work-dir", default=None, help="checkpoints and caches (default runs/zoo/<family>)")
     train.add_argument("--models", nargs="+", default=None, help="train only these members (no yaml/card written)")
     train.add_argument("--threads", type=int, default=1, help="torch threads (default 1: results then repeat exactly)")
+    train.add_argument("--dry-run", action="store_true", default=os.environ.get("FSGEN_DRY_RUN") == "1",
+                       help="check the arguments, print what would be trained and where; train nothing "
+                            "(default with FSGEN_DRY_RUN=1)")
     train.set_defaults(func=run_train)
     agree = sub.add_parser("agree", help="greedy oracle agreement of two models on GSM8K test prompts")
     agree.add_argument("--small", required=True, help="System 1 model folder")
@@ -49,6 +52,14 @@ def run_train(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown model {unknown[0]!r} in family {family.name}; valid: {', '.join(names)}")
 
+    out = Path(args.out_dir or f"models/{family.name}")
+    yaml_path = Path(args.config_yaml or f"model_configs/{family.name}.yaml")
+    work = Path(args.work_dir or f"runs/zoo/{family.name}")
+    if args.dry_run:
+        print(f"zoo train (dry run): family {family.name}, models {', '.join(args.models or names)}; datasets "
+              f"{datasets}; models to {out}, family list to {yaml_path}, checkpoints in {work}")
+        return 0
+
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -56,9 +67,6 @@ def run_train(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     hf_logging.disable_progress_bar()  # the log is read as a file; bars only clutter it
-    out = Path(args.out_dir or f"models/{family.name}")
-    yaml_path = Path(args.config_yaml or f"model_configs/{family.name}.yaml")
-    work = Path(args.work_dir or f"runs/zoo/{family.name}")
     build_family(family, datasets, out, yaml_path, work, only=args.models, log=lambda m: print(m, flush=True))
     return 0
 
