@@ -130,14 +130,17 @@ class MethodSpec:
 
     @property
     def fn(self) -> Callable:
+        """The method's function (imported on first use when ``impl`` is ``"module:function"``)."""
         return _cached(self.impl)
 
     @property
     def defaults(self) -> dict[str, Any]:
+        """Parameter name -> default (``REQUIRED`` where it must be given)."""
         return {p.name: p.default for p in self.params}
 
     @property
     def speculative(self) -> bool:
+        """Whether it runs the draft-and-verify loop."""
         return self.loop == "speculative"
 
 
@@ -159,6 +162,7 @@ class RouterSpec:
 
     @property
     def defaults(self) -> dict[str, Any]:
+        """Parameter name -> default (``REQUIRED`` where it must be given)."""
         return {p.name: p.default for p in self.params}
 
     def build(self, params: Mapping[str, Any]) -> Callable:
@@ -207,12 +211,14 @@ class Registry(Mapping):
         return self[name]
 
     def add(self, spec: Any, replace: bool = False) -> Any:
+        """Add an entry (``register_method`` / ``register_router`` check it first)."""
         if spec.name in self._entries and not replace:
             raise ValueError(f"{self.kind} {spec.name!r} is already registered")
         self._entries[spec.name] = spec
         return spec
 
     def remove(self, name: str) -> None:
+        """Drop an entry if present (tests that register one clean up with this)."""
         self._entries.pop(name, None)
 
 
@@ -250,10 +256,12 @@ def register_router(spec: RouterSpec, replace: bool = False) -> RouterSpec:
 
 
 def get_method(name: str) -> MethodSpec:
+    """The method's entry; ``ValueError`` listing the valid methods."""
     return METHODS.get_spec(name)
 
 
 def get_router(name: str) -> RouterSpec:
+    """The router's entry; ``ValueError`` listing the valid routers."""
     return ROUTERS.get_spec(name)
 
 
@@ -268,10 +276,12 @@ def param_names() -> list[str]:
 
 
 def router_param_names() -> set[str]:
+    """Every parameter name some router declares."""
     return {p.name for name in ROUTERS for p in ROUTERS[name].params}
 
 
 def routers_taking(param: str) -> list[str]:
+    """The routers that declare ``param``, in registration order."""
     return [name for name in ROUTERS if any(p.name == param for p in ROUTERS[name].params)]
 
 
@@ -282,10 +292,12 @@ def signal_router(signal: str, calls_when: str) -> RouterSpec | None:
 
 
 # ------------------------------------------------------------------------------- checking parameters
-def _fill(params: tuple[Param, ...], given: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults under ``given``, each value through its check (``REQUIRED`` ones must be present)."""
+def _fill(spec: MethodSpec | RouterSpec, kind: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults under ``given``, each value through its check; ``ValueError`` for a missing ``REQUIRED`` one."""
     out = {}
-    for p in params:
+    for p in spec.params:
+        if p.default is REQUIRED and p.name not in given:
+            raise ValueError(f"{kind} {spec.name!r} needs a {p.name}" + (f" ({p.help})" if p.help else ""))
         out[p.name] = p.check(given[p.name]) if p.name in given else p.default
     return out
 
@@ -297,7 +309,7 @@ def check_method_params(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         takes = ", ".join(spec.defaults) or "no parameters"
         raise ValueError(f"method {name!r} does not use parameter(s) {', '.join(unknown)} (it takes: {takes})")
-    return _fill(spec.params, given)
+    return _fill(spec, "method", given)
 
 
 def check_router_params(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -310,10 +322,7 @@ def check_router_params(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         takes = ", ".join(spec.defaults) or "no parameters"
         raise ValueError(f"router {name!r} does not use parameter(s) {', '.join(unknown)} (it takes: {takes})")
-    for p in spec.params:
-        if p.default is REQUIRED and p.name not in given:
-            raise ValueError(f"router {name!r} needs a {p.name}" + (f" ({p.help})" if p.help else ""))
-    return _fill(spec.params, given)
+    return _fill(spec, "router", given)
 
 
 def split_params(method: str, router: str, given: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

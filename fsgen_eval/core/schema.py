@@ -109,6 +109,7 @@ def topk_path(jsonl: str | Path) -> Path:
 
 
 def trace_len(trace: Mapping[str, np.ndarray]) -> int:
+    """T, the number of tokens in a trace."""
     return int(len(trace["token_id"]))
 
 

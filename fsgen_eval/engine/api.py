@@ -59,6 +59,7 @@ def _check_batch_size(batch_size: int) -> None:
 
 
 def encode(pair: ModelPair, text: str) -> list[int]:
+    """The token ids ``[T]`` of ``text`` with the tokenizer's special tokens (as lm-eval encodes)."""
     return pair.tokenizer(text, add_special_tokens=True)["input_ids"]
 
 

@@ -34,10 +34,12 @@ class DecodeConfig:
 
     @cached_property
     def method_spec(self) -> MethodSpec:
+        """The method's registry entry."""
         return registry.get_method(self.method)
 
     @cached_property
     def router_spec(self) -> RouterSpec:
+        """The router's registry entry."""
         return registry.get_router(self.router)
 
     @cached_property

@@ -48,6 +48,7 @@ class Sequences:
 
     @classmethod
     def from_prompt(cls, input_ids: Tensor, attention_mask: Tensor) -> "Sequences":
+        """Columns of the prompt ``[B, T]`` (left-padded), nothing generated yet."""
         b, t = input_ids.shape
         return cls(input_ids.long(), attention_mask.long(), positions_from_mask(attention_mask), t,
                    torch.zeros(b, dtype=torch.bool, device=input_ids.device),
@@ -71,6 +72,7 @@ class Sequences:
         self.mask = torch.cat([self.mask, real[:, None]], 1)
 
     def truncate(self, length: int) -> None:
+        """Keep the first ``length`` columns (drops rejected drafts)."""
         self.tokens, self.mask, self.positions = (x[:, :length] for x in (self.tokens, self.mask, self.positions))
 
     def reject(self, start: int, kept: Tensor) -> None:
@@ -283,6 +285,7 @@ def trim_at_stop(tokenizer, ids: list[int], stop: tuple[str, ...]) -> tuple[list
 
 
 def collect_rows(pair: ModelPair, st: "DecodeState", cfg: DecodeConfig) -> list[RowResult]:
+    """One :class:`RowResult` per original row: tokens, text and trace ``[T_r]`` trimmed at EOS and stop strings."""
     st.lengths[st.rows] = st.seq.lengths
     trace = st.rec.finish(st.rec.batch, st.seq.tokens.device)
     gen = trace["token_id"].tolist()  # the emitted columns, over the original rows
@@ -313,6 +316,7 @@ class DecodeState:
     counters: Tensor  # (B0, 3) int64: drafted, accepted, verification steps
 
     def runners(self) -> list[Runner]:
+        """The runners in use (``small_base``'s only for proxy tuning)."""
         return [r for r in (self.small, self.large, self.small_base) if r is not None]
 
 
@@ -370,6 +374,8 @@ def make_generator(pair: ModelPair, cfg: DecodeConfig) -> torch.Generator | None
 
 def init_state(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg: DecodeConfig,
           gen: torch.Generator | None) -> DecodeState:
+    """The loop's state for a left-padded batch ``input_ids``/``attention_mask`` ``[B, T]``: empty caches, no
+    row finished."""
     dev = pair.device
     ids, mask = input_ids.to(dev), attention_mask.to(dev)
     rows = torch.arange(ids.shape[0], device=dev)

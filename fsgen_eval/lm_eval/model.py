@@ -56,11 +56,6 @@ from fsgen_eval.lm_eval.traces import (
 
 log = logging.getLogger(__name__)
 
-# Generation kwargs the engine implements; others are refused rather than silently dropped.
-_GEN_KEYS = {"do_sample", "temperature", "top_p", "top_k"}
-_NOOP_GEN = {"num_beams": 1, "repetition_penalty": 1.0}
-
-
 # ------------------------------------------------------------------------------- request identity
 @dataclass
 class _Request:
@@ -168,7 +163,13 @@ class FSGenLM(HFLM):
         from fsgen_eval.engine.config import make_config
         from fsgen_eval.engine.pair import ModelPair
 
-        # everything that can be wrong is checked before a weight is read
+        # everything that can be wrong is checked before a weight is read (the Python API too, not only
+        # create_from_arg_obj: FSGenLM(batch_size="x") names the key as --model_args does)
+        checked = margs.check_values({"batch_size": batch_size, "max_batch_size": max_batch_size,
+                                      "max_length": max_length, "dtype": dtype, **params})
+        batch_size, max_batch_size, max_length, dtype = (checked[k] for k in
+                                                         ("batch_size", "max_batch_size", "max_length", "dtype"))
+        params = {k: checked[k] for k in params}
         margs.check_launch()
         threshold = params.get("threshold")
         method_params = margs.method_params(params)
@@ -201,6 +202,7 @@ class FSGenLM(HFLM):
     # ----------------------------------------------------------------------------- construction
     @classmethod
     def model_arg_names(cls) -> list[str]:
+        """Every ``--model_args`` key ``fsgen`` accepts: its own arguments, HFLM's and the registries'."""
         fixed = [n for n, p in inspect.signature(cls.__init__).parameters.items()
                  if n != "self" and p.kind is not p.VAR_KEYWORD]
         return margs.model_arg_names(fixed)
@@ -213,7 +215,9 @@ class FSGenLM(HFLM):
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict[str, Any], additional_config: dict | None = None) -> "FSGenLM":
         """lm-eval's entry for a dict of model_args; lm-eval's device/batch_size defaults lose to them."""
-        return cls(**margs.merge_args(arg_dict, additional_config, cls.model_arg_names()))
+        given = margs.check_values(margs.merge_args(arg_dict, additional_config, cls.model_arg_names()))
+        margs.check_gen_kwargs(margs.running_gen_kwargs())  # they reach the model only with the requests
+        return cls(**given)
 
     def _load_small(self, role: str, path: str, dtype: str, trust_remote_code: bool) -> transformers.PreTrainedModel:
         from fsgen_eval.engine.pair import load_model
@@ -409,20 +413,8 @@ class FSGenLM(HFLM):
         return row.text
 
     def _sampling(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """lm-eval's generation kwargs → the engine's (temperature 0 = greedy); unknown ones are refused."""
-        extra = {k: v for k, v in kwargs.items() if k not in _GEN_KEYS and _NOOP_GEN.get(k, object()) != v}
-        if extra:
-            raise ValueError(f"--model fsgen does not support generation kwarg(s) {', '.join(sorted(extra))}")
-        temperature = float(kwargs.get("temperature") or 0.0)
-        if not kwargs.get("do_sample", temperature > 0):
-            temperature = 0.0
-        elif temperature == 0.0:
-            log.warning("fsgen: do_sample=True without a temperature: sampling at temperature 1.0")
-            temperature = 1.0
-        top_p = float(kwargs.get("top_p") or 1.0) if temperature > 0 else 1.0
-        top_k = int(kwargs.get("top_k") or 0) if temperature > 0 else 0
-        # no seed: the engine then draws one from torch's global RNG, which lm-eval's --seed seeds
-        return {"temperature": temperature, "top_p": top_p, "top_k": top_k}
+        """lm-eval's generation kwargs → the engine's (temperature 0 = greedy); bad ones are refused."""
+        return margs.sampling(kwargs)
 
     # -------------------------------------------------------------------------------- scoring
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:

@@ -46,6 +46,7 @@ def trace_path(target: Path, ts: str, rank: int = 0, world_size: int = 1) -> Pat
 
 
 def all_rank_paths(target: Path, ts: str, world_size: int) -> list[Path]:
+    """The trace file of every rank ``0 .. world_size-1`` of one run (rank 0 reads them all)."""
     return [trace_path(target, ts, r, world_size) for r in range(world_size)]
 
 
@@ -80,6 +81,7 @@ class TraceWriter:
         self._topk: TopKWriter | None = None
 
     def write_batch(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Append the records as JSON lines and flush, so a finished batch survives a later crash."""
         records = list(records)
         topk = [{k: r[k] for k in TOPK_FIELDS if k in r} for r in records]
         plain = [{k: v for k, v in r.items() if k not in TOPK_FIELDS} for r in records]
@@ -107,6 +109,7 @@ class TraceWriter:
                 self._lines = sum(1 for _ in fh)
 
     def close(self) -> None:
+        """Close the file if one was opened."""
         if self._fh is not None:
             self._fh.close()
             self._fh = None
@@ -178,6 +181,8 @@ class SummaryBook:
         self.counters: dict[str, list[dict[str, int]]] = defaultdict(list)
 
     def add(self, task: str | None, trace: Mapping[str, Any], counters: Mapping[str, int] | None = None) -> None:
+        """Count one generation under ``task``: its ``handoff`` and ``llm_called`` arrays ``[T]`` and speculative
+        counters."""
         task = task or "unknown"
         kept = {"handoff": np.asarray(trace["handoff"], dtype=bool),
                 "llm_called": np.asarray(trace["llm_called"], dtype=bool)}
