@@ -73,8 +73,8 @@ def _record_lines(trace_file: Path) -> list[int]:
 def read_topk(trace_file: Path, records: list[dict[str, Any]], run_id: str | None = None) -> TopK:
     """Read ``trace_file``'s side file and label each token by its record's ``handoff`` (``records``: the
     file's records as :func:`files.read_trace_file` returns them). Only tokens where System 2 was evaluated
-    are kept (a handoff is defined only there), and with ``run_id`` only that run's (an appended file). Raises naming the file when a column is missing, a row
-    points past its record, or the top-K lists are ragged."""
+    are kept (a handoff is defined only there), and with ``run_id`` only that run's (an appended file). Raises
+    naming the file when a column is missing, a row points past its record, or the top-K lists are ragged."""
     import pyarrow.parquet as pq
 
     path = topk_path(trace_file)
