@@ -190,7 +190,11 @@ def test_two_cpu_processes_under_torchrun_stop_in_one_line(llama_pair):
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
     ours = [line for line in proc.stderr.splitlines() if line.startswith("lm_eval --model fsgen: error: ")]
-    assert len(ours) == 2 and "2 processes were launched (WORLD_SIZE=2)" in ours[0], proc.stderr[-3000:]
+    # each worker stops in one line; torchrun terminates the other worker once one fails, so the second line
+    # appears only when it got there first
+    assert 1 <= len(ours) <= 2, proc.stderr[-3000:]
+    assert all("2 processes were launched (WORLD_SIZE=2)" in line for line in ours)
+    assert "ModelArgsError" not in proc.stderr  # no worker's traceback, only the one line
     assert "Running generate_until" not in proc.stderr + proc.stdout
 
 

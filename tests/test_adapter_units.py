@@ -83,6 +83,7 @@ def _trace(handoff: list[bool], called: list[bool]) -> dict[str, np.ndarray]:
     t["llm_called"] = np.asarray(called)
     t["s2_entropy"] = np.full(n, np.nan, dtype=np.float32)
     t["accepted"] = np.full(n, -1, dtype=np.int8)
+    t["base_handoff"] = np.full(n, -1, dtype=np.int8)  # no base model (not proxy tuning)
     return t
 
 
@@ -99,9 +100,11 @@ def test_summary_of_all_ranks_from_their_files(tmp_path):
         TraceWriter(path).write_batch(_records(rank))
     book = SummaryBook.from_files(paths)
     s = book.summary()
-    # by hand: 8 tokens, 2 handoffs, 6 calls; drafted 8, accepted 6 over 4 verification steps
+    # by hand: 8 tokens, 2 handoffs, 6 calls; drafted 8, accepted 6 over 4 verification steps, no token
+    # replaced a rejected draft, no base model
     assert s["summary"] == {"generated_tokens": 8, "collaboration_rate": 0.25, "llm_call_rate": 0.75,
-                            "acceptance_rate": 0.75, "mean_acceptance_length": 2.5}
+                            "acceptance_rate": 0.75, "mean_acceptance_length": 2.5,
+                            "handoffs_per_call": 2 / 6, "rejections_per_round": 0.0, "base_collaboration_rate": None}
     assert s["per_task"]["mbpp"]["generated_tokens"] == 4
     assert set(s["per_task"]) == {"gsm8k", "mbpp"}
     assert s["summary"] == summarize([r for k in (0, 1) for r in _records(k)], [r for k in (0, 1) for r in _records(k)])

@@ -96,3 +96,21 @@ def test_baseline_not_a_baseline(tmp_path, capsys):
     assert main(["check", str(_results(tmp_path / "a")), "--baseline", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "b.json" in err and "not a baseline" in err
+
+
+def test_update_baseline_creates_its_folder(tmp_path, monkeypatch, capsys):
+    """README's `--baseline ci/fsgen-baseline.json --update-baseline` in a fresh clone, where ci/ is absent."""
+    res = _results(tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", str(res), "--baseline", "ci/fsgen-baseline.json", "--update-baseline"]) == 0
+    assert json.loads((tmp_path / "ci" / "fsgen-baseline.json").read_text())["entries"]
+    assert not list((tmp_path / "ci").glob("*.tmp"))
+    assert main(["check", str(res), "--baseline", "ci/fsgen-baseline.json"]) == 0
+
+
+def test_a_missing_baseline_is_one_line_saying_so(tmp_path, capsys):
+    res = _results(tmp_path / "run")
+    assert main(["check", str(res), "--baseline", str(tmp_path / "ci" / "b.json")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (f"fsgen-eval check: error: baseline {tmp_path / 'ci' / 'b.json'}: no such file; "
+                    "record one with --update-baseline")

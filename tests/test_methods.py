@@ -80,10 +80,10 @@ def test_routers_hand_computed():
 
 def test_registries_name_the_valid_choices():
     assert set(METHODS) == {"oracle", "speculative", "contrastive", "proxy"}
-    assert set(ROUTERS) == {"always", "never", "max_prob", "margin", "entropy"}
+    assert set(ROUTERS) == {"always", "never", "max_prob", "margin", "entropy", "learned"}
     with pytest.raises(ValueError, match="valid methods: oracle, speculative, contrastive, proxy"):
         get_method("medusa")
-    with pytest.raises(ValueError, match="valid routers: always, never, max_prob, margin, entropy"):
+    with pytest.raises(ValueError, match="valid routers: always, never, max_prob, margin, entropy, learned"):
         get_router("sometimes")
 
 

@@ -147,6 +147,18 @@ def test_registration_refuses_clashing_parameter_names(registered):
         registry.register_method(MethodSpec("mix", mix))
 
 
+def test_a_required_method_parameter_must_be_given():
+    from fsgen_eval.engine.config import make_config
+
+    registry.register_method(MethodSpec("needy", mix, (Param("mix_level", REQUIRED, float, "how much"),)))
+    try:
+        with pytest.raises(ValueError, match="method 'needy' needs a mix_level \\(how much\\)"):
+            make_config(method="needy")
+        assert make_config(method="needy", mix_level="0.5").params == {"mix_level": 0.5}
+    finally:
+        registry.METHODS.remove("needy")
+
+
 def test_the_model_args_schema_comes_from_the_registries(registered):
     from fsgen_eval.lm_eval.model import FSGenLM
 
@@ -212,3 +224,13 @@ def test_sweep_runs_them(llama_pair, tmp_path):
     bad = [*cmd[:7], "mix:mix_weight=3", *cmd[8:]]
     proc = subprocess.run(bad, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2 and proc.stderr.strip() == "fsgen-eval sweep: error: mix_weight must be in [0, 1], got '3'"
+
+
+def test_fsgen_eval_methods_lists_the_extension(registered, capsys):
+    from fsgen_eval.cli import main
+
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "  mix [loop=step]  geometric mix of System 1 and the large model\n    mix_weight=0.5  the large model's share" in out
+    assert "  linear  w . [entropy, top1, margin] + b > 0\n    router_weights=REQUIRED  a JSON file of w and b" in out
+    assert "  entropy [signal=s1_entropy (above)]" in out and "  never [never calls System 2]" in out

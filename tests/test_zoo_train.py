@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fsgen_eval.cli import main
@@ -155,7 +156,9 @@ def test_built_models_load_with_shared_tokenizer_and_counts_match(built):
         assert (e.path / "tokenizer.json").read_bytes() == shared
         model = AutoModelForCausalLM.from_pretrained(str(e.path), local_files_only=True)
         tok = AutoTokenizer.from_pretrained(str(e.path), local_files_only=True)
-        assert model.dtype == torch.float16  # committed in half precision
+        with safe_open(str(e.path / "model.safetensors"), "pt") as f:  # committed in half precision
+            assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+        assert model.dtype == torch.float32  # config.json says float32: dtype=auto decodes exactly
         assert model.num_parameters() == e.total_params
         emb = model.get_input_embeddings().weight.numel()
         assert e.non_embedding_params == e.total_params - emb  # tied head: counted once

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fsgen_eval.core.jsonl import read_json, read_jsonl  # noqa: F401 - read_json: re-exported (gate reads it here)
-from fsgen_eval.core.schema import RunInfo, Trace, trace_from_json
+from fsgen_eval.core.schema import RunInfo, Trace, topk_path, trace_from_json
 
 # with no logging set up (the CLI), Python prints warnings bare to stderr
 log = logging.getLogger("fsgen_eval.analysis")
@@ -58,6 +60,7 @@ class Run:
 
     @property
     def pair(self) -> str:
+        """``small -> large`` with each model's short name."""
         return f"{_short(self.fsgen.small)} -> {_short(self.fsgen.large)}"
 
 
@@ -174,25 +177,50 @@ def read_trace_file(path: Path) -> list[dict[str, Any]]:
 def read_traces(paths: list[Path]) -> list[dict[str, Any]]:
     """Records of several trace sources (see :func:`read_trace_file`).
 
-    A ``*.jsonl`` is read as given. A ``results_*.json`` means the traces it names. A folder means the traces
-    of the one run below it; a trace no results file names (a killed run) is reported and left out, and a
+    A ``*.jsonl`` is read as given (every run in it: see :func:`by_run_id`). A ``results_*.json`` means its
+    run's records in the traces it names (:func:`run_records`). A folder means the records of the one run
+    below it; a trace no results file names (a killed run) is reported and left out, and a
     folder holding several runs is refused (their tokens are not one population).
     """
-    files: list[Path] = []
+    records: list[dict[str, Any]] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(_run_traces_below(p))
+            records.extend(run_records(_run_below(p)))
         elif p.name.startswith("results_") and p.suffix == ".json":
             run = load_run(p)
             if not run.trace_files:
                 raise ValueError(f"{p}: this results file names no trace file that exists")
-            files.extend(run.trace_files)
+            records.extend(run_records(run))
         else:
-            files.append(p)
-    return [r for f in files for r in read_trace_file(f)]
+            records.extend(read_trace_file(p))
+    return records
 
 
-def _run_traces_below(folder: Path) -> list[Path]:
+def run_records(run: Run) -> list[dict[str, Any]]:
+    """The trace records of ``run``: those of its trace files that carry its ``run_id``.
+
+    A file written with ``trace_append=true`` holds several runs; the others' records are left out, with a
+    warning that counts them. A run recorded before run ids (``run_id`` unset) keeps every record.
+    """
+    records = [r for f in run.trace_files for r in read_trace_file(f)]
+    if run.fsgen.run_id is None:
+        return records
+    own = [r for r in records if r.get("run_id") == run.fsgen.run_id]
+    if len(own) < len(records):
+        log.warning("%s: %d of the %d records in its trace files belong to other runs (another run_id); "
+                    "left out", run.path, len(records) - len(own), len(records))
+    return own
+
+
+def by_run_id(records: list[dict[str, Any]]) -> dict[str | None, list[dict[str, Any]]]:
+    """Records grouped by ``run_id``, in order of first appearance (``None``: written before run ids)."""
+    groups: dict[str | None, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(r.get("run_id"), []).append(r)
+    return groups
+
+
+def _run_below(folder: Path) -> Run:
     results = [f for f in sorted(folder.rglob("results_*.json")) if not any(x.endswith(".tmp") for x in f.parts)]
     runs = [load_run(f) for f in results]
     orphans = warn_incomplete([folder], runs)
@@ -203,10 +231,11 @@ def _run_traces_below(folder: Path) -> list[Path]:
         what = f"only incomplete runs' traces ({', '.join(map(str, orphans))})" if orphans else "no trace files"
         raise ValueError(f"{folder}: no finished run's traces below this folder: {what}; pass a trace file "
                          "itself to analyze it anyway")
-    return runs[0].trace_files
+    return runs[0]
 
 
 def traces_of(records: list[dict[str, Any]]) -> list[Trace]:
+    """The per-token traces (fields ``[T_i]``) of trace records, in order."""
     return [r["trace"] for r in records]
 
 
@@ -253,4 +282,37 @@ def _numeric_row(path: Path, line: int, row: dict[str, str]) -> dict[str, Any]:
         if c == "collaboration_rate" and not 0 <= v <= 1:
             raise ValueError(f"{path}:{line}: column {c!r} must be a rate in [0, 1], got {row[c]!r}")
         out[c] = v
+    return out
+
+
+def read_topk(jsonl: Path, field: str = "s1_topk_probs") -> dict[int, np.ndarray]:
+    """One top-K column of a trace file's Parquet side file, per record: ``{JSONL line: [T, K] array}``.
+
+    System 2's lists are null where it was not evaluated; those rows become NaN (probabilities) or -1 (ids).
+    Raises naming the side file when it is missing, unreadable (e.g. a killed run left no footer) or lacks
+    the column.
+    """
+    import pyarrow.parquet as pq
+
+    side = topk_path(jsonl)
+    if not side.is_file():
+        raise FileNotFoundError(f"{side}: no top-K side file (record the traces with trace_topk=K)")
+    try:
+        table = pq.read_table(side, columns=["record", "token", field])
+    except Exception as err:  # pyarrow raises several types for a torn or foreign file
+        raise ValueError(f"{side}: not a readable top-K side file ({str(err).splitlines()[0]})") from None
+    rec = table.column("record").to_numpy()
+    tok = table.column("token").to_numpy()
+    values = table.column(field).to_pylist()
+    k = max((len(v) for v in values if v is not None), default=0)
+    fill = np.nan if field.endswith("probs") else -1
+    arr = np.asarray([v if v is not None else [fill] * k for v in values],
+                     dtype=np.float32 if field.endswith("probs") else np.int32).reshape(len(values), k)
+    out: dict[int, np.ndarray] = {}
+    for r in np.unique(rec):
+        rows = np.flatnonzero(rec == r)
+        rows = rows[np.argsort(tok[rows])]
+        if not np.array_equal(tok[rows], np.arange(len(rows))):
+            raise ValueError(f"{side}: record {int(r)} has token indices other than 0..{len(rows) - 1}")
+        out[int(r)] = arr[rows]
     return out

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fsgen_eval.analysis.files import Run, is_metric, read_json, read_traces
+from fsgen_eval.analysis.files import Run, is_metric, read_json, run_records
 
 RATES = ("collaboration_rate", "llm_call_rate")
 DEFAULT_TOLERANCES = {"collaboration_rate": 0.02, "llm_call_rate": 0.02, "accuracy": 0.02}
@@ -26,6 +26,7 @@ Z95 = 1.959964
 
 
 def entry_key(run: Run, task: str) -> str:
+    """The baseline key of one (run, task): ``pair | method/router[@threshold] | task``."""
     return f"{run.pair} | {run.label} | {task}"
 
 
@@ -49,7 +50,7 @@ def _stderr(task_results: dict[str, Any], metric: str) -> float | None:
 
 def run_entries(run: Run) -> dict[str, dict[str, Any]]:
     """Baseline-shaped entries of one run: key -> {rates, ``metrics``, ``ci`` (value -> [lo, hi])}."""
-    records = read_traces(run.trace_files) if run.trace_files else []
+    records = run_records(run)
     out = {}
     for task, res in run.results.items():
         summary = run.fsgen.task_summary(task)
@@ -72,18 +73,32 @@ def run_entries(run: Run) -> dict[str, dict[str, Any]]:
 
 
 def collect(runs: list[Run]) -> dict[str, dict[str, Any]]:
+    """Every run's gate entries (rates, accuracies and their intervals), keyed by :func:`entry_key`."""
     return {k: v for run in runs for k, v in run_entries(run).items()}
 
 
 def write_baseline(path: Path, entries: dict[str, dict[str, Any]], tolerances: dict[str, float],
                    intervals: bool = True) -> None:
-    """``intervals=False`` records that this baseline is judged by the tolerances alone (see :func:`compare`)."""
+    """``intervals=False`` records that this baseline is judged by the tolerances alone (see :func:`compare`).
+
+    Missing parent folders are created (``--baseline ci/fsgen-baseline.json`` in a fresh clone); the file is
+    written beside itself and renamed, so a crash never leaves half a baseline.
+    """
     clean = {k: {kk: vv for kk, vv in v.items() if kk != "ci"} for k, v in entries.items()}
-    Path(path).write_text(json.dumps({"fsgen_baseline": 1, "tolerances": tolerances, "intervals": intervals,
-                                      "entries": clean}, indent=2, sort_keys=True) + "\n")
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--baseline {path} is a folder; name a .json file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"fsgen_baseline": 1, "tolerances": tolerances, "intervals": intervals,
+                               "entries": clean}, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
 
 
 def read_baseline(path: Path) -> dict[str, Any]:
+    """A baseline JSON (``entries``, ``tolerances``, ``intervals``); ``ValueError`` naming the file if it is not one."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"baseline {path}: no such file; record one with --update-baseline")
     obj = read_json(path)
     if not isinstance(obj, dict) or not isinstance(obj.get("entries"), dict):
         raise ValueError(f"{path}: not a baseline file (no 'entries' object; write one with --update-baseline)")
@@ -105,12 +120,14 @@ class Check:
 
     @property
     def delta(self) -> float | None:
+        """Current minus baseline value, ``None`` where either is missing."""
         if self.baseline is None or self.current is None:
             return None
         return self.current - self.baseline
 
     @property
     def failed(self) -> bool:
+        """A regression or an entry missing from the current results."""
         return self.status in ("FAIL", "missing")
 
 

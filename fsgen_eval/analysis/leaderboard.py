@@ -73,9 +73,11 @@ class Table:
 
     @property
     def columns(self) -> list[Column]:
+        """One column per metric (higher is better), then the rate columns."""
         return [Column(f"metric:{m}", f"{m} ↑", "high") for m in self.metrics] + list(RATE_COLUMNS)
 
     def column(self, key: str) -> Column:
+        """The column keyed ``key`` (``metric:<name>`` or a rate); ``KeyError`` if there is none."""
         for c in self.columns:
             if c.key == key:
                 return c
@@ -171,5 +173,6 @@ def format_rows(table: Table, mark: Callable[[str], str]) -> list[list[tuple[str
 
 
 def header(table: Table) -> list[str]:
+    """The column titles of a task's leaderboard, the rank column first."""
     rank_title = table.column(table.rank_by).title.rstrip(" ↓↑")
     return [f"rank ({rank_title})", "role", "pair", "configuration", *(c.title for c in table.columns)]

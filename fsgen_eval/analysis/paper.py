@@ -28,15 +28,9 @@ from typing import Any
 import numpy as np
 
 from fsgen_eval.analysis.signals import called_tokens
+from fsgen_eval.core.schema import topk_path  # the writer's own naming (lm_eval/traces.py)
 
-TOPK_SUFFIX = ".topk.parquet"
 WINDOW = 5
-
-
-def topk_path(trace_file: Path) -> Path:
-    """The side file of ``traces_X.jsonl``: ``traces_X.topk.parquet`` in the same folder."""
-    trace_file = Path(trace_file)
-    return trace_file.with_name(trace_file.name.removesuffix(".jsonl") + TOPK_SUFFIX)
 
 
 # ---------------------------------------------------------------- fig 3: where the handoffs fall
@@ -76,11 +70,11 @@ def _record_lines(trace_file: Path) -> list[int]:
     return [i for i, line in enumerate(Path(trace_file).read_text().splitlines()) if line.strip()]
 
 
-def read_topk(trace_file: Path, records: list[dict[str, Any]]) -> TopK:
+def read_topk(trace_file: Path, records: list[dict[str, Any]], run_id: str | None = None) -> TopK:
     """Read ``trace_file``'s side file and label each token by its record's ``handoff`` (``records``: the
     file's records as :func:`files.read_trace_file` returns them). Only tokens where System 2 was evaluated
-    are kept (a handoff is defined only there). Raises naming the file when a column is missing, a row
-    points past its record, or the top-K lists are ragged."""
+    are kept (a handoff is defined only there), and with ``run_id`` only that run's (an appended file). Raises
+    naming the file when a column is missing, a row points past its record, or the top-K lists are ragged."""
     import pyarrow.parquet as pq
 
     path = topk_path(trace_file)
@@ -100,6 +94,7 @@ def read_topk(trace_file: Path, records: list[dict[str, Any]]) -> TopK:
         if trace is None or not 0 <= t < len(trace["handoff"]):
             raise ValueError(f"{path}: row {i} points at record {r}, token {t}, which {trace_file} does not hold")
         handoff[i], called[i] = bool(trace["handoff"][t]), bool(trace["llm_called"][t])
+        called[i] &= run_id is None or by_line[int(r)].get("run_id") == run_id
     task = np.array(table.column("task").to_pylist(), dtype=object)
     return TopK(rec[called], tok[called], probs[called], ids[called], handoff[called], task[called])
 

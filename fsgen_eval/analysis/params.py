@@ -90,4 +90,5 @@ class ParamTable:
         return int(value)
 
     def models(self) -> list[ParamCount]:
+        """Every model of the table once, smallest first."""
         return sorted(set(self._by_key.values()), key=lambda c: c.total)

@@ -20,12 +20,14 @@ from fsgen_eval.analysis.whatif import TradeoffCurve
 
 
 def to_png_bytes(fig: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (tight bounding box)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
 
 
 def to_png_base64(fig: Figure, dpi: int = 100) -> str:
+    """The figure as a base64 PNG string, for embedding in HTML."""
     return base64.b64encode(to_png_bytes(fig, dpi)).decode("ascii")
 
 

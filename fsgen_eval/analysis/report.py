@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from fsgen_eval.analysis import paper, plots
-from fsgen_eval.analysis.files import Run, is_metric, read_trace_file, read_traces
+from fsgen_eval.analysis.files import Run, is_metric, read_trace_file, run_records
 from fsgen_eval.analysis.leaderboard import Table, format_rows, header, rank_table, trace_intervals
 from fsgen_eval.analysis.params import ParamTable
 from fsgen_eval.analysis.scaling import GROUP_FIELDS, MIN_PAIRS, fit_groups, group_key
@@ -89,7 +89,8 @@ def _row(run: Run, task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def build_tables(runs: list[Run], records: list[list[dict[str, Any]]] | None = None,
                  rank_by: str = "collaboration_rate") -> list[Table]:
-    """One ranked leaderboard per task; ``records[i]``: the trace records of ``runs[i]`` (intervals)."""
+    """One ranked leaderboard per task (sorted): a row per run (role, pair, configuration, metrics ± stderr,
+    rates); ``records[i]``: the trace records of ``runs[i]`` (for the intervals)."""
     records = records if records is not None else [[] for _ in runs]
     tasks = sorted({t for r in runs for t in r.results})
     tables = []
@@ -210,7 +211,7 @@ def topk_figures(runs: list[Run], notes: list[str], random_state: int = 0) -> li
     for run in runs:
         for f in run.trace_files:
             if paper.topk_path(f).is_file():
-                parts.append((run, paper.read_topk(f, read_trace_file(f))))
+                parts.append((run, paper.read_topk(f, read_trace_file(f), run.fsgen.run_id)))
     if not parts:
         notes.append("no top-K side files (traces_*.topk.parquet, written with trace_topk=K): the top-10 "
                      "probability and t-SNE figures are omitted")
@@ -328,14 +329,16 @@ def build_report(runs: list[Run], params: ParamTable | None = None, title: str =
                  target_call_rate: float | None = None, n_boot: int = 200,
                  progress: Callable[[int, int, str], None] | None = None,
                  rank_by: str = "collaboration_rate", cost_ratio: float | None = None) -> Report:
-    """``progress(i, n, group)`` is called before each scaling fit (the CLI prints it); ``rank_by``: the
-    leaderboard's ranking column (:data:`leaderboard.RANK_CHOICES` or a metric name);
-    ``cost_ratio``: the speculative speed-up bound's System 1 / large cost per pass (default: each pair's
-    parameter ratio)."""
+    """The report over ``runs``: tables, the scaling figure (``params`` gives the parameter ratios; ``n_boot``
+    bootstrap resamples for its fit) and the trace figures (``target_call_rate`` marks the what-if);
+    ``ValueError`` without runs. What could not be drawn is said in ``notes``. ``progress(i, n, group)`` is
+    called before each scaling fit (the CLI prints it); ``rank_by``: the leaderboard's ranking column
+    (:data:`leaderboard.RANK_CHOICES` or a metric name); ``cost_ratio``: the speculative speed-up bound's
+    System 1 / large cost per pass (default: each pair's parameter ratio)."""
     if not runs:
         raise ValueError("report: no runs to report on")
     build_tables(runs, None, rank_by)  # a bad rank_by fails here, before the traces are read
-    records = [read_traces(r.trace_files) if r.trace_files else [] for r in runs]
+    records = [run_records(r) for r in runs]
     rep = Report(title, build_tables(runs, records, rank_by))
     rep.figures += leaderboard_figures(rep.tables)
     series = scaling_series(runs, params, n_boot, rep.notes, progress)

@@ -67,6 +67,7 @@ class Fit:
     degenerate: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: every field, the fitted parameters at top level, intervals as ``[lo, hi]`` lists."""
         d = asdict(self)
         d.update(self.params)
         d["ci"] = {k: list(v) for k, v in self.ci.items()}

@@ -59,6 +59,7 @@ class CalledTokens:
 
     @property
     def n_called(self) -> int:
+        """M, the number of tokens where System 2 was evaluated."""
         return int(len(self.handoff))
 
 
@@ -97,6 +98,7 @@ class SignalSummary:
     hist_agree: np.ndarray
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary: AUROC, counts, quantiles and histograms (lists)."""
         return {"signal": self.name, "auroc": self.auroc, "n_handoff": self.n_handoff, "n_agree": self.n_agree,
                 "quantiles": list(QUANTILES), "quantiles_handoff": self.quantiles_handoff,
                 "quantiles_agree": self.quantiles_agree, "bin_edges": self.bin_edges.tolist(),
@@ -114,6 +116,7 @@ def summarize_signal(name: str, scores: np.ndarray, handoff: np.ndarray, bins: i
 
 
 def summarize_signals(tokens: CalledTokens, bins: int = 20) -> list[SignalSummary]:
+    """One :class:`SignalSummary` per signal of :data:`SIGNALS` over the called tokens (``bins`` histogram bins)."""
     return [summarize_signal(n, tokens.scores[n], tokens.handoff, bins) for n in SIGNALS]
 
 

@@ -87,3 +87,31 @@ def tradeoff_curves(traces: list[Mapping[str, np.ndarray]]) -> list[TradeoffCurv
     require_always(traces)
     handoff = np.concatenate([np.asarray(t["handoff"], bool) for t in traces])
     return [tradeoff_curve(name, np.concatenate([fn(t) for t in traces]), handoff) for name, fn in SIGNALS.items()]
+
+
+@dataclass
+class LearnedCurve(TradeoffCurve):
+    """The trade-off of a learned router (``router=learned``): its decision function is the score. At a
+    target call rate it gives the decision threshold meeting it, beside the router's own saved threshold."""
+
+    saved_threshold: float = float("nan")
+    router_path: str = ""
+
+    def at_target(self, target: float) -> dict[str, Any]:
+        if not 0.0 <= target <= 1.0:
+            raise ValueError(f"target call rate must lie in [0, 1], got {target}")
+        k = int(np.flatnonzero(self.call_rate <= target + 1e-12)[-1])
+        t = float(self.thresholds[k])
+        return {"signal": self.signal, "threshold": t, "call_rate": float(self.call_rate[k]),
+                "caught": float(self.caught[k]), "router": "learned", "router_threshold": None,
+                "rule": (f"call where the decision function of {self.router_path} >= {t:.4g} (its saved threshold: "
+                         f"{self.saved_threshold:.4g})") if np.isfinite(t) else "never call"}
+
+
+def learned_curve(name: str, scores: np.ndarray, handoff: np.ndarray, saved_threshold: float,
+                  router_path: str) -> LearnedCurve:
+    """:func:`tradeoff_curve` of a learned router's decision function ``scores`` [N] (computed in numpy by
+    :func:`fsgen_eval.core.learned.decision`) over the [N] ``handoff`` of ``router=always`` traces."""
+    c = tradeoff_curve(f"learned:{name}", scores, handoff)
+    return LearnedCurve(c.signal, c.thresholds, c.call_rate, c.caught, c.n_tokens, c.n_handoffs,
+                        float(saved_threshold), str(router_path))

@@ -14,11 +14,12 @@ import sys
 # subcommand group → module holding its ``register``; order is the order in ``--help``.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "fsgen_eval.cli.demo", "fsgen_eval.cli.run", "fsgen_eval.cli.analysis", "fsgen_eval.cli.replay",
-    "fsgen_eval.cli.zoo",
+    "fsgen_eval.cli.router", "fsgen_eval.cli.zoo", "fsgen_eval.cli.registry",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``fsgen-eval`` parser with every subcommand module's parsers added."""
     parser = argparse.ArgumentParser(
         prog="fsgen-eval",
         description="FS-GEN collaborative decoding: evaluate, trace and analyse small/large model pairs.",
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; bad input (``ValueError`` / ``FileNotFoundError``) prints one line and returns 2."""
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)

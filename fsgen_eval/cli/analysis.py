@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,8 @@ def _add_sweep(sub: Any) -> None:
     p.add_argument("--lm-eval-args", default="", help="more lm-eval arguments, e.g. '--batch_size 8'")
     p.add_argument("--jobs", type=int, help="cells run at once (default 1, or one per --devices entry)")
     p.add_argument("--devices", type=_csv_list, help="e.g. cuda:0,cuda:1: one cell per device at a time")
-    p.add_argument("--dry-run", action="store_true", help="print the grid and the commands; run nothing")
+    p.add_argument("--dry-run", action="store_true", default=os.environ.get("FSGEN_DRY_RUN") == "1",
+                   help="print the grid and the commands; run nothing (default with FSGEN_DRY_RUN=1)")
     p.add_argument("--no-replay", action="store_true", help="decode every oracle/always cell lockstep (default: "
                    "System 2 generates once per (large, task) and every small model is replayed on it)")
     p.add_argument("--system2-model", choices=("fsgen", "hf", "vllm"), default="fsgen",
@@ -114,6 +116,8 @@ def _family_models(spec: str, subset: list[str] | None):
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    """``fsgen-eval sweep``: build the grid (names and parameters checked against the registries), then print
+    it (``--dry-run``) or run every unfinished cell; returns 1 if a cell failed."""
     import shlex
 
     from fsgen_eval.experiments import sweep
@@ -173,6 +177,8 @@ def points_from_runs(runs, params, router: str) -> list[dict[str, Any]]:
 
 
 def load_points(inputs: list[Path], params_files: list[Path] | None, router: str) -> list[dict[str, Any]]:
+    """Fit points from CSV files and results folders (runs filtered by ``router``; ``any`` keeps all); one
+    dict per (run, task) with ``small_params``, ``large_params``, ``collaboration_rate``; ``ValueError`` if none."""
     from fsgen_eval.analysis.files import find_runs, read_points_csv
     from fsgen_eval.analysis.params import ParamTable
 
@@ -204,11 +210,13 @@ class FitProgress:
         self.bar.update(i - self.bar.n)
 
     def close(self) -> None:
+        """Close the progress bar, if one was drawn."""
         if self.bar is not None:
             self.bar.close()
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    """``fsgen-eval fit``: both scaling laws per (task, method) group, as text or JSON."""
     from fsgen_eval.analysis.scaling import fit_groups
 
     progress = FitProgress("fit")
@@ -224,6 +232,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def format_fits(groups: list[dict[str, Any]]) -> str:
+    """The fits as text: per group the power law and the two-factor law with their intervals and LOO RMSE."""
     lines = []
     for g in groups:
         head = f"[{g['label']}] {g['n_points']} points, {g['n_pairs']} pairs"
@@ -287,11 +296,20 @@ def _add_analyze(sub: Any) -> None:
     p.add_argument("--bins", type=int, default=20, help="histogram bins")
     p.add_argument("--request-type", choices=("generate_until", "loglikelihood", "loglikelihood_rolling"),
                    help="use only records of this request type (default: all)")
+    p.add_argument("--learned", nargs="+", type=Path, default=[], metavar="ROUTER.json",
+                   help="what-if: add these learned routers' curves (fsgen-eval router train)")
+    p.add_argument("--run-id", help="use only this run's records (a trace file appended to by several runs); "
+                                    "without it each run in the files is analysed on its own")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_analyze)
 
 
-def analyze(traces: list, target: float | None, max_position: int, bins: int) -> dict[str, Any]:
+def analyze(traces: list, target: float | None, max_position: int, bins: int,
+            extra_curves: list | None = None) -> dict[str, Any]:
+    """Uncertainty vs handoffs over per-generation ``traces`` (fields ``[T_i]``): AUROC and quantiles per signal,
+    handoff rate by decile and by position (up to ``max_position``), and the router what-if (at ``target``
+    call rate if given; skipped with a reason unless every token was called); ``extra_curves``: more what-if
+    curves (learned routers) beside the threshold routers'."""
     from fsgen_eval.analysis import signals, whatif
 
     tok = signals.called_tokens(traces)
@@ -306,7 +324,7 @@ def analyze(traces: list, target: float | None, max_position: int, bins: int) ->
         "signals": [s.to_dict() for s in signals.summarize_signals(tok, bins)],
         "by_decile": {"rate": dec_rate, "count": dec_n}, "by_position": {"rate": pos_rate, "count": pos_n}}
     try:
-        curves = whatif.tradeoff_curves(traces)
+        curves = whatif.tradeoff_curves(traces) + list(extra_curves or [])
     except ValueError as err:
         if target is not None:
             raise
@@ -320,18 +338,48 @@ def analyze(traces: list, target: float | None, max_position: int, bins: int) ->
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from fsgen_eval.analysis.files import read_traces
+    """``fsgen-eval analyze``: :func:`analyze` over the trace records (optionally of one request type), one
+    analysis per run id: two runs' tokens (a file appended to by both) are never pooled."""
+    from fsgen_eval.analysis.files import by_run_id, read_traces
 
-    records = [r for r in read_traces(args.traces)
-               if args.request_type is None or r.get("request_type") == args.request_type]
-    if not records:
+    records = read_traces(args.traces)
+    groups = by_run_id(records)
+    if args.run_id is not None:
+        if args.run_id not in groups:
+            raise ValueError(f"--run-id {args.run_id}: no such run in {', '.join(map(str, args.traces))} (runs: "
+                             f"{', '.join(str(k) for k in groups)})")
+        groups = {args.run_id: groups[args.run_id]}
+    groups = {k: [r for r in g if args.request_type is None or r.get("request_type") == args.request_type]
+              for k, g in groups.items()}
+    groups = {k: g for k, g in groups.items() if g}
+    if not groups:
         raise ValueError(f"no trace records of request type {args.request_type!r} in {', '.join(map(str, args.traces))}")
-    res = analyze([r["trace"] for r in records], args.target_call_rate, args.max_position, args.bins)
-    print(_dumps(res) if args.json else format_analysis(res))
+    extra = []
+    if args.learned:
+        from fsgen_eval.analysis.learned import learned_curves
+
+        if args.request_type is not None:
+            raise ValueError("--learned reads every record of the trace files: drop --request-type")
+        if len(by_run_id(records)) > 1:
+            raise ValueError(f"--learned reads whole trace files, and these hold {len(by_run_id(records))} runs: "
+                             "pass one run's traces")
+        files = [f for p in args.traces for f in (sorted(Path(p).rglob("traces_*.jsonl")) if Path(p).is_dir() else [p])]
+        extra = learned_curves(files, {p.stem: p for p in args.learned})
+    results = {k: analyze([r["trace"] for r in g], args.target_call_rate, args.max_position, args.bins, extra)
+               for k, g in groups.items()}
+    if len(results) == 1:
+        res = next(iter(results.values()))
+        print(_dumps(res) if args.json else format_analysis(res))
+    elif args.json:
+        print(_dumps({"runs": [{"run_id": k, "n_records": len(groups[k]), **res} for k, res in results.items()]}))
+    else:
+        print("\n\n".join(f"== run {k} ({len(groups[k])} records)\n{format_analysis(res)}"
+                           for k, res in results.items()))
     return 0
 
 
 def format_analysis(res: dict[str, Any]) -> str:
+    """The result of :func:`analyze` as text."""
     lines = [res["note"] + f"; {res['n_handoffs']} handoffs.", "",
              f"{'signal':16} {'AUROC':>6}  quantiles {tuple(res['signals'][0]['quantiles'])} handoff | agreement"]
     for s in res["signals"]:
@@ -372,6 +420,7 @@ def _add_report(sub: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """``fsgen-eval report``: write report.md (PNG plots beside it) and the standalone report.html."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -409,6 +458,7 @@ def _add_check(sub: Any) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """``fsgen-eval check``: compare results with the baseline (1 on a regression) or rewrite it."""
     from fsgen_eval.analysis import gate
     from fsgen_eval.analysis.files import find_runs
 

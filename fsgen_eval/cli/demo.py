@@ -14,6 +14,7 @@ from fsgen_eval.experiments.demo import DEFAULT_OUT, check_args, run_configs, wr
 
 
 def register(sub: Any) -> None:
+    """Add ``fsgen-eval demo`` to the dispatcher's subparsers."""
     p = sub.add_parser("demo", help="run one micro pair through lm-eval on GSM8K (5 configurations) and report")
     p.add_argument("--small", default="micro-m", help="System 1: a micro model name or a model folder")
     p.add_argument("--large", default="micro-xl", help="the large model: a micro model name or a model folder")
@@ -27,6 +28,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``fsgen-eval demo``: run the demo's configurations through lm-eval offline and write the report."""
     t0 = time.monotonic()
     data, small, large = check_args(args)  # one-line errors before anything runs
     # the lm-eval subprocesses inherit these: local datasets, no hub

@@ -12,6 +12,7 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``fsgen-eval run`` (every argument passed to lm-eval) to the dispatcher's subparsers."""
     parser = subparsers.add_parser(
         "run", add_help=False, prefix_chars="\0",  # no option of its own: every token is lm-eval's
         help="run lm-eval (same arguments as `lm_eval run`), with --model fsgen available",
@@ -22,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run lm-eval's command line with these arguments, ``--model fsgen`` registered."""
     import fsgen_eval  # noqa: F401  (installs the hook that registers --model fsgen)
     from lm_eval.__main__ import cli_evaluate
 

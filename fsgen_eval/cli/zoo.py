@@ -8,6 +8,7 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``fsgen-eval zoo train | agree`` to the dispatcher's subparsers."""
     zoo = subparsers.add_parser("zoo", help="train the micro model family on GSM8K/MBPP/MMLU training splits")
     sub = zoo.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND")
     train = sub.add_parser("train", help="train (or resume) a family: tokenizer, models, micro.yaml, model card")
@@ -19,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--work-dir", default=None, help="checkpoints and caches (default runs/zoo/<family>)")
     train.add_argument("--models", nargs="+", default=None, help="train only these members (no yaml/card written)")
     train.add_argument("--threads", type=int, default=1, help="torch threads (default 1: results then repeat exactly)")
+    train.add_argument("--dry-run", action="store_true", default=os.environ.get("FSGEN_DRY_RUN") == "1",
+                       help="check the arguments, print what would be trained and where; train nothing "
+                            "(default with FSGEN_DRY_RUN=1)")
     train.set_defaults(func=run_train)
     agree = sub.add_parser("agree", help="greedy oracle agreement of two models on GSM8K test prompts")
     agree.add_argument("--small", required=True, help="System 1 model folder")
@@ -34,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """``fsgen-eval zoo train``: train (or resume) a family after checking every input."""
     from fsgen_eval.experiments.zoo.corpus import resolve_datasets_dir
     from fsgen_eval.experiments.zoo.family import get_family
 
@@ -47,6 +52,14 @@ def run_train(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown model {unknown[0]!r} in family {family.name}; valid: {', '.join(names)}")
 
+    out = Path(args.out_dir or f"models/{family.name}")
+    yaml_path = Path(args.config_yaml or f"model_configs/{family.name}.yaml")
+    work = Path(args.work_dir or f"runs/zoo/{family.name}")
+    if args.dry_run:
+        print(f"zoo train (dry run): family {family.name}, models {', '.join(args.models or names)}; datasets "
+              f"{datasets}; models to {out}, family list to {yaml_path}, checkpoints in {work}")
+        return 0
+
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -54,14 +67,13 @@ def run_train(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     hf_logging.disable_progress_bar()  # the log is read as a file; bars only clutter it
-    out = Path(args.out_dir or f"models/{family.name}")
-    yaml_path = Path(args.config_yaml or f"model_configs/{family.name}.yaml")
-    work = Path(args.work_dir or f"runs/zoo/{family.name}")
     build_family(family, datasets, out, yaml_path, work, only=args.models, log=lambda m: print(m, flush=True))
     return 0
 
 
 def run_agree(args: argparse.Namespace) -> int:
+    """``fsgen-eval zoo agree``: greedy agreement of ``--small`` with ``--large`` on GSM8K test prompts (1 − it is
+    the oracle's collaboration rate)."""
     from fsgen_eval.experiments.zoo.corpus import resolve_datasets_dir
 
     datasets = resolve_datasets_dir(args.datasets_dir)

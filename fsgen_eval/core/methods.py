@@ -25,8 +25,13 @@ def oracle(small: Tensor, large: Tensor, small_base: Tensor | None = None) -> Te
     return large
 
 
-def speculative(small: Tensor, large: Tensor, small_base: Tensor | None = None, num_draft: int = 5) -> Tensor:
-    """Speculative decoding's output distribution is the large model's (Leviathan et al. 2023)."""
+def speculative(small: Tensor, large: Tensor, small_base: Tensor | None = None, num_draft: int = 5,
+                speculative_variant: str = "bild") -> Tensor:
+    """Speculative decoding's output distribution is the large model's (Leviathan et al. 2023).
+
+    ``speculative_variant`` (the loop reads it, see engine/decode.py): ``bild`` (ours) verifies every token
+    and a router only ends a draft early, BiLD-style; ``fsgen`` (FS-GEN's code, *lossy*) emits System 1's
+    token unverified wherever the router does not fire and drafts-and-verifies only where it does."""
     return large
 
 

@@ -47,7 +47,7 @@ RESERVED = frozenset({
     "method", "router", "max_new_tokens", "temperature", "top_p", "top_k", "stop", "seed", "has_small_base",
     "record_trace", "pair", "prompts", "requests", "batch_size", "max_batch_size", "small", "large",
     "small_base", "dtype", "device", "max_length", "trust_remote_code", "parallelize", "trace", "trace_append",
-    "params",
+    "params", "trace_topk",
 })
 
 
@@ -130,14 +130,17 @@ class MethodSpec:
 
     @property
     def fn(self) -> Callable:
+        """The method's function (imported on first use when ``impl`` is ``"module:function"``)."""
         return _cached(self.impl)
 
     @property
     def defaults(self) -> dict[str, Any]:
+        """Parameter name -> default (``REQUIRED`` where it must be given)."""
         return {p.name: p.default for p in self.params}
 
     @property
     def speculative(self) -> bool:
+        """Whether it runs the draft-and-verify loop."""
         return self.loop == "speculative"
 
 
@@ -159,6 +162,7 @@ class RouterSpec:
 
     @property
     def defaults(self) -> dict[str, Any]:
+        """Parameter name -> default (``REQUIRED`` where it must be given)."""
         return {p.name: p.default for p in self.params}
 
     def build(self, params: Mapping[str, Any]) -> Callable:
@@ -207,12 +211,14 @@ class Registry(Mapping):
         return self[name]
 
     def add(self, spec: Any, replace: bool = False) -> Any:
+        """Add an entry (``register_method`` / ``register_router`` check it first)."""
         if spec.name in self._entries and not replace:
             raise ValueError(f"{self.kind} {spec.name!r} is already registered")
         self._entries[spec.name] = spec
         return spec
 
     def remove(self, name: str) -> None:
+        """Drop an entry if present (tests that register one clean up with this)."""
         self._entries.pop(name, None)
 
 
@@ -250,10 +256,12 @@ def register_router(spec: RouterSpec, replace: bool = False) -> RouterSpec:
 
 
 def get_method(name: str) -> MethodSpec:
+    """The method's entry; ``ValueError`` listing the valid methods."""
     return METHODS.get_spec(name)
 
 
 def get_router(name: str) -> RouterSpec:
+    """The router's entry; ``ValueError`` listing the valid routers."""
     return ROUTERS.get_spec(name)
 
 
@@ -268,10 +276,12 @@ def param_names() -> list[str]:
 
 
 def router_param_names() -> set[str]:
+    """Every parameter name some router declares."""
     return {p.name for name in ROUTERS for p in ROUTERS[name].params}
 
 
 def routers_taking(param: str) -> list[str]:
+    """The routers that declare ``param``, in registration order."""
     return [name for name in ROUTERS if any(p.name == param for p in ROUTERS[name].params)]
 
 
@@ -282,10 +292,12 @@ def signal_router(signal: str, calls_when: str) -> RouterSpec | None:
 
 
 # ------------------------------------------------------------------------------- checking parameters
-def _fill(params: tuple[Param, ...], given: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults under ``given``, each value through its check (``REQUIRED`` ones must be present)."""
+def _fill(spec: MethodSpec | RouterSpec, kind: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults under ``given``, each value through its check; ``ValueError`` for a missing ``REQUIRED`` one."""
     out = {}
-    for p in params:
+    for p in spec.params:
+        if p.default is REQUIRED and p.name not in given:
+            raise ValueError(f"{kind} {spec.name!r} needs a {p.name}" + (f" ({p.help})" if p.help else ""))
         out[p.name] = p.check(given[p.name]) if p.name in given else p.default
     return out
 
@@ -297,7 +309,7 @@ def check_method_params(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         takes = ", ".join(spec.defaults) or "no parameters"
         raise ValueError(f"method {name!r} does not use parameter(s) {', '.join(unknown)} (it takes: {takes})")
-    return _fill(spec.params, given)
+    return _fill(spec, "method", given)
 
 
 def check_router_params(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -310,10 +322,7 @@ def check_router_params(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         takes = ", ".join(spec.defaults) or "no parameters"
         raise ValueError(f"router {name!r} does not use parameter(s) {', '.join(unknown)} (it takes: {takes})")
-    for p in spec.params:
-        if p.default is REQUIRED and p.name not in given:
-            raise ValueError(f"router {name!r} needs a {p.name}" + (f" ({p.help})" if p.help else ""))
-    return _fill(spec.params, given)
+    return _fill(spec, "router", given)
 
 
 def split_params(method: str, router: str, given: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -376,14 +385,28 @@ def _threshold() -> Param:
                  "the value of System 1's statistic where the router starts calling System 2")
 
 
+def _router_file(v: Any) -> str:
+    """``router_path``: an existing file (its contents are checked when the factory reads it)."""
+    if not isinstance(v, (str, Path)) or not str(v).strip():
+        raise ValueError(f"router_path must be the path of a ROUTER.json file, got {v!r}")
+    if not Path(v).is_file():
+        raise ValueError(f"router_path={v}: no such file (make one with fsgen-eval router train)")
+    return str(v)
+
+
 CONTRASTIVE_VARIANTS = ("obrien", "fsgen")
+SPECULATIVE_VARIANTS = ("bild", "fsgen")  # fsgen is lossy: System 1's tokens pass unverified off the router
 
 for _m in (
     MethodSpec("oracle", "fsgen_eval.core.methods:oracle", large_alone=True, doc="always emit the large model's token"),
     MethodSpec("speculative", "fsgen_eval.core.methods:speculative",
                (Param("num_draft", 5, number("num_draft must be an integer >= 1, got {v!r}", lambda v: v >= 1, True),
-                      "draft tokens per verification"),),
-               loop="speculative", doc="System 1 drafts num_draft tokens, the large model verifies them"),
+                      "draft tokens per verification"),
+                Param("speculative_variant", "bild", one_of("speculative_variant", SPECULATIVE_VARIANTS),
+                      "bild: every token verified, a router ends drafts early; fsgen: FS-GEN's code, LOSSY: "
+                      "System 1's tokens unverified where the router does not fire")),
+               loop="speculative", doc="System 1 drafts num_draft tokens, the large model verifies them "
+                                       "(speculative_variant 'bild': every token verified; 'fsgen': lossy)"),
     MethodSpec("contrastive", "fsgen_eval.core.methods:contrastive", (
         Param("alpha", 0.1, number("contrastive alpha (plausibility cut-off) must be in [0, 1], got {v!r}",
                                    lambda v: 0 <= v <= 1), "plausibility cut-off: p_large >= alpha * max p_large"),
@@ -408,5 +431,9 @@ for _r in (
                calls_when="below", doc="System 1's top-1 minus top-2 probability < threshold"),
     RouterSpec("entropy", "fsgen_eval.core.routers:entropy", (_threshold(),), signal="s1_entropy",
                calls_when="above", doc="System 1's entropy (nats) > threshold"),
+    RouterSpec("learned", "fsgen_eval.core.routers:learned",
+               (Param("router_path", REQUIRED, _router_file,
+                      "ROUTER.json of fsgen-eval router train (weights, scaler, threshold)"),),
+               doc="a learned handoff classifier (fsgen-eval router train) > its saved threshold"),
 ):
     register_router(_r)

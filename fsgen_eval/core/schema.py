@@ -20,7 +20,15 @@ field              dtype    meaning
 ``s2_margin``      float32  ″
 ``accepted``       int8     speculative decoding: 1 = accepted draft, 0 = token that replaced a rejected
                             draft, -1 = not a draft position (bonus token, or another method)
+``base_handoff``   int8     proxy tuning: 1 = System 2's token differs from the untuned base's
+                            (``small_base``) greedy token, 0 = it does not or System 2 was not called;
+                            -1 = no base model (every other method). FS-GEN's proxy-tuning count.
 =================  =======  ===========================================================================
+
+Top-K traces (``trace_topk=K``): per token ``s1_topk_ids`` / ``s1_topk_probs`` ``[K]`` (System 1's K most
+likely tokens, descending) and ``s2_topk_ids`` / ``s2_topk_probs`` (System 2's; ids -1 and probs NaN where
+System 2 was not evaluated). They are kept out of the JSON record and written to a Parquet side file
+(:func:`topk_path`, columns :data:`TOPK_COLUMNS`).
 
 Per-generation counters (speculative decoding only, 0 otherwise): ``drafted_tokens``,
 ``accepted_tokens``, ``verification_steps``.
@@ -33,6 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,6 +58,7 @@ TOKEN_FIELDS: tuple[str, ...] = (
     "s2_top1_prob",
     "s2_margin",
     "accepted",
+    "base_handoff",
 )
 FIELD_DTYPES: dict[str, Any] = {
     "token_id": np.int64,
@@ -62,7 +72,13 @@ FIELD_DTYPES: dict[str, Any] = {
     "s2_top1_prob": np.float32,
     "s2_margin": np.float32,
     "accepted": np.int8,
+    "base_handoff": np.int8,
 }
+# fields a trace file written before they existed may lack, and the value they then take
+OPTIONAL_FIELDS: dict[str, int] = {"base_handoff": -1}
+TOPK_FIELDS: tuple[str, ...] = ("s1_topk_ids", "s1_topk_probs", "s2_topk_ids", "s2_topk_probs")
+# the Parquet side file: one row per token, keyed to the JSONL record by its 0-based line number
+TOPK_COLUMNS: tuple[str, ...] = ("record", "token", *TOPK_FIELDS, "doc_id", "task")
 COUNTERS: tuple[str, ...] = ("drafted_tokens", "accepted_tokens", "verification_steps")
 SUMMARY_KEYS: tuple[str, ...] = (
     "generated_tokens",
@@ -70,6 +86,10 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "llm_call_rate",
     "acceptance_rate",
     "mean_acceptance_length",
+    # FS-GEN's own conventions, beside ours (docs/analysis.md maps each to the paper's quantity)
+    "handoffs_per_call",
+    "rejections_per_round",
+    "base_collaboration_rate",
 )
 
 Trace = dict[str, np.ndarray]
@@ -80,7 +100,16 @@ def empty_trace() -> Trace:
     return {k: np.zeros(0, dtype=FIELD_DTYPES[k]) for k in TOKEN_FIELDS}
 
 
+def topk_path(jsonl: str | Path) -> Path:
+    """The top-K side file of a JSONL trace file: the same path with ``.jsonl`` replaced by ``.topk.parquet``."""
+    jsonl = Path(jsonl)
+    if jsonl.suffix != ".jsonl":
+        raise ValueError(f"{jsonl}: a trace file ends in .jsonl")
+    return jsonl.with_suffix(".topk.parquet")
+
+
 def trace_len(trace: Mapping[str, np.ndarray]) -> int:
+    """T, the number of tokens in a trace."""
     return int(len(trace["token_id"]))
 
 
@@ -96,7 +125,8 @@ def summarize(
     """Pool per-token traces into the shared summary.
 
     Args:
-        traces: per-generation mappings holding at least ``handoff`` and ``llm_called`` arrays (shape [T_i]).
+        traces: per-generation mappings holding at least ``handoff`` and ``llm_called`` arrays (shape [T_i]);
+            ``accepted`` and ``base_handoff`` where present.
         counters: per-generation speculative counters (``drafted_tokens``, ``accepted_tokens``,
             ``verification_steps``); omit or pass zeros for non-speculative methods.
 
@@ -105,13 +135,26 @@ def summarize(
         tokens where System 2 was evaluated / tokens; ``acceptance_rate`` = accepted / drafted and
         ``mean_acceptance_length`` = 1 + accepted / verification steps (vLLM's definition), ``None`` where
         nothing was drafted. Rates are ``None`` when no token was generated.
+
+        FS-GEN's conventions: ``handoffs_per_call`` = handoffs / tokens where System 2 was evaluated
+        (``None`` without a call); ``rejections_per_round`` = verification rounds that rejected a draft
+        (tokens with ``accepted`` 0: one per such round) / verification rounds (``None`` when nothing was
+        verified); ``base_collaboration_rate`` = tokens whose ``base_handoff`` is 1 / tokens (``None`` when
+        no token has a base model, i.e. every method but proxy tuning).
     """
-    n = handoffs = calls = 0
+    n = handoffs = calls = rejected = base = 0
+    has_base = False
     for t in traces:
         h = np.asarray(t["handoff"], dtype=bool)
         n += int(h.size)
         handoffs += int(h.sum())
         calls += int(np.asarray(t["llm_called"], dtype=bool).sum())
+        if t.get("accepted") is not None:
+            rejected += int((as_ints(t["accepted"]) == 0).sum())
+        if t.get("base_handoff") is not None:
+            b = as_ints(t["base_handoff"])
+            has_base |= bool((b >= 0).any())
+            base += int((b == 1).sum())
     drafted = accepted = steps = 0
     for c in counters or ():
         drafted += int(c.get("drafted_tokens", 0))
@@ -123,11 +166,23 @@ def summarize(
         "llm_call_rate": calls / n if n else None,
         "acceptance_rate": accepted / drafted if drafted else None,
         "mean_acceptance_length": 1.0 + accepted / steps if steps else None,
+        "handoffs_per_call": handoffs / calls if calls else None,
+        "rejections_per_round": rejected / steps if steps else None,
+        "base_collaboration_rate": base / n if n and has_base else None,
     }
+
+
+def as_ints(values: Any) -> np.ndarray:
+    """An int8-style field as ints, from arrays or JSON lists (``None`` = -1, ``True``/``False`` = 1/0)."""
+    if isinstance(values, np.ndarray):
+        return values.astype(np.int64)
+    return np.asarray([-1 if v is None else int(v) for v in values], dtype=np.int64)
 
 
 def _json_value(field: str, v: Any) -> Any:
     if field == "accepted":
+        return None if int(v) < 0 else bool(v)
+    if field == "base_handoff":
         return None if int(v) < 0 else bool(v)
     if field in ("llm_called", "handoff"):
         return bool(v)
@@ -159,7 +214,7 @@ def _check_value(field: str, v: Any) -> str | None:
         return None if _is_number(v) and float(v).is_integer() and v >= 0 else "a token id (an integer >= 0)"
     if field == "source":
         return None if _is_number(v) and v in (1, 2) else "1 or 2"
-    if field in ("llm_called", "handoff", "accepted"):
+    if field in ("llm_called", "handoff", "accepted", "base_handoff"):
         ok = isinstance(v, bool) or (_is_number(v) and v in (0, 1)) or (v is None and field != "llm_called")
         return None if ok else ("true, false, 0, 1" + ("" if field == "llm_called" else " or null"))
     if v is None:
@@ -178,13 +233,15 @@ def check_record(obj: Mapping[str, Any]) -> None:
     version = obj.get("schema_version", 1)
     if version != SCHEMA_VERSION:
         raise ValueError(f"schema_version {version!r} is not one this fsgen_eval reads ({SCHEMA_VERSION})")
-    missing = [k for k in TOKEN_FIELDS if k not in obj]
+    missing = [k for k in TOKEN_FIELDS if k not in obj and k not in OPTIONAL_FIELDS]
     if missing:
         raise ValueError(f"trace record lacks field(s) {', '.join(missing)}")
     if not isinstance(obj["token_id"], list):
         raise ValueError("trace field 'token_id' must be a list")
     n = len(obj["token_id"])
     for k in TOKEN_FIELDS:
+        if k not in obj:  # an optional field, from a file written before it existed
+            continue
         vals = obj[k]
         if not isinstance(vals, list):
             raise ValueError(f"trace field {k!r} must be a list")
@@ -200,10 +257,14 @@ def trace_from_json(obj: Mapping[str, Any]) -> Trace:
     """Inverse of :func:`trace_to_json`; raises ``ValueError`` naming the field of a record that
     :func:`check_record` refuses."""
     check_record(obj)
+    n = len(obj["token_id"])
     out: Trace = {}
     for k in TOKEN_FIELDS:
+        if k not in obj:  # a file from before the field existed
+            out[k] = np.full(n, OPTIONAL_FIELDS[k], dtype=FIELD_DTYPES[k])
+            continue
         vals = obj[k]
-        if k == "accepted":
+        if k in ("accepted", "base_handoff"):
             vals = [-1 if v is None else int(bool(v)) for v in vals]
         elif k == "handoff":
             vals = [bool(v) for v in vals]  # null: not called, so no handoff
@@ -237,6 +298,8 @@ class RunInfo:
     code_eval_sandbox: list[str] | None = None  # code tasks: the sandbox layers programs ran under (None: none ran)
     replay: dict[str, Any] | None = None  # `fsgen-eval replay`: which System 2 run, how faithful (None: lockstep)
     speculative: dict[str, Any] | None = None  # replay --draft-lengths: greedy speculative counters per draft length
+    trace_topk: int = 0  # K > 0: top-K ids and probabilities per token in each trace's Parquet side file
+    conventions: list[str] = field(default_factory=list)  # where its numbers follow FS-GEN's conventions
 
     REQUIRED = ("small", "large", "method", "router")
 
@@ -260,8 +323,8 @@ class RunInfo:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in obj.items() if k in known and v is not None}
         for key, kind in (("params", dict), ("router_params", dict), ("summary", dict), ("per_task", dict),
-                          ("traces", list), ("auto_batch_sizes", list), ("code_eval_sandbox", list), ("replay", dict),
-                          ("speculative", dict)):
+                          ("traces", list), ("auto_batch_sizes", list), ("code_eval_sandbox", list),
+                          ("conventions", list), ("replay", dict), ("speculative", dict)):
             if not isinstance(values.get(key, kind()), kind):
                 raise ValueError(f"{where}[{key!r}] is not a{'n object' if kind is dict else ' list'}")
         for key in ("threshold", "tokens_per_second"):

@@ -59,6 +59,7 @@ def _check_batch_size(batch_size: int) -> None:
 
 
 def encode(pair: ModelPair, text: str) -> list[int]:
+    """The token ids ``[T]`` of ``text`` with the tokenizer's special tokens (as lm-eval encodes)."""
     return pair.tokenizer(text, add_special_tokens=True)["input_ids"]
 
 
@@ -96,6 +97,7 @@ def generate(
     batch_size: int = 8,
     seed: int | None = None,
     record_trace: bool = True,
+    trace_topk: int = 0,
     **params: Any,
 ) -> GenerationOutput:
     """Collaborative generation for each prompt; one text, token list and trace ``[T_i]`` per prompt.
@@ -103,12 +105,13 @@ def generate(
     ``method`` and ``router`` are names in the registries (``fsgen_eval.core.registry``: built in are
     ``oracle``, ``speculative``, ``contrastive``, ``proxy`` and ``always``, ``never``, ``max_prob``,
     ``margin``, ``entropy``); ``params`` are their parameters by name (``num_draft``, ``alpha``, ... — the
-    router's ``threshold`` too), each checked by its registry entry. Every argument is validated before any
-    model runs.
+    router's ``threshold`` too), each checked by its registry entry. ``trace_topk=K`` adds each system's
+    top-K ids and probabilities per token to the traces (``s1_topk_ids`` ... ``[T, K]``; System 2's -1 / NaN
+    where it was not evaluated). Every argument is validated before any model runs.
     """
     cfg = make_config(method, router, threshold, max_new_tokens, temperature, top_p, top_k,
                       list(stop) if stop is not None and not isinstance(stop, str) else stop, seed,
-                      pair.small_base is not None, record_trace, **params)
+                      pair.small_base is not None, record_trace, trace_topk, **params)
     _check_batch_size(batch_size)
     return generate_ids(pair, [encode(pair, p) for p in prompts], cfg, batch_size)
 
@@ -157,13 +160,16 @@ def loglikelihood(
     router: str = "always",
     threshold: float | None = None,
     batch_size: int = 8,
+    trace_topk: int = 0,
     **params: Any,
 ) -> LoglikelihoodOutput:
     """Log-likelihood of each continuation given its context under System 2 (teacher-forced).
 
     At each continuation position the router decides whether System 2 is evaluated; where it is, the
-    method's distribution scores the token, elsewhere System 1's does. ``params`` as in :func:`generate`.
+    method's distribution scores the token, elsewhere System 1's does. ``params`` and ``trace_topk`` as in
+    :func:`generate`.
     """
-    cfg = make_config(method, router, threshold, has_small_base=pair.small_base is not None, **params)
+    cfg = make_config(method, router, threshold, has_small_base=pair.small_base is not None,
+                      trace_topk=trace_topk, **params)
     _check_batch_size(batch_size)
     return loglikelihood_ids(pair, [split_request(pair, c, x) for c, x in requests], cfg, batch_size)

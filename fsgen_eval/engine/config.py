@@ -13,6 +13,7 @@ from typing import Any
 from fsgen_eval.core import registry
 from fsgen_eval.core.registry import MethodSpec, RouterSpec
 from fsgen_eval.core.routers import Route
+from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -29,19 +30,28 @@ class DecodeConfig:
     seed: int | None = None  # seeds the sampling generator
     record_trace: bool = True  # False: keep only what the summary needs (no uncertainty statistics)
     router_params: dict[str, Any] = field(default_factory=dict)  # the router's parameters, checked
+    trace_topk: int = 0  # > 0: also record System 1's and System 2's top-K ids and probabilities per token
 
     @cached_property
     def method_spec(self) -> MethodSpec:
+        """The method's registry entry."""
         return registry.get_method(self.method)
 
     @cached_property
     def router_spec(self) -> RouterSpec:
+        """The router's registry entry."""
         return registry.get_router(self.router)
 
     @cached_property
     def route(self) -> Route:
         """The router function ``[B, V] log-probs -> Bool[B]`` built from ``router_params``."""
         return self.router_spec.build(self.router_params)
+
+    def route_at(self, small: Tensor, position: int | Tensor) -> Tensor:
+        """The router's answer ``[B]`` for System 1's log-probs ``small`` ``[B, V]``; a router that uses the
+        position (a learned one with scalar features: tokens generated before this one) is given it too."""
+        route = self.route
+        return route(small, position) if getattr(route, "uses_position", False) else route(small)
 
 
 def make_config(
@@ -56,6 +66,7 @@ def make_config(
     seed: int | None = None,
     has_small_base: bool = False,
     record_trace: bool = True,
+    trace_topk: int = 0,
     **params: Any,
 ) -> DecodeConfig:
     """Validate every setting and return a ``DecodeConfig``; ``ValueError`` naming the problem otherwise.
@@ -72,12 +83,16 @@ def make_config(
     if spec.needs_small_base and not has_small_base:
         raise ValueError(f"method {method!r} needs small_base (the untuned base of the small model)")
     _check_decoding(max_new_tokens, temperature, top_p, top_k)
+    if isinstance(trace_topk, bool) or not isinstance(trace_topk, (int, float)) or int(trace_topk) != trace_topk \
+            or trace_topk < 0:
+        raise ValueError(f"trace_topk must be an integer >= 0, got {trace_topk!r}")
     stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
     if any(not s for s in stops):
         raise ValueError("stop strings must be non-empty")
     thr = router_params.get("threshold")
     cfg = DecodeConfig(method, router, None if thr is None else float(thr), method_params, int(max_new_tokens),
-                       float(temperature), float(top_p), int(top_k), stops, seed, record_trace, router_params)
+                       float(temperature), float(top_p), int(top_k), stops, seed, record_trace, router_params,
+                       int(trace_topk))
     cfg.route  # build the router now: a factory's error (a bad weights file) comes before any model runs
     return cfg
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,26 @@ import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "auto": "auto"}
+log = logging.getLogger(__name__)
+_warned_half_on_cpu = False  # the warning is given once per process, not once per pair or sweep cell
+
+
+def warn_half_on_cpu(models: dict[str, PreTrainedModel]) -> bool:
+    """Warn (once per process) when a model decodes in half precision on a CPU; return whether it did.
+
+    On a CPU, fp16/bf16 matmuls round differently with the batch's padding, so text can change with
+    ``batch_size`` (micro-m → micro-xl in fp16: 1 of 8 GSM8K generations differed between batch 1 and 4).
+    """
+    global _warned_half_on_cpu
+    half = {role: m.dtype for role, m in models.items()
+            if m.dtype in (torch.float16, torch.bfloat16) and m.get_input_embeddings().weight.device.type == "cpu"}
+    if not half or _warned_half_on_cpu:
+        return False
+    _warned_half_on_cpu = True
+    which = ", ".join(f"{role} in {str(dt).removeprefix('torch.')}" for role, dt in half.items())
+    log.warning("fsgen: half precision on the CPU (%s): results may depend on the batch size; "
+                "pass dtype=float32 for exact, batch-independent decoding", which)
+    return True
 
 
 def check_same_vocab(tok_a: PreTrainedTokenizerBase, tok_b: PreTrainedTokenizerBase, name_a: str, name_b: str) -> None:
@@ -109,8 +130,10 @@ class ModelPair:
                     f"{role} model has {rows} output rows but the tokenizer has {self.vocab_size} tokens"
                 )
         self.names = {"small": None, "large": None, "small_base": None, **self.names}
+        warn_half_on_cpu(self.models())
 
     def models(self) -> dict[str, PreTrainedModel]:
+        """Role -> model: ``small``, ``large`` and ``small_base`` if loaded."""
         out = {"small": self.small, "large": self.large}
         if self.small_base is not None:
             out["small_base"] = self.small_base
@@ -123,6 +146,7 @@ class ModelPair:
 
     @property
     def pad_token_id(self) -> int:
+        """The tokenizer's pad id, else its EOS id, else 0 (left padding is masked, so any id works)."""
         tok = self.tokenizer
         return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 

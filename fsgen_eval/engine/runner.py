@@ -60,6 +60,7 @@ class Runner:
 
     @classmethod
     def new(cls, model: PreTrainedModel) -> "Runner":
+        """A runner with an empty cache, using the keyword names this transformers version's ``forward`` takes."""
         # transformers 5 renamed `past_key_values` to `cache`; ask the signature which one it takes
         params = inspect.signature(model.forward).parameters
         return cls(model, DynamicCache(config=model.config),

@@ -20,12 +20,13 @@ from fsgen_eval.engine.pair import ModelPair
 from fsgen_eval.core.sampling import pick, warp
 
 
-def ends_draft(cfg: DecodeConfig, s1: Tensor) -> Tensor:
+def ends_draft(cfg: DecodeConfig, s1: Tensor, position: Tensor) -> Tensor:
     """Rows ``[B]`` whose router asks for System 2 at System 1's log-probs ``s1`` ``[B, V]``: their draft
-    ends here (BiLD-style); an always-calling router means full-length drafts."""
+    ends here (BiLD-style); an always-calling router means full-length drafts. ``position`` ``[B]``: tokens
+    each row has generated before this one (a learned router may use it)."""
     if cfg.router_spec.always_calls:
         return torch.zeros(s1.shape[0], dtype=torch.bool, device=s1.device)
-    return cfg.route(s1)
+    return cfg.route_at(s1, position)
 
 
 def draft(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, room: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -37,8 +38,8 @@ def draft(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, room: Tensor) -> 
     into System 1's cache as they are made.
     """
     s1 = st.small.advance(st.seq, 1, pair.vocab_size)[:, -1]
-    going = ~st.seq.finished & (room > 0) & ~ends_draft(cfg, s1)
     n = torch.zeros_like(room)
+    going = ~st.seq.finished & (room > 0) & ~ends_draft(cfg, s1, st.seq.lengths)
     dists, drafts = [s1], []
     while bool(going.any()):
         tok = torch.where(going, pick(s1, cfg.temperature, cfg.top_k, cfg.top_p, st.generator), st.fin.pad)
@@ -47,7 +48,7 @@ def draft(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, room: Tensor) -> 
         n += going.long()
         s1 = st.small.advance(st.seq, 1, pair.vocab_size)[:, -1]
         dists.append(s1)
-        going &= (n < room) & ~ends_draft(cfg, s1)
+        going &= (n < room) & ~ends_draft(cfg, s1, st.seq.lengths + n)
     x = torch.stack(drafts, 1) if drafts else st.seq.tokens.new_zeros(len(room), 0)
     return x, n, torch.stack(dists, 1)
 
@@ -96,26 +97,38 @@ def verify_sampling(p: Tensor, q: Tensor, x: Tensor, n: Tensor, cfg: DecodeConfi
     return acc, torch.multinomial(resid, 1, generator=gen).squeeze(1)
 
 
-def speculative_round(st: DecodeState, pair: ModelPair, cfg: DecodeConfig) -> None:
-    """Draft, verify in one large-model pass, emit each row's accepted drafts and one large-model token."""
+def speculative_round(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, verify: Tensor | None = None) -> None:
+    """Draft, verify in one large-model pass, emit each row's accepted drafts and one large-model token.
+
+    ``verify`` ``[B]`` bool (FS-GEN's lossy variant, ``engine/decode.py``): rows where it is False draft
+    nothing and emit System 1's own token, unverified, in the round's last column; default: every row."""
     start = st.seq.length
     live = ~st.seq.finished
     # a row's draft leaves room for the large model's token within its max_new_tokens
     room = (cfg.max_new_tokens - st.seq.lengths - 1).clamp(0, int(cfg.params["num_draft"]))
+    if verify is not None:
+        room = torch.where(verify, room, 0)
     x, n_draft, q = draft(st, pair, cfg, room)
     p = st.large.advance(st.seq, x.shape[1] + 1, pair.vocab_size)  # (B, d+1, V): verifies all drafts at once
     if cfg.temperature == 0:
         n_acc, final = verify_greedy(p, x, n_draft)
     else:
         n_acc, final = verify_sampling(p, q, x, n_draft, cfg, st.generator)
-    st.counters[st.rows] += live.long()[:, None] * torch.stack([n_draft, n_acc, torch.ones_like(n_acc)], 1)
-    emit_round(st, x, n_draft, n_acc, final, q, p, start, live)
+    checked = live if verify is None else live & verify
+    if verify is not None:  # unverified rows: no draft, so q[:, 0] is System 1 at their next position
+        final = torch.where(verify, final, pick(q[:, 0], cfg.temperature, cfg.top_k, cfg.top_p, st.generator))
+    st.counters[st.rows] += checked.long()[:, None] * torch.stack([n_draft, n_acc, torch.ones_like(n_acc)], 1)
+    emit_round(st, x, n_draft, n_acc, final, q, p, start, live, None if verify is None else verify)
 
 
 def emit_round(st: DecodeState, x: Tensor, n_draft: Tensor, n_acc: Tensor, final: Tensor, q: Tensor, p: Tensor,
-               start: int, live: Tensor) -> None:
+               start: int, live: Tensor, verified: Tensor | None = None) -> None:
     """Keep each row's accepted drafts, append the large model's tokens ``final`` ``[B]`` as one column, and
-    count and record row r's ``n_acc[r] + 1`` tokens in order (EOS or a stop string ends just that row)."""
+    count and record row r's ``n_acc[r] + 1`` tokens in order (EOS or a stop string ends just that row).
+
+    ``verified`` ``[B]`` (default every row): where False, ``final`` is System 1's unverified token
+    (source 1, System 2 not called)."""
+    called = torch.ones_like(live) if verified is None else verified
     m = int(n_acc[live].max())  # columns past start + m hold drafts no row accepted: crop them off
     st.seq.truncate(start + m)
     st.small.rewind(start + m)
@@ -129,7 +142,7 @@ def emit_round(st: DecodeState, x: Tensor, n_draft: Tensor, n_acc: Tensor, final
         end = torch.where(is_draft, start + j + 1, st.seq.length)
         emitting = live & (j <= n_acc)
         accepted = torch.where(is_draft, 1, torch.where(n_acc < n_draft, 0, -1)).to(torch.int8)
-        handoff = ~is_draft & (tok != q[:, j].argmax(-1))
-        source = torch.where(is_draft, 1, 2).to(torch.int8)
+        handoff = ~is_draft & called & (tok != q[:, j].argmax(-1))
+        source = torch.where(is_draft | ~called, 1, 2).to(torch.int8)
         tok = st.fin.account(st.seq, tok, emitting, end)
-        st.rec.add(tok, source, torch.ones_like(is_draft), handoff, q[:, j], p[:, j], accepted, emitted=emitting)
+        st.rec.add(tok, source, called, handoff, q[:, j], p[:, j], accepted, emitted=emitting)

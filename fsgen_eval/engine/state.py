@@ -48,6 +48,7 @@ class Sequences:
 
     @classmethod
     def from_prompt(cls, input_ids: Tensor, attention_mask: Tensor) -> "Sequences":
+        """Columns of the prompt ``[B, T]`` (left-padded), nothing generated yet."""
         b, t = input_ids.shape
         return cls(input_ids.long(), attention_mask.long(), positions_from_mask(attention_mask), t,
                    torch.zeros(b, dtype=torch.bool, device=input_ids.device),
@@ -71,6 +72,7 @@ class Sequences:
         self.mask = torch.cat([self.mask, real[:, None]], 1)
 
     def truncate(self, length: int) -> None:
+        """Keep the first ``length`` columns (drops rejected drafts)."""
         self.tokens, self.mask, self.positions = (x[:, :length] for x in (self.tokens, self.mask, self.positions))
 
     def reject(self, start: int, kept: Tensor) -> None:
@@ -157,13 +159,18 @@ class Recorder:
 
     Each ``add`` is one column; a row that does not emit a token in it (``emitted`` False: speculative rows
     that accepted fewer drafts than others) gets no entry, so every row's entries are its own tokens in order.
+
+    With ``topk`` > 0 it also keeps System 1's and System 2's top-``topk`` ids and probabilities per token
+    (columns ``[B0, K]``), gathered on the device like every other field and ordered per row the same way.
     """
 
-    def __init__(self, enabled: bool, rows: Tensor):
+    def __init__(self, enabled: bool, rows: Tensor, topk: int = 0):
         self.enabled = enabled
         self.rows = rows  # (b,) original row of each live row
         self.batch = len(rows)  # B0
-        self.cols: dict[str, list[Tensor]] = {k: [] for k in schema.TOKEN_FIELDS}
+        self.topk = topk
+        fields = schema.TOKEN_FIELDS + (schema.TOPK_FIELDS if topk else ())
+        self.cols: dict[str, list[Tensor]] = {k: [] for k in fields}
         self.emitted: list[Tensor] = []  # (B0,) bool per column: the row has an entry there
 
     def _put(self, field: str, v: Tensor) -> None:
@@ -176,13 +183,20 @@ class Recorder:
         return torch.zeros((self.batch, *v.shape[1:]), dtype=v.dtype, device=v.device).index_copy(0, self.rows, v)
 
     def add(self, token: Tensor, source: Tensor, called: Tensor, handoff: Tensor, s1: Tensor,
-            s2: Tensor | None, accepted: Tensor | None = None, emitted: Tensor | None = None) -> None:
+            s2: Tensor | None, accepted: Tensor | None = None, emitted: Tensor | None = None,
+            base_handoff: Tensor | None = None) -> None:
         """Record one column; ``s1``/``s2`` are log-probs ``[b, V]`` (s2 only meaningful where ``called``);
-        ``emitted`` ``[b]`` bool: the rows this column is a token of (default: every live row)."""
+        ``emitted`` ``[b]`` bool: the rows this column is a token of (default: every live row).
+
+        ``base_handoff`` ``[b]`` (int8: 1/0, -1 without a base model) is proxy tuning's count against the
+        untuned base's greedy token."""
         self.emitted.append(self._full(emitted if emitted is not None else torch.ones_like(token, dtype=torch.bool)))
         for k, v in (("token_id", token), ("source", source), ("llm_called", called), ("handoff", handoff)):
             self._put(k, v)
         self._put("accepted", accepted if accepted is not None else torch.full_like(token, -1))
+        self._put("base_handoff", base_handoff if base_handoff is not None else torch.full_like(token, -1))
+        if self.topk:
+            self._add_topk(called, s1, s2)
         if not self.enabled:
             return
         for k, v in zip(("s1_entropy", "s1_top1_prob", "s1_margin"), stats(s1)):
@@ -191,6 +205,21 @@ class Recorder:
         s2_stats = stats(s2) if s2 is not None else (nan, nan, nan)
         for k, v in zip(("s2_entropy", "s2_top1_prob", "s2_margin"), s2_stats):
             self._put(k, torch.where(called, v, nan))
+
+    def _add_topk(self, called: Tensor, s1: Tensor, s2: Tensor | None) -> None:
+        """Top-K ids (int32) and probabilities (float32) ``[b, K]``; System 2's -1 / NaN where not called."""
+        lp, ids = s1.topk(self.topk, -1)
+        self._put("s1_topk_ids", ids.int())
+        self._put("s1_topk_probs", lp.exp().float())
+        if s2 is None:
+            ids2 = torch.full_like(ids, -1, dtype=torch.int32)
+            p2 = torch.full(ids.shape, math.nan, device=ids.device)
+        else:
+            lp2, ids2 = s2.topk(self.topk, -1)
+            ids2 = torch.where(called[:, None], ids2.int(), -1)
+            p2 = torch.where(called[:, None], lp2.exp().float(), math.nan)
+        self._put("s2_topk_ids", ids2.int())
+        self._put("s2_topk_probs", p2)
 
     def _entry_order(self) -> Tensor | None:
         """Columns ``[B0, N']`` holding each row's entries first, in order (``None``: every row has every
@@ -215,7 +244,8 @@ class Recorder:
         return arr.gather(1, idx)
 
     def finish(self, batch: int, device: torch.device) -> dict[str, np.ndarray]:
-        """Stack to ``[B, N]`` numpy arrays with the schema's dtypes (one device→CPU copy per field)."""
+        """Stack to ``[B, N]`` numpy arrays with the schema's dtypes (one device→CPU copy per field);
+        top-K fields ``[B, N, K]`` (int32 ids, float32 probabilities)."""
         order = self._entry_order()
         n = len(self.cols["token_id"]) if order is None else order.shape[1]
         out = {}
@@ -226,6 +256,10 @@ class Recorder:
             else:
                 out[k] = arr.cpu().numpy()
             out[k] = out[k].astype(schema.FIELD_DTYPES[k])
+        for k in schema.TOPK_FIELDS if self.topk else ():
+            arr = self.stacked(k, order)
+            out[k] = (arr.cpu().numpy() if arr is not None else
+                      np.zeros((batch, 0, self.topk), np.int32 if k.endswith("ids") else np.float32))
         return out
 
 
@@ -251,6 +285,7 @@ def trim_at_stop(tokenizer, ids: list[int], stop: tuple[str, ...]) -> tuple[list
 
 
 def collect_rows(pair: ModelPair, st: "DecodeState", cfg: DecodeConfig) -> list[RowResult]:
+    """One :class:`RowResult` per original row: tokens, text and trace ``[T_r]`` trimmed at EOS and stop strings."""
     st.lengths[st.rows] = st.seq.lengths
     trace = st.rec.finish(st.rec.batch, st.seq.tokens.device)
     gen = trace["token_id"].tolist()  # the emitted columns, over the original rows
@@ -281,6 +316,7 @@ class DecodeState:
     counters: Tensor  # (B0, 3) int64: drafted, accepted, verification steps
 
     def runners(self) -> list[Runner]:
+        """The runners in use (``small_base``'s only for proxy tuning)."""
         return [r for r in (self.small, self.large, self.small_base) if r is not None]
 
 
@@ -338,13 +374,15 @@ def make_generator(pair: ModelPair, cfg: DecodeConfig) -> torch.Generator | None
 
 def init_state(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg: DecodeConfig,
           gen: torch.Generator | None) -> DecodeState:
+    """The loop's state for a left-padded batch ``input_ids``/``attention_mask`` ``[B, T]``: empty caches, no
+    row finished."""
     dev = pair.device
     ids, mask = input_ids.to(dev), attention_mask.to(dev)
     rows = torch.arange(ids.shape[0], device=dev)
     return DecodeState(
         Sequences.from_prompt(ids, mask), Runner.new(pair.small), Runner.new(pair.large),
         Runner.new(pair.small_base) if pair.small_base is not None else None,
-        Recorder(cfg.record_trace, rows), Finisher(pair, cfg.stop, cfg.max_new_tokens), gen, rows,
+        Recorder(cfg.record_trace, rows, cfg.trace_topk), Finisher(pair, cfg.stop, cfg.max_new_tokens), gen, rows,
         torch.zeros(ids.shape[0], dtype=torch.long, device=dev),
         torch.zeros(ids.shape[0], 3, dtype=torch.long, device=dev),
     )

@@ -39,6 +39,7 @@ class DemoCell(Cell):
 
     @property
     def relpath(self) -> Path:
+        """The cell's folder under the demo's output: its display name."""
         return Path(self.name)
 
 
@@ -136,11 +137,11 @@ def completed(folder: Path) -> bool:
 def entropy_threshold(oracle_folder: Path, target: float) -> tuple[float, dict[str, Any]]:
     """The entropy router's threshold whose call rate on the oracle's own traces is at most ``target``
     (the router what-if; the oracle calls System 2 at every token, so every handoff is known)."""
-    from fsgen_eval.analysis.files import find_runs, read_traces
+    from fsgen_eval.analysis.files import find_runs, run_records
     from fsgen_eval.analysis.whatif import tradeoff_curves
 
     (run,) = find_runs([oracle_folder])
-    curves = tradeoff_curves([r["trace"] for r in read_traces(run.trace_files)])
+    curves = tradeoff_curves([r["trace"] for r in run_records(run)])
     point = next(c for c in curves if c.signal == "s1_entropy").at_target(target)
     if point["router_threshold"] is None:
         raise ValueError(f"no entropy threshold reaches a call rate <= {target} on the oracle's traces")
@@ -149,6 +150,7 @@ def entropy_threshold(oracle_folder: Path, target: float) -> tuple[float, dict[s
 
 
 def lm_eval_args(max_gen_toks: int | None) -> list[str]:
+    """lm-eval's arguments for every demo cell (few-shot, batch size, and the generation cap if given)."""
     args = ["--num_fewshot", str(NUM_FEWSHOT), "--batch_size", "8"]
     if max_gen_toks is not None:
         args += ["--gen_kwargs", f"max_gen_toks={max_gen_toks}"]

@@ -53,6 +53,8 @@ class Cell:
         return Path(_safe(f"{_label(self.small)}__{_label(self.large)}"), _safe(conf), _safe(self.task))
 
     def model_args(self, trace_arg: str = "trace=true", extra: str = "") -> str:
+        """The cell's ``--model_args``: pair, method, router, threshold, parameters, then ``trace_arg`` and
+        ``extra``."""
         args = [f"small={self.small}", f"large={self.large}", f"method={self.method}", f"router={self.router}"]
         if self.threshold is not None:
             args.append(f"threshold={self.threshold:g}")
@@ -62,6 +64,7 @@ class Cell:
 
     def command(self, output: Path, limit: int | None = None, trace_arg: str = "trace=true",
                 model_args_extra: str = "", lm_eval_args: list[str] | None = None) -> list[str]:
+        """The lm-eval command line that runs this cell into ``output``."""
         cmd = [sys.executable, "-m", "lm_eval", "--model", "fsgen",
                "--model_args", self.model_args(trace_arg, model_args_extra),
                "--tasks", self.task, "--output_path", str(output)]
@@ -140,6 +143,7 @@ def build_grid(models: list[ParamCount], methods: list[str], routers: list[str],
 
 
 def is_done(folder: Path) -> bool:
+    """A cell folder is finished when it holds a ``results_*.json``."""
     return folder.is_dir() and any(folder.rglob("results_*.json"))
 
 

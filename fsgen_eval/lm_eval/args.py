@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,7 @@ def merge_args(model_args: Mapping[str, Any], extra: Mapping[str, Any] | None, v
 
 
 def require_pair(small: Any, large: Any) -> None:
+    """``ModelArgsError`` unless ``small`` and ``large`` are both given as paths or hub ids."""
     for role, value in (("small", small), ("large", large)):
         if not value or not isinstance(value, str):
             what = "System 1, the small model" if role == "small" else "System 2's large model"
@@ -96,7 +99,10 @@ def resolve_device(device: str | None, cuda_available: bool) -> str:
 
 
 def check_trace_arg(trace: Any) -> str | None:
-    """``trace``: a path (file ``*.jsonl`` or folder), ``false`` to write none, or unset (beside results)."""
+    """``trace``: a path (file ``*.jsonl`` or folder), ``false`` to write none, or unset (beside results).
+
+    A path is refused up front when its folder cannot be created or written (the first batch would fail).
+    """
     if trace is None or trace is True:
         return None
     if trace is False:
@@ -105,9 +111,214 @@ def check_trace_arg(trace: Any) -> str | None:
         raise ModelArgsError(f"trace must be a path or false, got {trace!r}")
     if trace.strip().lower() in ("false", "none", "0", "no"):
         return "false"
+    check_writable_target("trace", trace)
     return trace
 
 
+def check_trace_topk(trace_topk: Any, trace: str | None) -> int:
+    """``trace_topk``: an integer >= 0; with K > 0 an explicit ``trace=FILE.jsonl`` must not have a side file yet
+    (Parquet cannot be appended to, and the run would fail only at its first batch)."""
+    try:
+        k = int(trace_topk)
+        whole = k == float(trace_topk)
+    except (TypeError, ValueError):
+        raise ModelArgsError(f"trace_topk must be an integer >= 0, got {trace_topk!r}") from None
+    if not whole or k < 0 or isinstance(trace_topk, bool):
+        raise ModelArgsError(f"trace_topk must be an integer >= 0, got {trace_topk!r}")
+    if k and trace == "false":
+        raise ModelArgsError("trace_topk needs traces: it cannot go with trace=false")
+    if k and trace and trace.endswith(".jsonl"):
+        side = Path(trace).with_suffix(".topk.parquet")
+        if side.exists():
+            raise ModelArgsError(f"{side}: top-K side file exists already (Parquet cannot be appended to, even with "
+                                 "trace_append=true); move it away or choose another trace path")
+    return k
+
+
+def check_writable_target(key: str, value: str) -> None:
+    """``value`` (a ``*.jsonl`` file or a folder) can be written: its folder exists and takes a file, or the
+    nearest existing ancestor takes a new folder. Probed with a temporary entry, removed at once."""
+    target = Path(value).expanduser()
+    folder = target.parent if target.suffix == ".jsonl" else target
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ModelArgsError(f"{key}={value}: {existing} is a file, not a folder")
+    try:
+        if existing == folder:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        else:
+            os.rmdir(tempfile.mkdtemp(dir=existing))
+    except OSError as err:
+        what = f"cannot write in {folder}" if existing == folder else f"cannot create {folder}"
+        raise ModelArgsError(f"{key}={value}: {what} ({err.strerror or err})") from None
+
+
+# ------------------------------------------------------------------------------------- value checks
+# The dtype names HFLM and the engine turn into a torch dtype (``getattr(torch, name)``), and ``auto``.
+DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16", "float64", "float", "half", "double")
+
+
+def _bad(key: str, value: Any, expected: str) -> ModelArgsError:
+    return ModelArgsError(f"{key}={value} is not valid: expected {expected}")
+
+
+def check_batch_size(value: Any, key: str = "batch_size") -> int | str:
+    """A positive integer, ``auto`` or ``auto:N`` (N > 0: re-detect N times), as ``--model hf`` takes."""
+    text = str(value).strip()
+    if isinstance(value, bool):
+        raise _bad(key, value, "a positive integer, auto or auto:N")
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    if text == "auto":
+        return text
+    head, _, times = text.partition(":")
+    if head == "auto" and _positive_number(times):
+        return text
+    raise _bad(key, value, "a positive integer, auto or auto:N")
+
+
+def _positive_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text)) and float(text) > 0
+    except ValueError:
+        return False
+
+
+def check_positive_int(key: str, value: Any, allow_none: bool = True) -> int | None:
+    """``max_batch_size``, ``max_length``, ``num_draft``: an integer >= 1 (``None`` = the default)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not str(value).strip().isdigit() or int(str(value).strip()) < 1:
+        raise _bad(key, value, "an integer >= 1")
+    return int(str(value).strip())
+
+
+def check_dtype(value: Any) -> Any:
+    """``auto`` or a floating torch dtype's name; a ``torch.dtype`` object passes (the Python API)."""
+    if type(value).__name__ == "dtype":
+        return value
+    if not isinstance(value, str) or value.strip() not in DTYPES:
+        raise _bad("dtype", value, ", ".join(DTYPES))
+    return value.strip()
+
+
+def check_number(key: str, value: Any) -> float | None:
+    """A finite number (``threshold``, ``alpha``, ``beta``); ``None`` stays unset."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise _bad(key, value, "a number") from None
+    if not math.isfinite(number):
+        raise _bad(key, value, "a finite number")
+    return number
+
+
+def check_values(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Check and convert the values of ``--model_args`` that need no model; one line naming key and value.
+
+    ``given``: the constructor's keywords; returned with those values converted (the rest are left to the
+    engine, which checks them before any model runs).
+    """
+    out: dict[str, Any] = dict(given)
+    if "batch_size" in given:
+        out["batch_size"] = check_batch_size(given["batch_size"])
+    for key in ("max_batch_size", "max_length", "num_draft"):
+        if key in given:
+            out[key] = check_positive_int(key, given[key])
+    if "dtype" in given:
+        out["dtype"] = check_dtype(given["dtype"])
+    for key in ("threshold", "alpha", "beta"):
+        if key in given:
+            out[key] = check_number(key, given[key])
+    return out
+
+
+# ---------------------------------------------------------------------------------- gen_kwargs
+# Generation kwargs the engine implements, those HFLM handles itself before calling the model, and
+# those accepted only at their no-op value; others are refused rather than silently dropped.
+ENGINE_GEN_KEYS: tuple[str, ...] = ("do_sample", "temperature", "top_p", "top_k")
+HFLM_GEN_KEYS: tuple[str, ...] = ("until", "max_gen_toks", "attention_mask")
+NOOP_GEN: dict[str, Any] = {"num_beams": 1, "repetition_penalty": 1.0}
+
+
+def check_gen_kwargs(gen: Mapping[str, Any] | None, where: str = "--gen_kwargs") -> None:
+    """Refuse unsupported generation kwargs and bad sampling values, naming the key and the value.
+
+    Runs on ``--gen_kwargs`` before any model loads (see ``running_gen_kwargs``) and again on each
+    request's kwargs (the task's YAML merged with the command line).
+    """
+    gen = dict(gen or {})
+    extra = sorted(k for k, v in gen.items() if k not in ENGINE_GEN_KEYS + HFLM_GEN_KEYS
+                   and NOOP_GEN.get(k, object()) != v)
+    if extra:
+        raise ModelArgsError(f"--model fsgen does not support generation kwarg(s) {', '.join(extra)} "
+                             f"(supported: {', '.join(ENGINE_GEN_KEYS + HFLM_GEN_KEYS[:2])})")
+    for key, value in gen.items():
+        if value is None:
+            continue
+        if key == "do_sample" and value not in (True, False):
+            raise _bad(f"{where} do_sample", value, "true or false")
+        if key == "temperature" and not _in_range(value, lambda t: t >= 0):
+            raise _bad(f"{where} temperature", value, "a number >= 0")
+        if key == "top_p" and not _in_range(value, lambda p: 0 < p <= 1):
+            raise _bad(f"{where} top_p", value, "a number in (0, 1]")
+        if key == "top_k" and not _in_range(value, lambda k: k >= 0 and k == int(k)):
+            raise _bad(f"{where} top_k", value, "an integer >= 0")
+        if key == "max_gen_toks" and not _in_range(value, lambda n: n >= 1 and n == int(n)):
+            raise _bad(f"{where} max_gen_toks", value, "an integer >= 1")
+
+
+def _in_range(value: Any, ok: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(number) and bool(ok(number))
+
+
+def sampling(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """One request's generation kwargs → the engine's (temperature 0 = greedy), checked first."""
+    check_gen_kwargs(kwargs, where="generation kwarg")
+    temperature = float(kwargs.get("temperature") or 0.0)
+    if not kwargs.get("do_sample", temperature > 0):
+        temperature = 0.0
+    elif temperature == 0.0:
+        log.warning("fsgen: do_sample=True without a temperature: sampling at temperature 1.0")
+        temperature = 1.0
+    top_p = float(kwargs.get("top_p") or 1.0) if temperature > 0 else 1.0
+    top_k = int(kwargs.get("top_k") or 0) if temperature > 0 else 0
+    # no seed: the engine then draws one from torch's global RNG, which lm-eval's --seed seeds
+    return {"temperature": temperature, "top_p": top_p, "top_k": top_k}
+
+
+def running_gen_kwargs() -> dict[str, Any] | None:
+    """``--gen_kwargs`` of the ``simple_evaluate`` call constructing this model, or ``None``.
+
+    lm-eval hands them to the tasks, which pass them to the model only with each request, after every model
+    has loaded. ``simple_evaluate`` has parsed its ``gen_kwargs`` argument into a dict before it builds the
+    model, so we read it from that frame on the call stack: read-only, nothing patched or kept.
+    """
+    evaluator = sys.modules.get("lm_eval.evaluator")
+    target = getattr(evaluator, "simple_evaluate", None)
+    while getattr(target, "__wrapped__", None) is not None:
+        target = target.__wrapped__
+    code = getattr(target, "__code__", None)
+    frame = sys._getframe(1)
+    while frame is not None and code is not None:
+        if frame.f_code is code:
+            gen = frame.f_locals.get("gen_kwargs")
+            return dict(gen) if isinstance(gen, Mapping) else None
+        frame = frame.f_back
+    return None
 def check_trace_file(trace_arg: str | None, append: bool) -> None:
     """``trace=FILE.jsonl`` refuses an existing file (two runs would mix) unless ``trace_append=true``."""
     if trace_arg and trace_arg != "false" and Path(trace_arg).suffix == ".jsonl" and not append:

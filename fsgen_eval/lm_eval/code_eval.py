@@ -94,6 +94,7 @@ class CodeEval:
 
 
 def offline() -> bool:
+    """Whether an offline switch (``HF_HUB_OFFLINE`` and the like) is set."""
     return any(os.environ.get(name, "").strip() not in ("", "0", "false", "False") for name in OFFLINE_ENVS)
 
 

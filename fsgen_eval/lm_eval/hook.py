@@ -47,6 +47,7 @@ def register_fsgen(_registry_module: ModuleType | None = None) -> None:
 
 
 def patch_datasets(module: ModuleType) -> None:
+    """With ``FSGEN_DATASETS_DIR`` set, let Hugging Face ``datasets.load_dataset`` read hub ids from that folder."""
     if callable(getattr(module, "load_dataset", None)):  # Hugging Face datasets, not a namesake
         from fsgen_eval.lm_eval.offline import patch_load_dataset
 
@@ -54,6 +55,7 @@ def patch_datasets(module: ModuleType) -> None:
 
 
 def patch_evaluate(module: ModuleType) -> None:
+    """Offline, let ``evaluate.load("code_eval")`` return the local pass@k."""
     if callable(getattr(module, "load", None)) and hasattr(module, "EvaluationModule"):  # HF evaluate
         from fsgen_eval.lm_eval.code_eval import patch_evaluate_load
 

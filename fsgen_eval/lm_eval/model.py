@@ -47,6 +47,7 @@ from fsgen_eval.lm_eval.traces import (
     SummaryBook,
     TraceWriter,
     all_rank_paths,
+    conventions_note,
     format_summary,
     make_record,
     timestamp,
@@ -54,11 +55,6 @@ from fsgen_eval.lm_eval.traces import (
 )
 
 log = logging.getLogger(__name__)
-
-# Generation kwargs the engine implements; others are refused rather than silently dropped.
-_GEN_KEYS = {"do_sample", "temperature", "top_p", "top_k"}
-_NOOP_GEN = {"num_beams": 1, "repetition_penalty": 1.0}
-
 
 # ------------------------------------------------------------------------------- request identity
 @dataclass
@@ -161,12 +157,19 @@ class FSGenLM(HFLM):
         parallelize: bool = False,  # device_map="auto" for the large model
         trace: str | bool | None = None,  # a path (file.jsonl or folder), false, or unset: beside results
         trace_append: bool = False,  # append to an existing trace=FILE.jsonl instead of refusing it
+        trace_topk: int = 0,  # > 0: top-K ids/probabilities of both systems per token, in a Parquet side file
         **params: Any,  # the method's and router's parameters (threshold, num_draft, alpha, ...): the registry's
     ) -> None:
         from fsgen_eval.engine.config import make_config
         from fsgen_eval.engine.pair import ModelPair
 
-        # everything that can be wrong is checked before a weight is read
+        # everything that can be wrong is checked before a weight is read (the Python API too, not only
+        # create_from_arg_obj: FSGenLM(batch_size="x") names the key as --model_args does)
+        checked = margs.check_values({"batch_size": batch_size, "max_batch_size": max_batch_size,
+                                      "max_length": max_length, "dtype": dtype, **params})
+        batch_size, max_batch_size, max_length, dtype = (checked[k] for k in
+                                                         ("batch_size", "max_batch_size", "max_length", "dtype"))
+        params = {k: checked[k] for k in params}
         margs.check_launch()
         threshold = params.get("threshold")
         method_params = margs.method_params(params)
@@ -174,6 +177,7 @@ class FSGenLM(HFLM):
                                  bool(trust_remote_code))
         trace_arg = margs.check_trace_arg(trace)
         margs.check_trace_file(trace_arg, bool(trace_append))
+        trace_topk = margs.check_trace_topk(trace_topk, trace_arg)
         device = margs.resolve_device(device, torch.cuda.is_available())
 
         # HFLM loads the large model (devices, parallelize, accelerate ranks) with System 1's tokenizer
@@ -189,7 +193,7 @@ class FSGenLM(HFLM):
         self._make_config = make_config
         run_ts, run_id = self._shared_run_stamp()
         run = RunInfo(small=small, large=large, small_base=small_base, method=method, router=router,
-                      threshold=threshold, run_id=run_id, batch_size=batch_size)
+                      threshold=threshold, run_id=run_id, batch_size=batch_size, trace_topk=trace_topk)
         self.state = AdapterState(run=run, method_params=method_params, trace_arg=trace_arg,
                                   trace_append=bool(trace_append), run_ts=run_ts)
         cfg = self._decode_config()
@@ -198,6 +202,7 @@ class FSGenLM(HFLM):
     # ----------------------------------------------------------------------------- construction
     @classmethod
     def model_arg_names(cls) -> list[str]:
+        """Every ``--model_args`` key ``fsgen`` accepts: its own arguments, HFLM's and the registries'."""
         fixed = [n for n, p in inspect.signature(cls.__init__).parameters.items()
                  if n != "self" and p.kind is not p.VAR_KEYWORD]
         return margs.model_arg_names(fixed)
@@ -210,7 +215,9 @@ class FSGenLM(HFLM):
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict[str, Any], additional_config: dict | None = None) -> "FSGenLM":
         """lm-eval's entry for a dict of model_args; lm-eval's device/batch_size defaults lose to them."""
-        return cls(**margs.merge_args(arg_dict, additional_config, cls.model_arg_names()))
+        given = margs.check_values(margs.merge_args(arg_dict, additional_config, cls.model_arg_names()))
+        margs.check_gen_kwargs(margs.running_gen_kwargs())  # they reach the model only with the requests
+        return cls(**given)
 
     def _load_small(self, role: str, path: str, dtype: str, trust_remote_code: bool) -> transformers.PreTrainedModel:
         from fsgen_eval.engine.pair import load_model
@@ -230,8 +237,8 @@ class FSGenLM(HFLM):
         """The engine's config: this run's method and router, plus a batch's decoding settings."""
         run = self.state.run
         return self._make_config(method=run.method, router=run.router, threshold=run.threshold,
-                                 has_small_base=self.pair.small_base is not None, **self.state.method_params,
-                                 **decoding)
+                                 has_small_base=self.pair.small_base is not None, trace_topk=run.trace_topk,
+                                 **self.state.method_params, **decoding)
 
     @property
     def run_ts(self) -> str:
@@ -406,20 +413,8 @@ class FSGenLM(HFLM):
         return row.text
 
     def _sampling(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """lm-eval's generation kwargs → the engine's (temperature 0 = greedy); unknown ones are refused."""
-        extra = {k: v for k, v in kwargs.items() if k not in _GEN_KEYS and _NOOP_GEN.get(k, object()) != v}
-        if extra:
-            raise ValueError(f"--model fsgen does not support generation kwarg(s) {', '.join(sorted(extra))}")
-        temperature = float(kwargs.get("temperature") or 0.0)
-        if not kwargs.get("do_sample", temperature > 0):
-            temperature = 0.0
-        elif temperature == 0.0:
-            log.warning("fsgen: do_sample=True without a temperature: sampling at temperature 1.0")
-            temperature = 1.0
-        top_p = float(kwargs.get("top_p") or 1.0) if temperature > 0 else 1.0
-        top_k = int(kwargs.get("top_k") or 0) if temperature > 0 else 0
-        # no seed: the engine then draws one from torch's global RNG, which lm-eval's --seed seeds
-        return {"temperature": temperature, "top_p": top_p, "top_k": top_k}
+        """lm-eval's generation kwargs → the engine's (temperature 0 = greedy); bad ones are refused."""
+        return margs.sampling(kwargs)
 
     # -------------------------------------------------------------------------------- scoring
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
@@ -579,6 +574,8 @@ class FSGenLM(HFLM):
         run.auto_batch_sizes = list(st.auto_batch_sizes)
         # code tasks (MBPP): the sandbox layers generated programs ran under (None: no program ran)
         run.code_eval_sandbox = used_layers()
+        # where a number follows FS-GEN's convention instead of ours (lossy variant, margin's factor 2)
+        run.conventions = conventions_note(run.to_json())
         return run.to_json()
 
     def get_model_info(self) -> dict[str, Any]:

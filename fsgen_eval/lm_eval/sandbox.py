@@ -159,6 +159,7 @@ class Outcome:
 
     @property
     def timed_out(self) -> bool:
+        """The program was killed at its time limit (it has no exit status)."""
         return self.returncode is None
 
 

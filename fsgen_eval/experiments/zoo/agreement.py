@@ -26,6 +26,7 @@ class Agreement:
 
     @property
     def rate(self) -> float:
+        """Share of compared tokens on which the two models agree."""
         return self.agree / max(1, self.tokens)
 
 

@@ -68,6 +68,7 @@ def resolve_datasets_dir(arg: str | None) -> Path:
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """One dict per non-empty line of a JSON-lines file."""
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
@@ -79,19 +80,23 @@ def mmlu_subjects(root: Path) -> list[str]:
 
 
 def gsm8k_doc(doc: dict) -> str:
+    """A GSM8K training document as the text the models learn from."""
     return f"Question: {doc['question']}\nAnswer: {doc['answer']}"
 
 
 def mmlu_description(subject: str) -> str:
+    """MMLU's per-subject header line (as lm-eval's prompt starts)."""
     return f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
 
 
 def mmlu_doc(doc: dict) -> str:
+    """An MMLU question with its lettered choices and answer, as lm-eval formats it."""
     options = "".join(f"\n{letter}. {choice}" for letter, choice in zip(LETTERS, doc["choices"]))
     return f"{doc['question'].strip()}{options}\nAnswer: {LETTERS[doc['answer']]}"
 
 
 def mbpp_doc(doc: dict) -> str:
+    """An MBPP problem with three tests and its solution, in lm-eval's prompt format."""
     tests = "\n".join(doc["test_list"][:3])
     return (
         f"You are an expert Python programmer, and here is your task: {doc['text']} "

@@ -25,13 +25,24 @@ def param_counts(model: torch.nn.Module) -> tuple[int, int]:
     return total, total - sum(p.numel() for p in emb.values())
 
 
-def export_model(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out_dir: Path, dtype: torch.dtype) -> None:
-    """Save weights (safetensors) and a copy of the shared tokenizer, so the folder loads on its own."""
+def export_model(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out_dir: Path, dtype: torch.dtype,
+                 load_dtype: torch.dtype = torch.float32) -> None:
+    """Save weights (safetensors, stored in ``dtype``) and a copy of the shared tokenizer, so the folder loads
+    on its own.
+
+    ``config.json`` names ``load_dtype``: ``from_pretrained(dtype="auto")`` (lm-eval's default) then upcasts
+    the stored half-precision values, which fp32 holds exactly, and decoding does not depend on the batch size
+    (in fp16, padding a batch changes rounding, and a batch of 4 gave other text than batch 1).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     half = LlamaForCausalLM(model.config).to(dtype)
     half.load_state_dict(model.state_dict())
-    half.config.dtype = dtype
     half.save_pretrained(str(out_dir), safe_serialization=True)
+    # save_pretrained writes the weights' own dtype into config.json; name the one to load in instead
+    config = out_dir / "config.json"
+    obj = json.loads(config.read_text())
+    obj["dtype"] = str(load_dtype).removeprefix("torch.")
+    config.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(str(out_dir))
 
 
@@ -41,6 +52,7 @@ def load_exported(path: Path) -> LlamaForCausalLM:
 
 
 def write_metrics(path: Path, metrics: dict) -> None:
+    """Write ``metrics`` as JSON through a temporary file and a rename (a crash leaves the old file)."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     tmp.replace(path)
@@ -114,8 +126,10 @@ CARD = """# The `{name}` model family
 {n} decoder-only Llama models (`LlamaForCausalLM`, RoPE, SwiGLU, RMSNorm, tied input/output embeddings) that
 share one byte-level BPE tokenizer, trained from scratch on one CPU thread by `fsgen-eval zoo train` so that
 FS-GEN collaboration (small System 1, large System 2) can be studied across a {span:.0f}× span of model sizes.
-Weights are stored in half precision (safetensors); load them in float32. Every folder holds a copy of the
-shared tokenizer (`tokenizer/`), so `AutoModelForCausalLM`/`AutoTokenizer.from_pretrained(<folder>)` work offline.
+Weights are stored in half precision (safetensors) to keep the repository small; `config.json` says
+`float32`, so `from_pretrained(..., dtype="auto")` (lm-eval's default) loads them in float32, which holds the
+half-precision values exactly. Every folder holds a copy of the shared tokenizer (`tokenizer/`), so
+`AutoModelForCausalLM`/`AutoTokenizer.from_pretrained(<folder>)` work offline.
 
 ## Training data (training splits only)
 

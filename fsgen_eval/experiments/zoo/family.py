@@ -18,6 +18,7 @@ class ModelSpec:
 
     @property
     def intermediate(self) -> int:
+        """The MLP (SwiGLU) width."""
         # Llama's SwiGLU width ~8/3 of hidden, rounded up to a multiple of 16 (as Llama rounds to 256).
         return -(-8 * self.hidden // 3 // 16) * 16
 
@@ -44,13 +45,16 @@ class FamilyConfig:
 
     @property
     def tokens_per_step(self) -> int:
+        """Tokens per optimiser step (batch size × sequence length)."""
         return self.batch_size * self.seq_len
 
     @property
     def steps(self) -> int:
+        """Optimiser steps to see ``train_tokens`` tokens (at least one)."""
         return max(1, self.train_tokens // self.tokens_per_step)
 
     def as_dict(self) -> dict:
+        """Every field, for the model card and the checkpoint fingerprint."""
         return asdict(self)
 
 
@@ -87,6 +91,7 @@ FAMILIES: dict[str, FamilyConfig] = {f.name: f for f in (MICRO, TOY)}
 
 
 def get_family(name: str) -> FamilyConfig:
+    """A family preset by name; ``ValueError`` listing the valid ones."""
     if name not in FAMILIES:
         raise ValueError(f"unknown family {name!r}; valid: {', '.join(FAMILIES)}")
     return FAMILIES[name]

@@ -65,11 +65,13 @@ def batch_at(data: torch.Tensor, step: int, family: FamilyConfig) -> torch.Tenso
 
 
 def new_model(spec: ModelSpec, family: FamilyConfig, eos_id: int) -> LlamaForCausalLM:
+    """A freshly initialised fp32 Llama for ``spec`` (seeded by the family, so reruns start alike)."""
     torch.manual_seed(family.seed)  # same init seed for every run of this spec
     return LlamaForCausalLM(llama_config(spec, family, eos_id)).float()
 
 
 def new_optimizer(model: torch.nn.Module, spec: ModelSpec, family: FamilyConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices only."""
     # Decay matrices only: decaying RMSNorm gains towards zero would fight the normalisation.
     params = list(model.parameters())
     groups = [
@@ -110,6 +112,8 @@ def save_checkpoint(path: Path, model, opt, step: int, elapsed: float, fingerpri
 
 
 def load_checkpoint(path: Path, model, opt, fingerprint: dict) -> tuple[int, float]:
+    """Restore model, optimiser and RNG states from ``path``; returns (step, seconds trained so far).
+    ``ValueError`` if the checkpoint was made with another setup (its ``fingerprint`` differs)."""
     state = torch.load(path, weights_only=False)
     if state["fingerprint"] != fingerprint:
         raise ValueError(f"checkpoint {path} was made with another model or training setup; delete it to restart")

@@ -1,0 +1,77 @@
+"""``fsgen-eval router train``: fit a learned router on trace files; ``router compare``: held-out comparison.
+
+Torch-free (scikit-learn and numpy): the file it writes is evaluated by the engine in torch with
+``router=learned,router_path=ROUTER.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("router", help="learned routers: fit a handoff classifier on traces, compare on held-out traces")
+    rsub = p.add_subparsers(dest="router_command", metavar="SUBCOMMAND")
+    t = rsub.add_parser("train", help="fit a learned router on traces recorded with router=always")
+    t.add_argument("traces", nargs="+", type=Path, help="trace files (*.jsonl; topk also reads *.topk.parquet)")
+    t.add_argument("--features", choices=("scalar", "topk"), default="scalar",
+                   help="scalar: s1_entropy, s1_top1_prob, s1_margin, position; topk: System 1's sorted top-K "
+                        "probabilities (FS-GEN's SVM input)")
+    t.add_argument("--k", type=int, default=10, help="top-K probabilities used with --features topk (default 10)")
+    t.add_argument("--model", choices=("logistic", "svm"), default="logistic")
+    t.add_argument("--balance", choices=("downsample", "weight"), default="downsample",
+                   help="downsample (default, FS-GEN's): every handoff and as many agreements at random; "
+                        "weight: class-weighted over the tokens")
+    t.add_argument("--max-samples", type=int, default=4000,
+                   help="at most this many training tokens (bounds the SVM's support vectors)")
+    t.add_argument("--target-call-rate", type=float, required=True,
+                   help="the threshold is set so that at most this share of training tokens calls System 2")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("-o", "--output", type=Path, required=True, help="ROUTER.json")
+    t.set_defaults(func=cmd_train)
+    c = rsub.add_parser("compare", help="handoffs caught at equal call rate on held-out traces: learned vs threshold routers")
+    c.add_argument("traces", nargs="+", type=Path, help="held-out trace files recorded with router=always")
+    c.add_argument("--routers", nargs="+", type=Path, required=True, help="ROUTER.json files")
+    c.add_argument("--rates", default="0.1,0.2,0.3,0.5", help="call rates to compare at (comma-separated)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_compare)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fsgen_eval.analysis import learned as A
+    from fsgen_eval.core import learned as L
+
+    if not 0.0 <= args.target_call_rate <= 1.0:
+        raise ValueError(f"--target-call-rate must lie in [0, 1], got {args.target_call_rate}")
+    if args.k < 1 or args.max_samples < 2:
+        raise ValueError("--k must be >= 1 and --max-samples >= 2")
+    data = A.load_dataset(args.traces, args.features, args.k)
+    router = A.fit(data, args.model, args.target_call_rate, args.features, args.k, args.balance,
+                   args.max_samples, args.seed)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(L.to_json(router)) + "\n")
+    os.replace(tmp, out)
+    tr = router.info["train"]
+    print(f"{out}: {args.model} on {args.features} features, {tr['fitted_on']} of {tr['tokens']} tokens "
+          f"({tr['handoffs']} handoffs, balance={args.balance}); threshold {router.threshold:.6g}: call rate "
+          f"{tr['call_rate']:.3f} (target {args.target_call_rate}), handoffs caught {tr['caught']:.3f} on the "
+          "training tokens")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from fsgen_eval.analysis import learned as A
+    from fsgen_eval.core import learned as L
+
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    routers = {p.stem: L.load(p) for p in args.routers}
+    rows = A.compare(args.traces, routers, rates)
+    print(json.dumps(rows, indent=1) if args.json else A.format_comparison(rows))
+    return 0
