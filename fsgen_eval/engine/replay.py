@@ -201,6 +201,7 @@ def oracle_trace(traj: Trajectory, s1: dict[str, np.ndarray], s2: dict[str, np.n
         "s2_top1_prob": s2["top1_prob"][:n].astype(np.float32) if s2 is not None else nan,
         "s2_margin": s2["margin"][:n].astype(np.float32) if s2 is not None else nan.copy(),
         "accepted": np.full(n, -1, dtype=np.int8),
+        "base_handoff": np.full(n, -1, dtype=np.int8),  # no untuned base in the oracle
     }
 
 
