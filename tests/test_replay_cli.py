@@ -49,7 +49,8 @@ def runs(llama_pair, tmp_path_factory):
     root = tmp_path_factory.mktemp("replay")
     fs = f"device=cpu,dtype=float32,trace=None"
     return {
-        "lockstep": lm_eval_run(root / "lockstep", "fsgen", f"small={small},large={large},method=oracle,{fs}"),
+        "lockstep": lm_eval_run(root / "lockstep", "fsgen",
+                                f"small={small},large={large},method=oracle,trace_topk=5,{fs}"),
         "system2": lm_eval_run(root / "system2", "fsgen", f"small={large},large={large},router=never,{fs}"),
         "hf": lm_eval_run(root / "hf", "hf", f"pretrained={large},device=cpu,dtype=float32"),
         "root": root,
@@ -217,3 +218,27 @@ def test_missing_trace_file_is_refused(runs, capsys, no_weights):
         f.unlink()
     err = refused(runs, gone, capsys)
     assert "trace file" in err and "is missing" in err
+
+
+def _side_rows(folder: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    (tf,) = folder.rglob("traces_*.jsonl")
+    keys = list(records(folder))  # the JSONL's lines, in order: the side file's ``record``
+    table = pq.read_table(schema.topk_path(tf)).to_pylist()
+    return {(*keys[r["record"]], r["token"]): r for r in table}
+
+
+def test_replay_trace_topk_equals_the_lockstep_side_file(runs):
+    out = replayed(runs, "system2", "topk", "--large", str(runs["pair"][0]), "--trace-topk", "5")
+    ref, got = _side_rows(runs["lockstep"]), _side_rows(out)
+    assert ref.keys() == got.keys() and len(ref) > 20
+    for key, r in ref.items():
+        g = got[key]
+        for who in ("s1", "s2"):
+            assert g[f"{who}_topk_ids"] == r[f"{who}_topk_ids"], key
+            np.testing.assert_allclose(g[f"{who}_topk_probs"], r[f"{who}_topk_probs"], atol=1e-5, rtol=0)
+    (run,) = find_runs([out])
+    assert run.fsgen.trace_topk == 5
+    assert main(["replay", str(runs["system2"]), "--small", str(runs["pair"][1]), "-o", str(runs["root"] / "bad"),
+                 "--large", str(runs["pair"][0]), "--trace-topk", "-1"]) == 2

@@ -43,6 +43,8 @@ def register(sub: Any) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--trace-topk", type=int, default=0, metavar="K", help="both systems' top-K ids and "
+                   "probabilities per token in a Parquet side file beside each trace (as trace_topk=K)")
     p.set_defaults(func=cmd_replay)
 
 
@@ -51,8 +53,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.trace_topk < 0:
+        raise ValueError(f"--trace-topk must be an integer >= 0, got {args.trace_topk}")
     setup = ReplaySetup(args.small, None if args.no_large else args.large, args.output_path, args.draft_lengths,
-                        args.dtype, args.device, args.batch_size, args.trust_remote_code)
+                        args.dtype, args.device, args.batch_size, args.trust_remote_code, args.trace_topk)
     for path in replay(args.system2, setup, args.source):
         print(f"wrote {path}")
         _print_summary(path)

@@ -143,9 +143,10 @@ def batch_layout(trajs: Sequence[Trajectory], pad: int) -> tuple[Tensor, Tensor,
 
 
 def position_stats(model: PreTrainedModel, ids: Tensor, mask: Tensor, g: int, vocab: int,
-                   chunk: int = 256) -> dict[str, Tensor]:
+                   chunk: int = 256, topk: int = 0) -> dict[str, Tensor]:
     """``argmax``, ``entropy``, ``top1_prob``, ``margin`` ``[B, G]`` of ``model``'s next-token distribution at
-    the last ``G`` positions of ``ids`` ``[B, T]`` (those that predict the trajectory).
+    the last ``G`` positions of ``ids`` ``[B, T]`` (those that predict the trajectory); with ``topk`` = K > 0
+    also ``topk_ids`` (int32) and ``topk_probs`` (float32) ``[B, G, K]``, descending, as ``trace_topk`` records.
 
     Only the ``G`` positions' logits are computed (``logits_to_keep``), and the statistics are taken over
     chunks of positions, so the peak is the ``[B, G, V]`` logits plus one ``[B, chunk, V]`` temporary.
@@ -155,26 +156,30 @@ def position_stats(model: PreTrainedModel, ids: Tensor, mask: Tensor, g: int, vo
     with torch.inference_mode():
         logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False,
                        position_ids=positions_from_mask(mask).to(dev), **{runner.keep_kw: g}).logits[..., :vocab]
-        out = {k: [] for k in STAT_FIELDS}
+        out = {k: [] for k in STAT_FIELDS + (("topk_ids", "topk_probs") if topk else ())}
         for s in range(0, g, chunk):
             logp = logits[:, s: s + chunk].float().log_softmax(-1)  # (B, c, V)
             ent, top1, margin = stats(logp)
             for k, v in zip(STAT_FIELDS, (logp.argmax(-1), ent, top1, margin)):
                 out[k].append(v.cpu())
+            if topk:
+                lp, top_ids = logp.topk(topk, -1)  # (B, c, K)
+                out["topk_ids"].append(top_ids.int().cpu())
+                out["topk_probs"].append(lp.exp().cpu())
             del logp
         del logits
     return {k: torch.cat(v, 1) for k, v in out.items()}
 
 
 def score_trajectories(model: PreTrainedModel, trajs: Sequence[Trajectory], vocab: int, pad: int,
-                       batch_size: int = 8) -> list[dict[str, np.ndarray]]:
+                       batch_size: int = 8, topk: int = 0) -> list[dict[str, np.ndarray]]:
     """:func:`position_stats` of every trajectory (batches sorted by length), one ``{field: [len]}`` each."""
     order = sorted(range(len(trajs)), key=lambda i: -(len(trajs[i].prompt) + len(trajs[i].tokens)))
     out: list[dict[str, np.ndarray] | None] = [None] * len(trajs)
     for s in range(0, len(order), batch_size):
         rows = order[s: s + batch_size]
         ids, mask, g = batch_layout([trajs[i] for i in rows], pad)
-        st = position_stats(model, ids, mask, g, vocab)
+        st = position_stats(model, ids, mask, g, vocab, topk=topk)
         for b, i in enumerate(rows):
             n = len(trajs[i].tokens)
             out[i] = {k: v[b, :n].numpy() for k, v in st.items()}
@@ -189,7 +194,7 @@ def oracle_trace(traj: Trajectory, s1: dict[str, np.ndarray], s2: dict[str, np.n
     g1 = s1["argmax"][:n]
     system2 = s2["argmax"][:n] if s2 is not None else tok
     nan = np.full(n, np.nan, dtype=np.float32)
-    return {
+    trace = {
         "token_id": tok,
         "source": np.full(n, 2, dtype=np.int8),
         "llm_called": np.ones(n, dtype=bool),
@@ -203,6 +208,12 @@ def oracle_trace(traj: Trajectory, s1: dict[str, np.ndarray], s2: dict[str, np.n
         "accepted": np.full(n, -1, dtype=np.int8),
         "base_handoff": np.full(n, -1, dtype=np.int8),  # no untuned base in the oracle
     }
+    if "topk_ids" in s1:  # trace_topk: System 2's are -1 / NaN without the large model, as where not called
+        trace["s1_topk_ids"], trace["s1_topk_probs"] = s1["topk_ids"][:n], s1["topk_probs"][:n]
+        trace["s2_topk_ids"] = s2["topk_ids"][:n] if s2 is not None else np.full_like(s1["topk_ids"][:n], -1)
+        trace["s2_topk_probs"] = (s2["topk_probs"][:n] if s2 is not None
+                                  else np.full_like(s1["topk_probs"][:n], np.nan))
+    return trace
 
 
 def speculative_counters(match: np.ndarray, finish: int, max_new_tokens: int, k: int) -> dict[str, int]:

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fsgen_eval.core.schema import RunInfo
+from fsgen_eval.core.schema import TOPK_FIELDS, RunInfo, topk_path
 from fsgen_eval.lm_eval.args import pair_name
 from fsgen_eval.lm_eval.samples import System2Run, read_system2_run, tokenize_run
-from fsgen_eval.lm_eval.traces import SummaryBook, make_record, timestamp
+from fsgen_eval.lm_eval.traces import SummaryBook, make_record, timestamp, topk_table
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class ReplaySetup:
     device: str = "cpu"
     batch_size: int = 8
     trust_remote_code: bool = False
+    trace_topk: int = 0  # K > 0: both systems' top-K per token in the Parquet side file, as trace_topk=K
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -113,7 +114,8 @@ def replay(folder: Path, setup: ReplaySetup, source: str = "auto") -> list[Path]
     start = time.perf_counter()
     trajs = [rp.complete(r.token_ids or [], r.context_ids, tok, eos, tuple(r.until), r.max_gen_toks, large,
                          vocab, look) for r in run.requests]
-    s2 = rp.score_trajectories(large, trajs, vocab, pad, setup.batch_size) if large is not None else None
+    s2 = (rp.score_trajectories(large, trajs, vocab, pad, setup.batch_size, setup.trace_topk)
+          if large is not None else None)
     large_seconds = time.perf_counter() - start
     not_greedy = _not_greedy(run, trajs, s2)
     decoded = {"tails_decoded": sum(len(t.tokens) > len(r.token_ids or []) for r, t in zip(run.requests, trajs)),
@@ -123,7 +125,7 @@ def replay(folder: Path, setup: ReplaySetup, source: str = "auto") -> list[Path]
     for small in setup.smalls:
         model = load_model(small, "small", setup.dtype, setup.device, setup.trust_remote_code)
         t0 = time.perf_counter()
-        s1 = rp.score_trajectories(model, trajs, vocab, pad, setup.batch_size)
+        s1 = rp.score_trajectories(model, trajs, vocab, pad, setup.batch_size, setup.trace_topk)
         seconds = time.perf_counter() - t0
         del model
         written.append(_write_small(run, setup, small, trajs, s1, s2, counts, {"not_large_greedy": not_greedy,
@@ -152,23 +154,28 @@ def _write_small(run: System2Run, setup: ReplaySetup, small: str, trajs: list[An
     folder = setup.output / pair_name(small, large_name)
     ts, run_id = timestamp(), uuid.uuid4().hex[:12]  # as the adapter's: one id in the record and every line
     book = SummaryBook()
-    lines, spec = [], {k: defaultdict(list) for k in setup.draft_lengths}
+    lines, plain, topk, spec = [], [], [], {k: defaultdict(list) for k in setup.draft_lengths}
     for r, t, a, b in zip(run.requests, trajs, s1, s2 or [None] * len(trajs), strict=True):
         trace = rp.oracle_trace(t, a, b)
         meta = {"run_id": run_id, "task": r.task, "doc_id": r.doc_id, "prompt_hash": r.prompt_hash,
                 "request_type": "generate_until", "method": "oracle", "router": "always", "rank": 0}
         rec = make_record(meta, trace, None)
+        topk.append({k: rec.pop(k) for k in TOPK_FIELDS if k in rec})
         book.add_record(rec)
+        plain.append(rec)
         lines.append(json.dumps(rec, ensure_ascii=False, allow_nan=False))
         match = a["argmax"] == t.tokens
         for k in setup.draft_lengths:
             spec[k][r.task].append(rp.speculative_counters(match, t.finish, t.max_new_tokens, k))
     trace_file = folder / f"traces_{ts}.jsonl"
+    if setup.trace_topk:  # the side file first: a trace file whose side file is missing would read as K = 0
+        _write_topk(topk_path(trace_file), plain, topk)
     atomic_write(trace_file, "\n".join(lines) + "\n")
     summary = book.summary()
     info = RunInfo(small=small, large=large_name, method="oracle", router="always", run_id=run_id,
                    summary=summary["summary"], per_task=summary["per_task"], traces=[trace_file.name],
                    batch_size=setup.batch_size, replay=_replay_info(run, setup, counts, facts),
+                   trace_topk=setup.trace_topk,
                    speculative=_spec_info(spec) if setup.draft_lengths else None)
     results = copy.deepcopy(run.results)
     results.pop("samples", None)
@@ -180,6 +187,16 @@ def _write_small(run: System2Run, setup: ReplaySetup, small: str, trajs: list[An
     path = folder / f"results_{ts}.json"
     atomic_write(path, json.dumps(results, indent=2, ensure_ascii=False, default=str))
     return path
+
+
+def _write_topk(path: Path, records: list[dict[str, Any]], topk: list[dict[str, Any]]) -> None:
+    """The Parquet side file of ``records`` (record = the JSONL line), through a temporary name and a rename."""
+    import pyarrow.parquet as pq
+
+    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(topk_table(0, records, topk), tmp)
+    os.replace(tmp, path)
 
 
 def _replay_info(run: System2Run, setup: ReplaySetup, counts: dict[str, Any], facts: dict[str, Any]
