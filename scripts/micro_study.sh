@@ -24,16 +24,18 @@ export FSGEN_DATASETS_DIR=${FSGEN_DATASETS_DIR:-$(cd .. && pwd)/shared/hf-datase
 export HF_ALLOW_CODE_EVAL=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 limit=()
 [ "$LIMIT" = all ] || limit=(--limit "$LIMIT")
-# One sweep for both tasks, JOBS cells at a time (one thread each). MBPP is 3-shot in lm-eval's own task, so
+# One sweep for both tasks, JOBS cells at a time (one thread each): System 2 decodes once per (large, task) and
+# every small model is replayed on it (docs/replay.md), with greedy speculative counters for draft lengths 1-8. MBPP is 3-shot in lm-eval's own task, so
 # --num_fewshot 3 changes GSM8K only; --confirm_run_unsafe_code lets MBPP run its tests (in code_eval's sandbox).
 sweep=(fsgen-eval sweep --family micro --methods oracle --routers always --tasks gsm8k,mbpp --jobs "${JOBS:-2}"
-    --output-path "$OUT" "${limit[@]}" --model-args-extra dtype=float32,batch_size=8
+    --output-path "$OUT" "${limit[@]}" --model-args-extra dtype=float32,batch_size=8 --draft-lengths 1,2,3,4,5,6,7,8
     --lm-eval-args='--num_fewshot 3 --confirm_run_unsafe_code')
 if [ "${FSGEN_DRY_RUN:-0}" = 1 ]; then "${sweep[@]}" --dry-run; echo "micro_study (dry run): report to $REPORT"; exit 0; fi
 "${sweep[@]}" > "$OUT.log" 2>&1
 fsgen-eval fit "$OUT" --json > "$REPORT/fit.json"
 fsgen-eval fit "$OUT" > "$REPORT/fit.txt"
-fsgen-eval analyze "$OUT" --target-call-rate 0.5 > "$REPORT/analyze.txt"
+# one analysis per cell (OUT/_system2 holds the System 2 runs the cells were replayed from)
+fsgen-eval analyze "$OUT"/*__*/ --target-call-rate 0.5 > "$REPORT/analyze.txt"
 if [ "$LIMIT" = all ]; then size="whole test sets: 1319 and 500 problems"; else size="$LIMIT problems each"; fi
 fsgen-eval report "$OUT" -o "$REPORT" --title "FS-GEN on the micro family (oracle; GSM8K and MBPP test, $size)"
 python scripts/rate_intervals.py "$OUT" > "$REPORT/rates.md"

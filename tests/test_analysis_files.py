@@ -58,10 +58,11 @@ def test_two_results_files_in_one_folder_each_get_their_own_traces(tmp_path, cap
     assert runs["oracle"].trace_files == [folder / "traces_2026-01-01T10-00-01.jsonl"]
     assert runs["speculative"].trace_files == [folder / "traces_2026-01-01T11-00-01.jsonl"]
     assert len(read_traces([runs["speculative"].path])) == 5  # a results file means its own traces
-    # a folder of two runs is not one population of tokens: analyze refuses to pool them
-    assert main(["analyze", str(folder)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "holds 2 runs" in err
+    # a folder of two runs is not one population of tokens: analyze reports each run on its own
+    assert main(["analyze", str(folder), "--json"]) == 0
+    got = {r["run_label"]: r["n_tokens"] for r in json.loads(capsys.readouterr().out)["runs"]}
+    assert got == {f"s -> l | oracle/always | {runs['oracle'].path}": 3 * 10,
+                   f"s -> l | speculative/always | {runs['speculative'].path}": 5 * 10}
     assert main(["analyze", str(runs["oracle"].path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n_tokens"] == 3 * 10
 

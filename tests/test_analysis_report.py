@@ -221,3 +221,12 @@ def test_rank_by_accuracy_and_a_bad_column(runs_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "task gsm8k: cannot rank by 'bleu'" in err
     assert "exact_match,strict-match" in err and not (tmp_path / "o").exists()
+
+
+def test_a_replaying_sweeps_system2_run_is_labelled_and_unranked(runs_dir):
+    # the System 2 run a replaying sweep decodes once: the large model as its own System 1, router=never
+    write_run(runs_dir / "_system2", "org/l1", "org/l1", router="never", tasks={"gsm8k": ACC})
+    (table,) = build_report(find_runs([runs_dir]), _params(), n_boot=20).tables
+    own = [r for r in table.rows if r["pair"] == "org/l1 -> org/l1"]
+    assert [r["role"] for r in own] == ["System 1 alone (small = large)"] and own[0]["rank"] is None
+    assert [r["rank"] for r in table.rows if r["rank"] is not None] == [1, 2, 3, 4, 5]

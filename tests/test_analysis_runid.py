@@ -52,6 +52,6 @@ def test_analyze_reports_each_run_of_a_shared_file_on_its_own(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["n_tokens"] == 40
     assert main(["analyze", str(trace)]) == 0
     out = capsys.readouterr().out
-    assert "== run aaa (3 records)" in out and "== run bbb (2 records)" in out
+    assert "== run aaa (run aaa; gsm8k; 3 records)" in out and "== run bbb (run bbb; gsm8k; 2 records)" in out
     assert main(["analyze", str(trace), "--run-id", "zzz"]) == 2
     assert "--run-id zzz: no such run" in capsys.readouterr().err

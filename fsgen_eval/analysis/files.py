@@ -178,19 +178,20 @@ def read_traces(paths: list[Path]) -> list[dict[str, Any]]:
     """Records of several trace sources (see :func:`read_trace_file`).
 
     A ``*.jsonl`` is read as given (every run in it: see :func:`by_run_id`). A ``results_*.json`` means its
-    run's records in the traces it names (:func:`run_records`). A folder means the records of the one run
-    below it; a trace no results file names (a killed run) is reported and left out, and a
-    folder holding several runs is refused (their tokens are not one population).
+    run's records in the traces it names (:func:`run_records`). A folder means the records of every finished
+    run below it; a trace no results file names (a killed run) is reported and left out. Records read through
+    a run carry ``run_label`` (``pair | method/router``), so the runs of a folder stay apart (:func:`by_run_id`).
     """
     records: list[dict[str, Any]] = []
     for p in map(Path, paths):
         if p.is_dir():
-            records.extend(run_records(_run_below(p)))
+            for run in _runs_below(p):
+                records.extend(_labelled(run))
         elif p.name.startswith("results_") and p.suffix == ".json":
             run = load_run(p)
             if not run.trace_files:
                 raise ValueError(f"{p}: this results file names no trace file that exists")
-            records.extend(run_records(run))
+            records.extend(_labelled(run))
         else:
             records.extend(read_trace_file(p))
     return records
@@ -212,26 +213,37 @@ def run_records(run: Run) -> list[dict[str, Any]]:
     return own
 
 
+def _labelled(run: Run) -> list[dict[str, Any]]:
+    """:func:`run_records` of ``run``, each with ``run_label`` (``pair | method/router``, and the results file
+    for a run written before run ids, whose records have no other key)."""
+    label = f"{run.pair} | {run.label}" + ("" if run.fsgen.run_id else f" | {run.path}")
+    records = run_records(run)
+    for r in records:
+        r["run_label"] = label
+    return records
+
+
 def by_run_id(records: list[dict[str, Any]]) -> dict[str | None, list[dict[str, Any]]]:
-    """Records grouped by ``run_id``, in order of first appearance (``None``: written before run ids)."""
+    """Records grouped by run — ``run_id``, or for a run written before run ids the ``run_label`` it was read
+    with — in order of first appearance (``None``: neither is known)."""
     groups: dict[str | None, list[dict[str, Any]]] = {}
     for r in records:
-        groups.setdefault(r.get("run_id"), []).append(r)
+        groups.setdefault(r.get("run_id") or r.get("run_label"), []).append(r)
     return groups
 
 
-def _run_below(folder: Path) -> Run:
+def _runs_below(folder: Path) -> list[Run]:
+    """Every finished run below ``folder`` (unfinished sweep cells, ``*.tmp``, are not); ``ValueError`` when
+    there is none with traces, naming what is there instead."""
     results = [f for f in sorted(folder.rglob("results_*.json")) if not any(x.endswith(".tmp") for x in f.parts)]
     runs = [load_run(f) for f in results]
     orphans = warn_incomplete([folder], runs)
-    if len(runs) > 1:
-        raise ValueError(f"{folder}: holds {len(runs)} runs ({', '.join(str(r.path) for r in runs)}); "
-                         "analyze one at a time (pass its results file)")
-    if not runs or not runs[0].trace_files:
+    runs = [r for r in runs if r.trace_files]
+    if not runs:
         what = f"only incomplete runs' traces ({', '.join(map(str, orphans))})" if orphans else "no trace files"
         raise ValueError(f"{folder}: no finished run's traces below this folder: {what}; pass a trace file "
                          "itself to analyze it anyway")
-    return runs[0]
+    return runs
 
 
 def traces_of(records: list[dict[str, Any]]) -> list[Trace]:

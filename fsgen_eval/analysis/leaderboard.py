@@ -46,7 +46,7 @@ class Column:
 
     def ranks(self, row: dict[str, Any]) -> bool:
         """Whether ``row`` takes part in this column's ranking and best mark (System 1 alone's rates do not)."""
-        return not (self.key in NO_SYSTEM2_COLUMNS and row.get("role") == "System 1 alone")
+        return not (self.key in NO_SYSTEM2_COLUMNS and str(row.get("role")).startswith("System 1 alone"))
 
 
 RATE_COLUMNS = (

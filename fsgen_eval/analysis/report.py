@@ -58,10 +58,11 @@ def _router(run: Run) -> RouterSpec | None:
 def role(run: Run) -> str:
     """The run's row group: ``System 1 alone`` (a router that never calls System 2), ``System 2 alone
     (oracle)`` (a method whose System 2 is the large model alone behind an always-calling router), else
-    ``collaborative``."""
+    ``collaborative``. A run whose System 1 is the large model itself (``small = large``: the System 2 run a
+    replaying sweep decodes once, in ``_system2/``) is ``System 1 alone (small = large)``."""
     router, method = _router(run), METHODS.get(run.fsgen.method)
     if router is not None and router.never_calls:
-        return "System 1 alone"
+        return "System 1 alone" + (" (small = large)" if run.fsgen.small == run.fsgen.large else "")
     if method is not None and method.large_alone and router is not None and router.always_calls:
         return "System 2 alone (oracle)"
     return "collaborative"

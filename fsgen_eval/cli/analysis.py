@@ -371,11 +371,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         res = next(iter(results.values()))
         print(_dumps(res) if args.json else format_analysis(res))
     elif args.json:
-        print(_dumps({"runs": [{"run_id": k, "n_records": len(groups[k]), **res} for k, res in results.items()]}))
+        print(_dumps({"runs": [{"run_id": groups[k][0].get("run_id"), "run_label": groups[k][0].get("run_label"),
+                                 "n_records": len(groups[k]), **res} for k, res in results.items()]}))
     else:
-        print("\n\n".join(f"== run {k} ({len(groups[k])} records)\n{format_analysis(res)}"
-                           for k, res in results.items()))
+        print("\n\n".join(f"== {_run_title(k, groups[k])}\n{format_analysis(res)}" for k, res in results.items()))
     return 0
+
+
+def _run_title(key: Any, records: list[dict[str, Any]]) -> str:
+    """``pair | method/router (run ID, N records)`` for one run's analysis (the label when it was read through
+    a results file)."""
+    label, run_id = records[0].get("run_label"), records[0].get("run_id")
+    tasks = ", ".join(sorted({str(r.get("task")) for r in records}))
+    return f"{label or 'run ' + str(key)} (run {run_id}; {tasks}; {len(records)} records)"
 
 
 def format_analysis(res: dict[str, Any]) -> str:
