@@ -187,3 +187,28 @@ def test_learned_router_with_the_position_feature_sees_each_rows_own_position(tr
     batch = generate(pair, prompts, batch_size=len(prompts), **kw)
     assert len({c["verification_steps"] for c in alone.counters}) > 1
     assert batch.token_ids == alone.token_ids and batch.counters == alone.counters
+
+
+def test_report_draws_learned_routers_beside_the_threshold_routers(trace_files, tmp_path):
+    import shutil
+
+    from analysis_helpers import random_traces, write_run
+    from fsgen_eval.analysis.files import find_runs
+    from fsgen_eval.analysis.report import build_report
+
+    _, _, path = trace_files
+    folder = write_run(tmp_path / "runs", "s", "l", traces={"t": random_traces(2, 5, seed=0)}, ts="T")
+    shutil.copy(path, folder / "traces_T.jsonl")  # the run's traces: the tiny pair's router=always records
+    router = tmp_path / "scalar.json"
+    assert main(["router", "train", str(path), "--features", "scalar", "--model", "logistic",
+                 "--target-call-rate", "0.4", "-o", str(router)]) == 0
+    rep = build_report(find_runs([tmp_path / "runs"]), n_boot=10, learned={"scalar": router})
+    (fig,) = [f for f in rep.figures if f.title == "Router trade-off (from router=always traces)"]
+    head, rows = fig.data
+    assert head[0] == "router" and [r[0] for r in rows] == ["s1_entropy", "1-s1_top1_prob", "-s1_margin",
+                                                             "learned:scalar"]
+    assert all(0.0 <= float(c) <= 1.0 for r in rows for c in r[1:] if c != "–")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(ValueError, match="bad.json"):
+        build_report(find_runs([tmp_path / "runs"]), n_boot=10, learned={"bad": bad})

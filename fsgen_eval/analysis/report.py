@@ -250,7 +250,7 @@ def topk_figures(runs: list[Run], notes: list[str], random_state: int = 0) -> li
 
 
 def _trace_figures(runs: list[Run], all_records: list[list[dict[str, Any]]], target: float | None,
-                   notes: list[str]) -> list[Plot]:
+                   notes: list[str], learned: dict[str, Path]) -> list[Plot]:
     figs: list[Plot] = []
     records = [(r, recs) for r, recs in zip(runs, all_records) if recs]
     per_run = [(r, [rec["trace"] for rec in recs]) for r, recs in records]
@@ -268,15 +268,32 @@ def _trace_figures(runs: list[Run], all_records: list[list[dict[str, Any]]], tar
         figs.append(Plot("System-1 uncertainty at handoffs vs agreements",
                            plots.to_png_bytes(plots.signal_figure(summarize_signals(pooled)))))
         figs.append(position_plot(per_task))
-    always = [t for r, ts in per_run if _router(r) is not None and _router(r).always_calls for t in ts]
+    always_runs = [r for r, _ in per_run if _router(r) is not None and _router(r).always_calls]
+    always = [t for r, ts in per_run if r in always_runs for t in ts]
     if always:
         try:
             curves = tradeoff_curves(always)
-            figs.append(Plot("Threshold-router trade-off (from router=always traces)",
-                               plots.to_png_bytes(plots.tradeoff_figure(curves, target))))
+            if learned:
+                from fsgen_eval.analysis.learned import learned_curves
+
+                curves += learned_curves([f for r in always_runs for f in r.trace_files], learned)
+            figs.append(Plot("Router trade-off (from router=always traces)" if learned else
+                             "Threshold-router trade-off (from router=always traces)",
+                             plots.to_png_bytes(plots.tradeoff_figure(curves, target)),
+                             "learned routers: " + ", ".join(f"{n} ({p})" for n, p in learned.items()) if learned
+                             else "", _tradeoff_table(curves)))
         except ValueError as err:
             notes.append(f"router trade-off omitted: {err}")
+    elif learned:
+        notes.append("learned routers omitted: they are evaluated on router=always traces, and none was given")
     return figs
+
+
+def _tradeoff_table(curves: list[Any], rates: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)) -> tuple[list[str], list[list[str]]]:
+    """Per router (signal), the share of handoffs caught at a few call rates: the figure's data."""
+    head = ["router", *(f"caught @ {r:g} calls" for r in rates)]
+    rows = [[c.signal, *(_fmt(c.at_target(r)["caught"], 3) for r in rates)] for c in curves]
+    return head, rows
 
 
 def _speculative_figures(runs: list[Run], params: ParamTable | None, cost_ratio: float | None) -> list[Plot]:
@@ -329,15 +346,22 @@ def leaderboard_figures(tables: list[Table]) -> list[Plot]:
 def build_report(runs: list[Run], params: ParamTable | None = None, title: str = "fsgen-eval report",
                  target_call_rate: float | None = None, n_boot: int = 200,
                  progress: Callable[[int, int, str], None] | None = None,
-                 rank_by: str = "collaboration_rate", cost_ratio: float | None = None) -> Report:
+                 rank_by: str = "collaboration_rate", cost_ratio: float | None = None,
+                 learned: dict[str, Path] | None = None) -> Report:
     """The report over ``runs``: tables, the scaling figure (``params`` gives the parameter ratios; ``n_boot``
     bootstrap resamples for its fit) and the trace figures (``target_call_rate`` marks the what-if);
     ``ValueError`` without runs. What could not be drawn is said in ``notes``. ``progress(i, n, group)`` is
     called before each scaling fit (the CLI prints it); ``rank_by``: the leaderboard's ranking column
     (:data:`leaderboard.RANK_CHOICES` or a metric name); ``cost_ratio``: the speculative speed-up bound's
-    System 1 / large cost per pass (default: each pair's parameter ratio)."""
+    System 1 / large cost per pass (default: each pair's parameter ratio); ``learned``: learned routers
+    (name -> ``ROUTER.json``) drawn in the trade-off figure beside the threshold routers."""
     if not runs:
         raise ValueError("report: no runs to report on")
+    if learned:
+        from fsgen_eval.core import learned as core_learned
+
+        for path in learned.values():
+            core_learned.load(path)  # a bad router file fails here, before any trace is read
     build_tables(runs, None, rank_by)  # a bad rank_by fails here, before the traces are read
     records = [run_records(r) for r in runs]
     rep = Report(title, build_tables(runs, records, rank_by))
@@ -354,7 +378,7 @@ def build_report(runs: list[Run], params: ParamTable | None = None, title: str =
             rep.figures.append(cube)
     else:
         rep.notes.append("scaling plot omitted: no collaborative run with known parameter counts")
-    rep.figures += _trace_figures(runs, records, target_call_rate, rep.notes)
+    rep.figures += _trace_figures(runs, records, target_call_rate, rep.notes, learned or {})
     rep.figures += topk_figures(runs, rep.notes)
     rep.figures += _speculative_figures(runs, params, cost_ratio)
     return rep

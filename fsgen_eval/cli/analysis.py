@@ -424,6 +424,9 @@ def _add_report(sub: Any) -> None:
                    help="leaderboard ranking: collaboration_rate (default), llm_call_rate, acceptance_rate, "
                         "accuracy (the task's first metric), tokens_per_second, or a metric name such as "
                         "exact_match,strict-match")
+    p.add_argument("--learned", nargs="+", type=Path, default=[], metavar="ROUTER.json",
+                   help="add these learned routers (fsgen-eval router train) to the router trade-off figure, "
+                        "evaluated on the router=always runs' traces")
     p.set_defaults(func=cmd_report)
 
 
@@ -440,7 +443,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         rep = build_report(find_runs(args.results), ParamTable.load(args.params), args.title, args.target_call_rate,
                            args.n_boot, progress=progress, rank_by=args.rank_by,
-                           cost_ratio=args.cost_ratio)
+                           cost_ratio=args.cost_ratio, learned={p.stem: p for p in args.learned})
     finally:
         progress.close()
     md, page = write_report(rep, args.output)
