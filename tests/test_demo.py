@@ -100,3 +100,19 @@ def test_same_model_twice_is_refused(tmp_path, monkeypatch, capsys):
     (tmp_path / "openai" / "gsm8k").mkdir(parents=True)
     assert main(["demo", "--small", "micro-xl", "--large", "micro-xl", "--out", str(tmp_path / "o")]) == 2
     assert "same model" in capsys.readouterr().err
+
+
+def test_a_committed_run_without_its_traces_is_rerun_without_a_warning(tmp_path, caplog):
+    import json
+    import logging
+
+    from fsgen_eval.experiments.demo import completed
+
+    cell = tmp_path / "oracle" / "a__b"
+    cell.mkdir(parents=True)
+    (cell / "results_T.json").write_text(json.dumps({"results": {}, "config": {"fsgen": {"traces": ["traces_T.jsonl"]}}}))
+    with caplog.at_level(logging.WARNING):
+        assert not completed(tmp_path / "oracle")  # a fresh clone: traces are not committed
+    assert caplog.text == ""
+    (cell / "traces_T.jsonl").write_text("{}\n")
+    assert completed(tmp_path / "oracle")
