@@ -5,6 +5,8 @@ trailing comment marks the exceptions, or a first line ``# hub...`` marks a whol
 
 - ``# hub``: needs models from the Hugging Face hub; not run offline;
 - ``# ci``: ``.ci/run`` runs exactly this on a fresh clone (checked here: it must be there verbatim);
+- ``# synopsis``: a command's form, with placeholders for the user's files (its runnable use is tested
+  elsewhere, e.g. tests/test_learned_router.py); not run;
 - ``# long``: minutes to hours (the whole study, training the zoo); run here with ``FSGEN_DRY_RUN=1``, which
   makes ``fsgen-eval sweep``, ``fsgen-eval zoo train`` and ``scripts/micro_study.sh`` check their arguments
   and print their plan without running it.
@@ -28,14 +30,14 @@ from conftest import SHARED, skip_or_fail
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md"))]
-MARK = re.compile(r"\s#\s*(hub|ci|long)\b")
+MARK = re.compile(r"\s#\s*(hub|ci|long|synopsis)\b")
 
 
 @dataclass
 class Command:
     doc: str
     text: str  # the command as written, continuation lines joined as the shell would read them
-    mark: str | None  # hub, ci, long or None
+    mark: str | None  # hub, ci, long, synopsis or None
 
 
 def documented_blocks() -> list[list[Command]]:
@@ -88,7 +90,7 @@ def _fresh_copy(tmp_path: Path) -> Path:
 def _script(block: list[Command]) -> str | None:
     lines = ["set -eo pipefail"]
     for cmd in block:
-        if cmd.mark in ("hub", "ci"):
+        if cmd.mark in ("hub", "ci", "synopsis"):
             continue
         lines += ["export FSGEN_DRY_RUN=1"] if cmd.mark == "long" else []
         lines.append(cmd.text)
