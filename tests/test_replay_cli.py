@@ -179,7 +179,8 @@ def test_bad_input_is_one_line_before_any_model_loads(runs, capsys, no_weights, 
     short = copy_run(runs, "hf", "truncated")
     (res,) = short.glob("results_*.json")
     edit_json(res, lambda o: o.update(max_length=40))
-    assert "HFLM cut it" in refused(runs, short, capsys)
+    edit_json(res, lambda o: o["config"].update(model="vllm"))  # a backend whose cut the replay does not know
+    assert "the vllm backend cut it" in refused(runs, short, capsys)
 
     mc = copy_run(runs, "hf", "loglikelihood")
     (res,) = mc.glob("results_*.json")
@@ -242,3 +243,31 @@ def test_replay_trace_topk_equals_the_lockstep_side_file(runs):
     assert run.fsgen.trace_topk == 5
     assert main(["replay", str(runs["system2"]), "--small", str(runs["pair"][1]), "-o", str(runs["root"] / "bad"),
                  "--large", str(runs["pair"][0]), "--trace-topk", "-1"]) == 2
+
+
+def test_a_prompt_hflm_cut_is_cut_the_same_way_and_listed(runs):
+    short = copy_run(runs, "hf", "hflm-cut")
+    (res,) = short.glob("results_*.json")
+    obj = json.loads(res.read_text())
+    window = obj.get("max_length") or 2048
+    obj["max_length"] = 60  # shorter than the prompts: HFLM keeps the last 60 - max_gen_toks (40) tokens
+    res.write_text(json.dumps(obj))
+    runs["hflm-cut"] = short
+    out = replayed(runs, "hflm-cut", "hflm-cut-out", "--no-large")
+    (run,) = find_runs([out])
+    cut = {t: c["truncated_doc_ids"] for t, c in run.fsgen.replay["tokenization"].items()}
+    assert cut["gsm8k"] == [0, 1, 2] and window > 60
+
+
+def test_a_samples_line_with_a_unicode_line_separator_is_one_line(runs):
+    odd = copy_run(runs, "hf", "u2028")
+    (f, *_) = sorted(odd.glob("samples_gsm8k_*.jsonl"))
+    lines = f.read_text().split("\n")
+    first = json.loads(lines[0])
+    first["resps"][0][0] += "\u2028tail"  # as lm-eval writes it (ensure_ascii=False): a raw U+2028
+    lines[0] = json.dumps(first, ensure_ascii=False)
+    f.write_text("\n".join(lines))
+    assert "\u2028" in f.read_text() and len(f.read_text().splitlines()) > len([x for x in lines if x.strip()])
+    from fsgen_eval.lm_eval.samples import read_samples_file
+
+    assert len(read_samples_file(f)) == len([x for x in lines if x.strip()])

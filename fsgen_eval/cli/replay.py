@@ -1,7 +1,7 @@
 """``fsgen-eval replay``: System 2 generated once; every System 1 scored against it in one pass.
 
-Bad input (a missing or malformed file, a sampled or loglikelihood run, another tokenizer, a prompt HFLM
-truncated) raises ``ValueError`` / ``FileNotFoundError`` before any model loads; ``fsgen_eval.cli`` prints
+Bad input (a missing or malformed file, a sampled or loglikelihood run, another tokenizer, a prompt a non-HFLM
+backend truncated) raises ``ValueError`` / ``FileNotFoundError`` before any model loads; ``fsgen_eval.cli`` prints
 it as one line and exits 2.
 """
 
@@ -74,5 +74,7 @@ def _print_summary(path: Path) -> None:
             f", {tok['retokenized_exactly']}/{tok['requests']} re-tokenize exactly to the generated text"
         ng = (rep.get("not_large_greedy") or {}).get(task)
         greedy = "" if ng is None else f", {len(ng)} not the large model's greedy tokens"
+        cut = tok.get("truncated_doc_ids") or []
+        cut_text = f", {len(cut)} prompts cut from the left as HFLM cut them" if cut else ""
         print(f"  {task}: {s['generated_tokens']} tokens, collaboration_rate {s['collaboration_rate']:.6f}"
-              f"{exact}{greedy}")
+              f"{exact}{greedy}{cut_text}")

@@ -17,7 +17,6 @@ weight is read. Needs a tokenizer, no torch model.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,13 +108,8 @@ def read_samples_file(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{n}: not valid JSON ({err.msg})") from None
+    # split at "\n" only (read_jsonl): a generation may hold U+2028 or U+0085, which str.splitlines splits at
+    for n, obj in read_jsonl(path, strict=True):
         args = obj.get("arguments") if isinstance(obj, dict) else None
         first = (args or {}).get("gen_args_0") if isinstance(args, dict) else None
         if not isinstance(first, dict) or "arg_0" not in first or "doc_id" not in obj or "resps" not in obj:
@@ -298,11 +292,18 @@ def continuation_ids(tokenizer: Any, context: str, continuation: str, add_bos_to
     return list(whole[len(ctx):])
 
 
+# lm-eval model classes built on HFLM, which cut a long prompt to its last max_length - max_gen_toks tokens
+HFLM_BACKENDS: tuple[str, ...] = ("hf", "fsgen")
+
+
 def tokenize_run(run: System2Run, tokenizer: Any, max_length: int) -> dict[str, Any]:
     """Fill each request's ``context_ids`` (and, for samples input, ``token_ids``), checking truncation.
 
     Returns per-task counts: requests, and (samples input) how many re-tokenize to exactly the generated
-    text (``decode(ids) == text``); the others are kept, with their ids as encoded, and listed.
+    text (``decode(ids) == text``); the others are kept, with their ids as encoded, and listed. A prompt
+    longer than ``max_length - max_gen_toks`` was cut from the left by an HFLM backend (``hf``, ``fsgen``):
+    cut here the same way and listed (``truncated_doc_ids``); any other backend's cut is not known, so
+    such a run is refused.
     """
     add_bos = run.model_args.get("add_bos_token")
     add_bos = None if add_bos is None else str(add_bos).lower() == "true"
@@ -310,11 +311,16 @@ def tokenize_run(run: System2Run, tokenizer: Any, max_length: int) -> dict[str, 
     for r in run.requests:
         r.context_ids = context_ids(tokenizer, r.context, add_bos)
         room = max_length - r.max_gen_toks
+        c = counts.setdefault(r.task, {"requests": 0, "retokenized_exactly": 0, "mismatched_doc_ids": [],
+                                       "truncated_doc_ids": []})
         if len(r.context_ids) > room:
-            raise ValueError(f"{run.results_path}: {r.task} doc_id {r.doc_id}: the prompt has "
-                             f"{len(r.context_ids)} tokens, more than max_length {max_length} - max_gen_toks "
-                             f"{r.max_gen_toks} = {room}: HFLM cut it from the left, so System 2 saw another prompt")
-        c = counts.setdefault(r.task, {"requests": 0, "retokenized_exactly": 0, "mismatched_doc_ids": []})
+            if run.backend not in HFLM_BACKENDS:
+                raise ValueError(f"{run.results_path}: {r.task} doc_id {r.doc_id}: the prompt has "
+                                 f"{len(r.context_ids)} tokens, more than max_length {max_length} - max_gen_toks "
+                                 f"{r.max_gen_toks} = {room}: the {run.backend} backend cut it in a way the replay "
+                                 "does not know, so System 2 saw another prompt")
+            r.context_ids = r.context_ids[-room:]  # HFLM.tok_batch_encode(left_truncate_len=room)
+            c["truncated_doc_ids"].append(r.doc_id)
         c["requests"] += 1
         if r.token_ids is None:
             r.token_ids = continuation_ids(tokenizer, r.context, r.text, add_bos)
