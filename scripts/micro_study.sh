@@ -37,5 +37,5 @@ fsgen-eval fit "$OUT" > "$REPORT/fit.txt"
 # one analysis per cell (OUT/_system2 holds the System 2 runs the cells were replayed from)
 fsgen-eval analyze "$OUT"/*__*/ --target-call-rate 0.5 > "$REPORT/analyze.txt"
 if [ "$LIMIT" = all ]; then size="whole test sets: 1319 and 500 problems"; else size="$LIMIT problems each"; fi
-fsgen-eval report "$OUT" -o "$REPORT" --title "FS-GEN on the micro family (oracle; GSM8K and MBPP test, $size)"
-python scripts/rate_intervals.py "$OUT" > "$REPORT/rates.md"
+fsgen-eval report "$OUT"/*__*/ -o "$REPORT" --title "FS-GEN on the micro family (oracle; GSM8K and MBPP test, $size)"
+python scripts/rate_intervals.py "$OUT"/*__*/ > "$REPORT/rates.md"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fsgen_eval.analysis.files import find_runs, read_traces, traces_of
+from fsgen_eval.analysis.files import find_runs, run_records, traces_of
 from fsgen_eval.analysis.gate import ratio_ci
 from fsgen_eval.analysis.params import ParamTable, read_param_file
 from fsgen_eval.analysis.signals import auroc, called_tokens
@@ -26,17 +26,17 @@ from fsgen_eval.analysis.signals import auroc, called_tokens
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("sweep", type=Path)
+    ap.add_argument("sweep", type=Path, nargs="+", help="sweep folders (or cells, or results files)")
     ap.add_argument("--params", type=Path, default=Path(__file__).resolve().parents[1] / "model_configs/micro.yaml")
     ap.add_argument("--target", type=float, default=0.01, help="half-width each clustered interval should meet")
     args = ap.parse_args()
     params = ParamTable(read_param_file(args.params))
     rows = []
-    for run in find_runs([args.sweep]):
+    for run in find_runs(args.sweep):
         small, large = run.fsgen.small, run.fsgen.large
         n_small, n_large = params.get(small), params.get(large)
         for task in run.fsgen.per_task:
-            records = [r for r in read_traces(run.trace_files) if r["task"] == task]
+            records = [r for r in run_records(run) if r["task"] == task]
             traces = traces_of(records)
             handoffs = np.array([t["handoff"].sum() for t in traces])
             tokens = np.array([len(t["handoff"]) for t in traces])
