@@ -55,3 +55,17 @@ def test_analyze_reports_each_run_of_a_shared_file_on_its_own(tmp_path, capsys):
     assert "== run aaa (run aaa; gsm8k; 3 records)" in out and "== run bbb (run bbb; gsm8k; 2 records)" in out
     assert main(["analyze", str(trace), "--run-id", "zzz"]) == 2
     assert "--run-id zzz: no such run" in capsys.readouterr().err
+
+
+def test_a_folder_with_a_never_routed_run_reports_it_skipped(tmp_path, capsys):
+    from analysis_helpers import make_trace
+
+    write_run(tmp_path / "a", "s", "l", traces={"gsm8k": random_traces(2, 10, seed=1)})
+    never = [make_trace([0.1] * 5, [False] * 5, llm_called=[False] * 5) for _ in range(2)]
+    write_run(tmp_path / "b", "l", "l", router="never", traces={"gsm8k": never})
+    assert main(["analyze", str(tmp_path), "--json"]) == 0
+    runs = {r["run_label"]: r for r in json.loads(capsys.readouterr().out)["runs"]}
+    assert runs["s -> l | oracle/always | " + str(next((tmp_path / "a").rglob("results_*.json")))]["n_tokens"] == 20
+    (skipped,) = [r for r in runs.values() if "skipped" in r]
+    assert "no handoff is defined" in skipped["skipped"]
+    assert main(["analyze", str(tmp_path / "b")]) == 2  # alone, it is an error as before

@@ -365,16 +365,25 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                              "pass one run's traces")
         files = [f for p in args.traces for f in (sorted(Path(p).rglob("traces_*.jsonl")) if Path(p).is_dir() else [p])]
         extra = learned_curves(files, {p.stem: p for p in args.learned})
-    results = {k: analyze([r["trace"] for r in g], args.target_call_rate, args.max_position, args.bins, extra)
-               for k, g in groups.items()}
-    if len(results) == 1:
-        res = next(iter(results.values()))
+    if len(groups) == 1:
+        (g,) = groups.values()
+        res = analyze([r["trace"] for r in g], args.target_call_rate, args.max_position, args.bins, extra)
         print(_dumps(res) if args.json else format_analysis(res))
-    elif args.json:
+        return 0
+    # several runs: one that cannot be analysed (router=never: no handoff defined) is said, not fatal
+    results: dict[Any, dict[str, Any]] = {}
+    for k, g in groups.items():
+        try:
+            results[k] = analyze([r["trace"] for r in g], args.target_call_rate, args.max_position, args.bins, extra)
+        except ValueError as err:
+            results[k] = {"skipped": str(err)}
+    if args.json:
         print(_dumps({"runs": [{"run_id": groups[k][0].get("run_id"), "run_label": groups[k][0].get("run_label"),
                                  "n_records": len(groups[k]), **res} for k, res in results.items()]}))
     else:
-        print("\n\n".join(f"== {_run_title(k, groups[k])}\n{format_analysis(res)}" for k, res in results.items()))
+        print("\n\n".join(f"== {_run_title(k, groups[k])}\n"
+                           + (f"skipped: {res['skipped']}" if "skipped" in res else format_analysis(res))
+                           for k, res in results.items()))
     return 0
 
 
