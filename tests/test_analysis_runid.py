@@ -69,3 +69,6 @@ def test_a_folder_with_a_never_routed_run_reports_it_skipped(tmp_path, capsys):
     (skipped,) = [r for r in runs.values() if "skipped" in r]
     assert "no handoff is defined" in skipped["skipped"]
     assert main(["analyze", str(tmp_path / "b")]) == 2  # alone, it is an error as before
+    write_run(tmp_path / "c", "m", "m", router="never", traces={"gsm8k": never})
+    assert main(["analyze", str(tmp_path / "b"), str(tmp_path / "c")]) == 2  # every run skipped: an error
+    assert "no run could be analysed" in capsys.readouterr().err

@@ -377,6 +377,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             results[k] = analyze([r["trace"] for r in g], args.target_call_rate, args.max_position, args.bins, extra)
         except ValueError as err:
             results[k] = {"skipped": str(err)}
+    if all("skipped" in res for res in results.values()):
+        raise ValueError(f"no run could be analysed: {next(iter(results.values()))['skipped']}")
     if args.json:
         print(_dumps({"runs": [{"run_id": groups[k][0].get("run_id"), "run_label": groups[k][0].get("run_label"),
                                  "n_records": len(groups[k]), **res} for k, res in results.items()]}))
