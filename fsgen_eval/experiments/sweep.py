@@ -236,24 +236,30 @@ def run_cell(cell: Cell, out_dir: Path, runner: Runner, unfinished_only: bool = 
     finished once the lock is held was finished by another sweep meanwhile: :data:`DONE_ELSEWHERE`, not rerun.
     """
     final = out_dir / cell.relpath
-    tmp = final.with_name(final.name + ".tmp")
     try:
         with cell_lock(final):
             if unfinished_only and is_done(final):
                 return DONE_ELSEWHERE
-            if tmp.exists():  # left by a killed sweep (a running one would hold the lock)
-                shutil.rmtree(tmp)
-            tmp.mkdir(parents=True)
-            rc = runner(cell.command(tmp, **command_kw), tmp)
-            if rc != 0:
-                return f"lm-eval exited {rc} (see {tmp / 'lm_eval.log'})"
-            if not is_done(tmp):
-                return f"lm-eval exited 0 but wrote no results_*.json under {tmp}"
-            if final.exists():  # a folder without results (e.g. emptied by hand) is replaced
-                shutil.rmtree(final)
-            tmp.rename(final)
+            return _run_then_rename(final, lambda tmp: cell.command(tmp, **command_kw), runner, "lm-eval")
     except CellLocked as err:
         return str(err)
+
+
+def _run_then_rename(final: Path, command: Callable[[Path], list[str]], runner: Runner, what: str) -> str | None:
+    """Run ``command(tmp)`` into ``final``'s temporary folder and rename it to ``final`` once it wrote a
+    results file; returns the failure (``what`` names the run), or ``None``. The caller holds the lock."""
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():  # left by a killed sweep (a running one would hold the lock)
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    rc = runner(command(tmp), tmp)
+    if rc != 0:
+        return f"{what} exited {rc} (see {tmp / 'lm_eval.log'})"
+    if not is_done(tmp):
+        return f"{what} exited 0 but wrote no results_*.json under {tmp}"
+    if final.exists():  # a folder without results (e.g. emptied by hand) is replaced
+        shutil.rmtree(final)
+    tmp.rename(final)
     return None
 
 
@@ -461,19 +467,7 @@ def run_system2(job: System2Job, out_dir: Path, runner: Runner, **command_kw) ->
     final = out_dir / job.relpath
     if is_done(final):
         return None
-    tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():  # left by a killed sweep (a running one would hold the lock)
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    rc = runner(job.command(tmp, **command_kw), tmp)
-    if rc != 0:
-        return f"System 2's lm-eval run exited {rc} (see {tmp / 'lm_eval.log'})"
-    if not is_done(tmp):
-        return f"System 2's lm-eval run exited 0 but wrote no results_*.json under {tmp}"
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    return None
+    return _run_then_rename(final, lambda tmp: job.command(tmp, **command_kw), runner, "System 2's lm-eval run")
 
 
 def run_replay_group(job: System2Job, cells: list[Cell], out_dir: Path, runner: Runner,
