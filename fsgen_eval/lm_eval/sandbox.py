@@ -79,12 +79,13 @@ def private_root(root):
     mount("tmpfs", root, "tmpfs", NOSUID | NODEV, "size=1m,mode=0755")
     for link, target in plan["links"].items():
         os.symlink(target, root + link)
+    # /tmp first: an interpreter or venv that lives under /tmp is bound on top of it, not hidden by it
+    os.makedirs(root + "/tmp", mode=0o755)
+    mount("tmpfs", root + "/tmp", "tmpfs", NOSUID | NODEV, "size=16m,mode=1777")
     for path in plan["ro"]:
         bind(path, root + path)
     for dev in ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"):
         bind(dev, root + dev, writable=True)
-    os.makedirs(root + "/tmp", mode=0o755)
-    mount("tmpfs", root + "/tmp", "tmpfs", NOSUID | NODEV, "size=16m,mode=1777")
     os.makedirs(root + "/proc", mode=0o555)
     mount("proc", root + "/proc", "proc", NOSUID | NODEV)
     bind(plan["work"], root + plan["work"], writable=True)
