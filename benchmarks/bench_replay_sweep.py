@@ -6,13 +6,20 @@ replay again and lockstep again when ``--repeats 2``; prints each wall time, the
 (goal <= 0.4x) and the largest difference of any cell's collaboration rate (goal <= 1e-6). Under CPU
 contention only the ratio of runs interleaved like this means something.
 
+The replaying sweep runs as the study does (``--draft-lengths 1,...,8``: speculative counters included).
+``--modes lockstep`` / ``--modes replay`` run one half; each half's wall time is kept in ``OUT/times.json``, and
+the ratio is printed once both are there (say so when the halves ran at different times: only the ratio of
+halves run under the same load means something).
+
 Usage: python benchmarks/bench_replay_sweep.py [--limit 20] [--jobs 2] [--repeats 1] [--out runs/bench-replay]
-       [--tasks gsm8k,mbpp] [--models m1,m2,...] [--reference reports-or-sweep-folder]  (also compares every rate with another sweep's, e.g. LIMIT=all)
+       [--tasks gsm8k,mbpp] [--models m1,m2,...] [--modes replay,lockstep]
+       [--reference reports-or-sweep-folder]  (also compares every rate with another sweep's, e.g. LIMIT=all)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import time
@@ -39,8 +46,7 @@ def sweep(out: Path, limit: str, jobs: int, replay: bool, tasks: str = "gsm8k,mb
         argv += ["--limit", limit]
     if models:
         argv += ["--models", models]
-    if not replay:
-        argv.append("--no-replay")
+    argv += ["--draft-lengths", "1,2,3,4,5,6,7,8"] if replay else ["--no-replay"]
     start = time.perf_counter()
     rc = cli(argv)
     if rc != 0:
@@ -74,14 +80,30 @@ def main() -> None:
     ap.add_argument("--reference", type=Path, help="another sweep folder to compare every rate with")
     ap.add_argument("--tasks", default="gsm8k,mbpp", help="a part of the study: e.g. gsm8k")
     ap.add_argument("--models", help="a part of the family (the sweep's --models; default: every micro model)")
+    ap.add_argument("--modes", default="replay,lockstep", help="which halves to run now (the other's time is "
+                    "read from OUT/times.json)")
     args = ap.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or set(modes) - {"replay", "lockstep"}:
+        raise SystemExit(f"--modes: replay and/or lockstep, got {args.modes!r}")
+    record = args.out / "times.json"
     times: dict[str, list[float]] = {"replay": [], "lockstep": []}
+    saved = json.loads(record.read_text()) if record.is_file() else {}
     for _ in range(args.repeats):
-        for mode in ("replay", "lockstep"):
+        for mode in modes:
             t = sweep(args.out / mode, args.limit, args.jobs, mode == "replay", args.tasks, args.models)
             times[mode].append(t)
             print(f"{mode}: {t:.1f} s", flush=True)
-    r, l = min(times["replay"]), min(times["lockstep"])
+            saved[mode] = {"seconds": min(times[mode]), "limit": args.limit, "jobs": args.jobs, "tasks": args.tasks,
+                           "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+            args.out.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps(saved, indent=1))
+    if not all(m in saved for m in ("replay", "lockstep")):
+        return
+    r, l = saved["replay"]["seconds"], saved["lockstep"]["seconds"]
+    if len(modes) < 2:
+        print(f"(the halves ran separately: lockstep finished {saved['lockstep']['finished']}, replay "
+              f"{saved['replay']['finished']})")
     n, diff = compare(rates(args.out / "replay"), rates(args.out / "lockstep"))
     print(f"LIMIT={args.limit}, tasks {args.tasks}, {n} (pair, task) rates, jobs={args.jobs}: replay {r:.1f} s vs lockstep {l:.1f} s "
           f"-> {r / l:.3f}x (goal <= 0.4x); largest rate difference {diff:.2e} (goal <= 1e-6)")
