@@ -179,22 +179,25 @@ def as_ints(values: Any) -> np.ndarray:
     return np.asarray([-1 if v is None else int(v) for v in values], dtype=np.int64)
 
 
-def _json_value(field: str, v: Any) -> Any:
-    if field == "accepted":
-        return None if int(v) < 0 else bool(v)
-    if field == "base_handoff":
-        return None if int(v) < 0 else bool(v)
+def _json_list(field: str, values: np.ndarray) -> list:
+    """One field's array as JSON values, a whole array at a time (a trace file holds millions): ints, bools,
+    ``None`` for -1 in ``accepted``/``base_handoff`` and for NaN, floats rounded to 6 decimals."""
+    a = np.asarray(values)
+    if field in ("accepted", "base_handoff"):
+        return [None if v < 0 else bool(v) for v in a.astype(np.int64).tolist()]
     if field in ("llm_called", "handoff"):
-        return bool(v)
+        return a.astype(bool).tolist()
     if field in ("token_id", "source"):
-        return int(v)
-    f = float(v)
-    return None if math.isnan(f) else round(f, 6)
+        return a.astype(np.int64).tolist()
+    f = a.astype(np.float64)
+    out = np.round(f, 6).tolist()
+    nan = np.isnan(f)
+    return [None if m else v for v, m in zip(out, nan.tolist())] if nan.any() else out
 
 
 def trace_to_json(trace: Mapping[str, np.ndarray]) -> dict[str, list]:
     """Per-token arrays → JSON-ready lists (NaN and -1 become ``None``)."""
-    return {k: [_json_value(k, v) for v in np.asarray(trace[k]).tolist()] for k in TOKEN_FIELDS}
+    return {k: _json_list(k, trace[k]) for k in TOKEN_FIELDS}
 
 
 # Version of the trace record layout. Records without ``schema_version`` (written before it existed) are read as
