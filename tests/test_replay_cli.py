@@ -75,8 +75,12 @@ def _pair(runs, llama_pair):
     runs["pair"] = llama_pair
 
 
-def test_replay_from_traces_equals_lockstep_field_by_field(runs):
-    out = replayed(runs, "system2", "from-traces", "--large", str(runs["pair"][0]), "--draft-lengths", "1,2,3")
+@pytest.mark.parametrize("rescore", [False, True])
+def test_replay_from_traces_equals_lockstep_field_by_field(runs, rescore):
+    """System 2's statistics from its own trace (default) or a teacher-forced pass of the large model
+    (--rescore-large): either way the lockstep oracle's trace, field by field."""
+    out = replayed(runs, "system2", f"from-traces-{rescore}", "--large", str(runs["pair"][0]),
+                   "--draft-lengths", "1,2,3", *(["--rescore-large"] if rescore else []))
     ref, got = records(runs["lockstep"]), records(out)
     assert ref.keys() == got.keys() and {t for t, _ in ref} == {"gsm8k", "mbpp"}
     for key, r in ref.items():
@@ -88,6 +92,7 @@ def test_replay_from_traces_equals_lockstep_field_by_field(runs):
     assert run.fsgen.per_task == lock.fsgen.per_task
     assert run.results == lock.results  # lm-eval's metrics: the oracle's are System 2's
     assert run.fsgen.replay["replayed"] and run.fsgen.replay["source"] == "trace"
+    assert run.fsgen.replay["large_statistics"] == ("teacher_forced" if rescore else "system2_trace")
     spec = run.fsgen.speculative["draft_lengths"]
     assert set(spec) == {"1", "2", "3"} and all(s["summary"]["verification_steps"] > 0 for s in spec.values())
 

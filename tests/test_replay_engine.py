@@ -86,3 +86,64 @@ def test_finish_index_mirrors_the_finisher(pair):
     assert rp.finish_index(tok, ids[:fin - 1], [], ("The",), 100) is None
     assert rp.finish_index(tok, ids, [ids[0]], ("The",), 100) == 1  # EOS first
     assert rp.finish_index(tok, ids, [], (), 3) == 3  # max_new_tokens
+
+
+SHOTS = "Question: 1 + 1? Answer: 2. Question: 2 + 2? Answer: 4. Question: 3 + 3? Answer: 6. "
+
+
+@pytest.mark.parametrize("lookahead,shots", [(0, ""), (3, ""), (3, SHOTS)])
+def test_batched_tails_equal_the_reference(pair, lookahead, shots):
+    """score_and_complete (one scoring pass per batch, tails from its cache; with a shared few-shot prefix
+    too) = complete + score_trajectories."""
+    prompts = [encode(pair, shots + p) for p in PROMPTS]
+    assert (rp.shared_prefix(prompts)[0] > 0) == bool(shots)
+    out = generate_ids(pair, prompts, make_config(method="oracle", max_new_tokens=N, stop=STOP), batch_size=3)
+    rows = [type("Row", (), {"token_ids": ids}) for ids in out.token_ids]
+    ref = trajectories(pair, rows, prompts, lookahead=lookahead)
+    ref_stats = rp.score_trajectories(pair.large, ref, pair.vocab_size, pair.pad_token_id, batch_size=2)
+    got, stats = rp.score_and_complete(pair.large, out.token_ids, prompts, pair.tokenizer, pair.eos_token_ids(),
+                                       [STOP] * len(prompts), [N] * len(prompts), pair.vocab_size,
+                                       pair.pad_token_id, lookahead, batch_size=2)
+    assert any(len(t.tokens) > len(g) for t, g in zip(got, out.token_ids))  # some tails were decoded
+    for t, r, s, rs, g in zip(got, ref, stats, ref_stats, out.token_ids):
+        assert (t.tokens, t.emitted, t.finish) == (r.tokens, r.emitted, r.finish)
+        np.testing.assert_array_equal(s["argmax"], rs["argmax"][:len(g)])
+        for k in ("entropy", "top1_prob", "margin"):
+            np.testing.assert_allclose(s[k], rs[k][:len(g)], atol=1e-5, rtol=0, err_msg=k)
+
+
+def test_shared_prefix_is_computed_once_and_changes_nothing(pair):
+    """Prompts that open alike (few-shot examples) share a prefix; one cut from the left is scored alone."""
+    prompts = [encode(pair, SHOTS + p) for p in PROMPTS] + [encode(pair, PROMPTS[0])]
+    p, shares = rp.shared_prefix(prompts)
+    assert p >= rp.MIN_SHARED and shares == [True] * len(PROMPTS) + [False]
+    assert all(q[:p] == prompts[0][:p] and len(q) > p for q, s in zip(prompts, shares) if s)
+    out = generate_ids(pair, prompts, make_config(method="oracle", max_new_tokens=N, stop=STOP), batch_size=3)
+    trajs = [rp.Trajectory(q, ids, len(ids), len(ids), N) for q, ids in zip(prompts, out.token_ids)]
+    shared = rp.score_trajectories(pair.small, trajs, pair.vocab_size, pair.pad_token_id, batch_size=4)
+    alone = [rp.score_trajectories(pair.small, [t], pair.vocab_size, pair.pad_token_id)[0] for t in trajs]
+    for t, a, b, lock in zip(trajs, shared, alone, out.traces):
+        np.testing.assert_array_equal(a["argmax"], b["argmax"])
+        np.testing.assert_allclose(a["entropy"], lock["s1_entropy"], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(a["top1_prob"], b["top1_prob"], atol=1e-5, rtol=0)
+
+
+def test_speculative_counters_match_a_round_by_round_count():
+    """The run-length form equals counting each round's leading matches one by one, on random patterns."""
+    def by_hand(match, finish, max_new, k):
+        drafted = accepted = steps = g = 0
+        while g < finish and g < max_new:
+            d = min(k, max_new - g - 1)
+            n = 0
+            while n < d and g + n < len(match) and match[g + n]:
+                n += 1
+            drafted, accepted, steps, g = drafted + d, accepted + n, steps + 1, g + n + 1
+        return {"drafted_tokens": drafted, "accepted_tokens": accepted, "verification_steps": steps}
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        n = int(rng.integers(0, 30))
+        match = rng.random(n) < rng.random()
+        finish = int(rng.integers(0, n + 1))
+        max_new, k = int(rng.integers(max(finish, 1), 40)), int(rng.integers(1, 9))
+        assert rp.speculative_counters(match, finish, max_new, k) == by_hand(match, finish, max_new, k)

@@ -45,6 +45,8 @@ def register(sub: Any) -> None:
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--trace-topk", type=int, default=0, metavar="K", help="both systems' top-K ids and "
                    "probabilities per token in a Parquet side file beside each trace (as trace_topk=K)")
+    p.add_argument("--rescore-large", action="store_true", help="teacher-force the large model on every "
+                   "generation even when System 2's trace (a --model fsgen run of it) already holds its statistics")
     p.set_defaults(func=cmd_replay)
 
 
@@ -56,7 +58,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.trace_topk < 0:
         raise ValueError(f"--trace-topk must be an integer >= 0, got {args.trace_topk}")
     setup = ReplaySetup(args.small, None if args.no_large else args.large, args.output_path, args.draft_lengths,
-                        args.dtype, args.device, args.batch_size, args.trust_remote_code, args.trace_topk)
+                        args.dtype, args.device, args.batch_size, args.trust_remote_code, args.trace_topk,
+                        args.rescore_large)
     for path in replay(args.system2, setup, args.source):
         print(f"wrote {path}")
         _print_summary(path)

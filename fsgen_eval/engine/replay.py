@@ -16,20 +16,30 @@ the trajectory as its prefix, where the large model's argmax is the trajectory's
 
 A generation that ended at a stop string is stored trimmed before it; the engine decoded a few tokens
 further (until the stop string appeared), and speculative rounds look up to ``k`` tokens past the end.
-:func:`complete` re-creates that tail with the large model's greedy decoding. Layout of a scored batch:
-prompts left-padded to a common width, trajectories right-padded after them — the columns the lockstep
-loop would have had. The engine never imports lm_eval; reading files is the adapter's job.
+:func:`complete` re-creates that tail with the large model's greedy decoding, one generation at a time (the
+reference); :func:`score_and_complete` does the same for a whole run in batches, from the KV cache of the
+large model's scoring pass, so the tail costs a few batched decoding steps instead of a prompt's prefill.
+
+Layout of a scored batch: the prompts' longest shared token prefix (lm-eval's few-shot examples, the same
+for every document of a task) is fed once per model and its cache repeated over the batch; after it each
+row's rest of the prompt and its trajectory, left-padded to a common width (:func:`shared_prefix`). A causal
+model's outputs depend only on the tokens before them, so this changes no statistic beyond float rounding;
+on lm-eval's MBPP (3-shot, the same examples for every problem) it spares 644 of a prompt's ~777 tokens, while
+lm-eval's GSM8K draws each document's examples apart, so its prompts share nothing and are scored whole. The engine never imports lm_eval; reading
+files is the adapter's job.
 """
 
 from __future__ import annotations
 
+import copy
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from fsgen_eval.core import schema
 from fsgen_eval.core.sampling import stats
@@ -64,22 +74,25 @@ def stop_window(stop: Sequence[str]) -> int:
     return max((len(s.encode()) for s in stop), default=0) + 1
 
 
+def ends_at(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], n: int, eos: set[int],
+            stop: Sequence[str], max_new_tokens: int) -> bool:
+    """Whether the engine's ``Finisher`` ends a row at its ``n``-th emitted token ``ids[n - 1]`` (EOS, the
+    token completing a stop string, or ``max_new_tokens``), given it did not end before."""
+    if ids[n - 1] in eos or n >= max_new_tokens:
+        return True
+    if not stop:
+        return False
+    text = tokenizer.decode(list(ids[max(0, n - stop_window(stop)): n]), skip_special_tokens=True)
+    return any(s in text for s in stop)
+
+
 def finish_index(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], eos: Sequence[int],
                  stop: Sequence[str], max_new_tokens: int) -> int | None:
     """Where the engine's ``Finisher`` ends a row that emits ``ids``: the number of tokens emitted (EOS or
     the token completing a stop string included), or ``None`` if ``ids`` end before that."""
-    w, eos_set = stop_window(stop), set(eos)
-    for j, tok in enumerate(ids):
-        n = j + 1
-        if tok in eos_set:
-            return n
-        if stop:
-            text = tokenizer.decode(list(ids[max(0, n - w): n]), skip_special_tokens=True)
-            if any(s in text for s in stop):
-                return n
-        if n >= max_new_tokens:
-            return n
-    return None
+    eos_set = set(eos)
+    return next((n for n in range(1, len(ids) + 1) if ends_at(tokenizer, ids, n, eos_set, stop, max_new_tokens)),
+                None)
 
 
 def greedy_extend(model: PreTrainedModel, vocab: int, prefix: list[int], n: int,
@@ -128,34 +141,81 @@ def complete(given: list[int], prompt: list[int], tokenizer: PreTrainedTokenizer
 
 
 # ------------------------------------------------------------------------------------------ scoring
-def batch_layout(trajs: Sequence[Trajectory], pad: int) -> tuple[Tensor, Tensor, int]:
-    """``[B, P + G - 1]`` ids and mask: prompts left-padded to ``P``, trajectories right-padded to ``G``
-    (the last token is only predicted, never fed). Returns ``(ids, mask, G)``."""
-    p = max(len(t.prompt) for t in trajs)
-    g = max(max(len(t.tokens) for t in trajs), 1)
-    ids = torch.full((len(trajs), p + g), pad, dtype=torch.long)
+MIN_SHARED = 16  # a shared prefix shorter than this is not worth a separate pass
+
+
+def shared_prefix(prompts: Sequence[Sequence[int]]) -> tuple[int, list[bool]]:
+    """``(P, shares)``: the length of the token prefix worth computing once, and which prompts start with it.
+
+    The reference is the most common opening (first ``MIN_SHARED`` tokens) — a prompt HFLM cut from the left
+    shares nothing and is scored without the prefix instead of shortening everyone's. ``P`` maximises the
+    positions spared (``P`` × (prompts sharing it - 1)) and leaves every sharing prompt at least one token of its
+    own, so its first prediction is made after the prefix. ``P`` = 0: nothing is shared.
+    """
+    if not prompts:
+        return 0, []
+    openings = Counter(tuple(p[:MIN_SHARED]) for p in prompts)
+    top = next(iter(openings.most_common(1)))[0]
+    ref = next(p for p in prompts if tuple(p[:MIN_SHARED]) == top)
+    lcp = []
+    for p in prompts:
+        n = min(len(p) - 1, len(ref))
+        same = np.flatnonzero(np.asarray(p[:n]) != np.asarray(ref[:n])) if n > 0 else np.zeros(0, int)
+        lcp.append(int(same[0]) if len(same) else max(n, 0))
+    # computing the prefix once instead of in each of the c prompts spares (c - 1) * P positions
+    best = max(sorted(set(lcp)), key=lambda v: v * (sum(x >= v for x in lcp) - 1))
+    if best < MIN_SHARED or sum(x >= best for x in lcp) < 2:
+        return 0, [False] * len(prompts)
+    return best, [x >= best for x in lcp]
+
+
+def prefix_cache(model: PreTrainedModel, prefix: Sequence[int]) -> DynamicCache | None:
+    """The KV cache ``[1, H, P, D]`` per layer of ``prefix`` (``None`` for an empty prefix)."""
+    if not prefix:
+        return None
+    runner = Runner.new(model)
+    with torch.inference_mode():
+        model(input_ids=torch.tensor([list(prefix)], device=runner.device), use_cache=True,
+              **{runner.cache_kw: runner.cache, runner.keep_kw: 1})
+    return runner.cache
+
+
+def batch_layout(trajs: Sequence[Trajectory], pad: int, prefix: int = 0) -> tuple[Tensor, Tensor, int]:
+    """``[B, W]`` ids and mask of each row's ``prompt[prefix:] + tokens``, left-padded to a common width
+    ``W``, and ``G`` = the most tokens of a row + 1: the last ``G`` columns predict every row's tokens (a row
+    of ``n`` tokens: columns ``G - 1 - n .. G - 2`` of them), the last one the token after them."""
+    seqs = [list(t.prompt[prefix:]) + list(t.tokens) for t in trajs]
+    if any(len(t.prompt) <= prefix for t in trajs):
+        raise ValueError("a prompt needs at least one token after the shared prefix")
+    w = max(len(q) for q in seqs)
+    ids = torch.full((len(trajs), w), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
-    for b, t in enumerate(trajs):
-        seq = t.prompt + t.tokens
-        ids[b, p - len(t.prompt): p - len(t.prompt) + len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[b, p - len(t.prompt): p - len(t.prompt) + len(seq)] = 1
-    return ids[:, :-1], mask[:, :-1], g
+    for b, q in enumerate(seqs):
+        ids[b, w - len(q):] = torch.tensor(q, dtype=torch.long)
+        mask[b, w - len(q):] = 1
+    return ids, mask, max(len(t.tokens) for t in trajs) + 1
 
 
 def position_stats(model: PreTrainedModel, ids: Tensor, mask: Tensor, g: int, vocab: int,
-                   chunk: int = 256, topk: int = 0) -> dict[str, Tensor]:
+                   chunk: int = 256, topk: int = 0, cache: DynamicCache | None = None) -> dict[str, Tensor]:
     """``argmax``, ``entropy``, ``top1_prob``, ``margin`` ``[B, G]`` of ``model``'s next-token distribution at
-    the last ``G`` positions of ``ids`` ``[B, T]`` (those that predict the trajectory); with ``topk`` = K > 0
-    also ``topk_ids`` (int32) and ``topk_probs`` (float32) ``[B, G, K]``, descending, as ``trace_topk`` records.
+    the last ``G`` positions of ``ids`` ``[B, T]``; with ``topk`` = K > 0 also ``topk_ids`` (int32) and
+    ``topk_probs`` (float32) ``[B, G, K]``, descending, as ``trace_topk`` records.
 
+    ``cache``: a shared prefix's cache ``[B, H, P, D]`` the columns follow (``mask`` then covers only the
+    columns; the prefix is real in every row); it is extended in place, so decoding can go on from it.
     Only the ``G`` positions' logits are computed (``logits_to_keep``), and the statistics are taken over
     chunks of positions, so the peak is the ``[B, G, V]`` logits plus one ``[B, chunk, V]`` temporary.
     """
     runner = Runner.new(model)
     dev = runner.device
+    p = cache.get_seq_length() if cache is not None else 0
+    full = torch.cat([torch.ones(mask.shape[0], p, dtype=mask.dtype), mask], 1)
+    kw = {runner.cache_kw: cache, "use_cache": True} if cache is not None else {"use_cache": False}
     with torch.inference_mode():
-        logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False,
-                       position_ids=positions_from_mask(mask).to(dev), **{runner.keep_kw: g}).logits[..., :vocab]
+        logits = model(input_ids=ids.to(dev), attention_mask=full.to(dev),
+                       position_ids=positions_from_mask(full)[:, p:].to(dev), **kw,
+                       **{runner.keep_kw: g}).logits[..., :vocab]
         out = {k: [] for k in STAT_FIELDS + (("topk_ids", "topk_probs") if topk else ())}
         for s in range(0, g, chunk):
             logp = logits[:, s: s + chunk].float().log_softmax(-1)  # (B, c, V)
@@ -171,19 +231,144 @@ def position_stats(model: PreTrainedModel, ids: Tensor, mask: Tensor, g: int, vo
     return {k: torch.cat(v, 1) for k, v in out.items()}
 
 
+def _batches(trajs: Sequence[Trajectory], batch_size: int) -> list[tuple[list[int], int]]:
+    """``(rows, P)`` per batch: rows sharing the prefix of length ``P`` together, the others with ``P`` = 0,
+    each group sorted by the columns it will need (so a batch pads little)."""
+    p, shares = shared_prefix([t.prompt for t in trajs])
+    out = []
+    for group, plen in (([i for i, s in enumerate(shares) if s], p), ([i for i, s in enumerate(shares) if not s], 0)):
+        group.sort(key=lambda i: -(len(trajs[i].prompt) - plen + len(trajs[i].tokens)))
+        out += [(group[s: s + batch_size], plen) for s in range(0, len(group), batch_size)]
+    return out
+
+
+def _batch_cache(shared: DynamicCache | None, rows: int) -> DynamicCache | None:
+    """A copy of the shared prefix's cache for a batch of ``rows`` (public ``batch_repeat_interleave``)."""
+    if shared is None:
+        return None
+    cache = copy.deepcopy(shared)
+    cache.batch_repeat_interleave(rows)
+    return cache
+
+
+def _row_stats(st: dict[str, Tensor], b: int, g: int, n: int) -> dict[str, np.ndarray]:
+    """Row ``b``'s statistics at its ``n`` tokens (columns ``g - 1 - n .. g - 2`` of ``[B, G]``)."""
+    return {k: v[b, g - 1 - n: g - 1].numpy() for k, v in st.items()}
+
+
 def score_trajectories(model: PreTrainedModel, trajs: Sequence[Trajectory], vocab: int, pad: int,
                        batch_size: int = 8, topk: int = 0) -> list[dict[str, np.ndarray]]:
-    """:func:`position_stats` of every trajectory (batches sorted by length), one ``{field: [len]}`` each."""
-    order = sorted(range(len(trajs)), key=lambda i: -(len(trajs[i].prompt) + len(trajs[i].tokens)))
+    """:func:`position_stats` of every trajectory's tokens, one ``{field: [len]}`` each (shared prefix
+    computed once, batches sorted by length)."""
     out: list[dict[str, np.ndarray] | None] = [None] * len(trajs)
-    for s in range(0, len(order), batch_size):
-        rows = order[s: s + batch_size]
-        ids, mask, g = batch_layout([trajs[i] for i in rows], pad)
-        st = position_stats(model, ids, mask, g, vocab, topk=topk)
+    caches: dict[int, DynamicCache | None] = {}
+    for rows, p in _batches(trajs, batch_size):
+        if p not in caches:
+            caches[p] = prefix_cache(model, trajs[rows[0]].prompt[:p])
+        ids, mask, g = batch_layout([trajs[i] for i in rows], pad, p)
+        st = position_stats(model, ids, mask, g, vocab, topk=topk, cache=_batch_cache(caches[p], len(rows)))
         for b, i in enumerate(rows):
-            n = len(trajs[i].tokens)
-            out[i] = {k: v[b, :n].numpy() for k, v in st.items()}
+            out[i] = _row_stats(st, b, g, len(trajs[i].tokens))
     return out  # type: ignore[return-value]
+
+
+@dataclass
+class _Tail:
+    """One row's greedy tail: ``tokens`` so far (the given ones first), ``fin`` once the engine would have
+    stopped, ``want`` = ``fin`` + the look-ahead (never past ``max_new``) once ``fin`` is known."""
+
+    tokens: list[int]
+    stop: tuple[str, ...]
+    max_new: int
+    lookahead: int
+    fin: int | None = None
+    want: int | None = None
+
+    def set_fin(self, fin: int) -> None:
+        self.fin, self.want = fin, fin + min(self.lookahead, self.max_new - fin)
+
+    def active(self) -> bool:
+        return self.want is None or len(self.tokens) < self.want
+
+
+def score_and_complete(model: PreTrainedModel, given: Sequence[Sequence[int]], prompts: Sequence[Sequence[int]],
+                       tokenizer: PreTrainedTokenizerBase, eos: Sequence[int], stops: Sequence[tuple[str, ...]],
+                       max_new: Sequence[int], vocab: int, pad: int, lookahead: int = 0, batch_size: int = 8,
+                       topk: int = 0) -> tuple[list[Trajectory], list[dict[str, np.ndarray]]]:
+    """:func:`complete` of every generation with the large ``model``, and its statistics at the given tokens
+    (as :func:`score_trajectories` of them), from one scoring pass per batch.
+
+    The tail a row needs (to where the engine would have stopped, then ``lookahead`` tokens) is decoded
+    greedily from the scoring pass's cache, in batches; a row leaves the batch once it has its tail. A
+    generation whose given tokens run past where the engine would have stopped goes through :func:`complete`.
+    """
+    n = len(given)
+    tails, out = [], []
+    for i in range(n):
+        t = _Tail(list(given[i]), tuple(stops[i]), max_new[i], lookahead)
+        fin = finish_index(tokenizer, t.tokens, eos, t.stop, t.max_new)
+        if fin is not None:
+            t.set_fin(fin)
+        tails.append(t)
+        out.append(Trajectory(list(prompts[i]), list(given[i]), len(given[i]), len(given[i]), max_new[i]))
+    stats_out: list[dict[str, np.ndarray] | None] = [None] * n
+    caches: dict[int, DynamicCache | None] = {}
+    for rows, p in _batches(out, batch_size):
+        if p not in caches:
+            caches[p] = prefix_cache(model, out[rows[0]].prompt[:p])
+        ids, mask, g = batch_layout([out[i] for i in rows], pad, p)
+        cache = _batch_cache(caches[p], len(rows)) or DynamicCache(config=model.config)
+        st = position_stats(model, ids, mask, g, vocab, topk=topk, cache=cache)
+        for b, i in enumerate(rows):
+            stats_out[i] = _row_stats(st, b, g, len(given[i]))
+        full = torch.cat([torch.ones(len(rows), p, dtype=mask.dtype), mask], 1)
+        _decode_tails(model, cache, full, st["argmax"][:, -1], [tails[i] for i in rows], tokenizer, set(eos), vocab)
+    for i, t in enumerate(tails):
+        if t.fin is not None and t.fin < len(given[i]):  # given tokens past the engine's stop: the reference path
+            out[i] = complete(list(given[i]), list(prompts[i]), tokenizer, eos, t.stop, t.max_new, model, vocab,
+                              lookahead)
+            continue
+        fin = t.fin if t.fin is not None else len(t.tokens)
+        emitted = len(trim_at_stop(tokenizer, t.tokens[:fin], t.stop)[0])
+        out[i] = Trajectory(list(prompts[i]), t.tokens, emitted, fin, t.max_new)
+    # a trace keeps more tokens than were given (re-tokenized text whose stop-trimmed tokens run into the
+    # tail) or the reference path was taken: those rows' statistics from their own scoring pass
+    again = [i for i in range(n) if out[i].emitted > len(given[i]) or out[i].tokens[:len(given[i])] != list(given[i])]
+    for i, st in zip(again, score_trajectories(model, [out[i] for i in again], vocab, pad, batch_size, topk)):
+        stats_out[i] = st
+    return out, stats_out  # type: ignore[return-value]
+
+
+def _decode_tails(model: PreTrainedModel, cache: DynamicCache, mask: Tensor, first: Tensor, tails: list[_Tail],
+                  tokenizer: PreTrainedTokenizerBase, eos: set[int], vocab: int) -> None:
+    """Extend every row of a scored batch that still needs tokens, greedily, from its ``cache``
+    ``[B, H, T, D]`` and ``mask`` ``[B, T]``; ``first`` ``[B]`` is each row's next token (the scoring
+    pass's last argmax). Rows that are done leave the cache (public ``batch_select_indices``)."""
+    runner = Runner.new(model)
+    dev = runner.device
+    held = list(range(len(tails)))  # the rows the cache holds, in its order
+    nxt = {b: int(first[b]) for b in held}
+    while True:
+        live = [b for b in held if tails[b].active()]
+        for b in live:
+            t = tails[b]
+            t.tokens.append(nxt[b])
+            if t.fin is None and ends_at(tokenizer, t.tokens, len(t.tokens), eos, t.stop, t.max_new):
+                t.set_fin(len(t.tokens))
+        keep = [b for b in live if tails[b].active()]
+        if not keep:
+            return
+        if keep != held:
+            idx = torch.tensor([held.index(b) for b in keep])
+            cache.batch_select_indices(idx.to(dev))
+            mask, held = mask[idx], keep
+        mask = torch.cat([mask, torch.ones(len(held), 1, dtype=mask.dtype)], 1)
+        feed = torch.tensor([[tails[b].tokens[-1]] for b in held])
+        with torch.inference_mode():
+            logits = model(input_ids=feed.to(dev), attention_mask=mask.to(dev),
+                           position_ids=(mask.sum(-1, keepdim=True) - 1).to(dev), use_cache=True,
+                           **{runner.cache_kw: cache, runner.keep_kw: 1}).logits
+        nxt = dict(zip(held, logits[:, -1, :vocab].argmax(-1).tolist()))
 
 
 # ------------------------------------------------------------------------------------------ traces
@@ -216,6 +401,15 @@ def oracle_trace(traj: Trajectory, s1: dict[str, np.ndarray], s2: dict[str, np.n
     return trace
 
 
+def match_runs(match: np.ndarray) -> np.ndarray:
+    """``run[j]`` ``[L]``: how many consecutive ``True`` start at ``j`` (up to the next ``False`` or the end)."""
+    n = len(match)
+    false_at = np.flatnonzero(~np.asarray(match, dtype=bool))
+    nxt = np.searchsorted(false_at, np.arange(n))  # the first False at or after each j
+    end = np.append(false_at, n)[nxt]
+    return end - np.arange(n)
+
+
 def speculative_counters(match: np.ndarray, finish: int, max_new_tokens: int, k: int) -> dict[str, int]:
     """Greedy speculative decoding's counters at draft length ``k``, batch 1, from one teacher-forced pass.
 
@@ -225,11 +419,10 @@ def speculative_counters(match: np.ndarray, finish: int, max_new_tokens: int, k:
     ``n + 1`` tokens; rounds go on until ``finish`` tokens are out.
     """
     drafted = accepted = steps = 0
-    g = 0
+    g, run = 0, match_runs(match).tolist()
     while g < finish and g < max_new_tokens:
         d = min(k, max_new_tokens - g - 1)
-        window = match[g: g + d]
-        n = int(np.argmin(window)) if not window.all() else len(window)
+        n = min(run[g] if g < len(run) else 0, d)  # the draft's leading matches
         drafted, accepted, steps = drafted + d, accepted + n, steps + 1
         g += n + 1
     return {"drafted_tokens": drafted, "accepted_tokens": accepted, "verification_steps": steps}

@@ -41,6 +41,7 @@ class ReplaySetup:
     batch_size: int = 8
     trust_remote_code: bool = False
     trace_topk: int = 0  # K > 0: both systems' top-K per token in the Parquet side file, as trace_topk=K
+    rescore_large: bool = False  # teacher-force the large model even where System 2's trace has its statistics
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -89,36 +90,81 @@ def check_inputs(run: System2Run, setup: ReplaySetup) -> tuple[Any, dict[str, An
     return tok, tokenize_run(run, tok, max_length), max_length
 
 
-def _eos_ids(tok: Any, large: Any | None) -> list[int]:
+def _eos_ids(tok: Any, large: str | None) -> list[int]:
+    """The engine's EOS ids: the tokenizer's and the large model's generation config's (read without weights)."""
+    from transformers import GenerationConfig
+
     ids = {int(tok.eos_token_id)} if tok.eos_token_id is not None else set()
-    gen = getattr(getattr(large, "generation_config", None), "eos_token_id", None)
+    try:
+        gen = GenerationConfig.from_pretrained(large).eos_token_id if large is not None else None
+    except OSError:  # no generation_config.json: the tokenizer's EOS is all there is
+        gen = None
     if gen is not None:
         ids.update([gen] if isinstance(gen, int) else gen)
     return sorted(ids)
 
 
+def _same_model(a: str, b: str) -> bool:
+    pa, pb = Path(a), Path(b)
+    return pa.resolve() == pb.resolve() if pa.exists() and pb.exists() else a == b
+
+
+def _own_statistics(run: System2Run, setup: ReplaySetup) -> bool:
+    """Whether System 2's trace already holds the large model's statistics at every token (a ``--model fsgen``
+    run of the large model itself, traced), so no teacher-forced pass of it is needed; ``--rescore-large``
+    and top-K (the trace has no large-model top-K to reuse) ask for the pass anyway."""
+    return (setup.large is not None and not setup.rescore_large and not setup.trace_topk and run.source == "trace"
+            and _same_model(run.model, setup.large) and all(r.model_stats is not None for r in run.requests))
+
+
+def _needs_tail(r: Any, tok: Any, eos: list[int], lookahead: int) -> bool:
+    """Whether the engine decoded past request ``r``'s given tokens: to complete a stop string, or the
+    speculative look-ahead after where it stopped."""
+    from fsgen_eval.engine.replay import finish_index
+
+    given = r.token_ids or []
+    fin = finish_index(tok, given, eos, tuple(r.until), r.max_gen_toks)
+    return fin is None or fin < len(given) or (lookahead > 0 and fin < r.max_gen_toks)
+
+
 def replay(folder: Path, setup: ReplaySetup, source: str = "auto") -> list[Path]:
     """Replay System 2's run in ``folder`` for every System 1; returns the results files written."""
-    import torch
-
     from fsgen_eval.engine import replay as rp
     from fsgen_eval.engine.pair import load_model
 
     run = read_system2_run(folder, source)
     tok, counts, _ = check_inputs(run, setup)  # everything checked before a weight is read
     vocab, pad = len(tok), tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    large = load_model(setup.large, "large", setup.dtype, setup.device, setup.trust_remote_code) \
-        if setup.large is not None else None
-    eos = _eos_ids(tok, large)
+    reqs = run.requests
+    own = _own_statistics(run, setup)
+    eos = _eos_ids(tok, setup.large)
     look = max(setup.draft_lengths, default=0)
     start = time.perf_counter()
-    trajs = [rp.complete(r.token_ids or [], r.context_ids, tok, eos, tuple(r.until), r.max_gen_toks, large,
-                         vocab, look) for r in run.requests]
-    s2 = (rp.score_trajectories(large, trajs, vocab, pad, setup.batch_size, setup.trace_topk)
-          if large is not None else None)
+    large = None
+    if setup.large is not None and (not own or any(_needs_tail(r, tok, eos, look) for r in reqs)):
+        large = load_model(setup.large, "large", setup.dtype, setup.device, setup.trust_remote_code)
+    if own:  # System 2's own statistics from its trace; the large model only decodes the tails it lacks
+        trajs = [rp.complete(r.token_ids or [], r.context_ids, tok, eos, tuple(r.until), r.max_gen_toks, None,
+                             vocab, 0) for r in reqs]
+        todo = [i for i, r in enumerate(reqs) if _needs_tail(r, tok, eos, look)]
+        if todo:
+            done, _ = rp.score_and_complete(large, [reqs[i].token_ids for i in todo], [reqs[i].context_ids for i in todo],
+                                            tok, eos, [tuple(reqs[i].until) for i in todo],
+                                            [reqs[i].max_gen_toks for i in todo], vocab, pad, look, setup.batch_size)
+            for i, t in zip(todo, done):
+                trajs[i] = t
+        s2 = [r.model_stats for r in reqs]
+    elif large is not None:  # one scoring pass per batch, the tails decoded from its cache
+        trajs, s2 = rp.score_and_complete(large, [r.token_ids or [] for r in reqs], [r.context_ids for r in reqs],
+                                          tok, eos, [tuple(r.until) for r in reqs], [r.max_gen_toks for r in reqs],
+                                          vocab, pad, look, setup.batch_size, setup.trace_topk)
+    else:
+        trajs = [rp.complete(r.token_ids or [], r.context_ids, tok, eos, tuple(r.until), r.max_gen_toks, None,
+                             vocab, look) for r in reqs]
+        s2 = None
     large_seconds = time.perf_counter() - start
-    not_greedy = _not_greedy(run, trajs, s2)
-    decoded = {"tails_decoded": sum(len(t.tokens) > len(r.token_ids or []) for r, t in zip(run.requests, trajs)),
+    not_greedy = None if own else _not_greedy(run, trajs, s2)
+    decoded = {"large_statistics": "system2_trace" if own else ("teacher_forced" if setup.large else None),"tails_decoded": sum(len(t.tokens) > len(r.token_ids or []) for r, t in zip(run.requests, trajs)),
                "tails_unknown": sum(not t.tail_known for t in trajs)}
     del large
     written = []
@@ -203,8 +249,10 @@ def _replay_info(run: System2Run, setup: ReplaySetup, counts: dict[str, Any], fa
                  ) -> dict[str, Any]:
     """How this run was made: from which System 2 run, and how faithfully its tokens were recovered.
 
-    ``not_large_greedy`` (with the large model): per task, doc_ids whose given tokens are not all its
-    teacher-forced argmax; ``tails_decoded``: generations the large model continued to where the engine
+    ``large_statistics``: where the ``s2_*`` fields come from — ``system2_trace`` (System 2's own trace,
+    a ``--model fsgen`` run of the large model), ``teacher_forced`` (a pass of the large model), or null
+    (``--no-large``); ``not_large_greedy`` (teacher-forced only): per task, doc_ids whose given tokens are not
+    all its teacher-forced argmax; ``tails_decoded``: generations the large model continued to where the engine
     would have stopped (stop strings, EOS, speculative look-ahead); ``tails_unknown`` (without it):
     generations whose end could not be re-created.
     """

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from lm_eval.models.utils import handle_stop_sequences, has_bos_prefix, normalize_gen_kwargs
 from lm_eval.utils import hash_string
 
@@ -46,6 +47,9 @@ class Request:
     token_ids: list[int] | None = None  # exact ids (trace input); None until tokenized (samples input)
     context_ids: list[int] = field(default_factory=list)
     retokenized_exactly: bool | None = None  # samples input: decode(ids) == text
+    # trace input: the trajectory model's own statistics at each token, as its run recorded them
+    # (argmax = the token, entropy, top1_prob, margin); None where the trace does not hold them
+    model_stats: dict[str, Any] | None = None
 
 
 @dataclass
@@ -175,18 +179,17 @@ def _trace_files(results_path: Path, run: RunInfo) -> list[Path]:
     return files
 
 
-def _trace_records(path: Path, run_id: str | None) -> list[dict[str, Any]]:
-    """The records of ``run_id`` in one trace file (all of them for a run written before run ids); a file
-    several runs appended to (``trace_append``) keeps the others' records out."""
+def _trace_records(path: Path, run_id: str | None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """``(record, trace arrays)`` of ``run_id`` in one trace file (all of them for a run written before run
+    ids); a file several runs appended to (``trace_append``) keeps the others' records out."""
     records = []
     for n, rec in read_jsonl(path, strict=True):  # a torn final line (a killed writer) is skipped with a warning
         if run_id is not None and rec.get("run_id") != run_id:
             continue
         try:
-            trace_from_json(rec)  # the schema's checks of every field
+            records.append((rec, trace_from_json(rec)))  # the schema's checks of every field
         except ValueError as err:
             raise ValueError(f"{path}:{n}: {err}") from None
-        records.append(rec)
     if not records:
         raise ValueError(f"{path}: no trace record of run {run_id}" if run_id else f"{path}: trace file is empty")
     return records
@@ -195,8 +198,9 @@ def _trace_records(path: Path, run_id: str | None) -> list[dict[str, Any]]:
 def _trace_requests(results_path: Path, run: RunInfo, by_prompt: dict[tuple[str, int, str], Request],
                     trace_files: list[Path]) -> list[Request]:
     reqs = []
+    prefix = _stats_prefix(run)
     for tf in trace_files:
-        for rec in _trace_records(tf, run.run_id):
+        for rec, trace in _trace_records(tf, run.run_id):
             if rec.get("request_type") != "generate_until":
                 raise ValueError(f"{tf}: a {rec.get('request_type')} record ({rec.get('task')} doc_id "
                                  f"{rec.get('doc_id')}): nothing to replay (only generations are)")
@@ -206,12 +210,36 @@ def _trace_requests(results_path: Path, run: RunInfo, by_prompt: dict[tuple[str,
                 raise ValueError(f"{tf}: no samples line beside it for task {key[0]!r} doc_id {key[1]} "
                                  f"prompt_hash {key[2]}: the samples file does not belong to this trace")
             sample.token_ids = [int(t) for t in rec["token_id"]]
+            sample.model_stats = _model_stats(trace, prefix)
             reqs.append(sample)
     if by_prompt:
         task, doc, _ = next(iter(by_prompt))
         raise ValueError(f"{results_path}: {len(by_prompt)} request(s) of the samples files have no trace "
                          f"record (e.g. {task} doc_id {doc}); was the run killed?")
     return reqs
+
+
+def _stats_prefix(run: RunInfo) -> str | None:
+    """Which trace fields hold the trajectory model's own distribution: ``s1_`` where it ran alone as System 1
+    (router ``never``), ``s2_`` for the oracle with router ``always`` (System 2 is the large model at every
+    token); ``None`` for a speculative run (System 2 evaluated at verified positions only)."""
+    if run.router == "never":
+        return "s1_"
+    return "s2_" if (run.method, run.router) == ("oracle", "always") else None
+
+
+def _model_stats(trace: dict[str, Any], prefix: str | None) -> dict[str, Any] | None:
+    """``argmax`` (the emitted token: the trajectory is greedy), ``entropy``, ``top1_prob``, ``margin`` of one
+    record, or ``None`` without them (a run with ``trace=false`` statistics, or NaN anywhere)."""
+    if prefix is None:
+        return None
+    out = {"argmax": trace["token_id"]}
+    for k in ("entropy", "top1_prob", "margin"):
+        v = trace[prefix + k]
+        if np.isnan(v).any():
+            return None
+        out[k] = v
+    return out
 
 
 def read_system2_run(folder: Path, source: str = "auto") -> System2Run:
