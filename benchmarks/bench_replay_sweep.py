@@ -12,7 +12,7 @@ the ratio is printed once both are there (say so when the halves ran at differen
 halves run under the same load means something).
 
 Usage: python benchmarks/bench_replay_sweep.py [--limit 20] [--jobs 2] [--repeats 1] [--out runs/bench-replay]
-       [--tasks gsm8k,mbpp] [--models m1,m2,...] [--modes replay,lockstep]
+       [--tasks gsm8k,mbpp] [--models m1,m2,...] [--modes replay,lockstep] [--write record.json]
        [--reference reports-or-sweep-folder]  (also compares every rate with another sweep's, e.g. LIMIT=all)
 """
 
@@ -54,15 +54,32 @@ def sweep(out: Path, limit: str, jobs: int, replay: bool, tasks: str = "gsm8k,mb
     return time.perf_counter() - start
 
 
-def rates(folder: Path) -> dict[tuple[str, str, str], float]:
-    """(small, large, task) -> collaboration rate, over every cell below ``folder`` (System 2 runs left out)."""
+def summaries(folder: Path) -> dict[tuple[str, str, str], dict]:
+    """(small, large, task) -> that cell's per-task summary, over every cell below ``folder`` (System 2 runs
+    left out)."""
     out = {}
     for run in find_runs([folder]):
         if "_system2" in run.path.parts or run.fsgen.router != "always":
             continue
         for task, s in run.fsgen.per_task.items():
-            out[(Path(run.fsgen.small).name, Path(run.fsgen.large).name, task)] = s["collaboration_rate"]
+            out[(Path(run.fsgen.small).name, Path(run.fsgen.large).name, task)] = s
     return out
+
+
+def rates(folder: Path) -> dict[tuple[str, str, str], float]:
+    """(small, large, task) -> collaboration rate (unrounded), as :func:`summaries`."""
+    return {k: s["collaboration_rate"] for k, s in summaries(folder).items()}
+
+
+def write_record(path: Path, out: Path, saved: dict) -> None:
+    """Both halves' times and every cell's unrounded rate and token count from each, as JSON."""
+    rep, lock = summaries(out / "replay"), summaries(out / "lockstep")
+    cells = [{"small": k[0], "large": k[1], "task": k[2], "generated_tokens": {"replay": rep[k]["generated_tokens"],
+              "lockstep": lock[k]["generated_tokens"]}, "collaboration_rate": {
+              "replay": rep[k]["collaboration_rate"], "lockstep": lock[k]["collaboration_rate"]}} for k in sorted(rep)]
+    path.write_text(json.dumps({"halves": saved, "ratio": saved["replay"]["seconds"] / saved["lockstep"]["seconds"],
+                                "largest_rate_difference": compare(rates(out / "replay"), rates(out / "lockstep"))[1],
+                                "cells": cells}, indent=1) + "\n")
 
 
 def compare(a: dict, b: dict) -> tuple[int, float]:
@@ -80,6 +97,8 @@ def main() -> None:
     ap.add_argument("--reference", type=Path, help="another sweep folder to compare every rate with")
     ap.add_argument("--tasks", default="gsm8k,mbpp", help="a part of the study: e.g. gsm8k")
     ap.add_argument("--models", help="a part of the family (the sweep's --models; default: every micro model)")
+    ap.add_argument("--write", type=Path, help="also write both halves' times and every cell's unrounded rates "
+                    "to this JSON file (e.g. reports/micro/replay_vs_lockstep.json)")
     ap.add_argument("--modes", default="replay,lockstep", help="which halves to run now (the other's time is "
                     "read from OUT/times.json)")
     args = ap.parse_args()
@@ -107,6 +126,9 @@ def main() -> None:
     n, diff = compare(rates(args.out / "replay"), rates(args.out / "lockstep"))
     print(f"LIMIT={args.limit}, tasks {args.tasks}, {n} (pair, task) rates, jobs={args.jobs}: replay {r:.1f} s vs lockstep {l:.1f} s "
           f"-> {r / l:.3f}x (goal <= 0.4x); largest rate difference {diff:.2e} (goal <= 1e-6)")
+    if args.write:
+        write_record(args.write, args.out, saved)
+        print(f"wrote {args.write}")
     if args.reference:
         n, diff = compare(rates(args.out / "replay"), rates(args.reference))
         print(f"vs {args.reference}: {n} rates, largest difference {diff:.2e}")

@@ -131,3 +131,13 @@ def test_replay_model_args_from_the_registry():
     with pytest.raises(ValueError, match="threshold"):  # refused before any cell starts
         sweep.run_sweep(sweep.build_grid(MODELS, ["oracle"], ["always"], ["gsm8k"]), Path("/nonexistent"),
                         FakeRunner(), progress=False, replay=True, model_args_extra="threshold=1")
+
+
+def test_groups_with_the_most_cells_start_first(tmp_path):
+    """In a family sweep the large model of the most pairs is the biggest: its group runs first."""
+    cells = sweep.build_grid(MODELS, ["oracle"], ["always"], ["gsm8k", "mbpp"])
+    runner = FakeRunner()
+    assert not sweep.run_sweep(cells, tmp_path, runner, progress=False, replay=True, system2_model="hf").failed
+    s2 = [c for c in runner.calls if "replay" not in c]
+    firsts = [c[c.index("--model_args") + 1] for c in s2]
+    assert len(firsts) == 4 and all("org/m-big" in a for a in firsts[:2]) and all("org/m-mid" in a for a in firsts[2:])

@@ -326,7 +326,9 @@ def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runn
                 bar.update()
 
     groups = replay_groups(todo) if replay else {}
-    work: list[Cell | tuple[System2Job, list[Cell]]] = list(groups.items())
+    # longest first: a group's cost grows with its large model, which in a family sweep is the large model
+    # of more pairs; started last, the biggest group would leave the other jobs idle at the end
+    work: list[Cell | tuple[System2Job, list[Cell]]] = sorted(groups.items(), key=lambda g: -len(g[1]))
     work += [c for c in todo if not (replay and replayable(c))]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(one, w) for w in work]
