@@ -196,7 +196,25 @@ def batch_layout(trajs: Sequence[Trajectory], pad: int, prefix: int = 0) -> tupl
     return ids, mask, max(len(t.tokens) for t in trajs) + 1
 
 
-def position_stats(model: PreTrainedModel, ids: Tensor, mask: Tensor, g: int, vocab: int,
+def right_padded(trajs: Sequence[Trajectory], pad: int) -> tuple[Tensor, int, list[int]]:
+    """``[B, W]`` ids of each row's ``prompt + tokens`` from column 0, right-padded; ``K`` = the columns to
+    keep (from the earliest column that predicts a token); per row the kept column predicting its first token.
+
+    Every row starts at column 0, so no attention mask and no position ids are needed: the causal mask alone
+    is right, and attention takes its causal fast path (a padding mask costs ~25 % of a CPU forward). The
+    pad columns after a row's end only feed their own, unused, outputs."""
+    if any(not t.prompt for t in trajs):
+        raise ValueError("a prompt needs at least one token")
+    seqs = [list(t.prompt) + list(t.tokens) for t in trajs]
+    w = max(len(q) for q in seqs)
+    ids = torch.full((len(trajs), w), pad, dtype=torch.long)
+    for b, q in enumerate(seqs):
+        ids[b, :len(q)] = torch.tensor(q, dtype=torch.long)
+    first = min(len(t.prompt) for t in trajs) - 1
+    return ids, w - first, [len(t.prompt) - 1 - first for t in trajs]
+
+
+def position_stats(model: PreTrainedModel, ids: Tensor, mask: Tensor | None, g: int, vocab: int,
                    chunk: int = 256, topk: int = 0, cache: DynamicCache | None = None) -> dict[str, Tensor]:
     """``argmax``, ``entropy``, ``top1_prob``, ``margin`` ``[B, G]`` of ``model``'s next-token distribution at
     the last ``G`` positions of ``ids`` ``[B, T]``; with ``topk`` = K > 0 also ``topk_ids`` (int32) and
@@ -204,18 +222,19 @@ def position_stats(model: PreTrainedModel, ids: Tensor, mask: Tensor, g: int, vo
 
     ``cache``: a shared prefix's cache ``[B, H, P, D]`` the columns follow (``mask`` then covers only the
     columns; the prefix is real in every row); it is extended in place, so decoding can go on from it.
+    ``mask`` ``None``: a :func:`right_padded` batch (no cache), fed without mask or position ids.
     Only the ``G`` positions' logits are computed (``logits_to_keep``), and the statistics are taken over
     chunks of positions, so the peak is the ``[B, G, V]`` logits plus one ``[B, chunk, V]`` temporary.
     """
     runner = Runner.new(model)
     dev = runner.device
-    p = cache.get_seq_length() if cache is not None else 0
-    full = torch.cat([torch.ones(mask.shape[0], p, dtype=mask.dtype), mask], 1)
-    kw = {runner.cache_kw: cache, "use_cache": True} if cache is not None else {"use_cache": False}
+    kw: dict = {runner.cache_kw: cache, "use_cache": True} if cache is not None else {"use_cache": False}
+    if mask is not None:
+        p = cache.get_seq_length() if cache is not None else 0
+        full = torch.cat([torch.ones(mask.shape[0], p, dtype=mask.dtype), mask], 1)
+        kw.update(attention_mask=full.to(dev), position_ids=positions_from_mask(full)[:, p:].to(dev))
     with torch.inference_mode():
-        logits = model(input_ids=ids.to(dev), attention_mask=full.to(dev),
-                       position_ids=positions_from_mask(full)[:, p:].to(dev), **kw,
-                       **{runner.keep_kw: g}).logits[..., :vocab]
+        logits = model(input_ids=ids.to(dev), **kw, **{runner.keep_kw: g}).logits[..., :vocab]
         out = {k: [] for k in STAT_FIELDS + (("topk_ids", "topk_probs") if topk else ())}
         for s in range(0, g, chunk):
             logp = logits[:, s: s + chunk].float().log_softmax(-1)  # (B, c, V)
@@ -263,6 +282,12 @@ def score_trajectories(model: PreTrainedModel, trajs: Sequence[Trajectory], voca
     out: list[dict[str, np.ndarray] | None] = [None] * len(trajs)
     caches: dict[int, DynamicCache | None] = {}
     for rows, p in _batches(trajs, batch_size):
+        if p == 0:  # nothing shared: rows from column 0, no mask
+            ids, keep, starts = right_padded([trajs[i] for i in rows], pad)
+            st = position_stats(model, ids, None, keep, vocab, topk=topk)
+            for b, (i, s) in enumerate(zip(rows, starts)):
+                out[i] = {k: v[b, s: s + len(trajs[i].tokens)].numpy() for k, v in st.items()}
+            continue
         if p not in caches:
             caches[p] = prefix_cache(model, trajs[rows[0]].prompt[:p])
         ids, mask, g = batch_layout([trajs[i] for i in rows], pad, p)

@@ -140,13 +140,14 @@ def replay(folder: Path, setup: ReplaySetup, source: str = "auto") -> list[Path]
     eos = _eos_ids(tok, setup.large)
     look = max(setup.draft_lengths, default=0)
     start = time.perf_counter()
+    todo = [i for i, r in enumerate(reqs) if _needs_tail(r, tok, eos, look)] if own else []
     large = None
-    if setup.large is not None and (not own or any(_needs_tail(r, tok, eos, look) for r in reqs)):
+    if setup.large is not None and (not own or todo):
         large = load_model(setup.large, "large", setup.dtype, setup.device, setup.trust_remote_code)
     if own:  # System 2's own statistics from its trace; the large model only decodes the tails it lacks
-        trajs = [rp.complete(r.token_ids or [], r.context_ids, tok, eos, tuple(r.until), r.max_gen_toks, None,
-                             vocab, 0) for r in reqs]
-        todo = [i for i, r in enumerate(reqs) if _needs_tail(r, tok, eos, look)]
+        # a generation needing no tail ended exactly at its given tokens (EOS or max_gen_toks): as complete()
+        trajs = [rp.Trajectory(r.context_ids, list(r.token_ids or []), len(r.token_ids or []),
+                               len(r.token_ids or []), r.max_gen_toks) for r in reqs]
         if todo:
             done, _ = rp.score_and_complete(large, [reqs[i].token_ids for i in todo], [reqs[i].context_ids for i in todo],
                                             tok, eos, [tuple(reqs[i].until) for i in todo],
