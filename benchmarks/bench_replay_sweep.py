@@ -124,8 +124,8 @@ def main() -> None:
         print(f"(the halves ran separately: lockstep finished {saved['lockstep']['finished']}, replay "
               f"{saved['replay']['finished']})")
     n, diff = compare(rates(args.out / "replay"), rates(args.out / "lockstep"))
-    print(f"LIMIT={args.limit}, tasks {args.tasks}, {n} (pair, task) rates, jobs={args.jobs}: replay {r:.1f} s vs lockstep {l:.1f} s "
-          f"-> {r / l:.3f}x (goal <= 0.4x); largest rate difference {diff:.2e} (goal <= 1e-6)")
+    print(f"LIMIT={args.limit}, tasks {args.tasks}, {n} (pair, task) rates, jobs={args.jobs}: replay {r:.1f} s "
+          f"vs lockstep {l:.1f} s -> {r / l:.3f}x (goal <= 0.4x); largest rate difference {diff:.2e} (goal <= 1e-6)")
     if args.write:
         write_record(args.write, args.out, saved)
         print(f"wrote {args.write}")

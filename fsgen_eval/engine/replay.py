@@ -20,13 +20,14 @@ further (until the stop string appeared), and speculative rounds look up to ``k`
 reference); :func:`score_and_complete` does the same for a whole run in batches, from the KV cache of the
 large model's scoring pass, so the tail costs a few batched decoding steps instead of a prompt's prefill.
 
-Layout of a scored batch: the prompts' longest shared token prefix (lm-eval's few-shot examples, the same
-for every document of a task) is fed once per model and its cache repeated over the batch; after it each
-row's rest of the prompt and its trajectory, left-padded to a common width (:func:`shared_prefix`). A causal
-model's outputs depend only on the tokens before them, so this changes no statistic beyond float rounding;
-on lm-eval's MBPP (3-shot, the same examples for every problem) it spares 644 of a prompt's ~777 tokens, while
-lm-eval's GSM8K draws each document's examples apart, so its prompts share nothing and are scored whole. The engine never imports lm_eval; reading
-files is the adapter's job.
+Layout of a scored batch: the prompts' longest shared token prefix (few-shot examples that are the same
+for every document) is fed once per model and its cache repeated over the batch; after it each row's rest
+of the prompt and its trajectory, left-padded to a common width (:func:`shared_prefix`, :func:`batch_layout`).
+A causal model's outputs depend only on the tokens before them, so this changes no statistic beyond float
+rounding; on lm-eval's MBPP (3-shot, the same examples for every problem) it spares 644 of a prompt's ~777
+tokens. lm-eval's GSM8K draws each document's examples apart, so its prompts share nothing: they are fed
+whole, right-padded from column 0 without a mask (:func:`right_padded`). The engine never imports lm_eval;
+reading files is the adapter's job.
 """
 
 from __future__ import annotations

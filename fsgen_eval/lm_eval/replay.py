@@ -127,6 +127,35 @@ def _needs_tail(r: Any, tok: Any, eos: list[int], lookahead: int) -> bool:
     return fin is None or fin < len(given) or (lookahead > 0 and fin < r.max_gen_toks)
 
 
+def _system2_side(run: System2Run, setup: ReplaySetup, own: bool, tok: Any, eos: list[int], vocab: int,
+                  pad: int) -> tuple[list[Any], list[dict] | None]:
+    """Every generation's trajectory (tails decoded where the large model is given) and System 2's statistics
+    at its tokens: from System 2's own trace (``own``), a teacher-forced pass of the large model, or none
+    (``--no-large``). The large model is loaded only if it has something to do."""
+    from fsgen_eval.engine import replay as rp
+    from fsgen_eval.engine.pair import load_model
+
+    reqs, look = run.requests, max(setup.draft_lengths, default=0)
+    if setup.large is None:
+        return [rp.complete(r.token_ids or [], r.context_ids, tok, eos, tuple(r.until), r.max_gen_toks, None,
+                            vocab, look) for r in reqs], None
+    todo = [i for i, r in enumerate(reqs) if _needs_tail(r, tok, eos, look)] if own else list(range(len(reqs)))
+    # a generation needing no tail ended exactly at its given tokens (EOS or max_gen_toks), as complete() has it
+    trajs = [rp.Trajectory(r.context_ids, list(r.token_ids or []), len(r.token_ids or []), len(r.token_ids or []),
+                           r.max_gen_toks) for r in reqs]
+    s2 = [r.model_stats for r in reqs] if own else None
+    if todo:  # one scoring pass per batch, the tails decoded from its cache
+        large = load_model(setup.large, "large", setup.dtype, setup.device, setup.trust_remote_code)
+        done, stats = rp.score_and_complete(
+            large, [reqs[i].token_ids or [] for i in todo], [reqs[i].context_ids for i in todo], tok, eos,
+            [tuple(reqs[i].until) for i in todo], [reqs[i].max_gen_toks for i in todo], vocab, pad, look,
+            setup.batch_size, 0 if own else setup.trace_topk)
+        for i, t in zip(todo, done):
+            trajs[i] = t
+        s2 = s2 if own else stats
+    return trajs, s2
+
+
 def replay(folder: Path, setup: ReplaySetup, source: str = "auto") -> list[Path]:
     """Replay System 2's run in ``folder`` for every System 1; returns the results files written."""
     from fsgen_eval.engine import replay as rp
@@ -135,39 +164,16 @@ def replay(folder: Path, setup: ReplaySetup, source: str = "auto") -> list[Path]
     run = read_system2_run(folder, source)
     tok, counts, _ = check_inputs(run, setup)  # everything checked before a weight is read
     vocab, pad = len(tok), tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    reqs = run.requests
     own = _own_statistics(run, setup)
     eos = _eos_ids(tok, setup.large)
-    look = max(setup.draft_lengths, default=0)
     start = time.perf_counter()
-    todo = [i for i, r in enumerate(reqs) if _needs_tail(r, tok, eos, look)] if own else []
-    large = None
-    if setup.large is not None and (not own or todo):
-        large = load_model(setup.large, "large", setup.dtype, setup.device, setup.trust_remote_code)
-    if own:  # System 2's own statistics from its trace; the large model only decodes the tails it lacks
-        # a generation needing no tail ended exactly at its given tokens (EOS or max_gen_toks): as complete()
-        trajs = [rp.Trajectory(r.context_ids, list(r.token_ids or []), len(r.token_ids or []),
-                               len(r.token_ids or []), r.max_gen_toks) for r in reqs]
-        if todo:
-            done, _ = rp.score_and_complete(large, [reqs[i].token_ids for i in todo], [reqs[i].context_ids for i in todo],
-                                            tok, eos, [tuple(reqs[i].until) for i in todo],
-                                            [reqs[i].max_gen_toks for i in todo], vocab, pad, look, setup.batch_size)
-            for i, t in zip(todo, done):
-                trajs[i] = t
-        s2 = [r.model_stats for r in reqs]
-    elif large is not None:  # one scoring pass per batch, the tails decoded from its cache
-        trajs, s2 = rp.score_and_complete(large, [r.token_ids or [] for r in reqs], [r.context_ids for r in reqs],
-                                          tok, eos, [tuple(r.until) for r in reqs], [r.max_gen_toks for r in reqs],
-                                          vocab, pad, look, setup.batch_size, setup.trace_topk)
-    else:
-        trajs = [rp.complete(r.token_ids or [], r.context_ids, tok, eos, tuple(r.until), r.max_gen_toks, None,
-                             vocab, look) for r in reqs]
-        s2 = None
+    trajs, s2 = _system2_side(run, setup, own, tok, eos, vocab, pad)
     large_seconds = time.perf_counter() - start
-    not_greedy = None if own else _not_greedy(run, trajs, s2)
-    decoded = {"large_statistics": "system2_trace" if own else ("teacher_forced" if setup.large else None),"tails_decoded": sum(len(t.tokens) > len(r.token_ids or []) for r, t in zip(run.requests, trajs)),
+    reqs = run.requests
+    decoded = {"large_statistics": "system2_trace" if own else ("teacher_forced" if setup.large else None),
+               "tails_decoded": sum(len(t.tokens) > len(r.token_ids or []) for r, t in zip(reqs, trajs)),
                "tails_unknown": sum(not t.tail_known for t in trajs)}
-    del large
+    not_greedy = None if own else _not_greedy(run, trajs, s2)
     written = []
     for small in setup.smalls:
         model = load_model(small, "small", setup.dtype, setup.device, setup.trust_remote_code)
