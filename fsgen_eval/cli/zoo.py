@@ -34,6 +34,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     agree.add_argument("--max-new-tokens", type=int, default=128, help="greedy tokens per prompt")
     agree.add_argument("--threads", type=int, default=1, help="torch threads")
     agree.set_defaults(func=run_agree)
+    ev = sub.add_parser("evaluate", help="each member alone on the family's task through lm-eval's hf model "
+                                         "(accuracy per level, lengths, repetition) and the model card")
+    ev.add_argument("--family", default="arith", help="family preset with a task (arith)")
+    ev.add_argument("--out-dir", default=None, help="where per-model results go (default reports/<family>/alone)")
+    ev.add_argument("--models-dir", default=None, help="the family's models (default models/<family>)")
+    ev.add_argument("--limit", type=int, default=None, help="problems per level task (default: the whole test split)")
+    ev.add_argument("--batch-size", type=int, default=32, help="lm-eval batch size")
+    ev.add_argument("--threads", type=int, default=1, help="torch threads")
+    ev.set_defaults(func=run_evaluate)
     zoo.set_defaults(func=lambda args: zoo.print_help() or 2)
 
 
@@ -44,7 +53,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     # Validate every input before any work starts.
     family = get_family(args.family)
-    datasets = resolve_datasets_dir(args.datasets_dir)
+    # the arith family's corpus is generated (fsgen_eval.core.arith); only the benchmark corpus reads datasets
+    datasets = resolve_datasets_dir(args.datasets_dir) if family.corpus == "benchmarks" else None
     if args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     names = [m.name for m in family.models]
@@ -101,4 +111,41 @@ def run_agree(args: argparse.Namespace) -> int:
     result = greedy_agreement(small, large, tok, gsm8k_prompts(datasets, args.prompts, args.shots), args.max_new_tokens)
     print(f"greedy agreement {result.rate:.4f} ({result.agree}/{result.tokens} tokens); "
           f"oracle collaboration rate {1 - result.rate:.4f}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """``fsgen-eval zoo evaluate``: every member alone on the family's task, then the model card again."""
+    from fsgen_eval.experiments.zoo.family import get_family
+
+    family = get_family(args.family)
+    if family.task is None:
+        raise ValueError(f"family {family.name} has no evaluation task; families with one: arith")
+    for flag in ("batch_size", "threads"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {args.limit}")
+    models_dir = Path(args.models_dir or f"models/{family.name}")
+    missing = [s.name for s in family.models if not (models_dir / s.name / "config.json").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{models_dir / missing[0]} is not a trained model (train it: fsgen-eval zoo train "
+                                f"--family {family.name})")
+    out = Path(args.out_dir or f"reports/{family.name}/alone")
+
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from fsgen_eval.experiments.zoo.build import rewrite_card
+    from fsgen_eval.experiments.zoo.evaluate import evaluate_family
+    from fsgen_eval.experiments.zoo.export import load_exported, param_counts
+
+    torch.set_num_threads(args.threads)
+    hf_logging.disable_progress_bar()
+    tasks_dir = Path(__file__).resolve().parents[2] / "tasks"
+    members = [(s.name, models_dir / s.name, param_counts(load_exported(models_dir / s.name))[0]) for s in family.models]
+    summaries = evaluate_family(members, family.task, tasks_dir, out, args.limit, args.batch_size,
+                                log=lambda m: print(m, flush=True))
+    if args.limit is None:  # the card reports the whole test split only
+        rewrite_card(family, models_dir, summaries, out)
     return 0

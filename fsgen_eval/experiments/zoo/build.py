@@ -18,7 +18,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from fsgen_eval.experiments.zoo import corpus as C
 from fsgen_eval.experiments.zoo.agreement import agreement_matrix, gsm8k_prompts
 from fsgen_eval.experiments.zoo.export import (METRICS, export_model, load_exported, param_counts, write_family_yaml,
-                                   write_metrics, write_model_card)
+                                   write_metrics, write_model_card, write_task_card)
 from fsgen_eval.experiments.zoo.family import FamilyConfig, ModelSpec
 from fsgen_eval.experiments.zoo.tokenizer import encode_episodes, train_tokenizer
 from fsgen_eval.experiments.zoo.train import LOSS_LOG, heldout_loss, train_model
@@ -33,15 +33,38 @@ def prepare_data(family: FamilyConfig, datasets_dir: Path, work_dir: Path) -> tu
     tok_dir, train_ids, held_ids, stats_path = (work_dir / "tokenizer", work_dir / "train_ids.npy",
                                                 work_dir / "heldout_ids.npy", work_dir / "corpus.json")
     if not stats_path.exists():
-        episodes = C.training_episodes(datasets_dir, seed=family.seed, per_episode=family.per_episode)
-        tok = train_tokenizer([e.text for e in episodes], family.vocab_size, tok_dir)
+        episodes, heldout = _episodes(family, datasets_dir)
+        tok = train_tokenizer([e.text for e in episodes], family.vocab_size, tok_dir, family.split_digits)
         train = encode_episodes(tok, episodes)
-        held = encode_episodes(tok, C.heldout_episodes(datasets_dir, family.per_episode))
+        held = encode_episodes(tok, heldout)
         np.save(train_ids, train)
         np.save(held_ids, held)
-        write_metrics(stats_path, _corpus_stats(tok, episodes, train, datasets_dir))
+        stats = (_corpus_stats(tok, episodes, train, datasets_dir) if family.corpus == "benchmarks"
+                 else _arith_stats(tok, episodes, train))
+        write_metrics(stats_path, stats)
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
     return tok, np.load(train_ids), np.load(held_ids), json.loads(stats_path.read_text())
+
+
+def _episodes(family: FamilyConfig, datasets_dir: Path | None) -> tuple[list[C.Episode], list[C.Episode]]:
+    """(training episodes, held-out episodes) of the family's corpus."""
+    if family.corpus == "arith":
+        return (C.arith_training_episodes(family.seed, family.per_episode),
+                C.arith_heldout_episodes(family.per_episode))
+    if family.corpus != "benchmarks":
+        raise ValueError(f"unknown corpus {family.corpus!r}; valid: benchmarks, arith")
+    return (C.training_episodes(datasets_dir, seed=family.seed, per_episode=family.per_episode),
+            C.heldout_episodes(datasets_dir, family.per_episode))
+
+
+def _arith_stats(tok: PreTrainedTokenizerFast, episodes: list[C.Episode], train: np.ndarray) -> dict:
+    from fsgen_eval.core import arith
+
+    docs = [arith.doc_text(p) for p in arith.split_problems()["test"]]
+    lengths = [len(ids) for ids in tok(docs, add_special_tokens=False)["input_ids"]]
+    return {"corpus_tokens": int(len(train)), "corpus_chars": sum(len(e.text) for e in episodes),
+            "corpus_episodes": len(episodes), "arith_tokens_per_doc": float(np.mean(lengths)),
+            "arith_tokens_per_doc_max": int(max(lengths))}
 
 
 def _corpus_stats(tok: PreTrainedTokenizerFast, episodes: list[C.Episode], train: np.ndarray, root: Path) -> dict:
@@ -97,8 +120,24 @@ def build_family(family: FamilyConfig, datasets_dir: Path, out_dir: Path, yaml_p
     if only is None:  # the yaml and card describe the whole family, so only a full build writes them
         agreement = family_agreement(family, datasets_dir, out_dir, tok, log)
         write_family_yaml(yaml_path, family.name, out_dir / "tokenizer", metrics, out_dir)
-        write_model_card(out_dir / "README.md", family.as_dict(), metrics, stats, agreement)
+        if family.task is None:
+            write_model_card(out_dir / "README.md", family.as_dict(), metrics, stats, agreement)
+        else:  # a family with a task: the card also reports each model's accuracy (zoo evaluate), so keep its inputs
+            write_metrics(out_dir / FAMILY_JSON, {"metrics": metrics, "corpus": stats})
+            rewrite_card(family, out_dir, None, None)
     return metrics
+
+
+FAMILY_JSON = "family.json"  # a task family's training metrics and corpus statistics, for re-rendering its card
+
+
+def rewrite_card(family: FamilyConfig, out_dir: Path, summaries: dict | None, alone_dir: Path | None) -> None:
+    """(Re)write a task family's model card from its committed files: ``family.json``, ``agreement.json`` and,
+    once ``fsgen-eval zoo evaluate`` has run, each model's accuracy summary (``summaries``, from ``alone_dir``)."""
+    saved = json.loads((out_dir / FAMILY_JSON).read_text())
+    agreement = json.loads((out_dir / "agreement.json").read_text())
+    write_task_card(out_dir / "README.md", family.as_dict(), saved["metrics"], saved["corpus"], agreement,
+                    summaries, alone_dir)
 
 
 def family_agreement(family: FamilyConfig, datasets_dir: Path, out_dir: Path, tok, log: Callable[[str], None]) -> dict:
@@ -109,10 +148,17 @@ def family_agreement(family: FamilyConfig, datasets_dir: Path, out_dir: Path, to
     path = out_dir / "agreement.json"
     if path.exists():
         return json.loads(path.read_text())
-    prompts = gsm8k_prompts(datasets_dir, n=AGREEMENT_PROMPTS, shots=FEWSHOT)
+    if family.corpus == "arith":  # the task's own zero-shot prompts (test split; evaluation only)
+        from fsgen_eval.core import arith
+
+        shots = 0
+        prompts = [f"Question: {p.question}\nAnswer:" for p in arith.split_problems()["test"][:AGREEMENT_PROMPTS]]
+    else:
+        shots = FEWSHOT
+        prompts = gsm8k_prompts(datasets_dir, n=AGREEMENT_PROMPTS, shots=FEWSHOT)
     models = {s.name: load_exported(out_dir / s.name) for s in family.models}
     matrix = agreement_matrix(models, tok, prompts, max_new_tokens=AGREEMENT_NEW_TOKENS)
-    result = {"prompts": len(prompts), "shots": FEWSHOT, "max_new_tokens": AGREEMENT_NEW_TOKENS,
+    result = {"prompts": len(prompts), "shots": shots, "max_new_tokens": AGREEMENT_NEW_TOKENS,
               "agreement": {lg: {sm: {"agree": a.agree, "tokens": a.tokens, "rate": a.rate} for sm, a in row.items()}
                             for lg, row in matrix.items()}}
     write_metrics(path, result)

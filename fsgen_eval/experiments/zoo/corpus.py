@@ -135,3 +135,20 @@ def heldout_episodes(root: Path, per_episode: int = 6) -> list[Episode]:
 def _read_optional(path: Path) -> list[dict]:
     # Some subjects may lack a validation split in a trimmed copy; dev alone still counts.
     return read_jsonl(path) if path.is_file() else []
+
+
+def arith_training_episodes(seed: int = 0, per_episode: int = 4) -> list[Episode]:
+    """The arith task's train split (fsgen_eval.core.arith), shuffled into few-shot-like episodes."""
+    from fsgen_eval.core import arith
+
+    docs = [arith.doc_text(p) for p in arith.split_problems()["train"]]
+    return _episodes("arith", docs, per_episode, random.Random(seed))
+
+
+def arith_heldout_episodes(per_episode: int = 4) -> list[Episode]:
+    """The arith validation split, in order, as episodes: never trained on (held-out loss only)."""
+    from fsgen_eval.core import arith
+
+    docs = [arith.doc_text(p) for p in arith.split_problems()["validation"]]
+    chunks = [docs[i : i + per_episode] for i in range(0, len(docs), per_episode)]
+    return [Episode("arith_validation", FEWSHOT_DELIMITER.join(chunk)) for chunk in chunks]

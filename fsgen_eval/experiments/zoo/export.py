@@ -179,3 +179,104 @@ def context_note(family: dict, corpus: dict) -> str:
         f"tokens) {fits} the trained window; lm-eval's default 5-shot (≈ {corpus['five_shot_budget']:.0f} tokens with "
         f"256 generated) {five}. Evaluate this family on GSM8K with `--num_fewshot {shots}`."
     )
+
+
+def write_task_card(path: Path, family: dict, metrics: list[dict], corpus: dict, agreement: dict,
+                    summaries: dict | None, alone_dir: Path | None) -> None:
+    """The model card of a family trained on a task (``arith``): training facts, and — once
+    ``fsgen-eval zoo evaluate`` has run — each model's accuracy per level, lengths and repetition."""
+    rows = "\n".join(
+        f"| {m['name']} | {m['hidden']} | {m['layers']} | {m['heads']} | {m['total_params']:,} | "
+        f"{m['non_embedding_params']:,} | {m['train_tokens']:,} | {m['train_seconds'] / 60:.1f} | "
+        f"{m['final_train_loss']:.3f} | {m['heldout_loss']:.3f} |"
+        for m in metrics
+    )
+    minutes = sum(m["train_seconds"] for m in metrics) / 60
+    span = metrics[-1]["total_params"] / metrics[0]["total_params"]
+    text = TASK_CARD.format(
+        name=family["name"], n=len(metrics), span=span, rows=rows, minutes=minutes, task=family["task"],
+        accuracy=_accuracy_section(metrics, summaries, alone_dir, family["name"]),
+        agreement_table=_agreement_table(metrics, agreement),
+        **{k: family[k] for k in CARD_KEYS}, **corpus,
+        **{f"agreement_{k}": agreement[k] for k in ("prompts", "shots", "max_new_tokens")},
+    )
+    path.write_text(text)
+
+
+def _accuracy_section(metrics: list[dict], summaries: dict | None, alone_dir: Path | None, name: str) -> str:
+    if not summaries:
+        return f"Not measured yet: `fsgen-eval zoo evaluate --family {name}` runs each model alone and fills this in."
+    pct = lambda a: f"{100 * a['accuracy']:.1f} [{100 * a['low']:.1f}, {100 * a['high']:.1f}]"  # noqa: E731
+    levels = sorted(k for k in summaries[metrics[0]["name"]]["strict"] if k.startswith("level"))
+    cols = (["model", "params", "accuracy % (strict, 95 % Wilson)"] + [f"{l} %" for l in levels]
+            + ["flexible %", "tokens mean / p50 / p90 / max", "ended by stop or EOS", "repetitive"])
+    head = "| " + " | ".join(cols) + " |\n" + "|---" * len(cols) + "|"
+    lines = []
+    for m in metrics:
+        s = summaries[m["name"]]
+        t = s["tokens"]
+        lines.append(f"| {m['name']} | {m['total_params']:,} | {pct(s['strict']['all'])} | "
+                     + " | ".join(f"{100 * s['strict'][l]['accuracy']:.1f}" for l in levels)
+                     + f" | {100 * s['flexible']['all']['accuracy']:.1f} | {t['mean']:.1f} / {t['p50']} / {t['p90']} / "
+                     f"{t['max']} | {100 * s['ended_share']:.1f} % | {100 * s['repetitive_share']:.1f} % |")
+    first = summaries[metrics[0]["name"]]
+    where = f"`{alone_dir}`" if alone_dir else "the evaluation folder"
+    return (f"Each model alone (lm-eval's own `hf` model, greedy, zero-shot, the whole test split: "
+            f"{first['generations']} problems, {first['strict']['level1']['n']} per level; `max_gen_toks` "
+            f"{first['max_gen_toks']}). Per level: strict-match accuracy in percent. Tokens: the response "
+            f"re-tokenised; ended: {first['ended_rule']}; repetitive: {first['repetition_rule']}. Files: {where} "
+            f"(`<model>.json` summary, `<model>.samples.jsonl` one row per problem).\n\n" + head + "\n" + "\n".join(lines))
+
+
+TASK_CARD = """# The `{name}` model family
+
+{n} decoder-only Llama models (`LlamaForCausalLM`, RoPE, SwiGLU, RMSNorm, tied input/output embeddings) that
+share one byte-level BPE tokenizer in which every digit is a token of its own, trained from scratch on one CPU
+thread by `fsgen-eval zoo train --family {name}` on the train split of the `{task}` task (procedural GSM8K-style
+arithmetic word problems, [docs/arith.md](../../docs/arith.md)), so that FS-GEN collaboration can be studied on a
+task where accuracy moves with size: a {span:.0f}× span of parameters. Weights are stored in half precision;
+`config.json` says `float32`, so lm-eval's default `dtype=auto` loads them in float32. Every folder holds a copy
+of the shared tokenizer (`tokenizer/`), so `from_pretrained(<folder>)` works offline.
+
+## Training data
+
+The `{task}` train split (never a validation or test problem: the generator drops any train problem whose
+question is also a validation or test question), formatted as lm-eval's prompt + target
+(`Question: ...\\nAnswer: ...#### N`), a few problems per episode joined by `"\\n\\n"`, episodes separated by
+`<|endoftext|>`: {corpus_tokens:,} tokens ({corpus_chars:,} characters, {corpus_episodes:,} episodes). A test
+problem takes {arith_tokens_per_doc:.0f} tokens on average (at most {arith_tokens_per_doc_max}). Held-out loss:
+mean next-token loss (nats) on the first {heldout_tokens:,} tokens of the **validation** split, on the committed
+half-precision weights.
+
+## Models
+
+| model | hidden | layers | heads | params | non-embedding params | training tokens | training time (min, 1 thread) | final train loss | held-out loss (validation) |
+|---|---|---|---|---|---|---|---|---|---|
+{rows}
+
+The whole family: {minutes:.1f} minutes of training on one thread (wall-clock, on a CPU shared with other jobs).
+Training: AdamW (betas 0.9/0.95, weight decay {weight_decay} on matrices), {warmup_steps} warm-up steps then
+cosine decay to {min_lr_ratio}× the peak rate, gradient clip {grad_clip}, {batch_size} sequences of
+{seq_len} tokens per step, seed {seed}; vocabulary {vocab_size}; `max_position_embeddings` {max_positions}.
+Per-step loss curves: `curves/<model>.csv`; `family.json` holds the numbers of this table.
+
+## Accuracy on the test split
+
+{accuracy}
+
+## Greedy oracle agreement
+
+Along the larger model's own greedy continuation of the first {agreement_prompts} test questions
+({agreement_shots}-shot; at most {agreement_max_new_tokens} new tokens, stopped at `Question:`), the percentage of
+generated positions where the smaller model's greedy token is the same (`agreement.json`). One minus it is
+FS-GEN's oracle collaboration rate on these few prompts; the study in `reports/{name}/` measures it on the whole
+test split with intervals.
+
+{agreement_table}
+
+## Context length
+
+Trained on {seq_len}-token windows. A zero-shot prompt plus its worked answer fits (a whole problem is at most
+{arith_tokens_per_doc_max} tokens); the task's default is zero-shot, and few-shot prompts (`--num_fewshot N`) run
+past the trained window after about one exemplar.
+"""

@@ -42,6 +42,9 @@ class FamilyConfig:
     heldout_tokens: int = 131_072  # GSM8K-test tokens scored for the model card's held-out loss
     per_episode: int = 6  # documents joined per few-shot-like training episode
     tie_embeddings: bool = True  # share input embedding and LM head, as Llama 3.2 1B/3B do
+    corpus: str = "benchmarks"  # "benchmarks": GSM8K/MBPP/MMLU training splits; "arith": fsgen_eval.core.arith train
+    split_digits: bool = False  # tokenizer: every digit its own token (place value stays visible to arithmetic)
+    task: str | None = None  # lm-eval task (tasks/) each member is evaluated on alone for the card (zoo evaluate)
 
     @property
     def tokens_per_step(self) -> int:
@@ -69,6 +72,32 @@ MICRO = FamilyConfig(
     ),
 )
 
+# Six Llama models on the arith task (fsgen_eval.core.arith): 66x in parameters, digits one token each, short
+# windows (a problem is ~125 tokens), 8 M training tokens each (0.6 passes over the 12.7 M-token train split).
+ARITH = FamilyConfig(
+    name="arith",
+    models=(
+        ModelSpec("arith-xs", hidden=32, layers=1, heads=2, lr=4e-3),
+        ModelSpec("arith-s", hidden=48, layers=2, heads=3, lr=3.5e-3),
+        ModelSpec("arith-m", hidden=64, layers=3, heads=4, lr=3e-3),
+        ModelSpec("arith-l", hidden=96, layers=4, heads=4, lr=2.5e-3),
+        ModelSpec("arith-xl", hidden=128, layers=5, heads=4, lr=2e-3),
+        ModelSpec("arith-xxl", hidden=160, layers=6, heads=5, lr=1.5e-3),
+    ),
+    vocab_size=512,
+    seq_len=256,
+    max_positions=1024,
+    batch_size=16,
+    train_tokens=8_000_000,
+    warmup_steps=50,
+    checkpoint_every=50,
+    heldout_tokens=32_768,
+    per_episode=4,
+    corpus="arith",
+    split_digits=True,
+    task="fsgen_arith",
+)
+
 # Seconds on one thread: for tests and for trying the command end to end.
 TOY = FamilyConfig(
     name="toy",
@@ -87,7 +116,7 @@ TOY = FamilyConfig(
     per_episode=2,
 )
 
-FAMILIES: dict[str, FamilyConfig] = {f.name: f for f in (MICRO, TOY)}
+FAMILIES: dict[str, FamilyConfig] = {f.name: f for f in (MICRO, ARITH, TOY)}
 
 
 def get_family(name: str) -> FamilyConfig:

@@ -13,14 +13,18 @@ from fsgen_eval.experiments.zoo.corpus import Episode
 EOS = "<|endoftext|>"
 
 
-def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path) -> PreTrainedTokenizerFast:
+def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path, split_digits: bool = False) -> PreTrainedTokenizerFast:
     """Train byte-level BPE on ``texts`` (training splits only) and save it in transformers' format.
 
     Byte level: every string, code and unseen symbols included, encodes without an unknown token.
     EOS doubles as BOS and PAD, as in GPT-2, since the models never see padding during training.
+    ``split_digits``: each digit is its own pre-token, so no merge spans digits and a number's place
+    values stay visible (as LLaMA's and Qwen's tokenizers do); the arith family needs it to learn carries.
     """
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+                         if split_digits else byte_level)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
