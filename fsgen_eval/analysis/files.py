@@ -146,7 +146,10 @@ def find_runs(folders: list[Path]) -> list[Run]:
         files = [folder] if folder.is_file() else sorted(
             f for f in folder.rglob("results_*.json") if not any(p.endswith(".tmp") for p in f.parts))
         if not files:
-            raise ValueError(f"{folder}: no results_*.json below this folder")
+            orphans = incomplete_traces([folder], [])
+            what = (f": only an incomplete run's traces ({', '.join(map(str, orphans))}: killed or unfinished, "
+                    "no results file names them)") if orphans else ""
+            raise ValueError(f"{folder}: no results_*.json below this folder{what}")
         found = [load_run(f) for f in files]
         if folder.is_dir():
             warn_incomplete([folder], found)

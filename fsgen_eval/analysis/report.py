@@ -27,6 +27,7 @@ from fsgen_eval.analysis.params import ParamTable
 from fsgen_eval.analysis.scaling import GROUP_FIELDS, MIN_PAIRS, fit_groups, group_key
 from fsgen_eval.analysis.signals import called_tokens, rate_by_decile, summarize_signals
 from fsgen_eval.analysis.whatif import tradeoff_curves
+from fsgen_eval.core.guards import atomic_write
 from fsgen_eval.core.registry import METHODS, ROUTERS, RouterSpec
 
 SUMMARY_RATES = ("collaboration_rate", "llm_call_rate", "acceptance_rate", "mean_acceptance_length")
@@ -483,12 +484,11 @@ def write_report(rep: Report, out_dir: Path, stem: str = "report") -> tuple[Path
     """Write ``<stem>.md`` with ``<stem>_plots/*.png`` and the standalone ``<stem>.html``; returns both paths."""
     out_dir = Path(out_dir)
     img_dir = out_dir / f"{stem}_plots"
-    img_dir.mkdir(parents=True, exist_ok=True)
     names = []
     for i, fig in enumerate(rep.figures):
-        (img_dir / f"figure{i + 1}.png").write_bytes(fig.png)
+        atomic_write(img_dir / f"figure{i + 1}.png", fig.png)
         names.append(f"{stem}_plots/figure{i + 1}.png")
     md, page = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
-    md.write_text(to_markdown(rep, names))
-    page.write_text(to_html(rep))
+    atomic_write(md, to_markdown(rep, names))
+    atomic_write(page, to_html(rep))
     return md, page
