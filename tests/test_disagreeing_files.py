@@ -102,3 +102,37 @@ def test_a_side_file_whose_rows_point_at_other_records_is_refused(tmp_path):
     path.write_text("\n".join([lines[1], lines[0], lines[2]]) + "\n")  # as interleaved appends leave them
     with pytest.raises(ValueError, match="does not match the record it points at"):
         paper.read_topk(path, read_trace_file(path))
+
+
+def test_a_full_disk_while_tracing_is_one_line_and_keeps_the_finished_batches(tmp_path):
+    from fsgen_eval.lm_eval.args import OneLineError
+
+    class FullDisk:
+        def __init__(self, fh):
+            self.fh, self.writes = fh, 0
+
+        def write(self, text):
+            self.writes += 1
+            if self.writes > 1:
+                self.fh.write(text[:7])  # part of the batch reached the disk
+                raise OSError(28, "No space left on device")
+            self.fh.write(text)
+
+        def flush(self):
+            self.fh.flush()
+
+        def close(self):
+            self.fh.close()
+
+    path = tmp_path / "t.jsonl"
+    writer = TraceWriter(path)
+    rng = np.random.default_rng(0)
+    writer._open()
+    writer._fh = FullDisk(writer._fh)
+    writer.write_batch([{k: v for k, v in r.items() if not k.endswith(("_ids", "_probs"))}
+                        for r in _topk_batch([0, 1], rng)])
+    with pytest.raises(OneLineError, match="No space left on device.*every batch finished before"):
+        writer.write_batch([{k: v for k, v in r.items() if not k.endswith(("_ids", "_probs"))}
+                            for r in _topk_batch([2], rng)])
+    writer.close()
+    assert [r["doc_id"] for r in read_trace_file(path)] == [0, 1]  # the torn tail is skipped, with a warning

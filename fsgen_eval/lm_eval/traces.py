@@ -91,8 +91,14 @@ class TraceWriter:
             return
         if self._fh is None:
             self._open()
-        self._fh.write(lines)
-        self._fh.flush()  # the batch is on disk (in the OS) before the next one starts
+        try:
+            self._fh.write(lines)
+            self._fh.flush()  # the batch is on disk (in the OS) before the next one starts
+        except OSError as err:  # a full disk: one line, the finished batches stay readable
+            from fsgen_eval.lm_eval.args import OneLineError
+
+            raise OneLineError(f"writing trace file {self.path} failed ({err.strerror or err}): it holds every "
+                               "batch finished before (a torn last line is skipped by every reader)") from None
         if any(topk):
             if self._topk is None:
                 self._topk = TopKWriter(topk_path(self.path))
