@@ -183,3 +183,16 @@ def test_router_train_refuses_more_support_vectors_than_a_router_may_hold(tmp_pa
     (tf,) = _run(tmp_path).glob("traces_*.jsonl")
     _one_line(capsys, ["router", "train", str(tf), "--model", "svm", "--target-call-rate", "0.3", "--max-samples",
                        str(L.MAX_SUPPORT_VECTORS + 1), "-o", str(tmp_path / "r.json")], "--max-samples")
+
+
+def test_a_report_says_when_programs_ran_in_the_sandbox_fallback(tmp_path):
+    from fsgen_eval.analysis.files import find_runs
+    from fsgen_eval.analysis.report import build_report
+
+    folder = _run(tmp_path)
+    (res,) = folder.glob("results_*.json")
+    obj = json.loads(res.read_text())
+    obj["config"]["fsgen"]["code_eval_sandbox"] = ["session", "rlimits", "fallback_no_namespaces"]
+    res.write_text(json.dumps(obj))
+    rep = build_report(find_runs([tmp_path / "runs"]), n_boot=20)
+    assert any("fallback WITHOUT namespaces" in n for n in rep.notes), rep.notes

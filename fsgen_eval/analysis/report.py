@@ -366,6 +366,9 @@ def build_report(runs: list[Run], params: ParamTable | None = None, title: str =
     build_tables(runs, None, rank_by)  # a bad rank_by fails here, before the traces are read
     records = [run_records(r) for r in runs]
     rep = Report(title, build_tables(runs, records, rank_by))
+    rep.notes += [f"{r.pair} | {r.label}: its generated programs ran in the code_eval sandbox's fallback WITHOUT "
+                  "namespaces (fallback_no_namespaces): they could read what their user can read"
+                  for r in runs if "fallback_no_namespaces" in (r.fsgen.code_eval_sandbox or [])]
     rep.figures += leaderboard_figures(rep.tables)
     series = scaling_series(runs, params, n_boot, rep.notes, progress)
     if series:
