@@ -249,8 +249,8 @@ def test_a_deeply_nested_folder_does_not_fail_the_batch():
     preds = [[nest + "def f():\n    return 2"], ["def f():\n    return 2"]]
     for mode in MODES:
         before = set(Path(tempfile.gettempdir()).glob("fsgen-code-*"))
-        (scores, results), _ = harness(json.dumps([preds, ["assert f() == 2"] * 2]), timeout=20, mode=mode,
-                                       script=COMPUTE)
+        (_, results), _ = harness(json.dumps([preds, ["assert f() == 2"] * 2]), timeout=20, mode=mode,
+                                  script=COMPUTE)
         assert [r[0][1]["passed"] for r in results.values()] == [True, True], (mode, results)
         assert set(Path(tempfile.gettempdir()).glob("fsgen-code-*")) <= before, mode  # no scratch folder left
 

@@ -217,7 +217,7 @@ def _check_value(field: str, v: Any) -> str | None:
     if field == "token_id":
         ok = isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_TOKEN_ID
         ok = ok or (isinstance(v, float) and v.is_integer() and 0 <= v < MAX_TOKEN_ID)
-        return None if ok else f"a token id (an integer in [0, 2**31))"
+        return None if ok else "a token id (an integer in [0, 2**31))"
     if field == "source":
         return None if _is_number(v) and v in (1, 2) else "1 or 2"
     if field in ("llm_called", "handoff", "accepted", "base_handoff"):

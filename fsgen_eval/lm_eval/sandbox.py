@@ -320,7 +320,7 @@ def _own_cgroups() -> dict[str, str]:
     out = {}
     with open("/proc/self/cgroup") as fh:
         for line in fh:
-            num, controllers, path = line.rstrip("\n").split(":", 2)
+            _, controllers, path = line.rstrip("\n").split(":", 2)
             for name in (controllers.split(",") if controllers else [""]):
                 out[name] = path
     return out
@@ -461,7 +461,7 @@ def remove_tree(path: Path) -> None:
     try:
         if rm is not None:
             subprocess.run([rm, "-rf", "--one-file-system", "--", str(path)], stdin=subprocess.DEVNULL,
-                           capture_output=True, timeout=300)
+                           capture_output=True, timeout=300, check=False)
         else:
             shutil.rmtree(path, ignore_errors=True)
     except (OSError, RecursionError, subprocess.TimeoutExpired) as err:
