@@ -37,7 +37,7 @@ HARNESS = textwrap.dedent("""
 
 
 
-def harness(program: str, timeout: float = 2.0, mode: str = "auto", secret: str = "",
+def harness(program: str, timeout: float = 10.0, mode: str = "auto", secret: str = "",
             memory_mb: int | None = None, script: str = HARNESS) -> tuple[Any, float]:
     """Run ``program`` through a harness process; returns its outcome and the seconds the harness took."""
     env = {**os.environ, "FSGEN_CODE_EVAL_SANDBOX": mode, "FSGEN_TEST_SECRET": secret, "HF_ALLOW_CODE_EVAL": "1"}
@@ -160,7 +160,7 @@ def test_a_child_holding_stderr_open_does_not_hold_the_harness():
         print("still writing", flush=True)
     """)
     for mode in ("auto", "basic"):
-        outcome, took = harness(prog, timeout=1.0, mode=mode)
+        outcome, took = harness(prog, timeout=5.0, mode=mode)  # start-up under load: ~0.9 s of the 5
         assert outcome == "passed" and took < 20, (mode, outcome, took)
         for pid in pids_with(marker):  # (the basic fallback leaves the escaped sleep: tested above)
             os.kill(pid, 9)
@@ -184,7 +184,7 @@ def test_a_fork_bomb_is_bounded_by_the_process_limit():
 
 
 def test_a_huge_allocation_fails_alone():
-    outcome, _ = harness("x = bytearray(4 * 2**30)\n", timeout=2.0)
+    outcome, _ = harness("x = bytearray(4 * 2**30)\n")
     assert outcome == "failed: MemoryError"
 
 
