@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -133,3 +135,16 @@ def test_a_full_disk_while_tracing_is_one_line_and_keeps_the_finished_batches(tm
                             for r in _topk_batch([2], rng)])
     writer.close()
     assert [r["doc_id"] for r in read_trace_file(path)] == [0, 1]  # the torn tail is skipped, with a warning
+
+
+def test_check_refuses_two_runs_behind_one_gate_key(tmp_path, capsys):
+    """Runs that differ only in dtype are two fit groups, but one gate key: one silently stood for the other."""
+    runs = tmp_path / "runs"
+    for ts, dtype in (("2026-01-01T00-00-00.000001", "float32"), ("2026-01-02T00-00-00.000001", "bfloat16")):
+        folder = write_run(runs, "s", "l", traces={"gsm8k": random_traces(4, 10, seed=1)}, ts=ts)
+        res = folder / f"results_{ts}.json"
+        obj = json.loads(res.read_text())
+        obj["config"]["model_args"] = {"dtype": dtype}
+        res.write_text(json.dumps(obj))
+    _one_line(capsys, ["check", str(runs), "--baseline", str(tmp_path / "b.json"), "--update-baseline"],
+              "gate entry", "results_2026-01-01", "results_2026-01-02")
