@@ -27,6 +27,11 @@ CASES: dict[str, tuple[str, list[str], str]] = {
     "temperature": ("", ["--gen_kwargs", "do_sample=True,temperature=-1"], "temperature=-1"),
     "top_p": ("", ["--gen_kwargs", "do_sample=True,top_p=1.5"], "top_p=1.5"),
     "threshold": ("router=entropy,threshold=abc", [], "threshold=abc"),
+    # output that cannot be written: refused before the weights, not after the whole run (issue 24)
+    "output_under_proc": ("", ["--output_path", "/proc/fsgen-out"], "--output_path /proc/fsgen-out: under /proc"),
+    "output_under_a_file": ("", ["--output_path", "/etc/passwd/out"], "lies under /etc/passwd, which is a file"),
+    # an unknown 120 KB key was echoed whole (240 KB on stderr): cut to its start and its length
+    "huge_unknown_key": ("k" * 120_000 + "=1", [], "k" * 80 + "... (120000 characters)"),
 }
 
 # Runs every case in one interpreter, indexing lm-eval's tasks once (that indexing, not our checks, takes

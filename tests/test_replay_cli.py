@@ -276,3 +276,56 @@ def test_a_samples_line_with_a_unicode_line_separator_is_one_line(runs):
     from fsgen_eval.lm_eval.samples import read_samples_file
 
     assert len(read_samples_file(f)) == len([x for x in lines if x.strip()])
+
+
+def _edit_trace(folder: Path, fn) -> None:
+    (tf,) = folder.glob("traces_*.jsonl")
+    lines = [json.loads(x) for x in tf.read_text().splitlines()]
+    fn(lines[0])
+    tf.write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def test_hostile_input_is_one_line_before_any_model_loads(runs, capsys, no_weights):
+    """Issue 24: each of these was accepted, or ended in IndexError / OverflowError after the models loaded."""
+    garbled = copy_run(runs, "hf", "args-string")
+    (res,) = garbled.glob("results_*.json")
+    edit_json(res, lambda o: o["config"].update(model_args="just some words"))
+    assert "is not key=value" in refused(runs, garbled, capsys)
+
+    huge = copy_run(runs, "hf", "max-gen-toks")
+    edit_samples(huge, lambda x: x["arguments"]["gen_args_0"]["arg_1"].update(max_gen_toks=10**12))
+    assert "max_gen_toks 1000000000000 is not an integer in [1, 1048576]" in refused(runs, huge, capsys)
+
+    dict_doc = copy_run(runs, "hf", "dict-doc")
+    edit_samples(dict_doc, lambda x: x.update(doc_id={"a": 1}))
+    assert "doc_id {'a': 1} is not an integer >= 0" in refused(runs, dict_doc, capsys)
+
+    outside = copy_run(runs, "system2", "outside-vocab")
+    _edit_trace(outside, lambda r: r["token_id"].__setitem__(0, 10**6))
+    assert "token_id 1000000 is outside" in refused(runs, outside, capsys)
+
+    overflow = copy_run(runs, "system2", "overflow")
+    _edit_trace(overflow, lambda r: r["token_id"].__setitem__(0, 10**20))
+    assert "is not a token id" in refused(runs, overflow, capsys)
+
+    (runs["root"] / "a-file").write_text("x")
+    for out, problem in (("/proc/fsgen-replay", "under /proc"), (str(runs["root"] / "a-file"), "is a file")):
+        large, small = runs["pair"]
+        assert main(["replay", str(runs["hf"]), "--small", str(small), "--no-large", "-o", out]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and problem in err, err
+
+
+def test_a_system2_tokenizer_that_cannot_be_loaded_is_said_and_recorded(runs, capsys):
+    gone = copy_run(runs, "hf", "tokenizer-gone")
+    (res,) = gone.glob("results_*.json")
+    edit_json(res, lambda o: o["config"]["model_args"].update(pretrained="/nonexistent/fsgen-model")
+              if isinstance(o["config"]["model_args"], dict) else o["config"].update(
+                  model_args="pretrained=/nonexistent/fsgen-model,device=cpu"))
+    runs["tokenizer-gone"] = gone
+    out = replayed(runs, "tokenizer-gone", "tokenizer-gone-out", "--no-large")
+    assert "WARNING: System 2's tokenizer (/nonexistent/fsgen-model) could not be loaded" in capsys.readouterr().out
+    (run,) = find_runs([out])
+    assert run.fsgen.replay["system2_tokenizer_compared"] is False
+    (ok,) = find_runs([replayed(runs, "hf", "tokenizer-there-out", "--no-large")])
+    assert ok.fsgen.replay["system2_tokenizer_compared"] is True

@@ -10,13 +10,16 @@ with them (this one) every containment assert below runs.
 from __future__ import annotations
 
 import json
+import platform
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,17 +31,19 @@ FULL = "pid_namespace" in protections("auto") and "private_root" in protections(
 HARNESS = textwrap.dedent("""
     import json, sys
     from fsgen_eval.lm_eval.code_eval import run_program
-    print(json.dumps(run_program(sys.stdin.read(), timeout=float(sys.argv[1]))))
+    memory = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    print(json.dumps(run_program(sys.stdin.read(), timeout=float(sys.argv[1]), memory_mb=memory)))
 """)
 
 
 
-def harness(program: str, timeout: float = 2.0, mode: str = "auto", secret: str = "") -> tuple[str, float]:
+def harness(program: str, timeout: float = 10.0, mode: str = "auto", secret: str = "",
+            memory_mb: int | None = None, script: str = HARNESS) -> tuple[Any, float]:
     """Run ``program`` through a harness process; returns its outcome and the seconds the harness took."""
-    env = {**os.environ, "FSGEN_CODE_EVAL_SANDBOX": mode, "FSGEN_TEST_SECRET": secret}
+    env = {**os.environ, "FSGEN_CODE_EVAL_SANDBOX": mode, "FSGEN_TEST_SECRET": secret, "HF_ALLOW_CODE_EVAL": "1"}
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", HARNESS, str(timeout)], input=program, text=True, env=env,
-                          capture_output=True, timeout=120)
+    argv = [sys.executable, "-c", script, str(timeout)] + ([str(memory_mb)] if memory_mb else [])
+    done = subprocess.run(argv, input=program, text=True, env=env, capture_output=True, timeout=120)
     took = time.monotonic() - start
     assert done.returncode == 0, f"the harness died (status {done.returncode}): {done.stderr[-500:]}"
     return json.loads(done.stdout.strip().splitlines()[-1]), took
@@ -155,7 +160,7 @@ def test_a_child_holding_stderr_open_does_not_hold_the_harness():
         print("still writing", flush=True)
     """)
     for mode in ("auto", "basic"):
-        outcome, took = harness(prog, timeout=1.0, mode=mode)
+        outcome, took = harness(prog, timeout=5.0, mode=mode)  # start-up under load: ~0.9 s of the 5
         assert outcome == "passed" and took < 20, (mode, outcome, took)
         for pid in pids_with(marker):  # (the basic fallback leaves the escaped sleep: tested above)
             os.kill(pid, 9)
@@ -179,7 +184,7 @@ def test_a_fork_bomb_is_bounded_by_the_process_limit():
 
 
 def test_a_huge_allocation_fails_alone():
-    outcome, _ = harness("x = bytearray(4 * 2**30)\n", timeout=2.0)
+    outcome, _ = harness("x = bytearray(4 * 2**30)\n")
     assert outcome == "failed: MemoryError"
 
 
@@ -191,10 +196,202 @@ def test_timeout_kills_the_program_and_the_result_says_so():
 def test_the_active_protections_are_named():
     active = protections()
     assert active[: len(BASE_LAYERS)] == BASE_LAYERS
-    assert protections("basic") == BASE_LAYERS
+    assert protections("basic")[: len(BASE_LAYERS)] == BASE_LAYERS
     with pytest.raises(ValueError, match="FSGEN_CODE_EVAL_SANDBOX"):
         os.environ["FSGEN_CODE_EVAL_SANDBOX"] = "none"
         try:
             protections()
         finally:
             del os.environ["FSGEN_CODE_EVAL_SANDBOX"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Hostile programs of issue 24: each passed, escaped a bound or crashed the batch before the fix.
+
+MODES = ("auto", "basic")
+EARLY_EXITS = ("import sys\nsys.exit(0)\n", "exit()\n", "quit()\n", "import os\nos._exit(0)\n",
+               "raise SystemExit\n", "raise SystemExit(0)\n", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n",
+               "import os\nif os.fork():\n    os._exit(0)\nos._exit(0)\n")
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("exit_line", EARLY_EXITS)
+def test_a_program_that_exits_before_its_asserts_fails(exit_line, mode):
+    outcome, _ = harness(f"def f():\n    return 1\n{exit_line}assert f() == 2\n", mode=mode)
+    assert outcome.startswith("failed"), (exit_line, mode, outcome)
+
+
+def test_a_program_that_reaches_the_end_of_its_asserts_passes():
+    for mode in MODES:
+        outcome, _ = harness("def f():\n    return 1\nassert f() == 1\n", mode=mode)
+        assert outcome == "passed", (mode, outcome)
+
+
+COMPUTE = textwrap.dedent("""
+    import json, sys
+    from fsgen_eval.lm_eval.code_eval import CodeEval
+    preds, refs = json.loads(sys.stdin.read())
+    scores, results = CodeEval().compute(preds, refs, k=[1], num_workers=2, timeout=float(sys.argv[1]))
+    print(json.dumps([scores, {str(i): r for i, r in results.items()}]))
+""")
+
+
+def test_code_eval_scores_an_early_exit_as_failed():
+    preds = [["def f():\n    return 1\nimport sys\nsys.exit(0)"], ["def f():\n    return 2"]]
+    (scores, results), _ = harness(json.dumps([preds, ["assert f() == 2", "assert f() == 2"]]), script=COMPUTE)
+    assert [r[0][1]["passed"] for r in results.values()] == [False, True]
+    assert scores == {"pass@1": 0.5}
+
+
+def test_a_deeply_nested_folder_does_not_fail_the_batch():
+    """shutil.rmtree recursed once per level: RecursionError for the whole batch, its scratch folder left."""
+    nest = "import os\nfor _ in range(3000):\n    os.mkdir('d')\n    os.chdir('d')\n"
+    preds = [[nest + "def f():\n    return 2"], ["def f():\n    return 2"]]
+    for mode in MODES:
+        before = set(Path(tempfile.gettempdir()).glob("fsgen-code-*"))
+        (_, results), _ = harness(json.dumps([preds, ["assert f() == 2"] * 2]), timeout=20, mode=mode,
+                                  script=COMPUTE)
+        assert [r[0][1]["passed"] for r in results.values()] == [True, True], (mode, results)
+        assert set(Path(tempfile.gettempdir()).glob("fsgen-code-*")) <= before, mode  # no scratch folder left
+
+
+def _may_make_a_memory_cgroup() -> bool:
+    """Whether this process may make a memory cgroup beneath its own (v1 here; v2 needs it delegated)."""
+    own = {c: p for _, cs, p in (line.split(":", 2) for line in Path("/proc/self/cgroup").read_text().split("\n")
+                                 if line) for c in cs.split(",")}
+    folder = Path("/sys/fs/cgroup/memory" + own.get("memory", "/nonexistent"))
+    return folder.is_dir() and os.access(folder, os.W_OK)
+
+
+def test_the_memory_of_all_its_processes_together_is_bounded():
+    """Per-process address space alone let three children of 1 GB each hold 3 GB at once."""
+    prog = textwrap.dedent("""
+        import os, time
+        kids = []
+        for _ in range(3):
+            pid = os.fork()
+            if pid == 0:
+                block = b"\\x01" * (300 << 20)  # written, so resident
+                time.sleep(1.5)
+                os._exit(0)
+            kids.append(pid)
+        statuses = [os.waitpid(pid, 0)[1] for pid in kids]
+        assert statuses == [0, 0, 0], statuses
+    """)
+    active = protections("auto")
+    outcome, _ = harness(prog, timeout=8.0, memory_mb=512)
+    if "cgroup_memory" in active:
+        assert outcome != "passed", outcome
+    else:  # the sum is bounded by processes x address space only: the results say which bound was active
+        assert not _may_make_a_memory_cgroup()
+
+
+def test_the_files_of_a_program_together_are_bounded():
+    """16 MB per file let a program write 1.5 GB in 96 files."""
+    prog = "for i in range(12):\n    open(f'f{i}', 'wb').write(b'x' * (15 << 20))\n"
+    outcome, _ = harness(prog, timeout=20.0)
+    if FULL:
+        assert "folder_tmpfs" in protections("auto") and outcome.startswith("failed: OSError"), outcome
+    else:
+        assert "folder_tmpfs" not in protections("auto")
+
+
+SHM = textwrap.dedent("""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    shmid = libc.shmget({key}, 64 << 20, 0o1000 | 0o600)  # IPC_CREAT
+    assert shmid >= 0, ctypes.get_errno()
+""")
+
+
+def _shm_keys() -> set[int]:
+    rows = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    return {int(r.split()[0]) for r in rows if r.strip()}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sysv_shared_memory_does_not_outlive_the_program(mode):
+    key = 0x5F000000 + uuid.uuid4().int % 0xFFFFFF
+    outcome, _ = harness(SHM.format(key=key), mode=mode)
+    leaked = key in _shm_keys()
+    if leaked:  # remove it by hand before failing, as the issue's reporter had to
+        subprocess.run(["ipcrm", "-M", str(key)], check=False)
+    assert outcome == "passed" and not leaked, (mode, outcome)
+
+
+KEYRING_HARNESS = textwrap.dedent("""
+    import ctypes, json, sys
+    from fsgen_eval.lm_eval.code_eval import run_program
+    libc = ctypes.CDLL(None, use_errno=True)
+    secret = b"fsgen-keyring-secret"
+    key = libc.syscall(248, b"user", b"fsgen-test-key", secret, len(secret), -3)  # add_key to the session keyring
+    assert key > 0, ctypes.get_errno()
+    try:
+        print(json.dumps(run_program(sys.stdin.read(), timeout=float(sys.argv[1]))))
+    finally:
+        libc.syscall(250, 21, key)  # KEYCTL_INVALIDATE
+""")
+KEYRING_PROGRAM = textwrap.dedent("""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    found = []
+    for ring in (-3, -4, -5):  # session, user, user-session keyrings
+        key = libc.syscall(250, 10, ring, b"user", b"fsgen-test-key", 0)  # KEYCTL_SEARCH
+        if key > 0:
+            buf = ctypes.create_string_buffer(64)
+            n = libc.syscall(250, 11, key, buf, 64)  # KEYCTL_READ
+            found.append(buf.raw[:max(n, 0)].decode())
+    raise SystemExit(f"keys {found}")
+""")
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="syscall numbers of x86_64")
+@pytest.mark.parametrize("mode", MODES)
+def test_the_session_keyring_of_the_harness_cannot_be_read(mode):
+    outcome, _ = harness(KEYRING_PROGRAM, mode=mode, script=KEYRING_HARNESS)
+    assert outcome == "failed: keys []", (mode, outcome)
+
+
+CAPS = textwrap.dedent("""
+    caps = {}
+    for line in open("/proc/self/status"):
+        if line.startswith("Cap"):
+            name, value = line.split()
+            caps[name.rstrip(":")] = int(value, 16)
+    raise SystemExit(f"caps {sorted(k for k, v in caps.items() if v)}")
+""")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_capability_is_left_to_the_program(mode):
+    if os.geteuid() != 0 and mode == "basic":
+        return  # a non-root harness has none to give
+    outcome, _ = harness(CAPS, mode=mode)
+    assert outcome == "failed: caps []", (mode, outcome)
+
+
+def test_the_fallback_drops_root_and_says_so():
+    """Without namespaces a root harness ran the program as root: /etc/shadow, ~/.ssh and the venv were its."""
+    layers = protections("basic")
+    assert "fallback_no_namespaces" in layers  # the results carry it (code_eval_sandbox, each candidate's result)
+    if os.geteuid() != 0:
+        return
+    assert "own_uid" in layers
+    venv_file = Path(sys.prefix) / f"fsgen-sandbox-test-{uuid.uuid4().hex}"
+    prog = textwrap.dedent(f"""
+        import os
+        did = [os.getuid()] if os.getuid() == 0 else []
+        for path, how in (("/etc/shadow", "r"), ({str(venv_file)!r}, "w")):
+            try:
+                open(path, how).close()
+                did.append(path)
+            except OSError:
+                pass
+        raise SystemExit(f"did {{did}}")
+    """)
+    outcome, _ = harness(prog, mode="basic")
+    venv_file.unlink(missing_ok=True)
+    assert outcome == "failed: did []", outcome
+    preds = [["def f():\n    return 2"]]
+    (_, results), _ = harness(json.dumps([preds, ["assert f() == 2"]]), mode="basic", script=COMPUTE)
+    assert "fallback_no_namespaces" in results["0"][0][1]["sandbox"]

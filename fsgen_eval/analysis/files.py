@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from fsgen_eval.analysis.consistency import check_summary, refuse_duplicate_records, refuse_duplicate_runs
 from fsgen_eval.core.jsonl import read_json, read_jsonl  # noqa: F401 - read_json: re-exported (gate reads it here)
 from fsgen_eval.core.schema import RunInfo, Trace, topk_path, trace_from_json
 
@@ -145,11 +146,15 @@ def find_runs(folders: list[Path]) -> list[Run]:
         files = [folder] if folder.is_file() else sorted(
             f for f in folder.rglob("results_*.json") if not any(p.endswith(".tmp") for p in f.parts))
         if not files:
-            raise ValueError(f"{folder}: no results_*.json below this folder")
+            orphans = incomplete_traces([folder], [])
+            what = (f": only an incomplete run's traces ({', '.join(map(str, orphans))}: killed or unfinished, "
+                    "no results file names them)") if orphans else ""
+            raise ValueError(f"{folder}: no results_*.json below this folder{what}")
         found = [load_run(f) for f in files]
         if folder.is_dir():
             warn_incomplete([folder], found)
         runs.extend(found)
+    refuse_duplicate_runs(runs)
     return runs
 
 
@@ -171,6 +176,7 @@ def read_trace_file(path: Path) -> list[dict[str, Any]]:
         records.append(obj)
     if not records:
         raise ValueError(f"{path}: trace file is empty")
+    refuse_duplicate_records(path, records)
     return records
 
 
@@ -204,12 +210,11 @@ def run_records(run: Run) -> list[dict[str, Any]]:
     warning that counts them. A run recorded before run ids (``run_id`` unset) keeps every record.
     """
     records = [r for f in run.trace_files for r in read_trace_file(f)]
-    if run.fsgen.run_id is None:
-        return records
-    own = [r for r in records if r.get("run_id") == run.fsgen.run_id]
+    own = [r for r in records if run.fsgen.run_id is None or r.get("run_id") == run.fsgen.run_id]
     if len(own) < len(records):
         log.warning("%s: %d of the %d records in its trace files belong to other runs (another run_id); "
                     "left out", run.path, len(records) - len(own), len(records))
+    check_summary(run, own)  # the rates config['fsgen'] states against those of the traces it names
     return own
 
 
@@ -237,6 +242,7 @@ def _runs_below(folder: Path) -> list[Run]:
     there is none with traces, naming what is there instead."""
     results = [f for f in sorted(folder.rglob("results_*.json")) if not any(x.endswith(".tmp") for x in f.parts)]
     runs = [load_run(f) for f in results]
+    refuse_duplicate_runs(runs)
     orphans = warn_incomplete([folder], runs)
     runs = [r for r in runs if r.trace_files]
     if not runs:

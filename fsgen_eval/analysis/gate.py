@@ -73,8 +73,18 @@ def run_entries(run: Run) -> dict[str, dict[str, Any]]:
 
 
 def collect(runs: list[Run]) -> dict[str, dict[str, Any]]:
-    """Every run's gate entries (rates, accuracies and their intervals), keyed by :func:`entry_key`."""
-    return {k: v for run in runs for k, v in run_entries(run).items()}
+    """Every run's gate entries (rates, accuracies and their intervals), keyed by :func:`entry_key`; two runs
+    with one key (they differ only where the key does not look: dtype, few-shot count) are refused, naming
+    both, since one would silently stand for the other."""
+    out: dict[str, dict[str, Any]] = {}
+    owner: dict[str, Path] = {}
+    for run in runs:
+        for key, entry in run_entries(run).items():
+            if key in owner:
+                raise ValueError(f"{run.path}: its gate entry {key!r} is also {owner[key]}'s; check them "
+                                 "one at a time")
+            out[key], owner[key] = entry, run.path
+    return out
 
 
 def write_baseline(path: Path, entries: dict[str, dict[str, Any]], tolerances: dict[str, float],

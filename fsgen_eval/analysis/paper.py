@@ -78,7 +78,7 @@ def read_topk(trace_file: Path, records: list[dict[str, Any]], run_id: str | Non
     import pyarrow.parquet as pq
 
     path = topk_path(trace_file)
-    cols = ("record", "token", "s1_topk_ids", "s1_topk_probs", "task")
+    cols = ("record", "token", "s1_topk_ids", "s1_topk_probs", "task", "doc_id")
     try:
         table = pq.read_table(path, columns=list(cols))
     except (OSError, ValueError, KeyError) as err:  # pyarrow raises ArrowInvalid (a ValueError) or KeyError
@@ -89,14 +89,25 @@ def read_topk(trace_file: Path, records: list[dict[str, Any]], run_id: str | Non
     probs = _ragged_check(path, table.column("s1_topk_probs").to_pylist(), "s1_topk_probs")
     ids = _ragged_check(path, table.column("s1_topk_ids").to_pylist(), "s1_topk_ids")
     handoff, called = np.zeros(len(rec), bool), np.zeros(len(rec), bool)
+    docs, tasks = table.column("doc_id").to_pylist(), table.column("task").to_pylist()
     for i, (r, t) in enumerate(zip(rec, tok)):
         trace = by_line.get(int(r), {}).get("trace")
         if trace is None or not 0 <= t < len(trace["handoff"]):
             raise ValueError(f"{path}: row {i} points at record {r}, token {t}, which {trace_file} does not hold")
+        _check_row(path, i, by_line[int(r)], docs[i], tasks[i])
         handoff[i], called[i] = bool(trace["handoff"][t]), bool(trace["llm_called"][t])
         called[i] &= run_id is None or by_line[int(r)].get("run_id") == run_id
     task = np.array(table.column("task").to_pylist(), dtype=object)
     return TopK(rec[called], tok[called], probs[called], ids[called], handoff[called], task[called])
+
+
+def _check_row(path: Path, i: int, rec: dict[str, Any], doc: Any, task: Any) -> None:
+    """A side-file row must describe the JSONL record it points at: its document and task (rows of two runs
+    appending at once pointed at each other's lines)."""
+    if doc != rec.get("doc_id") or task != rec.get("task"):
+        raise ValueError(f"{path}: row {i} (task {task!r}, doc_id {doc!r}) does not match the record it points at "
+                         f"(task {rec.get('task')!r}, doc_id {rec.get('doc_id')!r}): the side file and its JSONL "
+                         "disagree (two runs appended at once?)")
 
 
 def _ragged_check(path: Path, lists: list[Any], name: str) -> np.ndarray:

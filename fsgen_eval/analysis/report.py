@@ -27,6 +27,7 @@ from fsgen_eval.analysis.params import ParamTable
 from fsgen_eval.analysis.scaling import GROUP_FIELDS, MIN_PAIRS, fit_groups, group_key
 from fsgen_eval.analysis.signals import called_tokens, rate_by_decile, summarize_signals
 from fsgen_eval.analysis.whatif import tradeoff_curves
+from fsgen_eval.core.guards import atomic_write
 from fsgen_eval.core.registry import METHODS, ROUTERS, RouterSpec
 
 SUMMARY_RATES = ("collaboration_rate", "llm_call_rate", "acceptance_rate", "mean_acceptance_length")
@@ -365,6 +366,9 @@ def build_report(runs: list[Run], params: ParamTable | None = None, title: str =
     build_tables(runs, None, rank_by)  # a bad rank_by fails here, before the traces are read
     records = [run_records(r) for r in runs]
     rep = Report(title, build_tables(runs, records, rank_by))
+    rep.notes += [f"{r.pair} | {r.label}: its generated programs ran in the code_eval sandbox's fallback WITHOUT "
+                  "namespaces (fallback_no_namespaces): they could read what their user can read"
+                  for r in runs if "fallback_no_namespaces" in (r.fsgen.code_eval_sandbox or [])]
     rep.figures += leaderboard_figures(rep.tables)
     series = scaling_series(runs, params, n_boot, rep.notes, progress)
     if series:
@@ -483,12 +487,11 @@ def write_report(rep: Report, out_dir: Path, stem: str = "report") -> tuple[Path
     """Write ``<stem>.md`` with ``<stem>_plots/*.png`` and the standalone ``<stem>.html``; returns both paths."""
     out_dir = Path(out_dir)
     img_dir = out_dir / f"{stem}_plots"
-    img_dir.mkdir(parents=True, exist_ok=True)
     names = []
     for i, fig in enumerate(rep.figures):
-        (img_dir / f"figure{i + 1}.png").write_bytes(fig.png)
+        atomic_write(img_dir / f"figure{i + 1}.png", fig.png)
         names.append(f"{stem}_plots/figure{i + 1}.png")
     md, page = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
-    md.write_text(to_markdown(rep, names))
-    page.write_text(to_html(rep))
+    atomic_write(md, to_markdown(rep, names))
+    atomic_write(page, to_html(rep))
     return md, page

@@ -449,7 +449,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from fsgen_eval.analysis.files import find_runs
     from fsgen_eval.analysis.params import ParamTable
     from fsgen_eval.analysis.report import build_report, write_report
+    from fsgen_eval.core.guards import writable_folder
 
+    writable_folder(args.output, "report -o")  # before hours of fits, not after
     progress = FitProgress("report: scaling fits")
     try:
         rep = build_report(find_runs(args.results), ParamTable.load(args.params), args.title, args.target_call_rate,

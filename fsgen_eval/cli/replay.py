@@ -51,8 +51,10 @@ def register(sub: Any) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from fsgen_eval.core.guards import writable_folder
     from fsgen_eval.lm_eval.replay import ReplaySetup, replay
 
+    writable_folder(args.output_path, "replay -o")  # before any model loads
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.trace_topk < 0:
@@ -71,6 +73,9 @@ def _print_summary(path: Path) -> None:
 
     info = json.loads(path.read_text())["config"]["fsgen"]
     rep = info["replay"]
+    if rep.get("system2_tokenizer_compared") is False:
+        print(f"  WARNING: System 2's tokenizer ({rep['system2_model']}) could not be loaded, so it was never "
+              "compared with System 1's")
     for task, s in sorted(info["per_task"].items()):
         tok = rep["tokenization"].get(task, {})
         exact = "" if "retokenized_exactly" not in tok else \

@@ -50,6 +50,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(f"--target-call-rate must lie in [0, 1], got {args.target_call_rate}")
     if args.k < 1 or args.max_samples < 2:
         raise ValueError("--k must be >= 1 and --max-samples >= 2")
+    if args.model == "svm" and args.max_samples > L.MAX_SUPPORT_VECTORS:
+        raise ValueError(f"--max-samples {args.max_samples}: an SVM router may hold at most "
+                         f"{L.MAX_SUPPORT_VECTORS} support vectors (every token is scored against each)")
     data = A.load_dataset(args.traces, args.features, args.k)
     router = A.fit(data, args.model, args.target_call_rate, args.features, args.k, args.balance,
                    args.max_samples, args.seed)

@@ -26,11 +26,11 @@ def read_jsonl(path: Path, strict: bool = True) -> Iterator[tuple[int, dict[str,
             continue
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, RecursionError) as err:
             if torn_possible and n == len(lines):
                 log.warning("%s:%d: torn final line (the writer was killed mid-write?); skipped", path, n)
                 continue
-            problem = f"{path}:{n}: not valid JSON ({err.msg})"
+            problem = f"{path}:{n}: not valid JSON ({_why(err)})"
             if strict:
                 raise ValueError(problem) from None
             log.warning("%s; skipped", problem)
@@ -52,6 +52,33 @@ def read_json(path: Path) -> Any:
     if not text.strip():
         raise ValueError(f"{path}: file is empty")
     try:
-        return json.loads(text)
+        obj = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except RecursionError as err:
+        raise ValueError(f"{path}: not valid JSON ({_why(err)})") from None
+    if nesting(obj) > MAX_DEPTH:
+        raise ValueError(f"{path}: JSON nested more than {MAX_DEPTH} levels deep; not a file this tool writes")
+    return obj
+
+
+# Results, baselines and router files are a few levels deep. Deeper objects are refused at the door: code
+# that walks them (copying, printing) recurses once per level.
+MAX_DEPTH = 64
+
+
+def _why(err: Exception) -> str:
+    return err.msg if isinstance(err, json.JSONDecodeError) else "nested deeper than the JSON parser allows"
+
+
+def nesting(obj: Any) -> int:
+    """How many lists and objects deep ``obj`` is (a scalar: 0), counted without recursion."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return deepest

@@ -32,6 +32,10 @@ FORMAT = "fsgen-learned-router/1"
 FEATURE_SETS = ("scalar", "topk")
 MODELS = ("logistic", "svm")
 SCALAR_FEATURES = ("s1_entropy", "s1_top1_prob", "s1_margin", "position")
+# What a router file may hold, checked before it is parsed or its arrays built: an RBF SVM is evaluated against
+# every support vector at every token, and `router train` fits at most --max-samples (default 4000) of them.
+MAX_SUPPORT_VECTORS = 100_000
+MAX_FILE_BYTES = 128 << 20
 
 
 def feature_names(features: str, k: int = 0) -> list[str]:
@@ -89,10 +93,16 @@ def load(path: str | Path) -> LearnedRouter:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"router_path={path}: no such file")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ValueError(f"{path}: {size} bytes, more than a router file may hold ({MAX_FILE_BYTES}; at most "
+                         f"{MAX_SUPPORT_VECTORS} support vectors)")
     try:
         obj = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not valid JSON (nested deeper than the JSON parser allows)") from None
     try:
         return from_json(obj)
     except (KeyError, TypeError, ValueError) as err:
@@ -121,6 +131,9 @@ def from_json(obj: Mapping[str, Any]) -> LearnedRouter:
             raise ValueError(f"coef needs {f} values, has shape {coef.shape}")
         return LearnedRouter(features, k, model, mean, scale, intercept, threshold, coef=coef, info=info)
     svm = obj["svm"]
+    n_sv = len(svm["support_vectors"])
+    if n_sv > MAX_SUPPORT_VECTORS:
+        raise ValueError(f"{n_sv} support vectors, more than a router may hold ({MAX_SUPPORT_VECTORS})")
     sv = np.asarray(svm["support_vectors"], dtype=np.float64)
     dual = np.asarray(svm["dual_coef"], dtype=np.float64)
     gamma = float(svm["gamma"])

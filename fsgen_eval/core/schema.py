@@ -204,6 +204,7 @@ def trace_to_json(trace: Mapping[str, np.ndarray]) -> dict[str, list]:
 # version 1; any other version is refused rather than misread.
 SCHEMA_VERSION = 1
 _PROB_FIELDS = ("s1_top1_prob", "s1_margin", "s2_top1_prob", "s2_margin")
+MAX_TOKEN_ID = 2**31  # no vocabulary is larger; a bigger id would overflow the arrays it is read into
 _EPS = 1e-5  # values are written rounded to 6 digits
 
 
@@ -214,7 +215,9 @@ def _is_number(v: Any) -> bool:
 def _check_value(field: str, v: Any) -> str | None:
     """Why ``v`` is not a valid JSON value of ``field``, or None."""
     if field == "token_id":
-        return None if _is_number(v) and float(v).is_integer() and v >= 0 else "a token id (an integer >= 0)"
+        ok = isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_TOKEN_ID
+        ok = ok or (isinstance(v, float) and v.is_integer() and 0 <= v < MAX_TOKEN_ID)
+        return None if ok else "a token id (an integer in [0, 2**31))"
     if field == "source":
         return None if _is_number(v) and v in (1, 2) else "1 or 2"
     if field in ("llm_called", "handoff", "accepted", "base_handoff"):
@@ -241,6 +244,7 @@ def check_record(obj: Mapping[str, Any]) -> None:
         raise ValueError(f"trace record lacks field(s) {', '.join(missing)}")
     if not isinstance(obj["token_id"], list):
         raise ValueError("trace field 'token_id' must be a list")
+    _check_meta(obj)
     n = len(obj["token_id"])
     for k in TOKEN_FIELDS:
         if k not in obj:  # an optional field, from a file written before it existed
@@ -254,6 +258,22 @@ def check_record(obj: Mapping[str, Any]) -> None:
             why = _check_value(k, v)
             if why is not None:
                 raise ValueError(f"trace field {k!r}, token {i}: {v!r} is not {why}")
+
+
+def _non_negative_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _check_meta(obj: Mapping[str, Any]) -> None:
+    """A record's request fields: ``doc_id`` an integer >= 0, ``task`` a string, the speculative counters
+    integers >= 0 (each where present: hand-made and older files may lack them)."""
+    if "doc_id" in obj and obj["doc_id"] is not None and not _non_negative_int(obj["doc_id"]):
+        raise ValueError(f"doc_id {str(obj['doc_id'])[:40]} is not an integer >= 0")
+    if "task" in obj and obj["task"] is not None and not isinstance(obj["task"], str):
+        raise ValueError(f"task is a {type(obj['task']).__name__}, not a string")
+    for k in COUNTERS:
+        if k in obj and not _non_negative_int(obj[k]):
+            raise ValueError(f"counter {k!r} is {str(obj[k])[:40]}, not an integer >= 0")
 
 
 def trace_from_json(obj: Mapping[str, Any]) -> Trace:
@@ -330,6 +350,11 @@ class RunInfo:
                           ("conventions", list), ("replay", dict), ("speculative", dict)):
             if not isinstance(values.get(key, kind()), kind):
                 raise ValueError(f"{where}[{key!r}] is not a{'n object' if kind is dict else ' list'}")
+        for name, summ in [("summary", values.get("summary", {})), *((f"per_task[{t!r}]", v) for t, v in
+                                                                   values.get("per_task", {}).items())]:
+            tokens = summ.get("generated_tokens") if isinstance(summ, Mapping) else None
+            if not isinstance(summ, Mapping) or (tokens is not None and not _non_negative_int(tokens)):
+                raise ValueError(f"{where}: {name} is not a summary with generated_tokens an integer >= 0")
         for key in ("threshold", "tokens_per_second"):
             if key in values and (isinstance(values[key], bool) or not isinstance(values[key], (int, float))):
                 raise ValueError(f"{where}[{key!r}] is not a number")

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from fsgen_eval.core.guards import cut
+
 log = logging.getLogger(__name__)
 
 
@@ -52,7 +54,7 @@ def merge_args(model_args: Mapping[str, Any], extra: Mapping[str, Any] | None, v
     unknown = sorted(set(model_args) - set(valid))
     if unknown:
         raise ModelArgsError(
-            f"unknown model_args key(s) {', '.join(unknown)} for --model fsgen; valid keys: {', '.join(valid)}"
+            f"unknown model_args key(s) {', '.join(map(cut, unknown))} for --model fsgen; valid keys: {', '.join(valid)}"
         )
     merged = {k: v for k, v in (extra or {}).items() if v is not None and k in valid}
     merged.update(model_args)
@@ -84,7 +86,7 @@ def method_params(given: Mapping[str, Any]) -> dict[str, Any]:
     names = param_names()
     unknown = sorted(set(given) - set(names))
     if unknown:
-        raise ModelArgsError(f"unknown model_args key(s) {', '.join(unknown)} for --model fsgen; "
+        raise ModelArgsError(f"unknown model_args key(s) {', '.join(map(cut, unknown))} for --model fsgen; "
                              f"method and router parameters: {', '.join(names)}")
     return {k: v for k, v in given.items() if k != "threshold" and v is not None}
 

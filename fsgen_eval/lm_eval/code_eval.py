@@ -15,6 +15,7 @@ Running model-written code stays behind the same two gates: lm-eval refuses ``un
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,12 +23,13 @@ from math import comb
 from types import ModuleType
 from typing import Any
 
-from fsgen_eval.lm_eval.sandbox import Limits, protections, run_contained
+from fsgen_eval.lm_eval.sandbox import FALLBACK, Limits, protections, run_contained
 
 MEMORY_ENV = "FSGEN_CODE_EVAL_MEMORY_MB"
 DEFAULT_MEMORY_MB = 1024
 GATE_ENV = "HF_ALLOW_CODE_EVAL"
 OFFLINE_ENVS = ("FSGEN_DATASETS_DIR", "HF_HUB_OFFLINE", "HF_EVALUATE_OFFLINE")
+log = logging.getLogger(__name__)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -38,14 +40,21 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def run_program(program: str, timeout: float = 3.0, memory_mb: int | None = None) -> str:
-    """Run ``program`` contained (:mod:`fsgen_eval.lm_eval.sandbox`); ``"passed"``, ``"timed out"`` or
-    ``"failed: <last line of its stderr>"``."""
+    """Run ``program`` contained (:mod:`fsgen_eval.lm_eval.sandbox`); ``"passed"`` (it reached its last line
+    and exited 0), ``"timed out"`` or ``"failed: <last line of its stderr>"``. A harness error for one
+    program fails that program only (logged), never the batch."""
     memory_mb = memory_mb or int(os.environ.get(MEMORY_ENV, DEFAULT_MEMORY_MB))
-    outcome = run_contained(program, timeout, Limits(memory_mb=memory_mb, cpu_s=int(timeout) + 1))
+    try:
+        outcome = run_contained(program, timeout, Limits(memory_mb=memory_mb, cpu_s=int(timeout) + 1))
+    except OSError as err:
+        log.error("code_eval: the sandbox could not run a program: %s", err)
+        return f"failed: sandbox error: {err}"
     if outcome.timed_out:
         return "timed out"
-    if outcome.returncode == 0:
+    if outcome.returncode == 0 and outcome.completed:
         return "passed"
+    if outcome.returncode == 0:  # sys.exit(0), exit(), os._exit(0) before the tests' end
+        return "failed: ended before the end of its tests (exit status 0)"
     tail = outcome.stderr_tail.strip().splitlines()
     return f"failed: {tail[-1] if tail else f'exit status {outcome.returncode}'}"
 
@@ -77,12 +86,14 @@ class CodeEval:
             raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
         jobs = [(i, j, f"{cand}\n{references[i]}\n") for i, cands in enumerate(predictions)
                 for j, cand in enumerate(cands)]
-        layers = ",".join(protections())
+        active = protections()
+        layers = ",".join(active)
         with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
             outcomes = list(pool.map(lambda job: run_program(job[2], timeout), jobs))
         results: dict[int, list[tuple[int, dict[str, Any]]]] = {i: [] for i in range(len(predictions))}
         for (i, j, _), outcome in zip(jobs, outcomes, strict=True):
-            results[i].append((j, {"passed": outcome == "passed", "result": outcome, "sandbox": layers}))
+            results[i].append((j, {"passed": outcome == "passed", "result": outcome, "sandbox": layers,
+                                   "sandbox_fallback": FALLBACK in active}))
         totals = [len(results[i]) for i in results]
         correct = [sum(r["passed"] for _, r in results[i]) for i in results]
         scores = {

@@ -39,6 +39,7 @@ from lm_eval.models.utils_hf import pad_and_concat
 from lm_eval.utils import get_rolling_token_windows, hash_string, make_disjoint_window, simple_parse_args_string
 from tqdm import tqdm
 
+from fsgen_eval.core.guards import writable_folder
 from fsgen_eval.core.schema import RunInfo
 from fsgen_eval.lm_eval import args as margs
 from fsgen_eval.lm_eval.args import ModelArgsError
@@ -177,6 +178,7 @@ class FSGenLM(HFLM):
                                  bool(trust_remote_code))
         trace_arg = margs.check_trace_arg(trace)
         margs.check_trace_file(trace_arg, bool(trace_append))
+        check_output(trace_arg, running_tracker())  # an unwritable --output_path is refused before the weights
         trace_topk = margs.check_trace_topk(trace_topk, trace_arg)
         device = margs.resolve_device(device, torch.cuda.is_available())
 
@@ -588,6 +590,19 @@ class FSGenLM(HFLM):
         if margs.under_lm_eval_cli():  # the CLI prints its tables after this returns
             atexit.register(print, format_summary(info["fsgen"]))
         return info
+
+
+def check_output(trace_arg: str | None, tracker: Any) -> None:
+    """Refuse, in one line, a trace or results location that cannot be written (a file given as folder, under
+    ``/proc``, read-only): lm-eval would find out only after the whole run, when it writes the results."""
+    out = getattr(tracker, "output_path", None)
+    for given, what in ((trace_arg if trace_arg not in (None, "false") else None, "trace="), (out, "--output_path")):
+        if given:
+            path = Path(given)
+            try:
+                writable_folder(path.parent if path.suffix in (".json", ".jsonl") else path, what)
+            except ValueError as err:
+                raise ModelArgsError(str(err)) from None
 
 
 def running_tracker() -> Any:

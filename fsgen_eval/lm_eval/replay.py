@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fsgen_eval.core import guards
+from fsgen_eval.core.guards import cut
 from fsgen_eval.core.schema import TOPK_FIELDS, RunInfo, topk_path
 from fsgen_eval.lm_eval.args import pair_name
 from fsgen_eval.lm_eval.samples import System2Run, read_system2_run, tokenize_run
@@ -45,11 +47,9 @@ class ReplaySetup:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (a crash leaves no torn file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` through a temporary file and a rename (a crash leaves no torn file; a full
+    disk, one line naming the ``.tmp`` left)."""
+    guards.atomic_write(path, text)
 
 
 def check_inputs(run: System2Run, setup: ReplaySetup) -> tuple[Any, dict[str, Any], int]:
@@ -73,8 +73,12 @@ def check_inputs(run: System2Run, setup: ReplaySetup) -> tuple[Any, dict[str, An
     system2_tok = run.model_args.get("tokenizer") or run.model
     try:
         other = load_tokenizer(system2_tok, "System 2", setup.trust_remote_code)
-    except ValueError:
+    except ValueError as err:
         other = None  # not on this machine (e.g. a hub id run elsewhere): the token checks below remain
+        log.warning("%s: System 2's tokenizer %s cannot be loaded here (%s): it is NOT compared with small=%s's; "
+                    "the results record tokenizer_compared=false", run.results_path, cut(system2_tok),
+                    cut(str(err), 200), first)
+    run.tokenizer_compared = other is not None
     if other is not None:
         try:
             check_same_vocab(tok, other, f"small={first}", f"System 2 ({system2_tok})")
@@ -87,7 +91,19 @@ def check_inputs(run: System2Run, setup: ReplaySetup) -> tuple[Any, dict[str, An
     max_length = run.results.get("max_length")
     if not isinstance(max_length, int):
         raise ValueError(f"{run.results_path}: results file lacks 'max_length' (HFLM's context window)")
-    return tok, tokenize_run(run, tok, max_length), max_length
+    counts = tokenize_run(run, tok, max_length)
+    _check_token_ids(run, len(tok), first)
+    return tok, counts, max_length
+
+
+def _check_token_ids(run: System2Run, vocab: int, small: str) -> None:
+    """Every given token inside System 1's vocabulary (checked before a model loads: past it, scoring would
+    index outside the logits)."""
+    for r in run.requests:
+        ids = r.token_ids or []
+        if ids and max(ids) >= vocab:
+            raise ValueError(f"{run.results_path}: {r.task} doc_id {r.doc_id}: token_id {max(ids)} is outside "
+                             f"small={small}'s vocabulary of {vocab}: another tokenizer than the pair's")
 
 
 def _eos_ids(tok: Any, large: str | None) -> list[int]:
@@ -248,8 +264,11 @@ def _write_topk(path: Path, records: list[dict[str, Any]], topk: list[dict[str, 
 
     tmp = path.with_name(path.name + ".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(topk_table(0, records, topk), tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(topk_table(0, records, topk), tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise guards.write_failed(path, tmp, err) from None
 
 
 def _replay_info(run: System2Run, setup: ReplaySetup, counts: dict[str, Any], facts: dict[str, Any]
@@ -264,6 +283,7 @@ def _replay_info(run: System2Run, setup: ReplaySetup, counts: dict[str, Any], fa
     generations whose end could not be re-created.
     """
     return {"replayed": True, "system2_results": str(run.results_path), "system2_model": run.model,
+            "system2_tokenizer_compared": run.tokenizer_compared,
             "system2_backend": run.backend, "source": run.source, "large_loaded": setup.large is not None,
             "tokenization": counts, **facts}
 

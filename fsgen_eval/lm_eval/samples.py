@@ -25,12 +25,14 @@ import numpy as np
 from lm_eval.models.utils import handle_stop_sequences, has_bos_prefix, normalize_gen_kwargs
 from lm_eval.utils import hash_string
 
+from fsgen_eval.core.guards import cut
 from fsgen_eval.core.jsonl import read_json, read_jsonl
 from fsgen_eval.core.schema import RunInfo, trace_from_json
 
 # runs of --model fsgen whose emitted tokens are one model's greedy tokens: (method, router) -> the model
 _GREEDY_TRAJECTORY = {("oracle", "always"): "large", ("speculative", "always"): "large"}
 DEFAULT_MAX_GEN_TOKS = 256  # HFLM's and vLLM's default
+MAX_GEN_TOKS = 1 << 20  # beyond any model's context: a larger max_gen_toks is a broken file, not a run
 
 
 @dataclass
@@ -64,18 +66,29 @@ class System2Run:
     source: str  # "trace" or "samples"
     requests: list[Request]
     model_args: dict[str, Any]
+    tokenizer_compared: bool | None = None  # replay: whether System 2's own tokenizer could be loaded and compared
 
     @property
     def tasks(self) -> list[str]:
         return sorted({r.task for r in self.requests})
 
 
-def _model_args(obj: Any) -> dict[str, Any]:
+def _model_args(path: Path, obj: Any) -> dict[str, Any]:
+    """``config["model_args"]``: lm-eval writes an object (older versions the ``k=v,...`` string given on its
+    command line, parsed here as lm-eval parses it); anything else, or a string with a part that is not
+    ``key=value``, is refused rather than read as no arguments."""
+    if obj is None:
+        return {}
     if isinstance(obj, dict):
         return dict(obj)
-    if isinstance(obj, str):
-        return {k.strip(): v.strip() for k, v in (p.split("=", 1) for p in obj.split(",") if "=" in p)}
-    return {}
+    if not isinstance(obj, str):
+        raise ValueError(f"{path}: config['model_args'] is a {type(obj).__name__}, not an object")
+    parts = [p for p in obj.split(",") if p.strip()]
+    bad = [p for p in parts if "=" not in p or not p.split("=", 1)[0].strip()]
+    if bad:
+        raise ValueError(f"{path}: config['model_args'] is the string {cut(obj)!r}, whose part {cut(bad[0])!r} "
+                         "is not key=value")
+    return {k.strip(): v.strip() for k, v in (p.split("=", 1) for p in parts)}
 
 
 def _results_file(folder: Path) -> Path:
@@ -142,8 +155,16 @@ def _request(path: Path, n: int, task: str, line: dict[str, Any], eos_text: str 
     if not isinstance(text, str):
         raise ValueError(f"{path}: doc_id {line['doc_id']}: the response is not text")
     until = handle_stop_sequences(list(kw.get("until") or []), eos=eos_text)
-    return Request(task, int(line["doc_id"]), line.get("prompt_hash") or hash_string(context), context,
-                   until, int(kw["max_gen_toks"]), text)
+    max_gen = kw.get("max_gen_toks")
+    if isinstance(max_gen, bool) or not isinstance(max_gen, (int, float)) or not 1 <= max_gen <= MAX_GEN_TOKS \
+            or max_gen != int(max_gen):
+        raise ValueError(f"{path}: doc_id {cut(line['doc_id'])}: max_gen_toks {cut(max_gen)} is not an integer in "
+                         f"[1, {MAX_GEN_TOKS}]")
+    doc_id = line["doc_id"]
+    if isinstance(doc_id, bool) or not isinstance(doc_id, int) or doc_id < 0:
+        raise ValueError(f"{path}: doc_id {cut(doc_id)} is not an integer >= 0")
+    return Request(task, doc_id, line.get("prompt_hash") or hash_string(context), context,
+                   until, int(max_gen), text)
 
 
 def _samples_requests(results_path: Path, tasks: list[str], eos_text: str | None) -> list[Request]:
@@ -255,7 +276,7 @@ def read_system2_run(folder: Path, source: str = "auto") -> System2Run:
     tasks = _check_tasks(results_path, results)
     config = results["config"]
     backend = str(config.get("model"))
-    margs = _model_args(config.get("model_args"))
+    margs = _model_args(results_path, config.get("model_args"))
     if source not in ("trace", "samples", "auto"):
         raise ValueError(f"unknown replay source {source!r} (trace, samples or auto)")
     fsgen = None

@@ -14,6 +14,7 @@ ranks from their files once lm-eval has synchronised the ranks.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 from collections import defaultdict
@@ -90,8 +91,14 @@ class TraceWriter:
             return
         if self._fh is None:
             self._open()
-        self._fh.write(lines)
-        self._fh.flush()  # the batch is on disk (in the OS) before the next one starts
+        try:
+            self._fh.write(lines)
+            self._fh.flush()  # the batch is on disk (in the OS) before the next one starts
+        except OSError as err:  # a full disk: one line, the finished batches stay readable
+            from fsgen_eval.lm_eval.args import OneLineError
+
+            raise OneLineError(f"writing trace file {self.path} failed ({err.strerror or err}): it holds every "
+                               "batch finished before (a torn last line is skipped by every reader)") from None
         if any(topk):
             if self._topk is None:
                 self._topk = TopKWriter(topk_path(self.path))
@@ -104,6 +111,13 @@ class TraceWriter:
             self._fh = open(self.path, "a" if self.append else "x", encoding="utf-8")
         except FileExistsError:
             raise FileExistsError(f"trace file {self.path} exists; pass trace_append=true to add to it") from None
+        try:  # held until close: the side file's record numbers are this file's lines, so no run may append beside
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.close()
+            self._fh = None
+            raise FileExistsError(f"trace file {self.path} is being written by another run; concurrent appends "
+                                  "are refused (their records and top-K rows would interleave)") from None
         if self.append:  # the side file's record numbers continue the file's physical lines
             with open(self.path, encoding="utf-8") as fh:
                 self._lines = sum(1 for _ in fh)
