@@ -1,4 +1,4 @@
-"""The committed micro family: loads offline with its shared tokenizer, counts and losses as documented."""
+"""The committed families (micro, arith): load offline with their shared tokenizer, counts and losses as documented."""
 
 from __future__ import annotations
 
@@ -11,20 +11,24 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-from fsgen_eval.experiments.zoo.family import MICRO, load_family_yaml
+from fsgen_eval.experiments.zoo.family import get_family, load_family_yaml
 
 REPO = Path(__file__).resolve().parents[1]
-YAML = REPO / "model_configs" / "micro.yaml"
-MODELS = REPO / "models" / "micro"
 
 # A GSM8K-style text made up here (not from any split), in lm-eval's format.
 TEXT = ("Question: Tom has 3 boxes with 4 pens in each box. He gives away 5 pens. How many pens are left?\n"
         "Answer: Tom has 3 * 4 = <<3*4=12>>12 pens.\nHe has 12 - 5 = <<12-5=7>>7 pens left.\n#### 7")
 
 
+@pytest.fixture(scope="module", params=["micro", "arith"])
+def family(request):
+    """Each committed family's name, yaml and models folder."""
+    return request.param, REPO / "model_configs" / f"{request.param}.yaml", REPO / "models" / request.param
+
+
 @pytest.fixture(scope="module")
-def entries():
-    return load_family_yaml(YAML)
+def entries(family):
+    return load_family_yaml(family[1])
 
 
 @pytest.fixture(scope="module")
@@ -37,19 +41,19 @@ def loaded(entries):
     return out
 
 
-def test_yaml_lists_the_family_in_size_order(entries):
-    assert [e.name for e in entries] == [m.name for m in MICRO.models]
+def test_yaml_lists_the_family_in_size_order(family, entries):
+    assert [e.name for e in entries] == [m.name for m in get_family(family[0]).models]
     totals = [e.total_params for e in entries]
     assert totals == sorted(totals) and len(set(totals)) == len(totals)
     assert totals[-1] / totals[0] >= 30
-    raw = yaml.safe_load(YAML.read_text())
+    raw = yaml.safe_load(family[1].read_text())
     assert all(not Path(m["path"]).is_absolute() and (REPO / m["path"]).is_dir() for m in raw["models"])
     assert (REPO / raw["tokenizer"] / "tokenizer.json").is_file()
 
 
-def test_models_load_offline_with_the_shared_tokenizer(entries, loaded):
-    shared = AutoTokenizer.from_pretrained(str(MODELS / "tokenizer"), local_files_only=True)
-    shared_json = (MODELS / "tokenizer" / "tokenizer.json").read_bytes()
+def test_models_load_offline_with_the_shared_tokenizer(family, entries, loaded):
+    shared = AutoTokenizer.from_pretrained(str(family[2] / "tokenizer"), local_files_only=True)
+    shared_json = (family[2] / "tokenizer" / "tokenizer.json").read_bytes()
     ids = shared(TEXT).input_ids
     for e in entries:
         model, tok = loaded[e.name]
@@ -86,20 +90,25 @@ def test_larger_models_predict_unseen_gsm8k_text_better(entries, loaded):
     assert nll[1] < nll[0]
 
 
-def test_committed_weights_fit_the_size_budget():
-    size = sum(p.stat().st_size for p in MODELS.rglob("*") if p.is_file())
+def test_committed_weights_fit_the_size_budget(family):
+    size = sum(p.stat().st_size for p in family[2].rglob("*") if p.is_file())
     assert size <= 30 * 2**20, f"{size / 2**20:.1f} MiB"
 
 
-def test_heldout_loss_reproduces_from_the_committed_weights(entries, loaded, tmp_path):
-    """Rebuild the held-out stream from GSM8K test and rescore the smallest model: the card's figure returns."""
-    if not os.environ.get("FSGEN_DATASETS_DIR"):
-        skip_or_fail("needs FSGEN_DATASETS_DIR (GSM8K test); conftest sets it from ../shared/hf-datasets")
-    from fsgen_eval.experiments.zoo.corpus import heldout_episodes, resolve_datasets_dir
+def test_heldout_loss_reproduces_from_the_committed_weights(family, entries, loaded, tmp_path):
+    """Rebuild the held-out stream (GSM8K test for micro, the arith validation split for arith) and rescore the
+    smallest model: the card's figure returns."""
+    from fsgen_eval.experiments.zoo import corpus
     from fsgen_eval.experiments.zoo.tokenizer import encode_episodes
     from fsgen_eval.experiments.zoo.train import heldout_loss
 
+    spec = get_family(family[0])
+    if spec.corpus == "arith":
+        episodes = corpus.arith_heldout_episodes(spec.per_episode)
+    else:
+        if not os.environ.get("FSGEN_DATASETS_DIR"):
+            skip_or_fail("needs FSGEN_DATASETS_DIR (GSM8K test); conftest sets it from ../shared/hf-datasets")
+        episodes = corpus.heldout_episodes(corpus.resolve_datasets_dir(None), spec.per_episode)
     model, tok = loaded[entries[0].name]
-    held = encode_episodes(tok, heldout_episodes(resolve_datasets_dir(None), MICRO.per_episode))
-    loss, _ = heldout_loss(model, held, MICRO.seq_len, MICRO.heldout_tokens)
+    loss, _ = heldout_loss(model, encode_episodes(tok, episodes), spec.seq_len, spec.heldout_tokens)
     assert loss == pytest.approx(entries[0].extra["heldout_loss"], abs=1e-3)
