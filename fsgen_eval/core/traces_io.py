@@ -187,9 +187,15 @@ def read_trace_file(path: Path, columns: Sequence[str] | None = None) -> TraceTa
             table = _read_jsonl_fast(path, cols)
         except _Fallback:  # the exact path names the line and field, or reads what the fast path could not
             table = _read_jsonl_exact(path, cols)
+    check_table(path, table)
+    return table
+
+
+def check_table(path: Path, table: TraceTable) -> None:
+    """Whole-file rules, after the per-record ones, whichever path read the file (the place for rules over
+    several records, such as duplicates): ``ValueError`` naming the file."""
     if len(table) == 0:
         raise ValueError(f"{path}: trace file is empty")
-    return table
 
 
 class _Fallback(Exception):
