@@ -40,7 +40,9 @@ log = logging.getLogger("fsgen_eval")
 # per-record fields the table keeps (a record's other keys, such as prompt_hash, are not read)
 STRING_FIELDS: tuple[str, ...] = ("run_id", "task", "request_type")
 RECORD_FIELDS: tuple[str, ...] = (*STRING_FIELDS, "doc_id", *COUNTERS)
-BLOCK_BYTES = 8 << 20  # pyarrow's JSON block: bounds the reader's working memory
+# pyarrow's JSON block: bounds the reader's working memory (pyarrow's parse of an 8 MiB block of trace
+# records peaked at ~200 MiB more than a 1 MiB block, for no measurable speed)
+BLOCK_BYTES = 1 << 20
 _EPS = 1e-5  # values are written rounded to 6 digits (schema._check_value's tolerance)
 _PROB_FIELDS = ("s1_top1_prob", "s1_margin", "s2_top1_prob", "s2_margin")
 _FLAG_FIELDS = ("llm_called", "handoff", "accepted", "base_handoff")
@@ -280,13 +282,28 @@ def _read_jsonl_fast(path: Path, cols: tuple[str, ...]) -> TraceTable:
             parts.append(_from_arrow(batch, cols))
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         raise _Fallback from None
-    table = concat(parts, cols) if parts else empty_table(cols)
+    table = _concat_consuming(parts, cols)
+    pa.default_memory_pool().release_unused()  # the parser's blocks: give them back before the analysis
     if len(table) != n_lines:
         raise _Fallback  # lines pyarrow skipped (blank ones): record numbers would not be lines
     table.line = np.arange(len(table), dtype=np.int64)
     table.file = np.zeros(len(table), np.int64)
     table.files = [str(path)]
     return table
+
+
+def _concat_consuming(parts: list[TraceTable], cols: tuple[str, ...]) -> TraceTable:
+    """:func:`concat` of one file's blocks, a column at a time, dropping each block's column once copied: the
+    peak is the table and one column's blocks, not two tables."""
+    if not parts:
+        return empty_table(cols)
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate([p.lengths for p in parts]))]).astype(np.int64)
+    records = {k: np.concatenate([p.get(k) for p in parts]) for k in dict.fromkeys(k for p in parts for k in p.records)}
+    tokens = {}
+    for k in cols:
+        tokens[k] = np.concatenate([p.tokens.pop(k) for p in parts])
+    n = len(offsets) - 1
+    return TraceTable(offsets, tokens, records, np.zeros(n, np.int64), np.zeros(n, np.int64), [])
 
 
 def _read_parquet(path: Path, cols: tuple[str, ...]) -> TraceTable:
@@ -303,12 +320,12 @@ def _read_parquet(path: Path, cols: tuple[str, ...]) -> TraceTable:
         raise ValueError(f"{path}: trace file lacks column(s) {', '.join(missing)}")
     names = [n for n in _arrow_schema().names if n in have]
     parts = []
-    for batch in pf.iter_batches(batch_size=1 << 16, columns=names):
+    for batch in pf.iter_batches(batch_size=1 << 14, columns=names):
         try:
             parts.append(_from_arrow(batch, cols))
         except _Fallback:
             raise ValueError(f"{path}: {_first_problem(batch)}") from None
-    table = concat(parts, cols) if parts else empty_table(cols)
+    table = _concat_consuming(parts, cols)
     table.line = np.arange(len(table), dtype=np.int64)
     table.file = np.zeros(len(table), np.int64)
     table.files = [str(path)]
