@@ -159,7 +159,8 @@ def test_trace_field_types_and_ranges(tmp_path, capsys, change, problem):
 
 def test_handoff_may_be_null_and_versioned_records_read(tmp_path, capsys):
     path = tmp_path / "traces_1.jsonl"
-    rec = {**_good_record(), "schema_version": 1, "handoff": [1, None]}
+    # another document: with null read as false this record's tokens equal the first's, a copy otherwise
+    rec = {**_good_record(), "schema_version": 1, "handoff": [1, None], "doc_id": 1}
     path.write_text(json.dumps(_good_record()) + "\n" + json.dumps(rec) + "\n")
     assert main(["analyze", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n_handoffs"] == 2

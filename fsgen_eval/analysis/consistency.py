@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fsgen_eval.core.schema import COUNTERS, TOKEN_FIELDS, summarize
 
 # the identity of a run's configuration for one task: the pair and Run.settings (method, router, threshold,
@@ -46,11 +48,14 @@ def record_key(rec: Mapping[str, Any]) -> tuple:
     """What makes two trace records copies of one: run, rank, task, document, prompt, type and every per-token
     field (so hand-made records of one document that differ anywhere stay apart)."""
     meta = tuple(_hashable(rec.get(k)) for k in ("run_id", "rank", "task", "doc_id", "prompt_hash", "request_type"))
-    return meta + tuple(tuple(map(_hashable, v)) if isinstance(v, list) else _hashable(v)
-                        for v in (rec.get(k) for k in TOKEN_FIELDS))
+    return meta + tuple(_hashable(v) for v in (rec.get(k) for k in TOKEN_FIELDS))
 
 
 def _hashable(v: Any) -> Any:
+    if isinstance(v, np.ndarray):  # a trace table's token field: its exact bytes (repr would elide long arrays)
+        return (v.dtype.str, v.tobytes())
+    if isinstance(v, list):
+        return tuple(map(_hashable, v))
     return v if isinstance(v, (str, int, float, type(None))) else repr(v)
 
 

@@ -1,5 +1,9 @@
 """Reading what the lm-eval adapter writes (results and traces) and the fit's CSV input.
 
+Traces are read by the one trace reader (:mod:`fsgen_eval.core.traces_io`) as columnar tables; the analysis
+asks for the token fields it needs (:data:`ANALYSIS_COLUMNS`, :data:`RATE_COLUMNS`), so a study of millions
+of tokens stays within a few hundred MB.
+
 Every problem with a file raises ``FileNotFoundError`` or ``ValueError`` whose message names the file and
 the problem in one line; the CLI prints that line and exits 2.
 """
@@ -9,6 +13,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +21,14 @@ from typing import Any
 import numpy as np
 
 from fsgen_eval.analysis.consistency import check_summary, refuse_duplicate_records, refuse_duplicate_runs
-from fsgen_eval.core.jsonl import read_json, read_jsonl  # noqa: F401 - read_json: re-exported (gate reads it here)
-from fsgen_eval.core.schema import RunInfo, Trace, topk_path, trace_from_json
+from fsgen_eval.core import traces_io
+from fsgen_eval.core.jsonl import read_json  # noqa: F401 - re-exported (gate reads it here)
+from fsgen_eval.core.schema import RunInfo, Trace, topk_path
+from fsgen_eval.core.traces_io import TraceTable
+
+# the token fields each analysis reads (every field of every record is still checked)
+RATE_COLUMNS = ("handoff", "llm_called")  # rates and their intervals (check, the leaderboard)
+ANALYSIS_COLUMNS = (*RATE_COLUMNS, "s1_entropy", "s1_top1_prob", "s1_margin")  # analyze, report's figures
 
 # with no logging set up (the CLI), Python prints warnings bare to stderr
 log = logging.getLogger("fsgen_eval.analysis")
@@ -158,83 +169,73 @@ def find_runs(folders: list[Path]) -> list[Run]:
     return runs
 
 
-def read_trace_file(path: Path) -> list[dict[str, Any]]:
-    """Records of one trace JSONL file, each with ``trace`` (per-token arrays, :data:`schema.Trace`) added.
-
-    Raises naming the file and line (and the field) for an empty file, a line that is not a JSON object, or a
-    record :func:`schema.check_record` refuses; a torn final line (a killed writer) is skipped with a warning.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    records = []
-    for n, obj in read_jsonl(path, strict=True):
-        try:
-            obj["trace"] = trace_from_json(obj)
-        except ValueError as err:
-            raise ValueError(f"{path}:{n}: {err}") from None
-        records.append(obj)
-    if not records:
-        raise ValueError(f"{path}: trace file is empty")
-    refuse_duplicate_records(path, records)
-    return records
+def read_trace_file(path: Path, columns: Sequence[str] | None = None) -> TraceTable:
+    """One trace file as a :class:`~fsgen_eval.core.traces_io.TraceTable` (token fields ``columns``, default
+    all; every field checked). Raises naming the file and line (and the field) for an empty file, a line that
+    is not a JSON object, or a record :func:`schema.check_record` refuses; a torn final line (a killed writer)
+    is skipped with a warning. The one trace reader: :func:`fsgen_eval.core.traces_io.read_trace_file`."""
+    table = traces_io.read_trace_file(path, columns)
+    refuse_duplicate_records(path, table)
+    return table
 
 
-def read_traces(paths: list[Path]) -> list[dict[str, Any]]:
-    """Records of several trace sources (see :func:`read_trace_file`).
+def read_traces(paths: list[Path], columns: Sequence[str] | None = None) -> TraceTable:
+    """Records of several trace sources (see :func:`read_trace_file`), as one table.
 
     A ``*.jsonl`` is read as given (every run in it: see :func:`by_run_id`). A ``results_*.json`` means its
     run's records in the traces it names (:func:`run_records`). A folder means the records of every finished
     run below it; a trace no results file names (a killed run) is reported and left out. Records read through
     a run carry ``run_label`` (``pair | method/router``), so the runs of a folder stay apart (:func:`by_run_id`).
     """
-    records: list[dict[str, Any]] = []
+    tables: list[TraceTable] = []
     for p in map(Path, paths):
         if p.is_dir():
-            for run in _runs_below(p):
-                records.extend(_labelled(run))
+            tables += [_labelled(run, columns) for run in _runs_below(p)]
         elif p.name.startswith("results_") and p.suffix == ".json":
             run = load_run(p)
             if not run.trace_files:
                 raise ValueError(f"{p}: this results file names no trace file that exists")
-            records.extend(_labelled(run))
+            tables.append(_labelled(run, columns))
         else:
-            records.extend(read_trace_file(p))
-    return records
+            tables.append(read_trace_file(p, columns))
+    return traces_io.concat(tables, columns)
 
 
-def run_records(run: Run) -> list[dict[str, Any]]:
+def run_records(run: Run, columns: Sequence[str] | None = None) -> TraceTable:
     """The trace records of ``run``: those of its trace files that carry its ``run_id``.
 
     A file written with ``trace_append=true`` holds several runs; the others' records are left out, with a
     warning that counts them. A run recorded before run ids (``run_id`` unset) keeps every record.
     """
-    records = [r for f in run.trace_files for r in read_trace_file(f)]
-    own = [r for r in records if run.fsgen.run_id is None or r.get("run_id") == run.fsgen.run_id]
-    if len(own) < len(records):
+    records = traces_io.concat([read_trace_file(f, columns) for f in run.trace_files], columns)
+    mine = records.get("run_id") == run.fsgen.run_id
+    if run.fsgen.run_id is not None and not mine.all():
         log.warning("%s: %d of the %d records in its trace files belong to other runs (another run_id); "
-                    "left out", run.path, len(records) - len(own), len(records))
-    check_summary(run, own)  # the rates config['fsgen'] states against those of the traces it names
-    return own
-
-
-def _labelled(run: Run) -> list[dict[str, Any]]:
-    """:func:`run_records` of ``run``, each with ``run_label`` (``pair | method/router``, and the results file
-    for a run written before run ids, whose records have no other key)."""
-    label = f"{run.pair} | {run.label}" + ("" if run.fsgen.run_id else f" | {run.path}")
-    records = run_records(run)
-    for r in records:
-        r["run_label"] = label
+                    "left out", run.path, int((~mine).sum()), len(records))
+        records = records.select(mine)
+    check_summary(run, records)  # the rates config['fsgen'] states against those of the traces it names
     return records
 
 
-def by_run_id(records: list[dict[str, Any]]) -> dict[str | None, list[dict[str, Any]]]:
+def _labelled(run: Run, columns: Sequence[str] | None = None) -> TraceTable:
+    """:func:`run_records` of ``run``, each with ``run_label`` (``pair | method/router``, and the results file
+    for a run written before run ids, whose records have no other key)."""
+    label = f"{run.pair} | {run.label}" + ("" if run.fsgen.run_id else f" | {run.path}")
+    return run_records(run, columns).with_record_field("run_label", label)
+
+
+def by_run_id(records: TraceTable) -> dict[str | None, TraceTable]:
     """Records grouped by run — ``run_id``, or for a run written before run ids the ``run_label`` it was read
     with — in order of first appearance (``None``: neither is known)."""
-    groups: dict[str | None, list[dict[str, Any]]] = {}
-    for r in records:
-        groups.setdefault(r.get("run_id") or r.get("run_label"), []).append(r)
-    return groups
+    ids, labels = records.get("run_id"), records.get("run_label")
+    keys = np.array([i if i else lab for i, lab in zip(ids.tolist(), labels.tolist())], dtype=object) \
+        if len(records) else np.zeros(0, object)
+    order = list(dict.fromkeys(keys.tolist()))
+    return {k: records.select(keys == k) if k is not None else records.select(_is_none(keys)) for k in order}
+
+
+def _is_none(values: np.ndarray) -> np.ndarray:
+    return np.array([v is None for v in values.tolist()], bool)
 
 
 def _runs_below(folder: Path) -> list[Run]:
@@ -252,9 +253,10 @@ def _runs_below(folder: Path) -> list[Run]:
     return runs
 
 
-def traces_of(records: list[dict[str, Any]]) -> list[Trace]:
-    """The per-token traces (fields ``[T_i]``) of trace records, in order."""
-    return [r["trace"] for r in records]
+def traces_of(records: TraceTable | list[dict[str, Any]]) -> TraceTable | list[Trace]:
+    """The per-token traces of trace records: a table is its own (the analysis takes tables), a list of
+    record dicts gives their ``trace`` mappings (fields ``[T_i]``), in order."""
+    return records if isinstance(records, TraceTable) else [r["trace"] for r in records]
 
 
 POINT_COLUMNS = ("large_params", "small_params", "collaboration_rate")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fsgen_eval.analysis.files import Run, is_metric, read_json, run_records
+from fsgen_eval.analysis.files import RATE_COLUMNS, Run, is_metric, read_json, run_records
 
 RATES = ("collaboration_rate", "llm_call_rate")
 DEFAULT_TOLERANCES = {"collaboration_rate": 0.02, "llm_call_rate": 0.02, "accuracy": 0.02}
@@ -50,7 +50,8 @@ def _stderr(task_results: dict[str, Any], metric: str) -> float | None:
 
 def run_entries(run: Run) -> dict[str, dict[str, Any]]:
     """Baseline-shaped entries of one run: key -> {rates, ``metrics``, ``ci`` (value -> [lo, hi])}."""
-    records = run_records(run)
+    records = run_records(run, RATE_COLUMNS)
+    tasks = records.get("task")
     out = {}
     for task, res in run.results.items():
         summary = run.fsgen.task_summary(task)
@@ -61,10 +62,10 @@ def run_entries(run: Run) -> dict[str, dict[str, Any]]:
             se = _stderr(res, m)
             if se is not None:
                 ci[m] = [entry["metrics"][m] - Z95 * se, entry["metrics"][m] + Z95 * se]
-        mine = [r["trace"] for r in records if r.get("task") == task]
-        n = np.array([len(t["handoff"]) for t in mine], float)
+        mine = records.select(tasks == task)
+        n = mine.lengths.astype(float)
         for rate, field in (("collaboration_rate", "handoff"), ("llm_call_rate", "llm_called")):
-            interval = ratio_ci(np.array([np.sum(t[field]) for t in mine], float), n) if mine else None
+            interval = ratio_ci(mine.per_record_sum(field).astype(float), n) if len(mine) else None
             if interval:
                 ci[rate] = list(interval)
         entry["ci"] = ci

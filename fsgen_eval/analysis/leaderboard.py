@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from fsgen_eval.analysis.gate import Z95, ratio_ci
+from fsgen_eval.core.traces_io import TraceTable
 
 Interval = tuple[float, float] | None
 
@@ -130,20 +131,24 @@ def best_rows(rows: list[dict[str, Any]], col: Column) -> list[int]:
     return [i for i, v in vals if v == target]
 
 
-def trace_intervals(records: list[dict[str, Any]]) -> dict[str, Interval]:
+def trace_intervals(records: TraceTable) -> dict[str, Interval]:
     """95 % intervals of a run's rates on one task from its trace records (requests as clusters):
     ``collaboration_rate``, ``llm_call_rate`` and, where tokens were drafted, ``acceptance_rate``."""
     out: dict[str, Interval] = {}
-    if not records:
+    if not len(records):
         return out
-    traces = [r["trace"] for r in records]
-    n = np.array([len(t["handoff"]) for t in traces], float)
+    n = records.lengths.astype(float)
     for key, fld in (("collaboration_rate", "handoff"), ("llm_call_rate", "llm_called")):
-        out[key] = ratio_ci(np.array([np.sum(t[fld]) for t in traces], float), n)
-    drafted = np.array([float(r.get("drafted_tokens") or 0) for r in records])
+        out[key] = ratio_ci(records.per_record_sum(fld).astype(float), n)
+    drafted = _counter(records, "drafted_tokens")
     if drafted.sum() > 0:
-        out["acceptance_rate"] = ratio_ci(np.array([float(r.get("accepted_tokens") or 0) for r in records]), drafted)
+        out["acceptance_rate"] = ratio_ci(_counter(records, "accepted_tokens"), drafted)
     return out
+
+
+def _counter(records: TraceTable, name: str) -> np.ndarray:
+    """[R] a speculative counter per record as floats (0 where absent)."""
+    return np.array([float(v or 0) for v in records.get(name).tolist()])
 
 
 def cell_text(col: Column, row: dict[str, Any]) -> str:

@@ -21,8 +21,7 @@ import numpy as np
 from fsgen_eval.analysis.files import read_topk, read_trace_file
 from fsgen_eval.analysis.whatif import require_always, tradeoff_curve
 from fsgen_eval.core import learned as L
-from fsgen_eval.core.jsonl import read_jsonl
-from fsgen_eval.core.schema import trace_from_json
+from fsgen_eval.core.traces_io import TraceTable, concat
 
 BALANCES = ("downsample", "weight")
 
@@ -40,22 +39,33 @@ def load_dataset(paths: Sequence[Path], features: str, k: int = 10) -> Dataset:
     """Features and labels from trace files (``router=always``); ``topk`` reads their side files."""
     if features not in L.FEATURE_SETS:
         raise ValueError(f"unknown features {features!r}; valid: {', '.join(L.FEATURE_SETS)}")
-    xs, ys, traces = [], [], []
+    xs, tables = [], []
     for path in map(Path, paths):
-        read_trace_file(path)  # every record checked, naming file, line and field
-        topk = read_topk(path) if features == "topk" else {}
-        for n, obj in read_jsonl(path):
-            line, trace = n - 1, trace_from_json(obj)  # the side file's record: the 0-based line
-            if features == "topk" and line not in topk and len(trace["token_id"]):
-                raise ValueError(f"{path}: record {line} has no rows in the top-K side file")
-            xs.append(L.trace_features(features, trace, topk.get(line), k))
-            ys.append(np.asarray(trace["handoff"], bool))
-            traces.append(trace)
+        table = read_trace_file(path, DATASET_COLUMNS)  # every record checked, naming file, line and field
+        xs.append(_features(path, table, features, k))
+        tables.append(table)
+    table = concat(tables, DATASET_COLUMNS)
     try:
-        require_always(traces)
+        require_always(table)
     except ValueError as err:
         raise ValueError(f"router train: {err}") from None
-    return Dataset(np.concatenate(xs), np.concatenate(ys), [str(p) for p in paths])
+    return Dataset(np.concatenate(xs), table.tokens["handoff"].astype(bool), [str(p) for p in paths])
+
+
+DATASET_COLUMNS = ("handoff", "llm_called", *L.SCALAR_FEATURES[:3])
+
+
+def _features(path: Path, table: TraceTable, features: str, k: int) -> np.ndarray:
+    """Features ``[N, F]`` of one file's tokens (:func:`fsgen_eval.core.learned.trace_features`, the whole
+    file at once: ``position`` is each token's index in its record)."""
+    if features == "scalar":
+        return L.trace_features("scalar", table.tokens, None, k, position=table.position())
+    topk = read_topk(path)  # {record (the 0-based line): [T, K]}
+    for i in range(len(table)):
+        if table.lengths[i] and int(table.line[i]) not in topk:
+            raise ValueError(f"{path}: record {int(table.line[i])} has no rows in the top-K side file")
+    probs = [topk[int(line)] for line, n in zip(table.line, table.lengths) if n]
+    return L.trace_features("topk", table.tokens, np.concatenate(probs) if probs else np.zeros((0, k)), k)
 
 
 def balanced_sample(y: np.ndarray, rng: np.random.Generator, max_samples: int) -> np.ndarray:

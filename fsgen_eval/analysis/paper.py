@@ -29,6 +29,7 @@ import numpy as np
 
 from fsgen_eval.analysis.signals import called_tokens
 from fsgen_eval.core.schema import topk_path  # the writer's own naming (lm_eval/traces.py)
+from fsgen_eval.core.traces_io import TraceTable
 
 WINDOW = 5
 
@@ -36,7 +37,7 @@ WINDOW = 5
 # ---------------------------------------------------------------- fig 3: where the handoffs fall
 
 
-def handoff_position_distribution(traces: list[dict[str, np.ndarray]]) -> tuple[np.ndarray, int]:
+def handoff_position_distribution(traces: TraceTable | list[dict[str, np.ndarray]]) -> tuple[np.ndarray, int]:
     """P(decile | handoff) [10] over generations' traces (handoffs where System 2 was evaluated), and the
     number of handoffs; NaN [10] when there is none."""
     tok = called_tokens(traces)
@@ -65,16 +66,15 @@ class TopK:
     task: np.ndarray
 
 
-def _record_lines(trace_file: Path) -> list[int]:
-    """0-based line numbers of the JSONL's records (blank lines hold none), in the order they are read."""
-    return [i for i, line in enumerate(Path(trace_file).read_text().splitlines()) if line.strip()]
+TOPK_COLUMNS = ("handoff", "llm_called")  # the trace fields :func:`read_topk` labels the side file's rows with
 
 
-def read_topk(trace_file: Path, records: list[dict[str, Any]], run_id: str | None = None) -> TopK:
+def read_topk(trace_file: Path, records: TraceTable, run_id: str | None = None) -> TopK:
     """Read ``trace_file``'s side file and label each token by its record's ``handoff`` (``records``: the
-    file's records as :func:`files.read_trace_file` returns them). Only tokens where System 2 was evaluated
-    are kept (a handoff is defined only there), and with ``run_id`` only that run's (an appended file). Raises
-    naming the file when a column is missing, a row points past its record, or the top-K lists are ragged."""
+    file's records as :func:`files.read_trace_file` returns them, with at least :data:`TOPK_COLUMNS`). Only
+    tokens where System 2 was evaluated are kept (a handoff is defined only there), and with ``run_id`` only
+    that run's (an appended file). Raises naming the file when a column is missing, a row points past its
+    record, or the top-K lists are ragged."""
     import pyarrow.parquet as pq
 
     path = topk_path(trace_file)
@@ -83,20 +83,29 @@ def read_topk(trace_file: Path, records: list[dict[str, Any]], run_id: str | Non
         table = pq.read_table(path, columns=list(cols))
     except (OSError, ValueError, KeyError) as err:  # pyarrow raises ArrowInvalid (a ValueError) or KeyError
         raise ValueError(f"{path}: not a top-K side file with columns {', '.join(cols)} ({err})") from None
-    by_line = dict(zip(_record_lines(trace_file), records))
     rec = table.column("record").to_numpy()
     tok = table.column("token").to_numpy()
     probs = _ragged_check(path, table.column("s1_topk_probs").to_pylist(), "s1_topk_probs")
     ids = _ragged_check(path, table.column("s1_topk_ids").to_pylist(), "s1_topk_ids")
-    handoff, called = np.zeros(len(rec), bool), np.zeros(len(rec), bool)
+    # the side file's ``record`` is the record's 0-based line in the JSONL (records.line, ascending)
+    which = np.searchsorted(records.line, rec)
+    found = (which < len(records)) & (records.line[np.minimum(which, max(len(records) - 1, 0))] == rec) \
+        if len(records) else np.zeros(len(rec), bool)
+    which = np.minimum(which, max(len(records) - 1, 0))
+    inside = found & (tok >= 0) & (tok < np.where(found, records.lengths[which] if len(records) else 0, 0))
+    if not inside.all():
+        i = int(np.flatnonzero(~inside)[0])
+        raise ValueError(f"{path}: row {i} points at record {rec[i]}, token {tok[i]}, which {trace_file} does not hold")
     docs, tasks = table.column("doc_id").to_pylist(), table.column("task").to_pylist()
-    for i, (r, t) in enumerate(zip(rec, tok)):
-        trace = by_line.get(int(r), {}).get("trace")
-        if trace is None or not 0 <= t < len(trace["handoff"]):
-            raise ValueError(f"{path}: row {i} points at record {r}, token {t}, which {trace_file} does not hold")
-        _check_row(path, i, by_line[int(r)], docs[i], tasks[i])
-        handoff[i], called[i] = bool(trace["handoff"][t]), bool(trace["llm_called"][t])
-        called[i] &= run_id is None or by_line[int(r)].get("run_id") == run_id
+    rec_docs, rec_tasks = records.get("doc_id"), records.get("task")
+    for i in np.flatnonzero((np.asarray(docs, dtype=object) != rec_docs[which]) |
+                            (np.asarray(tasks, dtype=object) != rec_tasks[which]))[:1]:
+        _check_row(path, int(i), {"doc_id": rec_docs[which[i]], "task": rec_tasks[which[i]]}, docs[i], tasks[i])
+    at = records.offsets[which] + tok
+    handoff = records.tokens["handoff"][at].astype(bool)
+    called = records.tokens["llm_called"][at].astype(bool)
+    if run_id is not None:
+        called &= records.get("run_id")[which] == run_id
     task = np.array(table.column("task").to_pylist(), dtype=object)
     return TopK(rec[called], tok[called], probs[called], ids[called], handoff[called], task[called])
 

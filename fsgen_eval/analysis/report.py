@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from fsgen_eval.analysis import paper, plots
-from fsgen_eval.analysis.files import Run, is_metric, read_trace_file, run_records
+from fsgen_eval.analysis.files import ANALYSIS_COLUMNS, Run, is_metric, read_trace_file, run_records
 from fsgen_eval.analysis.leaderboard import Table, format_rows, header, rank_table, trace_intervals
 from fsgen_eval.analysis.params import ParamTable
 from fsgen_eval.analysis.scaling import GROUP_FIELDS, MIN_PAIRS, fit_groups, group_key
@@ -29,6 +29,7 @@ from fsgen_eval.analysis.signals import called_tokens, rate_by_decile, summarize
 from fsgen_eval.analysis.whatif import tradeoff_curves
 from fsgen_eval.core.guards import atomic_write
 from fsgen_eval.core.registry import METHODS, ROUTERS, RouterSpec
+from fsgen_eval.core.traces_io import TraceTable, concat
 
 SUMMARY_RATES = ("collaboration_rate", "llm_call_rate", "acceptance_rate", "mean_acceptance_length")
 
@@ -73,7 +74,7 @@ def _metric_names(task_results: dict[str, Any]) -> list[str]:
     return [k for k, v in task_results.items() if is_metric(k, v)]
 
 
-def _row(run: Run, task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+def _row(run: Run, task: str, records: TraceTable | None) -> dict[str, Any]:
     """One leaderboard row: the run's metrics (value, stderr), rates and their intervals on ``task``."""
     res = run.results[task]
     summary = run.fsgen.task_summary(task)
@@ -85,15 +86,20 @@ def _row(run: Run, task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     row = {"role": role(run), "pair": run.pair, "config": run.label, "metrics": metrics}
     row.update({k: summary.get(k) for k in SUMMARY_RATES})
     row["tokens_per_second"] = run.fsgen.tokens_per_second
-    row["ci"] = trace_intervals([r for r in records if str(r.get("task")) == task])
+    row["ci"] = trace_intervals(_of_task(records, task)) if records is not None else {}
     return row
 
 
-def build_tables(runs: list[Run], records: list[list[dict[str, Any]]] | None = None,
+def _of_task(records: TraceTable, task: str) -> TraceTable:
+    """The records of one task (task names compared as text, as lm-eval's results name them)."""
+    return records.select(np.array([str(t) == task for t in records.get("task").tolist()], bool))
+
+
+def build_tables(runs: list[Run], records: list[TraceTable] | None = None,
                  rank_by: str = "collaboration_rate") -> list[Table]:
     """One ranked leaderboard per task (sorted): a row per run (role, pair, configuration, metrics ± stderr,
     rates); ``records[i]``: the trace records of ``runs[i]`` (for the intervals)."""
-    records = records if records is not None else [[] for _ in runs]
+    records = records if records is not None else [None for _ in runs]
     tasks = sorted({t for r in runs for t in r.results})
     tables = []
     for task in tasks:
@@ -159,16 +165,15 @@ def scaling_series(runs: list[Run], params: ParamTable | None, n_boot: int, note
     return out
 
 
-def position_plot(per_task: list[tuple[Run, list[dict[str, Any]]]]) -> Plot:
+def position_plot(per_task: list[tuple[Run, TraceTable]]) -> Plot:
     """Both normalisations of where handoffs fall, one row per (task, run): P(handoff | decile), the rate
     within each tenth of the generation, and P(decile | handoff), the share of the row's handoffs in each
     tenth (FS-GEN fig 3)."""
     labels, rates, shares, counts = [], [], [], []
     for run, recs in per_task:
-        traces = [rec["trace"] for rec in recs]
-        labels.append(f"{recs[0].get('task')} | {run.pair} | {run.label}")
-        rates.append(rate_by_decile(called_tokens(traces))[0])
-        share, n = paper.handoff_position_distribution(traces)
+        labels.append(f"{recs.get('task')[0]} | {run.pair} | {run.label}")
+        rates.append(rate_by_decile(called_tokens(recs))[0])
+        share, n = paper.handoff_position_distribution(recs)
         shares.append(share)
         counts.append(n)
     head = ["task | pair | configuration", "handoffs", *(f"P(h|d{k})" for k in range(10)),
@@ -213,7 +218,7 @@ def topk_figures(runs: list[Run], notes: list[str], random_state: int = 0) -> li
     for run in runs:
         for f in run.trace_files:
             if paper.topk_path(f).is_file():
-                parts.append((run, paper.read_topk(f, read_trace_file(f), run.fsgen.run_id)))
+                parts.append((run, paper.read_topk(f, read_trace_file(f, paper.TOPK_COLUMNS), run.fsgen.run_id)))
     if not parts:
         notes.append("no top-K side files (traces_*.topk.parquet, written with trace_topk=K): the top-10 "
                      "probability and t-SNE figures are omitted")
@@ -250,19 +255,18 @@ def topk_figures(runs: list[Run], notes: list[str], random_state: int = 0) -> li
     return figs
 
 
-def _trace_figures(runs: list[Run], all_records: list[list[dict[str, Any]]], target: float | None,
+def _trace_figures(runs: list[Run], all_records: list[TraceTable], target: float | None,
                    notes: list[str], learned: dict[str, Path]) -> list[Plot]:
     figs: list[Plot] = []
-    records = [(r, recs) for r, recs in zip(runs, all_records) if recs]
-    per_run = [(r, [rec["trace"] for rec in recs]) for r, recs in records]
+    per_run = [(r, recs) for r, recs in zip(runs, all_records) if len(recs)]
     # one heatmap row per (run, task): a run over several tasks is several rows, each named by its task
-    per_task = [(r, [rec for rec in recs if str(rec.get("task")) == task]) for r, recs in records
-                for task in sorted({str(rec.get("task")) for rec in recs})]
-    per_task = [(r, recs) for r, recs in per_task if recs]
+    per_task = [(r, _of_task(recs, task)) for r, recs in per_run
+                for task in sorted({str(t) for t in recs.get("task").tolist()})]
+    per_task = [(r, recs) for r, recs in per_task if len(recs)]
     if not per_run:
         notes.append("no trace files next to the results: uncertainty, position and router plots omitted")
         return figs
-    pooled = called_tokens([t for _, ts in per_run for t in ts])
+    pooled = called_tokens(concat([ts for _, ts in per_run]))
     notes.append(f"uncertainty analysis uses the {pooled.n_called} of {pooled.n_tokens} traced tokens where "
                  "System 2 was evaluated (llm_called): a handoff is defined only there")
     if pooled.n_called:
@@ -270,8 +274,8 @@ def _trace_figures(runs: list[Run], all_records: list[list[dict[str, Any]]], tar
                            plots.to_png_bytes(plots.signal_figure(summarize_signals(pooled)))))
         figs.append(position_plot(per_task))
     always_runs = [r for r, _ in per_run if _router(r) is not None and _router(r).always_calls]
-    always = [t for r, ts in per_run if r in always_runs for t in ts]
-    if always:
+    always = concat([ts for r, ts in per_run if r in always_runs])
+    if len(always):
         try:
             curves = tradeoff_curves(always)
             if learned:
@@ -364,7 +368,7 @@ def build_report(runs: list[Run], params: ParamTable | None = None, title: str =
         for path in learned.values():
             core_learned.load(path)  # a bad router file fails here, before any trace is read
     build_tables(runs, None, rank_by)  # a bad rank_by fails here, before the traces are read
-    records = [run_records(r) for r in runs]
+    records = [run_records(r, ANALYSIS_COLUMNS) for r in runs]
     rep = Report(title, build_tables(runs, records, rank_by))
     rep.notes += [f"{r.pair} | {r.label}: its generated programs ran in the code_eval sandbox's fallback WITHOUT "
                   "namespaces (fallback_no_namespaces): they could read what their user can read"

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
+from fsgen_eval.core.traces_io import TraceTable, as_table
+
 SIGNALS: dict[str, Callable[[Mapping[str, np.ndarray]], np.ndarray]] = {
     "s1_entropy": lambda t: np.asarray(t["s1_entropy"], float),
     "1-s1_top1_prob": lambda t: 1.0 - np.asarray(t["s1_top1_prob"], float),
@@ -63,23 +65,17 @@ class CalledTokens:
         return int(len(self.handoff))
 
 
-def called_tokens(traces: list[Mapping[str, np.ndarray]]) -> CalledTokens:
-    """Pool the tokens of per-generation traces (each field [T_i]) where ``llm_called`` is true."""
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in (*SIGNALS, "handoff", "position", "decile")}
-    n_tokens = 0
-    for t in traces:
-        called = np.asarray(t["llm_called"], bool)
-        length = len(called)
-        n_tokens += length
-        pos = np.arange(length)
-        for name, fn in SIGNALS.items():
-            parts[name].append(fn(t)[called])
-        parts["handoff"].append(np.asarray(t["handoff"], bool)[called])
-        parts["position"].append(pos[called])
-        parts["decile"].append(np.minimum(pos * 10 // max(length, 1), 9)[called])
-    cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in parts.items()}
-    return CalledTokens({n: cat[n].astype(float) for n in SIGNALS}, cat["handoff"].astype(bool),
-                        cat["position"].astype(int), cat["decile"].astype(int), n_tokens)
+def called_tokens(traces: TraceTable | list[Mapping[str, np.ndarray]]) -> CalledTokens:
+    """Pool the tokens of per-generation traces (a table, or each field [T_i]) where ``llm_called`` is true."""
+    t = as_table(traces)
+    called = t.tokens["llm_called"].astype(bool) if t.n_tokens else np.zeros(0, bool)
+    # positions as int32 and deciles as int8: at 10 M tokens, int64 copies alone would take 160 MB more
+    pos = t.position().astype(np.int32)[called]
+    decile = np.minimum(pos * 10 // np.maximum(np.repeat(t.lengths.astype(np.int32), t.lengths)[called], 1),
+                        9).astype(np.int8)
+    scores = {name: fn(t.tokens)[called] if t.n_tokens else np.zeros(0) for name, fn in SIGNALS.items()}
+    handoff = t.tokens["handoff"][called].astype(bool) if t.n_tokens else np.zeros(0, bool)
+    return CalledTokens(scores, handoff, pos, decile, t.n_tokens)
 
 
 @dataclass

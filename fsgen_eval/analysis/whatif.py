@@ -16,6 +16,7 @@ import numpy as np
 
 from fsgen_eval.analysis.signals import FIELD_OF, SIGNALS
 from fsgen_eval.core.registry import signal_router
+from fsgen_eval.core.traces_io import TraceTable, as_table
 
 
 def native_router(signal: str) -> tuple[str | None, Callable[[float], float], str]:
@@ -71,10 +72,11 @@ def tradeoff_curve(signal: str, scores: np.ndarray, handoff: np.ndarray) -> Trad
     return TradeoffCurve(signal, thresholds, called / max(n, 1), caught_share, n, nh)
 
 
-def require_always(traces: list[Mapping[str, np.ndarray]]) -> None:
+def require_always(traces: TraceTable | list[Mapping[str, np.ndarray]]) -> None:
     """Raise unless System 2 was evaluated at every token (a trace recorded with ``router=always``)."""
-    n = sum(len(t["llm_called"]) for t in traces)
-    skipped = sum(int((~np.asarray(t["llm_called"], bool)).sum()) for t in traces)
+    t = as_table(traces)
+    n = t.n_tokens
+    skipped = int((~t.tokens["llm_called"].astype(bool)).sum()) if n else 0
     if n == 0:
         raise ValueError("what-if: the traces hold no tokens")
     if skipped:
@@ -82,11 +84,13 @@ def require_always(traces: list[Mapping[str, np.ndarray]]) -> None:
                          "llm_called false, so their handoffs are unknown")
 
 
-def tradeoff_curves(traces: list[Mapping[str, np.ndarray]]) -> list[TradeoffCurve]:
-    """One curve per signal over per-generation traces (fields [T_i]) recorded with ``router=always``."""
-    require_always(traces)
-    handoff = np.concatenate([np.asarray(t["handoff"], bool) for t in traces])
-    return [tradeoff_curve(name, np.concatenate([fn(t) for t in traces]), handoff) for name, fn in SIGNALS.items()]
+def tradeoff_curves(traces: TraceTable | list[Mapping[str, np.ndarray]]) -> list[TradeoffCurve]:
+    """One curve per signal over per-generation traces (a table, or fields [T_i]) recorded with
+    ``router=always``."""
+    t = as_table(traces)
+    require_always(t)
+    handoff = t.tokens["handoff"].astype(bool)
+    return [tradeoff_curve(name, fn(t.tokens), handoff) for name, fn in SIGNALS.items()]
 
 
 @dataclass

@@ -304,9 +304,9 @@ def _add_analyze(sub: Any) -> None:
     p.set_defaults(func=cmd_analyze)
 
 
-def analyze(traces: list, target: float | None, max_position: int, bins: int,
+def analyze(traces: Any, target: float | None, max_position: int, bins: int,
             extra_curves: list | None = None) -> dict[str, Any]:
-    """Uncertainty vs handoffs over per-generation ``traces`` (fields ``[T_i]``): AUROC and quantiles per signal,
+    """Uncertainty vs handoffs over per-generation ``traces`` (a ``TraceTable``, or fields ``[T_i]``): AUROC and quantiles per signal,
     handoff rate by decile and by position (up to ``max_position``), and the router what-if (at ``target``
     call rate if given; skipped with a reason unless every token was called); ``extra_curves``: more what-if
     curves (learned routers) beside the threshold routers'."""
@@ -340,18 +340,18 @@ def analyze(traces: list, target: float | None, max_position: int, bins: int,
 def cmd_analyze(args: argparse.Namespace) -> int:
     """``fsgen-eval analyze``: :func:`analyze` over the trace records (optionally of one request type), one
     analysis per run id: two runs' tokens (a file appended to by both) are never pooled."""
-    from fsgen_eval.analysis.files import by_run_id, read_traces
+    from fsgen_eval.analysis.files import ANALYSIS_COLUMNS, by_run_id, read_traces
 
-    records = read_traces(args.traces)
+    records = read_traces(args.traces, ANALYSIS_COLUMNS)
     groups = by_run_id(records)
     if args.run_id is not None:
         if args.run_id not in groups:
             raise ValueError(f"--run-id {args.run_id}: no such run in {', '.join(map(str, args.traces))} (runs: "
                              f"{', '.join(str(k) for k in groups)})")
         groups = {args.run_id: groups[args.run_id]}
-    groups = {k: [r for r in g if args.request_type is None or r.get("request_type") == args.request_type]
-              for k, g in groups.items()}
-    groups = {k: g for k, g in groups.items() if g}
+    if args.request_type is not None:
+        groups = {k: g.select(g.get("request_type") == args.request_type) for k, g in groups.items()}
+    groups = {k: g for k, g in groups.items() if len(g)}
     if not groups:
         raise ValueError(f"no trace records of request type {args.request_type!r} in {', '.join(map(str, args.traces))}")
     extra = []
@@ -367,20 +367,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         extra = learned_curves(files, {p.stem: p for p in args.learned})
     if len(groups) == 1:
         (g,) = groups.values()
-        res = analyze([r["trace"] for r in g], args.target_call_rate, args.max_position, args.bins, extra)
+        res = analyze(g, args.target_call_rate, args.max_position, args.bins, extra)
         print(_dumps(res) if args.json else format_analysis(res))
         return 0
     # several runs: one that cannot be analysed (router=never: no handoff defined) is said, not fatal
     results: dict[Any, dict[str, Any]] = {}
     for k, g in groups.items():
         try:
-            results[k] = analyze([r["trace"] for r in g], args.target_call_rate, args.max_position, args.bins, extra)
+            results[k] = analyze(g, args.target_call_rate, args.max_position, args.bins, extra)
         except ValueError as err:
             results[k] = {"skipped": str(err)}
     if all("skipped" in res for res in results.values()):
         raise ValueError(f"no run could be analysed: {next(iter(results.values()))['skipped']}")
     if args.json:
-        print(_dumps({"runs": [{"run_id": groups[k][0].get("run_id"), "run_label": groups[k][0].get("run_label"),
+        print(_dumps({"runs": [{"run_id": groups[k].get("run_id")[0], "run_label": groups[k].get("run_label")[0],
                                  "n_records": len(groups[k]), **res} for k, res in results.items()]}))
     else:
         print("\n\n".join(f"== {_run_title(k, groups[k])}\n"
@@ -389,11 +389,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_title(key: Any, records: list[dict[str, Any]]) -> str:
+def _run_title(key: Any, records: Any) -> str:
     """``pair | method/router (run ID, N records)`` for one run's analysis (the label when it was read through
-    a results file)."""
-    label, run_id = records[0].get("run_label"), records[0].get("run_id")
-    tasks = ", ".join(sorted({str(r.get("task")) for r in records}))
+    a results file); ``records``: a ``TraceTable``."""
+    label, run_id = records.get("run_label")[0], records.get("run_id")[0]
+    tasks = ", ".join(sorted({str(t) for t in records.get("task").tolist()}))
     return f"{label or 'run ' + str(key)} (run {run_id}; {tasks}; {len(records)} records)"
 
 

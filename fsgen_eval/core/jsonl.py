@@ -17,30 +17,31 @@ log = logging.getLogger("fsgen_eval")
 
 
 def read_jsonl(path: Path, strict: bool = True) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` of each non-blank line of ``path``; see the module doc for bad lines."""
-    text = Path(path).read_text(encoding="utf-8")
-    lines = text.split("\n")
-    torn_possible = not text.endswith("\n")  # then the last element is an unterminated line
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as err:
-            if torn_possible and n == len(lines):
-                log.warning("%s:%d: torn final line (the writer was killed mid-write?); skipped", path, n)
+    """``(line number, object)`` of each non-blank line of ``path``; see the module doc for bad lines.
+
+    Streams the file (a trace file may hold gigabytes): lines split at ``\\n`` only, as the writers end them
+    (a generation may hold U+2028, which ``str.splitlines`` would split at)."""
+    with open(path, encoding="utf-8", newline="\n") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
                 continue
-            problem = f"{path}:{n}: not valid JSON ({_why(err)})"
-            if strict:
-                raise ValueError(problem) from None
-            log.warning("%s; skipped", problem)
-            continue
-        if not isinstance(obj, dict):
-            if strict:
-                raise ValueError(f"{path}:{n}: a trace record must be a JSON object")
-            log.warning("%s:%d: not a JSON object; skipped", path, n)
-            continue
-        yield n, obj
+            try:
+                obj = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as err:
+                if not line.endswith("\n"):  # only the last line can lack its newline: a kill mid-write
+                    log.warning("%s:%d: torn final line (the writer was killed mid-write?); skipped", path, n)
+                    continue
+                problem = f"{path}:{n}: not valid JSON ({_why(err)})"
+                if strict:
+                    raise ValueError(problem) from None
+                log.warning("%s; skipped", problem)
+                continue
+            if not isinstance(obj, dict):
+                if strict:
+                    raise ValueError(f"{path}:{n}: a trace record must be a JSON object")
+                log.warning("%s:%d: not a JSON object; skipped", path, n)
+                continue
+            yield n, obj
 
 
 def read_json(path: Path) -> Any:

@@ -143,21 +143,37 @@ def from_json(obj: Mapping[str, Any]) -> LearnedRouter:
                          dual_coef=dual, gamma=gamma, info=info)
 
 
-def decision(r: LearnedRouter, x: np.ndarray) -> np.ndarray:
-    """``decision_function`` ``[N]`` of features ``x`` ``[N, F]`` (float64)."""
-    z = (np.asarray(x, dtype=np.float64) - r.mean) / r.scale
+# the SVM's kernel block [rows, S] holds at most this many float64 values (32 MiB): scoring N tokens
+# against S support vectors at once would take N * S * 8 bytes (400 k tokens x 4000 vectors: 12.8 GB)
+KERNEL_BLOCK = 1 << 22
+
+
+def decision(r: LearnedRouter, x: np.ndarray, block: int = KERNEL_BLOCK) -> np.ndarray:
+    """``decision_function`` ``[N]`` of features ``x`` ``[N, F]`` (float64); the RBF SVM in chunks of rows
+    whose kernel block ``[rows, S]`` holds at most ``block`` values, so memory does not grow with N * S."""
+    x = np.asarray(x, dtype=np.float64)
     if r.model == "logistic":
-        return z @ r.coef + r.intercept
-    d2 = (z * z).sum(1)[:, None] - 2 * z @ r.support_vectors.T + (r.support_vectors ** 2).sum(1)[None, :]
-    return np.exp(-r.gamma * np.maximum(d2, 0.0)) @ r.dual_coef + r.intercept
+        return (x - r.mean) / r.scale @ r.coef + r.intercept
+    sv = r.support_vectors
+    sv_sq = (sv ** 2).sum(1)
+    rows = max(1, block // max(len(sv), 1))
+    out = np.empty(len(x))
+    for a in range(0, len(x), rows):
+        z = (x[a:a + rows] - r.mean) / r.scale
+        d2 = (z * z).sum(1)[:, None] - 2 * z @ sv.T + sv_sq[None, :]
+        out[a:a + rows] = np.exp(-r.gamma * np.maximum(d2, 0.0)) @ r.dual_coef + r.intercept
+    return out
 
 
 def trace_features(features: str, trace: Mapping[str, Any], topk_probs: np.ndarray | None = None,
-                   k: int = 0) -> np.ndarray:
-    """Features ``[T, F]`` of one trace (per-token arrays ``[T]``; ``topk_probs`` ``[T, >=k]`` for ``topk``)."""
+                   k: int = 0, position: np.ndarray | None = None) -> np.ndarray:
+    """Features ``[T, F]`` of one trace (per-token arrays ``[T]``; ``topk_probs`` ``[T, >=k]`` for ``topk``;
+    ``position`` [T]: each token's index in its generation, default ``0..T-1``, given when ``trace`` holds
+    several generations' tokens one after another)."""
     if features == "scalar":
         cols = [np.asarray(trace[name], dtype=np.float64) for name in SCALAR_FEATURES[:3]]
-        cols.append(np.arange(len(cols[0]), dtype=np.float64))
+        cols.append(np.arange(len(cols[0]), dtype=np.float64) if position is None else
+                    np.asarray(position, dtype=np.float64))
         return np.stack(cols, 1)
     if features == "topk":
         if topk_probs is None:

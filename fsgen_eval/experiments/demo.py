@@ -137,11 +137,11 @@ def completed(folder: Path) -> bool:
 def entropy_threshold(oracle_folder: Path, target: float) -> tuple[float, dict[str, Any]]:
     """The entropy router's threshold whose call rate on the oracle's own traces is at most ``target``
     (the router what-if; the oracle calls System 2 at every token, so every handoff is known)."""
-    from fsgen_eval.analysis.files import find_runs, run_records
+    from fsgen_eval.analysis.files import ANALYSIS_COLUMNS, find_runs, run_records
     from fsgen_eval.analysis.whatif import tradeoff_curves
 
     (run,) = find_runs([oracle_folder])
-    curves = tradeoff_curves([r["trace"] for r in run_records(run)])
+    curves = tradeoff_curves(run_records(run, ANALYSIS_COLUMNS))
     point = next(c for c in curves if c.signal == "s1_entropy").at_target(target)
     if point["router_threshold"] is None:
         raise ValueError(f"no entropy threshold reaches a call rate <= {target} on the oracle's traces")

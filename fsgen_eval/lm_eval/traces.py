@@ -28,6 +28,7 @@ import numpy as np
 from fsgen_eval.core.jsonl import read_jsonl
 from fsgen_eval.core.schema import (COUNTERS, SCHEMA_VERSION, SUMMARY_KEYS, TOPK_FIELDS, as_ints, summarize, topk_path,
                                     trace_to_json)
+from fsgen_eval.core.traces_io import read_trace_file
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,9 @@ class SummaryBook:
 
     @classmethod
     def from_files(cls, paths: Iterable[Path], run_id: str | None = None) -> "SummaryBook":
-        """Rebuild from trace files (all ranks'); a torn last line (a killed writer) is skipped with a warning.
+        """Rebuild from trace files (all ranks') through the one trace reader (a torn last line, a killed
+        writer's, is skipped with a warning); each task's tokens are added as one trace and its counters
+        summed, which :func:`schema.summarize` counts the same as record by record.
 
         With ``run_id``, only that run's records count (a file appended to by several runs).
         """
@@ -231,13 +234,32 @@ class SummaryBook:
             if not Path(path).exists():
                 log.warning("fsgen: trace file %s is missing; the summary leaves it out", path)
                 continue
-            for n, rec in read_jsonl(Path(path), strict=False):  # (the torn-last-line rule of every reader)
-                try:
-                    if run_id is None or rec.get("run_id") == run_id:
-                        book.add_record(rec)
-                except (KeyError, TypeError, ValueError, AttributeError) as err:
-                    log.warning("fsgen: %s line %d is not a trace record (%s); skipped", path, n, err)
+            try:
+                table = read_trace_file(Path(path), SUMMARY_COLUMNS)
+            except ValueError:  # a record the analysis would refuse: count what can be counted, as lm-eval ran
+                book._add_lines(Path(path), run_id)
+                continue
+            if run_id is not None:
+                table = table.select(table.get("run_id") == run_id)
+            tasks = table.get("task")
+            for task in dict.fromkeys(tasks.tolist()):
+                mine = table.select(tasks == task) if task is not None else table.select(
+                    np.array([t is None for t in tasks.tolist()], bool))
+                book.add(task, mine.tokens, {k: int(mine.get(k).sum()) for k in COUNTERS})
         return book
+
+
+    def _add_lines(self, path: Path, run_id: str | None) -> None:
+        """Add a file record by record, skipping (with a warning) lines that are not trace records."""
+        for n, rec in read_jsonl(path, strict=False):
+            try:
+                if run_id is None or rec.get("run_id") == run_id:
+                    self.add_record(rec)
+            except (KeyError, TypeError, ValueError, AttributeError) as err:
+                log.warning("fsgen: %s line %d is not a trace record (%s); skipped", path, n, err)
+
+
+SUMMARY_COLUMNS = ("handoff", "llm_called", "accepted", "base_handoff")
 
 
 def conventions_note(info: Mapping[str, Any]) -> list[str]:

@@ -1,0 +1,502 @@
+"""The one trace reader: a trace file (JSONL, or Parquet with the same columns) as one columnar table.
+
+Every path that reads traces (analyze, report, check, router train/compare, the run summary) calls
+:func:`read_trace_file`, which returns a :class:`TraceTable`: per-token fields as flat numpy arrays ``[N]``
+(only the ``columns`` asked for; every field is still checked) and per-record fields ``[R]``, with
+``offsets [R+1]`` saying which tokens belong to which record. A list of per-record dicts with numpy arrays,
+as the readers built before, costs ~1 kB per record beside the data; a 10 M-token study did not fit in memory.
+
+JSONL is read by pyarrow's streaming JSON reader with an explicit schema (C++, a block at a time), and each
+block's values are checked in numpy by the rules of :func:`schema.check_record`. A file those vectorized rules
+or the explicit schema cannot take (a bad record, a bool written as 0/1, a blank line) is read again record
+by record by the exact path (:func:`schema.trace_from_json`), which raises naming the line and field, or
+reads the file as the rules allow. A torn final line (a killed writer) is skipped with a warning by both
+paths (:mod:`.jsonl`'s rule), so a killed run's file reads every finished batch.
+
+Parquet traces (``*.parquet``, one row per record, the JSONL record's fields as columns, token fields as
+lists; :func:`write_parquet`) are read as one, with the same checks.
+
+Torch-free (numpy, pyarrow): the analysis layer reads traces without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fsgen_eval.core.jsonl import read_jsonl
+from fsgen_eval.core.schema import (COUNTERS, FIELD_DTYPES, OPTIONAL_FIELDS, SCHEMA_VERSION, TOKEN_FIELDS,
+                                    trace_from_json)
+
+log = logging.getLogger("fsgen_eval")
+
+# per-record fields the table keeps (a record's other keys, such as prompt_hash, are not read)
+STRING_FIELDS: tuple[str, ...] = ("run_id", "task", "request_type")
+RECORD_FIELDS: tuple[str, ...] = (*STRING_FIELDS, "doc_id", *COUNTERS)
+# pyarrow's JSON block: bounds the reader's working memory (pyarrow's parse of an 8 MiB block of trace
+# records peaked at ~200 MiB more than a 1 MiB block, for no measurable speed)
+BLOCK_BYTES = 1 << 20
+_EPS = 1e-5  # values are written rounded to 6 digits (schema._check_value's tolerance)
+_PROB_FIELDS = ("s1_top1_prob", "s1_margin", "s2_top1_prob", "s2_margin")
+_FLAG_FIELDS = ("llm_called", "handoff", "accepted", "base_handoff")
+
+
+@dataclass
+class TraceTable:
+    """Trace records as columns. ``offsets`` [R+1]: record ``i`` holds tokens ``offsets[i]:offsets[i+1]``;
+    ``tokens``: field -> [N] (dtypes of ``schema.FIELD_DTYPES``; the fields read); ``records``: field -> [R]
+    (strings as object arrays, ``None`` where absent; counters as int64); ``line`` [R]: the record's 0-based
+    line in its file (the top-K side file's ``record`` key); ``file`` [R]: index into ``files``."""
+
+    offsets: np.ndarray
+    tokens: dict[str, np.ndarray]
+    records: dict[str, np.ndarray]
+    line: np.ndarray
+    file: np.ndarray
+    files: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """[R] tokens per record."""
+        return np.diff(self.offsets)
+
+    def record_index(self) -> np.ndarray:
+        """[N] the record of each token."""
+        return np.repeat(np.arange(len(self), dtype=np.int64), self.lengths)
+
+    def position(self) -> np.ndarray:
+        """[N] each token's index within its record (tokens generated before it)."""
+        return np.arange(self.n_tokens, dtype=np.int64) - np.repeat(self.offsets[:-1], self.lengths)
+
+    def per_record_sum(self, name: str) -> np.ndarray:
+        """[R] sum of token field ``name`` over each record."""
+        c = np.concatenate([[0], np.cumsum(self.tokens[name], dtype=np.int64 if self.tokens[name].dtype.kind in
+                                           "biu" else np.float64)])
+        return c[self.offsets[1:]] - c[self.offsets[:-1]]
+
+    def trace(self, i: int) -> dict[str, np.ndarray]:
+        """Record ``i``'s per-token arrays (views, ``[T_i]``)."""
+        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        return {k: v[a:b] for k, v in self.tokens.items()}
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        """Record ``i`` as the readers gave it before: its fields, its token fields, and ``trace`` (the token
+        fields as a mapping)."""
+        trace = self.trace(i)
+        return {**{k: _item(v[i]) for k, v in self.records.items()}, **trace, "trace": trace}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self[i] for i in range(len(self)))
+
+    def get(self, name: str) -> np.ndarray:
+        """[R] per-record field ``name`` (``None`` everywhere when no record has it)."""
+        return self.records.get(name, np.full(len(self), None, dtype=object))
+
+    def select(self, keep: np.ndarray) -> "TraceTable":
+        """The records where ``keep`` [R] (bool) is true, in order."""
+        keep = np.asarray(keep, bool)
+        lengths = self.lengths[keep]
+        tok = np.repeat(keep, self.lengths)
+        return TraceTable(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                          {k: v[tok] for k, v in self.tokens.items()}, {k: v[keep] for k, v in self.records.items()},
+                          self.line[keep], self.file[keep], self.files)
+
+    def with_record_field(self, name: str, value: Any) -> "TraceTable":
+        """A copy (arrays shared) whose every record has ``name`` = ``value``."""
+        col = np.full(len(self), value, dtype=object)
+        return TraceTable(self.offsets, self.tokens, {**self.records, name: col}, self.line, self.file, self.files)
+
+
+def _item(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def concat(tables: Sequence[TraceTable], columns: Sequence[str] | None = None) -> TraceTable:
+    """The records of several tables, in order (token fields: those every table holds, or ``columns``)."""
+    if not tables:
+        return empty_table(columns or TOKEN_FIELDS)
+    if len(tables) == 1:
+        return tables[0]
+    names = [k for k in tables[0].tokens if all(k in t.tokens for t in tables)]
+    rec_names = list(dict.fromkeys(k for t in tables for k in t.records))
+    lengths = np.concatenate([t.lengths for t in tables])
+    files: list[str] = []
+    file_idx = []
+    for t in tables:
+        file_idx.append(t.file + len(files))
+        files += t.files
+    return TraceTable(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                      {k: np.concatenate([t.tokens[k] for t in tables]) for k in names},
+                      {k: np.concatenate([t.get(k) for t in tables]) for k in rec_names},
+                      np.concatenate([t.line for t in tables]), np.concatenate(file_idx), files)
+
+
+def empty_table(columns: Sequence[str] = TOKEN_FIELDS) -> TraceTable:
+    """A table of no record."""
+    return TraceTable(np.zeros(1, np.int64), {k: np.zeros(0, FIELD_DTYPES[k]) for k in columns}, {},
+                      np.zeros(0, np.int64), np.zeros(0, np.int64), [])
+
+
+def as_table(traces: TraceTable | Sequence[Mapping[str, Any]]) -> TraceTable:
+    """``traces`` as a table: a table as it is; per-generation traces (field -> [T_i], as the engine and
+    the tests build them) concatenated, the fields every one holds."""
+    if isinstance(traces, TraceTable):
+        return traces
+    traces = list(traces)
+    if not traces:
+        return empty_table(())
+    names = [k for k in traces[0] if k in FIELD_DTYPES and all(t.get(k) is not None for t in traces)]
+    lengths = [len(t["handoff"]) for t in traces]
+    toks = {k: np.concatenate([np.asarray(t[k]) for t in traces]).astype(FIELD_DTYPES[k]) for k in names}
+    return TraceTable(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), toks, {},
+                      np.arange(len(traces), dtype=np.int64), np.zeros(len(traces), np.int64), [])
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+def read_trace_file(path: Path, columns: Sequence[str] | None = None) -> TraceTable:
+    """One trace file as a table holding token fields ``columns`` (default: all of ``schema.TOKEN_FIELDS``).
+
+    Every field of every record is checked whatever ``columns`` holds. Raises naming the file (and line and
+    field) for a missing or empty file, a line that is not a JSON object, or a record
+    :func:`schema.check_record` refuses; a torn final line is skipped with a warning."""
+    path = Path(path)
+    cols = tuple(TOKEN_FIELDS if columns is None else columns)
+    unknown = [c for c in cols if c not in FIELD_DTYPES]
+    if unknown:
+        raise ValueError(f"unknown trace field(s) {', '.join(unknown)}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.suffix == ".parquet":
+        table = _read_parquet(path, cols)
+    else:
+        try:
+            table = _read_jsonl_fast(path, cols)
+        except _Fallback:  # the exact path names the line and field, or reads what the fast path could not
+            table = _read_jsonl_exact(path, cols)
+    check_table(path, table)
+    return table
+
+
+def check_table(path: Path, table: TraceTable) -> None:
+    """Whole-file rules, after the per-record ones, whichever path read the file (the place for rules over
+    several records, such as duplicates): ``ValueError`` naming the file."""
+    if len(table) == 0:
+        raise ValueError(f"{path}: trace file is empty")
+
+
+class _Fallback(Exception):
+    """The fast path cannot take this file; read it record by record."""
+
+
+def _arrow_schema() -> Any:
+    import pyarrow as pa
+
+    kind = {np.int64: pa.int64(), np.int8: pa.int64(), np.bool_: pa.bool_(), np.float32: pa.float64()}
+    token = [(k, pa.list_(pa.bool_() if k in _FLAG_FIELDS else kind[FIELD_DTYPES[k]])) for k in TOKEN_FIELDS]
+    meta = [("schema_version", pa.int64())] + [(k, pa.string()) for k in STRING_FIELDS] + \
+        [(k, pa.int64()) for k in ("doc_id", *COUNTERS)]
+    return pa.schema(meta + token)
+
+
+def _scan_lines(path: Path) -> tuple[int, int | None]:
+    """(the number of records: lines, a torn final line left out; the byte length of the part before a torn
+    final line, or ``None`` when there is none). Raises :class:`_Fallback` for a blank line, after which
+    record numbers would no longer be line numbers."""
+    size = path.stat().st_size
+    newlines, last, prev = 0, b"", b"\n"
+    with open(path, "rb") as fh:
+        while chunk := fh.read(16 << 20):
+            newlines += chunk.count(b"\n")
+            if b"\n\n" in chunk or (prev.endswith(b"\n") and chunk.startswith(b"\n")):
+                raise _Fallback  # a blank line: pyarrow skips it, and record numbers would no longer be lines
+            prev, last = chunk[-1:], chunk
+    if size == 0:
+        return 0, None
+    if last.endswith(b"\n"):
+        return newlines, None
+    with open(path, "rb") as fh:  # the unterminated final line: a record, or what a kill left
+        fh.seek(max(0, size - (1 << 20)))
+        tail = fh.read()
+    cut = tail.rfind(b"\n")
+    if cut < 0 and size > len(tail):
+        raise _Fallback  # a final line over 1 MiB: let the exact path judge it
+    try:
+        json.loads(tail[cut + 1:])
+        return newlines + 1, None
+    except ValueError:
+        log.warning("%s:%d: torn final line (the writer was killed mid-write?); skipped", path, newlines + 1)
+        return newlines, size - len(tail) + cut + 1
+
+
+class _Prefix:
+    """The first ``limit`` bytes of a file, as a readable stream (the part before a torn final line)."""
+
+    def __init__(self, path: Path, limit: int):
+        self._fh, self._left = open(path, "rb"), limit
+        self.closed = False
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._left if n is None or n < 0 else min(n, self._left)
+        data = self._fh.read(n)
+        self._left -= len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._fh.close()
+        self.closed = True
+
+
+def _read_jsonl_fast(path: Path, cols: tuple[str, ...]) -> TraceTable:
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    n_lines, limit = _scan_lines(path)
+    if n_lines == 0:
+        return empty_table(cols)
+    source: Any = str(path) if limit is None else pa.PythonFile(_Prefix(path, limit), mode="r")
+    opts = pj.ParseOptions(explicit_schema=_arrow_schema(), unexpected_field_behavior="ignore")
+    parts = []
+    try:
+        reader = pj.open_json(source, read_options=pj.ReadOptions(block_size=BLOCK_BYTES, use_threads=False),
+                              parse_options=opts)
+        for batch in reader:
+            parts.append(_from_arrow(batch, cols))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        raise _Fallback from None
+    table = _concat_consuming(parts, cols)
+    pa.default_memory_pool().release_unused()  # the parser's blocks: give them back before the analysis
+    if len(table) != n_lines:
+        raise _Fallback  # lines pyarrow skipped (blank ones): record numbers would not be lines
+    table.line = np.arange(len(table), dtype=np.int64)
+    table.file = np.zeros(len(table), np.int64)
+    table.files = [str(path)]
+    return table
+
+
+def _concat_consuming(parts: list[TraceTable], cols: tuple[str, ...]) -> TraceTable:
+    """:func:`concat` of one file's blocks, a column at a time, dropping each block's column once copied: the
+    peak is the table and one column's blocks, not two tables."""
+    if not parts:
+        return empty_table(cols)
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate([p.lengths for p in parts]))]).astype(np.int64)
+    records = {k: np.concatenate([p.get(k) for p in parts]) for k in dict.fromkeys(k for p in parts for k in p.records)}
+    tokens = {}
+    for k in cols:
+        tokens[k] = np.concatenate([p.tokens.pop(k) for p in parts])
+    n = len(offsets) - 1
+    return TraceTable(offsets, tokens, records, np.zeros(n, np.int64), np.zeros(n, np.int64), [])
+
+
+def _read_parquet(path: Path, cols: tuple[str, ...]) -> TraceTable:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(str(path))
+    except (pa.ArrowInvalid, OSError) as err:
+        raise ValueError(f"{path}: not a readable Parquet trace file ({str(err).splitlines()[0]})") from None
+    have = set(pf.schema_arrow.names)
+    missing = [k for k in TOKEN_FIELDS if k not in have and k not in OPTIONAL_FIELDS]
+    if missing:
+        raise ValueError(f"{path}: trace file lacks column(s) {', '.join(missing)}")
+    names = [n for n in _arrow_schema().names if n in have]
+    parts = []
+    for batch in pf.iter_batches(batch_size=1 << 14, columns=names):
+        try:
+            parts.append(_from_arrow(batch, cols))
+        except _Fallback:
+            raise ValueError(f"{path}: {_first_problem(batch)}") from None
+    table = _concat_consuming(parts, cols)
+    table.line = np.arange(len(table), dtype=np.int64)
+    table.file = np.zeros(len(table), np.int64)
+    table.files = [str(path)]
+    return table
+
+
+def _first_problem(batch: Any) -> str:
+    """What :func:`schema.check_record` says of the first bad record of an Arrow batch."""
+    for i, rec in enumerate(batch.to_pylist()):
+        try:
+            trace_from_json({k: v for k, v in rec.items() if v is not None or k not in OPTIONAL_FIELDS})
+        except ValueError as err:
+            return f"record {i}: {err}"
+    return "a value out of its range"
+
+
+def _from_arrow(batch: Any, cols: tuple[str, ...]) -> TraceTable:
+    """Check one Arrow batch of records by the rules of ``schema.check_record`` (all fields) and keep ``cols``;
+    raises :class:`_Fallback` where a rule fails (the exact path then names it)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = batch.schema.names
+    version = batch.column("schema_version") if "schema_version" in names else None
+    if version is not None and pc.any(pc.not_equal(version, SCHEMA_VERSION)).as_py():
+        raise _Fallback
+    lists = {}
+    for k in TOKEN_FIELDS:
+        col = batch.column(k) if k in names else pa.nulls(batch.num_rows, pa.list_(pa.int64()))
+        if col.null_count and k not in OPTIONAL_FIELDS:
+            raise _Fallback  # a missing or null field
+        lists[k] = col
+    offsets = np.asarray(lists["token_id"].offsets, dtype=np.int64)
+    offsets = offsets - offsets[0]
+    lengths = np.diff(offsets)
+    tokens = {}
+    for k, col in lists.items():
+        if col.null_count == len(col):  # an optional field no record holds (a file from before it)
+            if k in cols:
+                tokens[k] = np.full(int(offsets[-1]), OPTIONAL_FIELDS[k], FIELD_DTYPES[k])
+            continue
+        if col.null_count or not np.array_equal(np.diff(np.asarray(col.offsets, np.int64)), lengths):
+            raise _Fallback
+        values = _values(k, col.flatten())
+        if k in cols:
+            tokens[k] = values
+    records = {k: _record_column(k, batch.column(k) if k in names else None) for k in RECORD_FIELDS
+               if k in COUNTERS or (k in names and batch.column(k).null_count < batch.num_rows)}
+    for k in ("doc_id", *COUNTERS):  # check_record's request rules: integers >= 0 (the exact path names a bad one)
+        if k in records and any(v is not None and (not isinstance(v, (int, np.integer)) or v < 0) for v in records[k]):
+            raise _Fallback
+    n = len(lengths)
+    return TraceTable(offsets, tokens, records, np.zeros(n, np.int64), np.zeros(n, np.int64), [])
+
+
+def _values(k: str, flat: Any) -> np.ndarray:
+    """One token field's flat Arrow values as its numpy dtype, after the range checks of ``check_record``."""
+    nulls = np.asarray(flat.is_null(), bool) if flat.null_count else None
+    if k in _FLAG_FIELDS:
+        v = np.asarray(flat.fill_null(False), bool)
+        if k == "llm_called" and nulls is not None:
+            raise _Fallback
+        if k in ("accepted", "base_handoff"):
+            out = v.astype(np.int8)
+            if nulls is not None:
+                out[nulls] = -1
+            return out
+        return v
+    if k in ("token_id", "source"):
+        if nulls is not None:
+            raise _Fallback
+        v = np.asarray(flat, np.int64)
+        if (k == "token_id" and ((v < 0) | (v >= 2**31)).any()) or (k == "source" and ((v != 1) & (v != 2)).any()):
+            raise _Fallback
+        return v.astype(FIELD_DTYPES[k])
+    v = np.asarray(flat.fill_null(math.nan), np.float64)
+    ok = np.isfinite(v) | (nulls if nulls is not None else False)
+    if not ok.all():
+        raise _Fallback
+    present = v[np.isfinite(v)]
+    if k in _PROB_FIELDS and ((present < -_EPS) | (present > 1 + _EPS)).any():
+        raise _Fallback
+    if k.endswith("_entropy") and (present < -_EPS).any():
+        raise _Fallback
+    return v.astype(np.float32)
+
+
+def _record_column(k: str, col: Any) -> np.ndarray:
+    """A per-record field as numpy: strings as an object array sharing each distinct string."""
+    if k in STRING_FIELDS:
+        enc = col.dictionary_encode()  # a few distinct strings over many records: share them
+        values = np.empty(len(enc.dictionary) + 1, dtype=object)
+        values[:-1] = enc.dictionary.to_pylist()
+        return values[np.asarray(enc.indices.fill_null(len(values) - 1), np.int64)]
+    if k in COUNTERS:  # 0 where absent, as the summary counts them
+        return np.zeros(len(col), np.int64) if col is None else np.asarray(col.fill_null(0), np.int64)
+    return np.asarray(col.to_pylist(), dtype=object)  # doc_id: an int, None where absent
+
+
+def _read_jsonl_exact(path: Path, cols: tuple[str, ...]) -> TraceTable:
+    """Record by record (:func:`schema.trace_from_json`), a chunk of records at a time into columns."""
+    chunks: list[TraceTable] = []
+    buf: list[tuple[int, Mapping[str, Any], dict[str, np.ndarray]]] = []
+    for n, obj in read_jsonl(path, strict=True):
+        try:
+            trace = trace_from_json(obj)
+        except ValueError as err:
+            raise ValueError(f"{path}:{n}: {err}") from None
+        buf.append((n - 1, {k: obj[k] for k in RECORD_FIELDS if k in obj},
+                    {"_len": len(trace["token_id"]), **{k: trace[k] for k in cols}}))
+        if len(buf) >= 4096:
+            chunks.append(_chunk(buf, cols))
+            buf = []
+    if buf:
+        chunks.append(_chunk(buf, cols))
+    table = concat(chunks, cols) if chunks else empty_table(cols)
+    table.file = np.zeros(len(table), np.int64)
+    table.files = [str(path)]
+    return table
+
+
+def _chunk(buf: list[tuple[int, Mapping[str, Any], dict[str, Any]]], cols: tuple[str, ...]) -> TraceTable:
+    lengths = [t["_len"] for _, _, t in buf]
+    records: dict[str, np.ndarray] = {}
+    for k in RECORD_FIELDS:
+        if k in COUNTERS:
+            records[k] = np.array([int(meta.get(k) or 0) for _, meta, _ in buf], np.int64)
+        elif any(meta.get(k) is not None for _, meta, _ in buf):
+            col = np.empty(len(buf), dtype=object)
+            col[:] = [meta.get(k) for _, meta, _ in buf]
+            records[k] = col
+    return TraceTable(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                      {k: np.concatenate([t[k] for _, _, t in buf]) for k in cols}, records,
+                      np.array([line for line, _, _ in buf], np.int64), np.zeros(len(buf), np.int64), [])
+
+
+# ----------------------------------------------------------------------------------------------- Parquet
+
+
+def to_arrow(table: TraceTable) -> Any:
+    """A table as Arrow record rows (one per record; token fields as lists, NaN and -1 as null, as in JSON)."""
+    import pyarrow as pa
+
+    offsets = pa.array(table.offsets.astype(np.int32) if table.n_tokens < 2**31 else table.offsets)
+    cols, names = [], []
+    for k, v in table.tokens.items():
+        if k in ("accepted", "base_handoff"):
+            flat = pa.array(v == 1, mask=v < 0)
+        elif FIELD_DTYPES[k] is np.float32:
+            flat = pa.array(v, mask=np.isnan(v))
+        else:
+            flat = pa.array(v.astype(np.int64) if k == "source" else v)
+        cols.append(pa.ListArray.from_arrays(offsets, flat) if offsets.type == pa.int32()
+                    else pa.LargeListArray.from_arrays(offsets, flat))
+        names.append(k)
+    for k, v in table.records.items():
+        cols.append(pa.array(v.tolist() if v.dtype == object else v))
+        names.append(k)
+    return pa.table(cols, names=names)
+
+
+def write_parquet(table: TraceTable, out: Path, records_per_group: int = 1 << 16) -> Path:
+    """Write a table as a Parquet trace file (one row per record, one row group per ``records_per_group``
+    records), beside ``out`` first and renamed when complete, so a crash never leaves half a file."""
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    arrow = to_arrow(table)
+    with pq.ParquetWriter(str(tmp), arrow.schema, compression="zstd") as writer:
+        for start in range(0, max(len(table), 1), records_per_group):
+            writer.write_table(arrow.slice(start, records_per_group))
+    tmp.replace(out)
+    return out
