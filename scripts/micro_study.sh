@@ -2,7 +2,7 @@
 # The committed micro-family study (reports/micro/): every (large, small) micro pair with the oracle on
 # GSM8K test (3-shot: the micro models' 1024-token training window, see docs/zoo.md) and MBPP test, then the
 # scaling-law fit, the uncertainty analysis and the report. Resumable: rerun to continue a killed sweep.
-# LIMIT=all: the sweep takes 27 minutes on a 2-core CPU (JOBS=2 cells at once, one thread each; lockstep, --no-replay: 76).
+# LIMIT=all: the sweep takes 27 minutes on a 2-core CPU (1639 s, reports/micro/replay_vs_lockstep.json; JOBS=2 cells at once, one thread each; lockstep, --no-replay: 76).
 #
 #   LIMIT=150 scripts/micro_study.sh                                         # runs in runs/study, report in runs/study/report
 #   LIMIT=all OUT=runs/study-all REPORT=reports/micro FORCE=1 scripts/micro_study.sh   # regenerate the committed study

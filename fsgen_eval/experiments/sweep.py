@@ -263,6 +263,37 @@ def _run_then_rename(final: Path, command: Callable[[Path], list[str]], runner: 
     return None
 
 
+def check_tasks(tasks: list[str], lm_eval_args: list[str] | None = None) -> None:
+    """Refuse, in one line naming them, task names lm-eval does not know (its ``TaskManager`` index, with the
+    ``--include_path`` of ``lm_eval_args`` if any), before any cell starts; a path to a task YAML passes."""
+    from lm_eval.tasks import TaskManager
+
+    args = list(lm_eval_args or [])
+    include = args[args.index("--include_path") + 1] if "--include_path" in args[:-1] else None
+    unknown = [t for t in tasks if not Path(t).exists()]
+    if not unknown:
+        return
+    known = set(TaskManager(verbosity="ERROR", include_path=include).all_tasks)
+    unknown = [t for t in unknown if t not in known]
+    if unknown:
+        raise ValueError(f"--tasks: lm-eval knows no task {', '.join(map(repr, unknown))} "
+                         f"({'with --include_path ' + include if include else 'its task index'}; "
+                         "`lm_eval ls tasks` lists them)")
+
+
+def check_model_args_extra(model_args_extra: str) -> None:
+    """Refuse a ``--model-args-extra`` key ``--model fsgen`` does not take, in one line, before any cell starts
+    (lm-eval would otherwise fail cell by cell)."""
+    from fsgen_eval.lm_eval.model import FSGenLM
+
+    valid = FSGenLM.model_arg_names()
+    keys = [p.partition("=")[0].strip() for p in model_args_extra.split(",") if p.strip()]
+    unknown = [k for k in keys if k not in valid]
+    if unknown:
+        raise ValueError(f"--model-args-extra: --model fsgen takes no key {', '.join(map(repr, unknown))} "
+                         f"(valid keys: {', '.join(valid)})")
+
+
 def check_jobs(jobs: int, devices: list[str] | None, model_args_extra: str = "") -> None:
     """Refuse, naming the problem, a job count below 1, a device list that is not one per job, or a device
     given both ways."""
