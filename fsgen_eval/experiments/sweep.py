@@ -26,6 +26,7 @@ from contextlib import ExitStack, contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fsgen_eval.analysis.params import ParamCount
 from fsgen_eval.core import registry
@@ -168,20 +169,38 @@ _running: set[subprocess.Popen] = set()  # supervisors of running cells (stopped
 _running_lock = threading.Lock()
 
 
-def subprocess_runner(argv: list[str], output: Path) -> int:
+def subprocess_runner(argv: list[str], output: Path, echo: Callable[[str], None] | None = None) -> int:
     """Run lm-eval, its output going to ``<output>/lm_eval.log``; it (with its process group) dies with the
-    sweep, even when the sweep is killed with SIGKILL."""
+    sweep, even when the sweep is killed with SIGKILL. With ``echo``, every line of that output (a progress
+    bar's redraws, split at carriage returns, included) is also handed to ``echo`` as it arrives."""
     output.mkdir(parents=True, exist_ok=True)
-    with (output / "lm_eval.log").open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-c", _SUPERVISOR, str(os.getpid()), *argv], stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+    with (output / "lm_eval.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", _SUPERVISOR, str(os.getpid()), *argv],
+                                stdout=subprocess.PIPE if echo else log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         with _running_lock:
             _running.add(proc)
         try:
+            if echo:
+                _copy_output(proc.stdout, log, echo)
             return proc.wait()
         finally:
             with _running_lock:
                 _running.discard(proc)
+
+
+def _copy_output(stream: Any, log: Any, echo: Callable[[str], None]) -> None:
+    r"""Copy ``stream`` into ``log`` as it comes, and each finished line (``\n`` or ``\r``) to ``echo``."""
+    pending = b""
+    while chunk := stream.read1(65536):
+        log.write(chunk)
+        log.flush()
+        *lines, pending = re.split(rb"[\r\n]", pending + chunk)
+        for line in lines:
+            if line.strip():
+                echo(line.decode(errors="replace"))
+    if pending.strip():
+        echo(pending.decode(errors="replace"))
 
 
 def stop_running_cells() -> None:
