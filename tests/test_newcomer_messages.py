@@ -90,3 +90,12 @@ def test_sweep_unknown_task_before_any_cell(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "no task 'gsm8kk'" in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_readme_test_command_leaves_the_chromium_tests_runnable():
+    """The tests that need a browser skip without one (outside CI), so README's test command installs it."""
+    readme = (REPO / "README.md").read_text()
+    (command,) = [line for line in readme.splitlines() if "pytest" in line and line.endswith("# ci")]
+    assert "command -v chromium" in command and "apt-get install" in command and "chromium))" in command
+    needs = [p.name for p in (REPO / "tests").glob("test_*.py") if "CHROMIUM is None" in p.read_text()]
+    assert needs  # the reason for the install
