@@ -289,6 +289,7 @@ def check_tasks(tasks: list[str], lm_eval_args: list[str] | None = None) -> None
 
     args = list(lm_eval_args or [])
     include = args[args.index("--include_path") + 1] if "--include_path" in args[:-1] else None
+    include = next((a.partition("=")[2] for a in args if a.startswith("--include_path=")), include)
     unknown = [t for t in tasks if not Path(t).exists()]
     if not unknown:
         return
