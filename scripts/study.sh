@@ -2,7 +2,8 @@
 # A family's committed study: every (large, small) pair with the oracle through the replaying sweep, then the
 # scaling-law fit, the per-cell uncertainty analysis, the report and the clustered rate intervals.
 #   FAMILY=micro (reports/micro/): GSM8K test 3-shot (the micro models' 1024-token window, docs/zoo.md) and MBPP test;
-#                LIMIT=all: the sweep takes 27 minutes on a 2-core CPU (JOBS=2 cells at once, one thread each).
+#                LIMIT=all: the sweep takes 27 minutes on a 2-core CPU (1639 s, reports/micro/replay_vs_lockstep.json;
+#                JOBS=2 cells at once, one thread each).
 #   FAMILY=arith (reports/arith/): fsgen_arith test (1,200 problems, zero-shot, docs/arith.md), and each model alone
 #                (fsgen-eval zoo evaluate) for the accuracy column.
 #

@@ -33,12 +33,20 @@ def _table_rows(markdown: str) -> dict[str, list[str]]:
 
 @pytest.mark.slow
 def test_demo_end_to_end_then_resumes(tmp_path, capsys):
+    import subprocess
+
     offline_env()
     out = tmp_path / "demo"
     argv = ["demo", "--limit", "3", "--max-gen-toks", "48", "--out", str(out)]
+    status = ["git", "status", "--porcelain", "--untracked-files=all"]
+    before = subprocess.run(status, cwd=demo.REPO, capture_output=True, text=True).stdout
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert re.search(r"demo: wall time \d+ s", printed) and f"report written to {out / 'report.md'}" in printed
+    # progress on the screen as it happens: each configuration's start, its log, lm-eval's bar, its time
+    assert re.search(r"\[2/5\] running oracle .*lm_eval\.log", printed) and "generate_until requests" in printed
+    assert re.search(r"demo: \[5/5\] oracle-entropy ran in \d+ s", printed)
+    assert subprocess.run(status, cwd=demo.REPO, capture_output=True, text=True).stdout == before
     md = (out / "report.md").read_text()
     rows = _table_rows(md)
     assert len(rows) == len(demo.CONFIGS)
@@ -116,3 +124,55 @@ def test_a_committed_run_without_its_traces_is_rerun_without_a_warning(tmp_path,
     assert caplog.text == ""
     (cell / "traces_T.jsonl").write_text("{}\n")
     assert completed(tmp_path / "oracle")
+
+
+REPO = demo.REPO
+
+
+def test_default_output_is_outside_the_committed_files(monkeypatch, tmp_path, capsys):
+    """A plain ``fsgen-eval demo`` writes to a git-ignored folder; the committed report needs a flag."""
+    import subprocess
+
+    monkeypatch.chdir(REPO)
+    assert demo.DEFAULT_OUT != demo.COMMITTED_OUT and not demo.holds_committed_files(demo.DEFAULT_OUT)
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(demo.DEFAULT_OUT / "report.md")], cwd=REPO)
+    assert ignored.returncode == 0  # git status never shows it
+    assert demo.holds_committed_files(demo.COMMITTED_OUT)
+    monkeypatch.setenv("FSGEN_DATASETS_DIR", str(tmp_path))
+    (tmp_path / "openai" / "gsm8k").mkdir(parents=True)
+    before = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
+    assert main(["demo", "--out", str(demo.COMMITTED_OUT), "--limit", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds committed files" in err and "--update-committed" in err
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout == before
+
+
+def test_two_call_rates_give_two_routed_configurations():
+    names = [c[0] for c in demo.configs((0.3, 0.6))]
+    assert names == ["system1", "oracle", "speculative", "contrastive", "oracle-entropy-0.3", "oracle-entropy-0.6"]
+    assert [c[3] for c in demo.configs((0.3, 0.6)) if c[2] == "entropy"] == [0.3, 0.6]
+    assert [c[0] for c in demo.CONFIGS][-1] == "oracle-entropy"  # one rate: the committed report's layout
+
+
+def test_progress_reaches_the_screen_and_everything_the_log(tmp_path, capsys):
+    """lm-eval's progress bars (tqdm's carriage-return redraws) are echoed; the log keeps every byte."""
+    import sys
+
+    from fsgen_eval.experiments.sweep import subprocess_runner
+
+    script = ("import sys, time\nprint('INFO lm-eval says hello', flush=True)\n"
+              "for i in range(3):\n    sys.stderr.write(f'\\rRunning generate_until requests: {i*50}%|##| {i}/2')\n"
+              "    sys.stderr.flush(); time.sleep(0.05)\nsys.stderr.write('\\n')\n")
+    seen: list[str] = []
+    assert subprocess_runner([sys.executable, "-c", script], tmp_path / "o", echo=seen.append) == 0
+    assert seen[0] == "INFO lm-eval says hello" and seen[1:] == [f"Running generate_until requests: {i*50}%|##| {i}/2"
+                                                                  for i in range(3)]
+    log = (tmp_path / "o" / "lm_eval.log").read_bytes()
+    assert b"hello" in log and log.count(b"\r") == 3
+    progress = demo.Progress("oracle")
+    for line in seen:
+        progress(line)
+    demo.Progress.end_line()
+    shown = capsys.readouterr().out
+    assert "oracle: Running generate_until requests: 0%" in shown and "hello" not in shown
+    assert "100%|##| 2/2" not in shown or shown.endswith("\n")

@@ -110,7 +110,13 @@ def _family_models(spec: str, subset: list[str] | None):
     table = ParamTable.load([path])
     models = table.models()
     if subset:
-        wanted = {table.find(m) for m in subset}  # raises naming an unknown model
+        wanted = set()
+        for name in subset:
+            try:
+                wanted.add(table.find(name))
+            except ValueError:
+                raise ValueError(f"--models: no such model {name!r} in family {spec!r} "
+                                 f"(its models: {', '.join(m.name for m in models)})") from None
         models = [m for m in models if m in wanted]
     return models
 
@@ -130,6 +136,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(sweep.describe(cells, args.output_path, **kw))
         return 0
+    # before any cell starts (not in a dry run: lm-eval's task index takes seconds to build)
+    sweep.check_model_args_extra(args.model_args_extra)
+    sweep.check_tasks(args.tasks, kw["lm_eval_args"])
     out = sweep.run_sweep(cells, args.output_path, sweep.subprocess_runner, jobs=jobs, devices=args.devices, **kw)
     print(f"sweep: {len(out.ran)} ran, {len(out.skipped)} already done, {len(out.failed)} failed")
     for cell, err in out.failed:

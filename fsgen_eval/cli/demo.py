@@ -10,21 +10,33 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fsgen_eval.experiments.demo import DEFAULT_OUT, check_args, run_configs, write_demo_report
+from fsgen_eval.experiments.demo import COMMITTED_OUT, DEFAULT_OUT, DEMO, check_args, run_configs, write_demo_report
 
 
 def register(sub: Any) -> None:
     """Add ``fsgen-eval demo`` to the dispatcher's subparsers."""
-    p = sub.add_parser("demo", help="run one micro pair through lm-eval on GSM8K (5 configurations) and report")
-    p.add_argument("--small", default="micro-m", help="System 1: a micro model name or a model folder")
-    p.add_argument("--large", default="micro-xl", help="the large model: a micro model name or a model folder")
-    p.add_argument("--limit", type=int, default=24, help="GSM8K test problems (lm-eval --limit)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder; runs go to OUT/runs/")
-    p.add_argument("--target-call-rate", type=float, default=0.5,
-                   help="the entropy router's large-model call rate on the oracle's traces")
+    p = sub.add_parser("demo", help=f"run one micro pair through lm-eval on {DEMO.task} (System 1, System 2, "
+                       "speculative, contrastive, entropy-routed) and report")
+    p.add_argument("--small", default=DEMO.small, help="System 1: a micro model name or a model folder")
+    p.add_argument("--large", default=DEMO.large, help="the large model: a micro model name or a model folder")
+    p.add_argument("--limit", type=int, default=DEMO.limit, help=f"{DEMO.task} test problems (lm-eval --limit)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                   help=f"report folder (default {DEFAULT_OUT}, git-ignored); runs go to OUT/runs/")
+    p.add_argument("--update-committed", action="store_true",
+                   help=f"write the committed report {COMMITTED_OUT} (the only way the demo touches committed files)")
+    p.add_argument("--target-call-rate", type=_rates, default=DEMO.call_rates,
+                   help="the entropy router's large-model call rate(s) on the oracle's traces, e.g. 0.3,0.6: "
+                        "one routed run each")
     p.add_argument("--max-gen-toks", type=int, help="cap on generated tokens (default: the task's 256)")
     p.add_argument("--force", action="store_true", help="rerun configurations that are already complete")
     p.set_defaults(func=cmd_demo)
+
+
+def _rates(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -36,7 +48,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                       TOKENIZERS_PARALLELISM="false")
     runs_dir = args.out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    print(f"demo: {small.name} -> {large.name}, GSM8K x {args.limit}, datasets from {data}", flush=True)
+    print(f"demo: {small.name} -> {large.name}, {DEMO.task} x {args.limit}, datasets from {data}; "
+          f"results in {args.out}", flush=True)
     try:
         lines = run_configs(small, large, runs_dir, args.limit, args.max_gen_toks, args.target_call_rate, args.force)
     except RuntimeError as err:

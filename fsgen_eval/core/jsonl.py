@@ -55,7 +55,8 @@ def read_json(path: Path) -> Any:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        # err.msg may end in "at" ("Unterminated string starting at"): give the position after a colon
+        raise ValueError(f"{path}: not valid JSON ({err.msg}: line {err.lineno} column {err.colno})") from None
     except RecursionError as err:
         raise ValueError(f"{path}: not valid JSON ({_why(err)})") from None
     if nesting(obj) > MAX_DEPTH:

@@ -15,7 +15,10 @@ Everything is offline: the models are the committed micro family, the datasets c
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +28,29 @@ from fsgen_eval.experiments.sweep import Cell, run_cell, subprocess_runner
 
 REPO = Path(__file__).resolve().parents[2]
 FAMILY_YAML = REPO / "model_configs" / "micro.yaml"
-GSM8K = Path("openai") / "gsm8k"  # what lm-eval's gsm8k task loads, as a folder under the datasets dir
-DEFAULT_OUT = Path("reports") / "demo"
-# the micro models were trained on 1024-token windows: 3 exemplars plus 256 new tokens fit (docs/zoo.md)
-NUM_FEWSHOT = 3
+
+
+@dataclass(frozen=True)
+class DemoSetup:
+    """What the demo runs, in one place: the CLI's defaults and the committed report come from here, so
+    switching the demo to another pair or task is an edit of :data:`DEMO` (then ``--update-committed``)."""
+
+    small: str = "micro-m"  # System 1: a micro model name or a model folder
+    large: str = "micro-xl"
+    task: str = "gsm8k"  # lm-eval's task
+    dataset: Path = Path("openai") / "gsm8k"  # what that task loads, as a folder under the datasets dir
+    limit: int = 24  # the task's first test problems
+    # the micro models were trained on 1024-token windows: 3 exemplars plus 256 new tokens fit (docs/zoo.md)
+    num_fewshot: int = 3
+    # the entropy router's large-model call rates on the oracle's traces: one routed run per rate
+    call_rates: tuple[float, ...] = (0.5,)
+
+
+DEMO = DemoSetup()
+GSM8K = DEMO.dataset  # (the name older callers use)
+NUM_FEWSHOT = DEMO.num_fewshot
+DEFAULT_OUT = Path("runs") / "demo"  # git-ignored: a plain `fsgen-eval demo` touches no committed file
+COMMITTED_OUT = Path("reports") / "demo"  # rewritten only with --update-committed
 
 
 @dataclass(frozen=True)
@@ -43,14 +65,17 @@ class DemoCell(Cell):
         return Path(self.name)
 
 
-# (folder name, method, router): the entropy router's threshold is filled in once the oracle has run
-CONFIGS: tuple[tuple[str, str, str], ...] = (
-    ("system1", "oracle", "never"),
-    ("oracle", "oracle", "always"),
-    ("speculative", "speculative", "always"),
-    ("contrastive", "contrastive", "always"),
-    ("oracle-entropy", "oracle", "entropy"),
-)
+def configs(call_rates: tuple[float, ...] = DEMO.call_rates) -> tuple[tuple[str, str, str, float | None], ...]:
+    """(folder name, method, router, target call rate): System 1 alone, System 2 alone (the oracle), greedy
+    speculative, contrastive, and the oracle behind an entropy router per target call rate (its threshold is
+    filled in once the oracle has run; one rate names the folder ``oracle-entropy``, several add the rate)."""
+    routed = tuple((("oracle-entropy" if len(call_rates) == 1 else f"oracle-entropy-{r:g}"), "oracle", "entropy", r)
+                   for r in call_rates)
+    return (("system1", "oracle", "never", None), ("oracle", "oracle", "always", None),
+            ("speculative", "speculative", "always", None), ("contrastive", "contrastive", "always", None), *routed)
+
+
+CONFIGS = configs()
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -62,9 +87,9 @@ def datasets_dir(environ: dict[str, str] | None = None) -> Path:
     given = env.get("FSGEN_DATASETS_DIR", "").strip()
     root = Path(given).expanduser() if given else REPO.parent / "shared" / "hf-datasets"
     origin = "FSGEN_DATASETS_DIR" if given else "the default beside the repository"
-    if not (root / GSM8K).is_dir():
-        raise FileNotFoundError(f"no offline datasets: {root / GSM8K} ({origin}) is not a folder; set "
-                                "FSGEN_DATASETS_DIR to a folder laid out like the hub (openai/gsm8k/...)")
+    if not (root / DEMO.dataset).is_dir():
+        raise FileNotFoundError(f"no offline datasets: {root / DEMO.dataset} ({origin}) is not a folder; set "
+                                f"FSGEN_DATASETS_DIR to a folder laid out like the hub ({DEMO.dataset}/...)")
     return root.resolve()
 
 
@@ -100,10 +125,20 @@ def display_path(path: Path) -> str:
 
 def check_args(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     """Validate everything before any model runs; returns (datasets dir, small, large)."""
+    if getattr(args, "update_committed", False):
+        if args.out not in (DEFAULT_OUT, COMMITTED_OUT):
+            raise ValueError(f"--update-committed rewrites {COMMITTED_OUT}; it cannot go with --out {args.out}")
+        args.out = COMMITTED_OUT
+    elif holds_committed_files(args.out):
+        raise ValueError(f"--out {args.out} holds committed files; pass --update-committed to rewrite "
+                         f"{COMMITTED_OUT}, or give another folder")
     if args.limit < 2:
         raise ValueError(f"--limit must be at least 2 (the report's intervals need two problems), got {args.limit}")
-    if not 0.0 < args.target_call_rate < 1.0:
-        raise ValueError(f"--target-call-rate must lie strictly between 0 and 1, got {args.target_call_rate}")
+    for rate in args.target_call_rate:
+        if not 0.0 < rate < 1.0:
+            raise ValueError(f"--target-call-rate must lie strictly between 0 and 1, got {rate}")
+    if len(set(args.target_call_rate)) != len(args.target_call_rate):
+        raise ValueError(f"--target-call-rate names a rate twice: {args.target_call_rate}")
     if args.max_gen_toks is not None and args.max_gen_toks < 1:
         raise ValueError(f"--max-gen-toks must be positive, got {args.max_gen_toks}")
     data = datasets_dir()
@@ -113,6 +148,16 @@ def check_args(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out} exists and is not a folder")
     return data, small, large
+
+
+def holds_committed_files(folder: Path) -> bool:
+    """Whether git tracks a file under ``folder`` (``False`` outside a git checkout or without git)."""
+    try:
+        found = subprocess.run(["git", "ls-files", "--", str(folder)], capture_output=True, text=True,
+                               cwd=Path.cwd(), check=False)
+    except OSError:
+        return False
+    return found.returncode == 0 and bool(found.stdout.strip())
 
 
 # ------------------------------------------------------------------------------------------ runs
@@ -151,36 +196,73 @@ def entropy_threshold(oracle_folder: Path, target: float) -> tuple[float, dict[s
 
 def lm_eval_args(max_gen_toks: int | None) -> list[str]:
     """lm-eval's arguments for every demo cell (few-shot, batch size, and the generation cap if given)."""
-    args = ["--num_fewshot", str(NUM_FEWSHOT), "--batch_size", "8"]
+    args = ["--num_fewshot", str(DEMO.num_fewshot), "--batch_size", "8"]
     if max_gen_toks is not None:
         args += ["--gen_kwargs", f"max_gen_toks={max_gen_toks}"]
     return args
 
 
 def run_configs(small: Path, large: Path, runs_dir: Path, limit: int, max_gen_toks: int | None,
-                target: float, force: bool) -> list[str]:
-    """Run each configuration not yet complete (all with ``force``); returns one status line per config.
+                targets: tuple[float, ...], force: bool) -> list[str]:
+    """Run each configuration not yet complete (all with ``force``), printing each one's start, lm-eval's
+    progress bars and its time as it finishes; returns one status line per config (the closing summary).
     Raises ``RuntimeError`` naming the configuration and its log when lm-eval fails (earlier ones are kept)."""
-    lines, threshold = [], None
-    for name, method, router in CONFIGS:
+    lines, todo = [], configs(targets)
+    for i, (name, method, router, target) in enumerate(todo, 1):
+        threshold = None
         if router == "entropy":
             threshold, point = entropy_threshold(runs_dir / "oracle", target)
             lines.append(f"  entropy threshold {threshold:g}: oracle-trace call rate {point['call_rate']:.3f}, "
                          f"handoffs caught {point['caught']:.3f} (target {target})")
-        cell = DemoCell(display_path(small), display_path(large), method, router,
-                        threshold if router == "entropy" else None, "gsm8k", name=name)
+            print(f"demo: {lines[-1].strip()}", flush=True)
+        cell = DemoCell(display_path(small), display_path(large), method, router, threshold, DEMO.task, name=name)
         folder = runs_dir / name
         if completed(folder) and not force and _same_threshold(folder, cell.threshold):
             lines.append(f"  {name:15} already complete: {folder}")
+            print(f"demo: [{i}/{len(todo)}] {name} already complete", flush=True)
             continue
         t0 = time.monotonic()
-        print(f"demo: running {name} ({method}, router={router}) ...", flush=True)
-        err = run_cell(cell, runs_dir, subprocess_runner, limit=limit, trace_arg="",
+        print(f"demo: [{i}/{len(todo)}] running {name} ({method}, router={router}); lm-eval's output goes to "
+              f"{runs_dir / (name + '.tmp') / 'lm_eval.log'} (kept as {folder / 'lm_eval.log'})", flush=True)
+        runner = functools.partial(subprocess_runner, echo=Progress(name))
+        err = run_cell(cell, runs_dir, runner, limit=limit, trace_arg="",
                        model_args_extra="device=cpu,dtype=float32", lm_eval_args=lm_eval_args(max_gen_toks))
+        Progress.end_line()
         if err:
             raise RuntimeError(f"demo: configuration {name} failed: {err}")
         lines.append(f"  {name:15} ran in {time.monotonic() - t0:.0f} s")
+        print(f"demo: [{i}/{len(todo)}] {name} ran in {time.monotonic() - t0:.0f} s", flush=True)
     return lines
+
+
+class Progress:
+    """lm-eval's progress bars (tqdm lines: ``Running generate_until requests: 40%|...| 10/24``) redrawn on
+    one screen line, prefixed by the configuration; the rest of lm-eval's output stays in its log only."""
+
+    _open = False  # a progress line is on the screen and needs a newline before other output
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.last = 0.0
+
+    def __call__(self, line: str) -> None:
+        if "%|" not in line:
+            return
+        now = time.monotonic()
+        done = "100%|" in line
+        if now - self.last < 1.0 and not done:  # at most one redraw a second
+            return
+        self.last = now
+        sys.stdout.write(f"\r  {self.name}: {line.strip()[:110]}\033[K")
+        sys.stdout.flush()
+        Progress._open = True
+
+    @classmethod
+    def end_line(cls) -> None:
+        if cls._open:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            cls._open = False
 
 
 def _same_threshold(folder: Path, threshold: float | None) -> bool:
@@ -196,9 +278,10 @@ def _same_threshold(folder: Path, threshold: float | None) -> bool:
 # ------------------------------------------------------------------------------------------ report
 
 
-def write_demo_report(out: Path, small: Path, large: Path, limit: int, target: float,
+def write_demo_report(out: Path, small: Path, large: Path, limit: int, targets: tuple[float, ...],
                       max_gen_toks: int | None) -> tuple[Path, Path]:
-    """The project's report over the demo's runs, with a note saying how the runs were made."""
+    """The project's report over the demo's runs, with a note saying how the runs were made (the report's own
+    what-if target is the first entropy router's call rate)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -206,11 +289,13 @@ def write_demo_report(out: Path, small: Path, large: Path, limit: int, target: f
     from fsgen_eval.analysis.params import ParamTable
     from fsgen_eval.analysis.report import build_report, write_report
 
-    title = f"fsgen-eval demo: {small.name} -> {large.name} on GSM8K ({limit} problems, {NUM_FEWSHOT}-shot)"
-    rep = build_report(find_runs([out / "runs"]), ParamTable.load([FAMILY_YAML]), title, target)
-    gen = f"max_gen_toks={max_gen_toks}" if max_gen_toks else "GSM8K's max_gen_toks (256)"
-    rep.notes.insert(0, f"made by `fsgen-eval demo`: lm-eval's gsm8k, --limit {limit}, --num_fewshot {NUM_FEWSHOT}, "
-                        f"{gen}, fp32 greedy on the CPU; System 1 = {small.name}, large = {large.name}; the "
-                        f"entropy router's threshold is the what-if's for a {target:.0%} call rate on the oracle's "
-                        "traces; results and traces under runs/ (traces are not committed)")
+    task = "GSM8K" if DEMO.task == "gsm8k" else DEMO.task
+    title = f"fsgen-eval demo: {small.name} -> {large.name} on {task} ({limit} problems, {DEMO.num_fewshot}-shot)"
+    rep = build_report(find_runs([out / "runs"]), ParamTable.load([FAMILY_YAML]), title, targets[0])
+    gen = f"max_gen_toks={max_gen_toks}" if max_gen_toks else f"{task}'s max_gen_toks"
+    rates = " and ".join(f"{t:.0%}" for t in targets)
+    rep.notes.insert(0, f"made by `fsgen-eval demo`: lm-eval's {DEMO.task}, --limit {limit}, --num_fewshot "
+                        f"{DEMO.num_fewshot}, {gen}, fp32 greedy on the CPU; System 1 = {small.name}, large = "
+                        f"{large.name}; the entropy router's threshold is the what-if's for a {rates} call rate on "
+                        "the oracle's traces; results and traces under runs/ (traces are not committed)")
     return write_report(rep, out)

@@ -26,6 +26,7 @@ from contextlib import ExitStack, contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fsgen_eval.analysis.params import ParamCount
 from fsgen_eval.core import registry
@@ -168,20 +169,38 @@ _running: set[subprocess.Popen] = set()  # supervisors of running cells (stopped
 _running_lock = threading.Lock()
 
 
-def subprocess_runner(argv: list[str], output: Path) -> int:
+def subprocess_runner(argv: list[str], output: Path, echo: Callable[[str], None] | None = None) -> int:
     """Run lm-eval, its output going to ``<output>/lm_eval.log``; it (with its process group) dies with the
-    sweep, even when the sweep is killed with SIGKILL."""
+    sweep, even when the sweep is killed with SIGKILL. With ``echo``, every line of that output (a progress
+    bar's redraws, split at carriage returns, included) is also handed to ``echo`` as it arrives."""
     output.mkdir(parents=True, exist_ok=True)
-    with (output / "lm_eval.log").open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-c", _SUPERVISOR, str(os.getpid()), *argv], stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+    with (output / "lm_eval.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", _SUPERVISOR, str(os.getpid()), *argv],
+                                stdout=subprocess.PIPE if echo else log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         with _running_lock:
             _running.add(proc)
         try:
+            if echo:
+                _copy_output(proc.stdout, log, echo)
             return proc.wait()
         finally:
             with _running_lock:
                 _running.discard(proc)
+
+
+def _copy_output(stream: Any, log: Any, echo: Callable[[str], None]) -> None:
+    r"""Copy ``stream`` into ``log`` as it comes, and each finished line (``\n`` or ``\r``) to ``echo``."""
+    pending = b""
+    while chunk := stream.read1(65536):
+        log.write(chunk)
+        log.flush()
+        *lines, pending = re.split(rb"[\r\n]", pending + chunk)
+        for line in lines:
+            if line.strip():
+                echo(line.decode(errors="replace"))
+    if pending.strip():
+        echo(pending.decode(errors="replace"))
 
 
 def stop_running_cells() -> None:
@@ -261,6 +280,38 @@ def _run_then_rename(final: Path, command: Callable[[Path], list[str]], runner: 
         shutil.rmtree(final)
     tmp.rename(final)
     return None
+
+
+def check_tasks(tasks: list[str], lm_eval_args: list[str] | None = None) -> None:
+    """Refuse, in one line naming them, task names lm-eval does not know (its ``TaskManager`` index, with the
+    ``--include_path`` of ``lm_eval_args`` if any), before any cell starts; a path to a task YAML passes."""
+    from lm_eval.tasks import TaskManager
+
+    args = list(lm_eval_args or [])
+    include = args[args.index("--include_path") + 1] if "--include_path" in args[:-1] else None
+    include = next((a.partition("=")[2] for a in args if a.startswith("--include_path=")), include)
+    unknown = [t for t in tasks if not Path(t).exists()]
+    if not unknown:
+        return
+    known = set(TaskManager(verbosity="ERROR", include_path=include).all_tasks)
+    unknown = [t for t in unknown if t not in known]
+    if unknown:
+        raise ValueError(f"--tasks: lm-eval knows no task {', '.join(map(repr, unknown))} "
+                         f"({'with --include_path ' + include if include else 'its task index'}; "
+                         "`lm_eval ls tasks` lists them)")
+
+
+def check_model_args_extra(model_args_extra: str) -> None:
+    """Refuse a ``--model-args-extra`` key ``--model fsgen`` does not take, in one line, before any cell starts
+    (lm-eval would otherwise fail cell by cell)."""
+    from fsgen_eval.lm_eval.model import FSGenLM
+
+    valid = FSGenLM.model_arg_names()
+    keys = [p.partition("=")[0].strip() for p in model_args_extra.split(",") if p.strip()]
+    unknown = [k for k in keys if k not in valid]
+    if unknown:
+        raise ValueError(f"--model-args-extra: --model fsgen takes no key {', '.join(map(repr, unknown))} "
+                         f"(valid keys: {', '.join(valid)})")
 
 
 def check_jobs(jobs: int, devices: list[str] | None, model_args_extra: str = "") -> None:

@@ -69,6 +69,34 @@ def require_pair(small: Any, large: Any) -> None:
             raise ModelArgsError(f"--model fsgen needs {role}=PATH ({what}) in --model_args")
 
 
+def same_model(a: str, b: str) -> bool:
+    """Whether two ``small``/``large`` values name one model: the same local folder, or the same hub id."""
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.realpath(a) == os.path.realpath(b)
+    return a.rstrip("/") == b.rstrip("/")
+
+
+def check_distinct_pair(small: str, large: str, method: str, router: str) -> None:
+    """Refuse ``small`` = ``large`` where System 2 would be called: System 2 is then System 1's own
+    distribution (or, for speculative and contrastive decoding, reduces to it), so the run would load the model
+    twice to report a collaboration rate of 0 by construction. Router ``never`` (System 1 alone, e.g. System 2's
+    own run for a replay) and methods that read ``small_base`` (proxy tuning: ``large + α·(small − small_base)``
+    still differs from the small model) stay allowed. Unknown names are left to the registry's own check."""
+    from fsgen_eval.core import registry
+
+    if not same_model(small, large):
+        return
+    try:
+        never = registry.get_router(router).never_calls
+        needs_base = registry.get_method(method).needs_small_base
+    except (KeyError, ValueError):
+        return
+    if not (never or needs_base):
+        raise ModelArgsError(f"small and large are the same model ({small}): with method={method}, "
+                             f"router={router} System 2 always agrees with System 1 (collaboration rate 0 by "
+                             "construction); give two different models, or router=never for the model alone")
+
+
 def model_arg_names(fixed: Iterable[str]) -> list[str]:
     """The ``--model_args`` keys: the constructor's own ``fixed`` keywords, then every registered method's
     and router's parameter (``threshold``, ``num_draft``, ``alpha``, ...)."""

@@ -188,6 +188,10 @@ class FSGenLM(HFLM):
                          trust_remote_code=bool(trust_remote_code), parallelize=bool(parallelize))
         if self.backend != "causal":
             raise ModelArgsError(f"large={large!r} is not a causal (decoder-only) language model")
+        if isinstance(batch_size, int):
+            # lm-eval records its own --batch_size (1 unless given) as config.batch_size and, from this public
+            # attribute, the sizes really used as config.batch_sizes and in its header ("batch_size: 1 (8)")
+            self.batch_sizes = {0: batch_size}
         loaded = {role: self._load_small(role, path, dtype, bool(trust_remote_code))
                   for role, path in roles.items() if role != "large"}
         self.pair = ModelPair.from_models(loaded["small"], self.model, toks["small"],
@@ -636,6 +640,7 @@ def check_pair(small: Any, large: Any, small_base: str | None, method: str, rout
     from fsgen_eval.engine.pair import pair_tokenizers
 
     margs.require_pair(small, large)
+    margs.check_distinct_pair(small, large, method, router)
     try:
         make_config(method=method, router=router, threshold=threshold, has_small_base=bool(small_base),
                     **method_params)
