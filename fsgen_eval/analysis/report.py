@@ -24,6 +24,7 @@ from fsgen_eval.analysis import paper, plots
 from fsgen_eval.analysis.files import Run, is_metric, read_trace_file, run_records
 from fsgen_eval.analysis.leaderboard import Table, format_rows, header, rank_table, trace_intervals
 from fsgen_eval.analysis.params import ParamTable
+from fsgen_eval.analysis.points import fit_points
 from fsgen_eval.analysis.scaling import GROUP_FIELDS, MIN_PAIRS, fit_groups, group_key
 from fsgen_eval.analysis.signals import called_tokens, rate_by_decile, summarize_signals
 from fsgen_eval.analysis.whatif import tradeoff_curves
@@ -117,23 +118,16 @@ class ScalingGroup:
 
 
 def scaling_points(runs: list[Run], params: ParamTable | None, notes: list[str]) -> list[dict[str, Any]]:
-    """One point per (collaborative run, task) with known sizes: the run's settings, sizes and rate."""
+    """One point per (collaborative run, task) with known sizes (:func:`points.fit_points`: the rate its
+    method defines, never a run that does not call System 2); a run whose sizes are unknown is a note."""
     rows: list[dict[str, Any]] = []
     if params is None:
         return rows
     for run in runs:
-        if _router(run) is not None and _router(run).never_calls:
-            continue
         try:
-            sizes = {"small_params": params.get(run.fsgen.small), "large_params": params.get(run.fsgen.large)}
+            rows += fit_points([run], params, "any")
         except ValueError as err:
             notes.append(f"scaling plot: {err}")
-            continue
-        for task in run.results:
-            rate = run.fsgen.task_summary(task).get("collaboration_rate")
-            if rate is not None:
-                rows.append({**run.settings(task), "small": run.fsgen.small, "large": run.fsgen.large,
-                             **sizes, "collaboration_rate": float(rate)})
     return rows
 
 
@@ -146,7 +140,7 @@ def scaling_series(runs: list[Run], params: ParamTable | None, n_boot: int, note
         return []
     fits = fit_groups(rows, n_boot=n_boot, progress=progress)
     out = []
-    for g in fits:
+    for g in (f.to_dict() for f in fits):
         mine = [r for r in rows if group_key(r) == tuple((k, g[k]) for k in GROUP_FIELDS if g.get(k) is not None)]
         out.append(ScalingGroup(g["label"], np.array([r["large_params"] / r["small_params"] for r in mine]),
                                 np.array([r["collaboration_rate"] for r in mine]), g))
