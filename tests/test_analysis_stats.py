@@ -124,3 +124,38 @@ def test_fit_points_leave_out_system2_alone_and_use_the_methods_rate():
     assert rows[1]["collaboration_rate"] == 0.1 and rows[1]["rate_field"] == "base_collaboration_rate"
     assert rate_field("oracle") == "collaboration_rate"
     assert fit_points(runs, _Params(), "never") == []
+
+
+# ---------------------------------------------------------------- the leaderboard's intervals and stars
+
+
+def test_metric_interval_is_wilson_in_0_1_and_too_few_requests_say_so():
+    from fsgen_eval.analysis.leaderboard import Column, cell_text, wilson
+
+    col = Column("metric:exact_match", "em", "high")
+    row = {"metrics": {"exact_match": (0.0417, 0.0416)}, "n_requests": 24}
+    v, (lo, hi) = col.value(row)
+    assert lo >= 0 and hi <= 1 and lo < v < hi  # ± 1.96 stderr would give [-0.0400, 0.1233]
+    assert (lo, hi) == wilson(0.0417, 24)
+    few = {"metrics": {"exact_match": (0.332, 0.0)}, "n_requests": 3, "collaboration_rate": 0.332,
+           "ci": {}}
+    assert cell_text(col, few) == "0.3320 (n=3: too few requests for an interval)"
+    rate = Column("collaboration_rate", "c", "low", starred=False)
+    assert "too few requests" in cell_text(rate, few) and "[" not in cell_text(rate, few)
+
+
+def test_star_only_a_strict_best_on_meaningful_columns():
+    from fsgen_eval.analysis.leaderboard import RATE_COLUMNS, Column, best_rows
+
+    col = Column("metric:pass@1", "p", "high")
+    rows = [{"metrics": {"pass@1": (v, None)}, "role": "collaborative"} for v in (0.0, 0.0, 0.0)]
+    assert best_rows(rows, col) == []  # constant column
+    rows[1]["metrics"]["pass@1"] = (0.2, None)
+    assert best_rows(rows, col) == [1]
+    rows[2]["metrics"]["pass@1"] = (0.2, None)
+    assert best_rows(rows, col) == []  # a tie
+    collab = next(c for c in RATE_COLUMNS if c.key == "collaboration_rate")
+    speed = next(c for c in RATE_COLUMNS if c.key == "tokens_per_second")
+    rated = [{"collaboration_rate": v, "tokens_per_second": v, "role": "collaborative", "metrics": {}}
+             for v in (0.1, 0.2)]
+    assert best_rows(rated, collab) == [] and best_rows(rated, speed) == []

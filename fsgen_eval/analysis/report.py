@@ -85,8 +85,19 @@ def _row(run: Run, task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     row = {"role": role(run), "pair": run.pair, "config": run.label, "metrics": metrics}
     row.update({k: summary.get(k) for k in SUMMARY_RATES})
     row["tokens_per_second"] = run.fsgen.tokens_per_second
-    row["ci"] = trace_intervals([r for r in records if str(r.get("task")) == task])
+    mine = [r for r in records if str(r.get("task")) == task]
+    row["ci"] = trace_intervals(mine)
+    row["n_requests"] = _n_requests(run, task, mine)
     return row
+
+
+def _n_requests(run: Run, task: str, records: list[dict[str, Any]]) -> int | None:
+    """The requests a task's metrics and rates rest on: lm-eval's effective sample count, else the number of
+    trace records, else unknown (``None``)."""
+    n = run.n_samples.get(task)
+    if isinstance(n, dict) and isinstance(n.get("effective"), int):
+        return n["effective"]
+    return len(records) or None
 
 
 def build_tables(runs: list[Run], records: list[list[dict[str, Any]]] | None = None,
@@ -97,7 +108,9 @@ def build_tables(runs: list[Run], records: list[list[dict[str, Any]]] | None = N
     tasks = sorted({t for r in runs for t in r.results})
     tables = []
     for task in tasks:
-        rows = [_row(r, task, recs) for r, recs in zip(runs, records) if task in r.results]
+        # a replaying sweep's internal System 2 run (small = large, router never) is no configuration: no row
+        rows = [_row(r, task, recs) for r, recs in zip(runs, records)
+                if task in r.results and r.fsgen.small != r.fsgen.large]
         metrics = sorted({m for row in rows for m in row["metrics"]})
         try:
             tables.append(rank_table(Table(task, metrics, rows), rank_by))
@@ -320,8 +333,9 @@ def leaderboard_figures(tables: list[Table]) -> list[Plot]:
                     [[str(r["rank"]), r["pair"], r["config"], _fmt(v), *(("–", "–") if ci is None else
                       (_fmt(ci[0]), _fmt(ci[1])))] for r, (v, ci) in zip(ranked, vals)])
             figs.append(Plot(f"Leaderboard {t.task}: {col.title.rstrip(' ↓↑')} with 95 % intervals",
-                             plots.to_png_bytes(fig), "bars: 95 % intervals (rates: requests as clusters; "
-                             "metrics: ± 1.96 stderr); ★ best", data))
+                             plots.to_png_bytes(fig), "bars: 95 % intervals (rates: requests as clusters, "
+                             "clipped to [0, 1]; proportions: Wilson; other metrics: ± 1.96 stderr)"
+                             + ("; ★ strict best" if best else ""), data))
         pairs = sorted({r["pair"] for r in t.rows})
         configs = sorted({r["config"] for r in t.rows})
         matrix = np.full((len(pairs), len(configs)), np.nan)
