@@ -84,9 +84,11 @@ def test_fit_groups_by_task_and_method():
              "collaboration_rate": float(power_law(x, 0.3, 0.5, b))} for t, b in (("a", 0.4), ("b", 0.6)) for x in r]
     rows.append({"task": "c", "method": "oracle", "small_params": 1e9, "large_params": 4e9, "collaboration_rate": 0.2})
     groups = fit_groups(rows, n_boot=20)
-    assert [g["task"] for g in groups] == ["a", "b", "c"]
-    assert groups[0]["b"] == pytest.approx(0.4, abs=1e-3) and groups[1]["b"] == pytest.approx(0.6, abs=1e-3)
-    assert "a fit needs at least 3 pairs" in groups[2]["error"] and groups[2]["a"] is None
+    assert [g.settings["task"] for g in groups] == ["a", "b", "c"]
+    assert groups[0].power.params["b"] == pytest.approx(0.4, abs=1e-3)
+    assert groups[1].power.params["b"] == pytest.approx(0.6, abs=1e-3)
+    assert "a fit needs at least 3 pairs" in groups[2].error and groups[2].power is None
+    assert groups[2].to_dict()["a"] is None and "error" in groups[2].to_dict()
 
 
 def test_fit_cli_json_from_csv(tmp_path, capsys):
@@ -116,12 +118,15 @@ def test_fit_cli_from_result_folders(tmp_path, capsys):
     assert out[0]["n_points"] == 4 and out[0]["b"] == pytest.approx(0.4, abs=1e-3)
 
 
-def test_two_factor_bootstrap_with_two_small_models():
-    # a 2 x 2 design (two small, two large models): resamples of >= 3 distinct pairs can be fitted
+def test_two_factor_on_four_points_is_an_interpolation_without_interval_or_verdict():
+    # a 2 x 2 design: 4 points for 3 parameters leave one degree of freedom; no interval, no verdict
     ns, nl = np.array([1e9, 1e9, 3e9, 3e9]), np.array([2e10, 9e10, 2e10, 9e10])
     y = two_factor_law(ns, nl, -1.0, 0.3, 0.15) * np.array([1.01, 0.99, 0.995, 1.005])
     fit = fit_two_factor(ns, nl, y, n_boot=100)
-    assert fit.n_boot_used > 0 and all(np.isfinite(v).all() for v in fit.ci.values())
+    assert fit.n_boot_used == 0 and not any(np.isfinite(v).any() for v in fit.ci.values())
+    assert "interpolation" in fit.degenerate[0] and fit.verdict.startswith("no verdict")
+    power = fit_power_law(nl / ns, y, n_boot=100)
+    assert power.n_boot_used == 0 and "interpolation" in power.degenerate[0]
 
 
 # ---------------------------------------------------------------- the vectorised fit and its diagnostics
@@ -203,10 +208,10 @@ def test_groups_split_by_router_and_need_three_pairs(capsys):
              for k in range(7)]
     seen = []
     groups = fit_groups(rows, n_boot=20, progress=lambda i, n, label: seen.append((i, n, label)))
-    assert [g["label"] for g in groups] == ["task=gsm8k method=oracle router=always",
+    assert [g.label for g in groups] == ["task=gsm8k method=oracle router=always",
                                             "task=gsm8k method=oracle router=entropy@1.5"]
     assert [s[:2] for s in seen] == [(0, 2), (1, 2)]
-    always, entropy = groups
+    always, entropy = (g.to_dict() for g in groups)
     assert always["n_points"] == 5 and always["b"] == pytest.approx(0.4, abs=1e-3)
     assert entropy["n_points"] == 7 and entropy["n_pairs"] == 1 and entropy["a"] is None
     assert "1 distinct (small, large) pair(s) in 7 point(s)" in entropy["error"]

@@ -49,6 +49,7 @@ class Run:
     missing_traces: list[Path] = field(default_factory=list)  # named but not found
     config: dict[str, Any] = field(default_factory=dict)  # lm-eval's ``config`` (model_args, batch_size, ...)
     n_shot: dict[str, Any] = field(default_factory=dict)  # lm-eval's ``n-shot``: task -> few-shot count
+    n_samples: dict[str, Any] = field(default_factory=dict)  # lm-eval's ``n-samples``: task -> {effective, ...}
 
     def settings(self, task: str) -> dict[str, Any]:
         """What makes this run's points comparable or not with another's (besides the pair): ``task``,
@@ -103,7 +104,8 @@ def load_run(path: Path) -> Run:
     run_info = RunInfo.from_json(fsgen, where=f"{path}: config['fsgen']")
     config = {k: v for k, v in (obj.get("config") or {}).items() if k != "fsgen"}
     n_shot = obj.get("n-shot") if isinstance(obj.get("n-shot"), dict) else {}
-    return Run(Path(path), run_info, obj["results"], present, missing, config, n_shot)
+    n_samples = obj.get("n-samples") if isinstance(obj.get("n-samples"), dict) else {}
+    return Run(Path(path), run_info, obj["results"], present, missing, config, n_shot, n_samples)
 
 
 def _trace_files_for(results_path: Path, fsgen: dict[str, Any]) -> tuple[list[Path], list[Path]]:

@@ -1,13 +1,19 @@
 """The leaderboard: per task, the runs ranked by one column, every column with its 95 % interval and its best
 value marked.
 
-A row is one run on one task (a pair and a configuration). Its columns: lm-eval's metrics (± 1.96 stderr),
-``collaboration_rate`` and ``llm_call_rate`` (intervals with requests as clusters, from the traces:
-:func:`fsgen_eval.analysis.gate.ratio_ci`), ``acceptance_rate`` (accepted / drafted, the same way, for
-speculative runs), ``mean_acceptance_length`` and ``tokens_per_second`` (no interval: one number per run).
-Each column knows which way is better: a lower collaboration or call rate (System 2 is needed less), a higher
-metric, acceptance or speed. System 1 alone never calls System 2, so its zero rates are not ranked and never
-"best" in the rate columns.
+A row is one run on one task (a pair and a configuration). Its columns: lm-eval's metrics (a proportion —
+a value in [0, 1] with lm-eval's sample count — gets a Wilson interval, which stays in [0, 1]; any other
+metric ± 1.96 stderr), ``collaboration_rate`` and ``llm_call_rate`` (intervals with requests as clusters, from
+the traces: :func:`fsgen_eval.analysis.gate.ratio_ci`, clipped to [0, 1]), ``acceptance_rate`` (accepted /
+drafted, the same way, for speculative runs), ``mean_acceptance_length`` and ``tokens_per_second`` (no
+interval: one number per run). With fewer than :data:`MIN_REQUESTS` requests a cell says so instead of
+printing an interval.
+
+Each column knows which way is better, but a best mark (★) is only given where "best" means something — a
+task metric, the acceptance rate and length — and only to a strict best: never to a tie or a constant column.
+A lower collaboration or call rate is not a quality ranking, and tokens/s of runs on different machines or
+batch sizes do not compare, so those columns are ranked on request but never starred. System 1 alone never
+calls System 2, so its zero rates are not ranked.
 """
 
 from __future__ import annotations
@@ -22,6 +28,15 @@ from fsgen_eval.analysis.gate import Z95, ratio_ci
 from fsgen_eval.core.traces_io import TraceTable
 
 Interval = tuple[float, float] | None
+MIN_REQUESTS = 5  # fewer requests than this: no interval (a 3-request clustered interval is noise or zero-width)
+
+
+def wilson(p: float, n: float, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion p over n trials: stays in [0, 1], never zero-width for 0 < n."""
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return float(max(0.0, mid - half)), float(min(1.0, mid + half))
 
 
 @dataclass(frozen=True)
@@ -33,17 +48,31 @@ class Column:
     title: str
     better: str
     digits: int = 4
+    starred: bool = True  # whether a strict best in this column means something and is marked
 
     def value(self, row: dict[str, Any]) -> tuple[float | None, Interval]:
-        """(value, 95 % interval or None) of this column in ``row``."""
+        """(value, 95 % interval or None) of this column in ``row``: a metric in [0, 1] with a sample count
+        of at least :data:`MIN_REQUESTS` gets a Wilson interval, another metric ± 1.96 stderr."""
         if self.key.startswith("metric:"):
             v = row["metrics"].get(self.key[7:])
             if v is None:
                 return None, None
             value, se = v
+            n = row.get("n_requests")
+            if n is not None and n < MIN_REQUESTS:
+                return value, None
+            if n is not None and 0.0 <= value <= 1.0:
+                return value, wilson(value, n)
             return value, None if se is None else (value - Z95 * se, value + Z95 * se)
         v = row.get(self.key)
         return (None if v is None else float(v)), row.get("ci", {}).get(self.key)
+
+    def no_interval_note(self, row: dict[str, Any]) -> str | None:
+        """Why a value has no interval: too few requests (``None`` when it has one or needs none)."""
+        n = row.get("n_requests")
+        if n is not None and n < MIN_REQUESTS and (self.key.startswith("metric:") or self.key in INTERVAL_RATES):
+            return f"n={n}: too few requests for an interval"
+        return None
 
     def ranks(self, row: dict[str, Any]) -> bool:
         """Whether ``row`` takes part in this column's ranking and best mark (System 1 alone's rates do not)."""
@@ -51,12 +80,13 @@ class Column:
 
 
 RATE_COLUMNS = (
-    Column("collaboration_rate", "collaboration rate ↓", "low"),
-    Column("llm_call_rate", "LLM call rate ↓", "low"),
+    Column("collaboration_rate", "collaboration rate ↓", "low", starred=False),
+    Column("llm_call_rate", "LLM call rate ↓", "low", starred=False),
     Column("acceptance_rate", "acceptance rate ↑", "high"),
     Column("mean_acceptance_length", "acceptance length ↑", "high", 2),
-    Column("tokens_per_second", "tokens/s ↑", "high", 1),
+    Column("tokens_per_second", "tokens/s ↑", "high", 1, starred=False),
 )
+INTERVAL_RATES = ("collaboration_rate", "llm_call_rate", "acceptance_rate")
 NO_SYSTEM2_COLUMNS = ("collaboration_rate", "llm_call_rate")
 RANK_CHOICES = ("collaboration_rate", "llm_call_rate", "acceptance_rate", "accuracy", "tokens_per_second")
 
@@ -121,28 +151,31 @@ def rank_table(table: Table, rank_by: str) -> Table:
 
 
 def best_rows(rows: list[dict[str, Any]], col: Column) -> list[int]:
-    """Indices of the rows with the column's best value (rounded as shown, so that ties shown are ties)."""
+    """The index of the row holding the column's strict best value (rounded as shown, so that a tie shown is a
+    tie), as a list of one; empty for a column where best means nothing (``starred`` False), a tie, or fewer
+    than two rows with a value."""
     vals = [(i, round(v, col.digits)) for i, r in enumerate(rows) if col.ranks(r)
             for v in [col.value(r)[0]] if v is not None and np.isfinite(v)]
-    if not vals:
+    if not col.starred or len(vals) < 2:
         return []
     pick = min if col.better == "low" else max
     target = pick(v for _, v in vals)
-    return [i for i, v in vals if v == target]
+    best = [i for i, v in vals if v == target]
+    return best if len(best) == 1 else []
 
 
 def trace_intervals(records: TraceTable) -> dict[str, Interval]:
     """95 % intervals of a run's rates on one task from its trace records (requests as clusters):
     ``collaboration_rate``, ``llm_call_rate`` and, where tokens were drafted, ``acceptance_rate``."""
     out: dict[str, Interval] = {}
-    if not len(records):
+    if len(records) < MIN_REQUESTS:
         return out
     n = records.lengths.astype(float)
     for key, fld in (("collaboration_rate", "handoff"), ("llm_call_rate", "llm_called")):
-        out[key] = ratio_ci(records.per_record_sum(fld).astype(float), n)
+        out[key] = _clip01(ratio_ci(records.per_record_sum(fld).astype(float), n))
     drafted = _counter(records, "drafted_tokens")
     if drafted.sum() > 0:
-        out["acceptance_rate"] = ratio_ci(_counter(records, "accepted_tokens"), drafted)
+        out["acceptance_rate"] = _clip01(ratio_ci(_counter(records, "accepted_tokens"), drafted))
     return out
 
 
@@ -151,13 +184,21 @@ def _counter(records: TraceTable, name: str) -> np.ndarray:
     return np.array([float(v or 0) for v in records.get(name).tolist()])
 
 
+def _clip01(ci: Interval) -> Interval:
+    """A rate's interval cut to [0, 1], where a rate lives (the delta method's normal interval can leave it)."""
+    return None if ci is None else (max(0.0, ci[0]), min(1.0, ci[1]))
+
+
 def cell_text(col: Column, row: dict[str, Any]) -> str:
     """``0.1394 [0.1336, 0.1452]`` (value and interval, the column's digits), ``–`` when absent."""
     v, ci = col.value(row)
     if v is None:
         return "–"
     text = f"{v:.{col.digits}f}"
-    if ci is not None and all(np.isfinite(ci)):
+    note = col.no_interval_note(row)
+    if note is not None:
+        text += f" ({note})"
+    elif ci is not None and all(np.isfinite(ci)):
         text += f" [{ci[0]:.{col.digits}f}, {ci[1]:.{col.digits}f}]"
     return text
 

@@ -24,6 +24,7 @@ from fsgen_eval.analysis import paper, plots
 from fsgen_eval.analysis.files import ANALYSIS_COLUMNS, Run, is_metric, read_trace_file, run_records
 from fsgen_eval.analysis.leaderboard import Table, format_rows, header, rank_table, trace_intervals
 from fsgen_eval.analysis.params import ParamTable
+from fsgen_eval.analysis.points import fit_points
 from fsgen_eval.analysis.scaling import GROUP_FIELDS, MIN_PAIRS, fit_groups, group_key
 from fsgen_eval.analysis.signals import called_tokens, rate_by_decile, summarize_signals
 from fsgen_eval.analysis.whatif import tradeoff_curves
@@ -86,13 +87,24 @@ def _row(run: Run, task: str, records: TraceTable | None) -> dict[str, Any]:
     row = {"role": role(run), "pair": run.pair, "config": run.label, "metrics": metrics}
     row.update({k: summary.get(k) for k in SUMMARY_RATES})
     row["tokens_per_second"] = run.fsgen.tokens_per_second
-    row["ci"] = trace_intervals(_of_task(records, task)) if records is not None else {}
+    mine = _of_task(records, task) if records is not None else None
+    row["ci"] = trace_intervals(mine) if mine is not None else {}
+    row["n_requests"] = _n_requests(run, task, mine)
     return row
 
 
 def _of_task(records: TraceTable, task: str) -> TraceTable:
     """The records of one task (task names compared as text, as lm-eval's results name them)."""
     return records.select(np.array([str(t) == task for t in records.get("task").tolist()], bool))
+
+
+def _n_requests(run: Run, task: str, records: TraceTable | None) -> int | None:
+    """The requests a task's metrics and rates rest on: lm-eval's effective sample count, else the number of
+    trace records, else unknown (``None``)."""
+    n = run.n_samples.get(task)
+    if isinstance(n, dict) and isinstance(n.get("effective"), int):
+        return n["effective"]
+    return (len(records) if records is not None else 0) or None
 
 
 def build_tables(runs: list[Run], records: list[TraceTable] | None = None,
@@ -103,7 +115,9 @@ def build_tables(runs: list[Run], records: list[TraceTable] | None = None,
     tasks = sorted({t for r in runs for t in r.results})
     tables = []
     for task in tasks:
-        rows = [_row(r, task, recs) for r, recs in zip(runs, records) if task in r.results]
+        # a replaying sweep's internal System 2 run (small = large, router never) is no configuration: no row
+        rows = [_row(r, task, recs) for r, recs in zip(runs, records)
+                if task in r.results and r.fsgen.small != r.fsgen.large]
         metrics = sorted({m for row in rows for m in row["metrics"]})
         try:
             tables.append(rank_table(Table(task, metrics, rows), rank_by))
@@ -124,23 +138,16 @@ class ScalingGroup:
 
 
 def scaling_points(runs: list[Run], params: ParamTable | None, notes: list[str]) -> list[dict[str, Any]]:
-    """One point per (collaborative run, task) with known sizes: the run's settings, sizes and rate."""
+    """One point per (collaborative run, task) with known sizes (:func:`points.fit_points`: the rate its
+    method defines, never a run that does not call System 2); a run whose sizes are unknown is a note."""
     rows: list[dict[str, Any]] = []
     if params is None:
         return rows
     for run in runs:
-        if _router(run) is not None and _router(run).never_calls:
-            continue
         try:
-            sizes = {"small_params": params.get(run.fsgen.small), "large_params": params.get(run.fsgen.large)}
+            rows += fit_points([run], params, "any")
         except ValueError as err:
             notes.append(f"scaling plot: {err}")
-            continue
-        for task in run.results:
-            rate = run.fsgen.task_summary(task).get("collaboration_rate")
-            if rate is not None:
-                rows.append({**run.settings(task), "small": run.fsgen.small, "large": run.fsgen.large,
-                             **sizes, "collaboration_rate": float(rate)})
     return rows
 
 
@@ -153,7 +160,7 @@ def scaling_series(runs: list[Run], params: ParamTable | None, n_boot: int, note
         return []
     fits = fit_groups(rows, n_boot=n_boot, progress=progress)
     out = []
-    for g in fits:
+    for g in (f.to_dict() for f in fits):
         mine = [r for r in rows if group_key(r) == tuple((k, g[k]) for k in GROUP_FIELDS if g.get(k) is not None)]
         out.append(ScalingGroup(g["label"], np.array([r["large_params"] / r["small_params"] for r in mine]),
                                 np.array([r["collaboration_rate"] for r in mine]), g))
@@ -331,8 +338,9 @@ def leaderboard_figures(tables: list[Table]) -> list[Plot]:
                     [[str(r["rank"]), r["pair"], r["config"], _fmt(v), *(("–", "–") if ci is None else
                       (_fmt(ci[0]), _fmt(ci[1])))] for r, (v, ci) in zip(ranked, vals)])
             figs.append(Plot(f"Leaderboard {t.task}: {col.title.rstrip(' ↓↑')} with 95 % intervals",
-                             plots.to_png_bytes(fig), "bars: 95 % intervals (rates: requests as clusters; "
-                             "metrics: ± 1.96 stderr); ★ best", data))
+                             plots.to_png_bytes(fig), "bars: 95 % intervals (rates: requests as clusters, "
+                             "clipped to [0, 1]; proportions: Wilson; other metrics: ± 1.96 stderr)"
+                             + ("; ★ strict best" if best else ""), data))
         pairs = sorted({r["pair"] for r in t.rows})
         configs = sorted({r["config"] for r in t.rows})
         matrix = np.full((len(pairs), len(configs)), np.nan)

@@ -50,7 +50,10 @@ class Fit:
     collaboration rate itself (both forms, so they compare); ``at_bound``: parameters whose estimate sits at
     a bound of the fit; ``degenerate``: why the fit does not hold as a law (empty when it does);
     ``loo_rmse`` / ``loo_mae``: error of predicting each point from a fit to the others (``None`` when too
-    few points); ``n_boot_used``: bootstrap resamples that gave a fit.
+    few points); ``n_boot_used``: bootstrap resamples that gave a fit; ``ci_at_bound``: parameters whose
+    interval reaches a bound of the fit (the data do not identify them); ``resampling``: what the bootstrap
+    drew — ``"points"`` or ``"models"`` (every model with all its pairs, see :func:`model_weights`);
+    ``verdict``: the two-factor law's answer on alpha = beta, or why it gives none.
     """
 
     form: str
@@ -65,6 +68,9 @@ class Fit:
     n_boot_used: int = 0
     extra: dict[str, float] = field(default_factory=dict)
     degenerate: list[str] = field(default_factory=list)
+    ci_at_bound: list[str] = field(default_factory=list)
+    resampling: str = "points"
+    verdict: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: every field, the fitted parameters at top level, intervals as ``[lo, hi]`` lists."""
@@ -83,6 +89,24 @@ def resample_weights(n: int, n_boot: int, random_state: int | None) -> np.ndarra
     idx = rng.integers(0, n, (n_boot, n))
     flat = (idx + n * np.arange(n_boot)[:, None]).ravel()
     return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(float)
+
+
+def model_weights(small: np.ndarray, large: np.ndarray, n_boot: int, random_state: int | None) -> np.ndarray:
+    """[B, N] weights of N pairs when the bootstrap resamples *models*, not pairs: each resample draws the
+    M distinct models (of ``small`` and ``large``, [N] ids) M times with replacement, and a pair weighs
+    count(small) * count(large) — every pair of two drawn models comes in together, none of a model left out.
+    A model is in several pairs, so the pairs are not independent; resampling them alone would give intervals
+    that are too narrow."""
+    models, inv = np.unique(np.concatenate([np.asarray(small), np.asarray(large)]).astype(str), return_inverse=True)
+    n = len(small)
+    counts = resample_weights(len(models), n_boot, random_state)  # [B, M]
+    return counts[:, inv[:n]] * counts[:, inv[n:]]
+
+
+def canonical_order(*cols: np.ndarray) -> np.ndarray:
+    """[N] permutation sorting the points by the given [N] columns (first column first), so that a seeded
+    bootstrap sees the same points in the same order whatever the order of the input rows."""
+    return np.lexsort(tuple(np.asarray(c) for c in reversed(cols)))
 
 
 def loo_weights(n: int) -> np.ndarray:
@@ -218,25 +242,70 @@ def _at_bound(names: tuple[str, ...], values: np.ndarray, lower: float, upper: f
 
 
 def fit_power_law(r: np.ndarray, y: np.ndarray, lower: float = 0.05, upper: float = np.inf,
-                  n_boot: int = 1000, ci_level: float = 0.95, random_state: int | None = 0) -> Fit:
+                  n_boot: int = 1000, ci_level: float = 0.95, random_state: int | None = 0,
+                  models: tuple[np.ndarray, np.ndarray] | None = None) -> Fit:
     """Fit ``f(r) = b - a r^-alpha`` to [N] ratios ``r`` and [N] collaboration rates ``y``.
 
+    ``models``: the (small, large) model of each point ([N] ids each); given, the bootstrap resamples models
+    (:func:`model_weights`), else points. The points are sorted first (:func:`canonical_order`), so the result
+    does not depend on their order. With N <= 4 (no more points than parameters, or one more) the fit is an
+    exact or near-exact interpolation: no interval, and it is marked degenerate.
     Raises ``ValueError`` when N < 3 (fewer points than parameters) or a ratio is not positive.
     """
     r, y = _check_xy(np.asarray(r, float), np.asarray(y, float), 3, "power-law")
+    order = canonical_order(r, y) if models is None else canonical_order(*map(_as_str, models), r, y)
+    r, y = r[order], y[order]
     full, _ = fit_power_weighted(r, y, np.ones((1, len(y))), lower, upper)
     p = _polish(r, y, full[0], lower, upper)
-    w = resample_weights(len(y), n_boot, random_state)
+    cap = alpha_cap(r, lower, upper)
+    w = _boot_weights(len(y), 3, n_boot, random_state, models, order)
     w = w[_distinct(w, r) >= 3]  # a resample of fewer distinct ratios than parameters has no unique fit
     boot = fit_power_weighted(r, y, w, lower, upper)[0] if len(w) else np.zeros((0, 3))
     loo = _loo_power(r, y, lower, upper)
     ci = _percentile_ci(boot, PARAM_NAMES_POWER, ci_level)
     at_bound = _at_bound(PARAM_NAMES_POWER, p, lower, upper)
+    ci_bound = _ci_at_bound(ci, {"a": (lower, upper), "alpha": (lower, upper), "b": (lower, upper)})
     r2 = _r2(y, power_law(r, *p))
-    cap = alpha_cap(r, lower, upper)
+    degenerate = _power_degenerate(p, ci, at_bound, r2, cap, len(boot) if len(y) > 4 else -1)
+    degenerate += [f"CI of {n} reaches its bound (the data do not identify it)" for n in ci_bound]
     return Fit("power_law", dict(zip(PARAM_NAMES_POWER, map(float, p))), ci, r2, len(y), at_bound, *loo,
                ci_level=ci_level, n_boot_used=len(boot), extra={"alpha_cap": cap},
-               degenerate=_power_degenerate(p, ci, at_bound, r2, cap, len(boot)))
+               degenerate=_too_few(len(y), 3) + degenerate, ci_at_bound=ci_bound,
+               resampling="points" if models is None else "models")
+
+
+def _as_str(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a).astype(str)
+
+
+def _boot_weights(n: int, n_params: int, n_boot: int, random_state: int | None,
+                  models: tuple[np.ndarray, np.ndarray] | None, order: np.ndarray) -> np.ndarray:
+    """[B, n] bootstrap weights over the (already sorted) points: by model when ``models`` is given (taken in
+    the points' original order, ``order`` sorts them), else by point; none when n <= n_params + 1, where a
+    resample's fit interpolates and its spread says nothing."""
+    if n <= n_params + 1 or n_boot <= 0:
+        return np.zeros((0, n))
+    if models is None:
+        return resample_weights(n, n_boot, random_state)
+    return model_weights(_as_str(models[0])[order], _as_str(models[1])[order], n_boot, random_state)
+
+
+def _too_few(n: int, n_params: int) -> list[str]:
+    if n <= n_params + 1:
+        return [f"{n} points for {n_params} parameters: an (almost) exact interpolation, no interval, no verdict"]
+    return []
+
+
+def _ci_at_bound(ci: dict[str, tuple[float, float]], bounds: dict[str, tuple[float, float]]) -> list[str]:
+    """Names whose interval reaches (within :data:`BOUND_RTOL`) the lower or a finite upper bound."""
+    out = []
+    for n, (lo_b, hi_b) in bounds.items():
+        lo, hi = ci[n]
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            continue
+        if lo <= lo_b + BOUND_RTOL * max(abs(lo_b), 1e-12) or (np.isfinite(hi_b) and hi >= hi_b * (1 - BOUND_RTOL)):
+            out.append(n)
+    return out
 
 
 def _power_degenerate(p: np.ndarray, ci: dict[str, tuple[float, float]], at_bound: list[str], r2: float,
@@ -248,7 +317,7 @@ def _power_degenerate(p: np.ndarray, ci: dict[str, tuple[float, float]], at_boun
         why.append(f"R² = {r2:.3g} <= 0")
     if n_boot == 0:
         why.append("no bootstrap resample could be fitted")
-    else:
+    elif n_boot > 0:  # -1: too few points for a bootstrap, said elsewhere
         lim = {"a": HUGE, "alpha": cap * (1 - BOUND_RTOL), "b": HUGE}
         why += [f"CI of {n} unbounded" for n in PARAM_NAMES_POWER
                 if not (np.all(np.isfinite(ci[n])) and abs(ci[n][1]) < lim[n])]
@@ -296,24 +365,30 @@ def fit_two_weighted(x: np.ndarray, logy: np.ndarray, w: np.ndarray) -> tuple[np
 
 
 def fit_two_factor(n_small: np.ndarray, n_large: np.ndarray, y: np.ndarray, n_boot: int = 1000,
-                   ci_level: float = 0.95, random_state: int | None = 0) -> Fit:
+                   ci_level: float = 0.95, random_state: int | None = 0,
+                   models: tuple[np.ndarray, np.ndarray] | None = None) -> Fit:
     """Fit ``log f = c - alpha log N_small + beta log N_large`` to [N] sizes and [N] collaboration rates.
 
     Also ``alpha - beta`` with its bootstrap interval (``ci["alpha_minus_beta"]``): an interval that
-    excludes 0 rejects a pure ratio law (alpha = beta) at that level.
+    excludes 0 rejects a pure ratio law (alpha = beta) at that level — :attr:`Fit.verdict` says so, or why
+    there is no verdict (R² <= 0: the fit explains nothing; too few points for an interval). ``models`` and
+    the order of the points as in :func:`fit_power_law`.
     Raises ``ValueError`` when N < 3, a rate is not positive (its log is undefined) or the design is singular.
     """
     n_small, n_large = np.asarray(n_small, float), np.asarray(n_large, float)
     _, y = _check_xy(n_large / n_small, np.asarray(y, float), 3, "two-factor")
     if np.any(y <= 0):
         raise ValueError("two-factor fit takes the log of collaboration_rate; it must be > 0 at every point")
+    order = (canonical_order(n_small, n_large, y) if models is None
+             else canonical_order(*map(_as_str, models), n_small, n_large, y))
+    n_small, n_large, y = n_small[order], n_large[order], y[order]
     x, logy = _design(n_small, n_large), np.log(y)
     coef, ok = fit_two_weighted(x, logy, np.ones((1, len(y))))
     if not ok[0]:
         raise ValueError("two-factor fit needs pairs whose log N_small and log N_large vary independently "
                          "(all pairs share one small model, one large model or one ratio)")
     coef = coef[0]
-    w = resample_weights(len(y), n_boot, random_state)
+    w = _boot_weights(len(y), 3, n_boot, random_state, models, order)
     w = w[_distinct(w, np.arange(len(y))) >= 3]
     boot, good = fit_two_weighted(x, logy, w) if len(w) else (np.zeros((0, 3)), np.zeros(0, bool))
     boot = boot[good]
@@ -321,10 +396,75 @@ def fit_two_factor(n_small: np.ndarray, n_large: np.ndarray, y: np.ndarray, n_bo
     ci = _percentile_ci(derived, (*PARAM_NAMES_TWO, "alpha_minus_beta"), ci_level)
     pred = np.exp(x @ coef)
     r2 = _r2(y, pred)
+    degenerate = _too_few(len(y), 3) + ([] if r2 > 0 else [f"R² = {r2:.3g} <= 0"])
+    if len(y) > 4 and len(boot) == 0:
+        degenerate.append("no bootstrap resample could be fitted")
     return Fit("two_factor", dict(zip(PARAM_NAMES_TWO, map(float, coef))), ci, r2, len(y), [],
                *_loo_two(x, logy, y), ci_level=ci_level, n_boot_used=len(boot),
                extra={"r2_log": _r2(logy, x @ coef), "alpha_minus_beta": float(coef[1] - coef[2])},
-               degenerate=[] if r2 > 0 else [f"R² = {r2:.3g} <= 0"])
+               degenerate=degenerate, resampling="points" if models is None else "models",
+               verdict=alpha_beta_verdict(ci["alpha_minus_beta"], degenerate, ci_level))
+
+
+def alpha_beta_verdict(ci: tuple[float, float], degenerate: list[str], level: float = 0.95) -> str:
+    """What the interval of alpha - beta says about a pure ratio law; no verdict from a degenerate fit
+    (R² <= 0, too few points) or without an interval."""
+    if degenerate:
+        return "no verdict on alpha = beta: " + "; ".join(degenerate)
+    lo, hi = ci
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "no verdict on alpha = beta: no interval"
+    if lo > 0 or hi < 0:
+        return f"the {level:.0%} interval excludes 0: alpha = beta (a pure ratio law) is rejected"
+    return f"the {level:.0%} interval contains 0: alpha = beta (a pure ratio law) is not rejected"
+
+
+# ---------------------------------------------------------------- c + d ln r: two parameters in the ratio
+
+
+def log_ratio_law(r: np.ndarray, c: float, d: float) -> np.ndarray:
+    """``c + d * ln r``; r: [N] parameter ratios -> [N] collaboration rates."""
+    return c + d * np.log(r)
+
+
+def fit_log_ratio(r: np.ndarray, y: np.ndarray, n_boot: int = 1000, ci_level: float = 0.95,
+                  random_state: int | None = 0, models: tuple[np.ndarray, np.ndarray] | None = None) -> Fit:
+    """Least squares of ``f = c + d ln r`` on [N] ratios and rates: the two-parameter baseline the power law
+    must beat on held-out pairs. ``models`` and the point order as in :func:`fit_power_law`."""
+    r, y = _check_xy(np.asarray(r, float), np.asarray(y, float), 2, "log-ratio")
+    order = canonical_order(r, y) if models is None else canonical_order(*map(_as_str, models), r, y)
+    r, y = r[order], y[order]
+    x = np.column_stack([np.ones_like(r), np.log(r)])
+    coef, ok = _wls(x, y, np.ones((1, len(y))))
+    if not ok[0]:
+        raise ValueError("log-ratio fit needs at least two distinct ratios")
+    w = _boot_weights(len(y), 2, n_boot, random_state, models, order)
+    w = w[_distinct(w, r) >= 2] if len(w) else w
+    boot, good = _wls(x, y, w) if len(w) else (np.zeros((0, 2)), np.zeros(0, bool))
+    boot = boot[good]
+    ci = _percentile_ci(boot, ("c", "d"), ci_level)
+    r2 = _r2(y, x @ coef[0])
+    loo = (None, None)
+    if len(y) - 1 >= 3:
+        lc, lok = _wls(x, y, loo_weights(len(y)))
+        i = np.flatnonzero(lok)
+        loo = _errors(np.sum(x[i] * lc[lok], axis=1) - y[i]) if lok.any() else (None, None)
+    degenerate = _too_few(len(y), 2) + ([] if r2 > 0 else [f"R² = {r2:.3g} <= 0"])
+    return Fit("log_ratio", {"c": float(coef[0, 0]), "d": float(coef[0, 1])}, ci, r2, len(y), [], *loo,
+               ci_level=ci_level, n_boot_used=len(boot), degenerate=degenerate,
+               resampling="points" if models is None else "models")
+
+
+def _wls(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least squares of y [N] on x [N, P] for each row of w [B, N]: coefficients [B, P] and the [B]
+    mask of rows whose weighted design has full rank (the others NaN)."""
+    sw = np.sqrt(w)
+    xw = sw[:, :, None] * x[None]
+    ok = np.linalg.matrix_rank(xw) == x.shape[1]
+    coef = np.full((len(w), x.shape[1]), np.nan)
+    if ok.any():
+        coef[ok] = (np.linalg.pinv(xw[ok]) @ (sw[ok] * y)[:, :, None])[:, :, 0]
+    return coef, ok
 
 
 def _loo_two(x: np.ndarray, logy: np.ndarray, y: np.ndarray) -> tuple[float | None, float | None]:
@@ -338,11 +478,11 @@ def _loo_two(x: np.ndarray, logy: np.ndarray, y: np.ndarray) -> tuple[float | No
     return _errors(np.exp(np.sum(x[i] * coef[ok], axis=1)) - y[i])
 
 
-def better_form(power: Fit, two: Fit) -> str | None:
-    """The form with the lower LOO RMSE on held-out pairs, or ``None`` when either has no LOO error."""
-    if power.loo_rmse is None or two.loo_rmse is None:
+def better_form(*fits: Fit) -> str | None:
+    """The form with the lowest LOO RMSE on held-out pairs, or ``None`` when one of them has no LOO error."""
+    if len(fits) < 2 or any(f.loo_rmse is None for f in fits):
         return None
-    return power.form if power.loo_rmse <= two.loo_rmse else two.form
+    return min(fits, key=lambda f: f.loo_rmse).form
 
 
 # ---------------------------------------------------------------- shared diagnostics
@@ -410,20 +550,57 @@ def varying_settings(keys: list[tuple[tuple[str, Any], ...]]) -> set[str]:
     return {n for n in names if len({repr(d.get(n)) for d in dicts}) > 1}
 
 
+@dataclass
+class GroupFit:
+    """The laws fitted to one group of comparable points.
+
+    ``settings``: the group's :data:`GROUP_FIELDS` values; ``label``: task, method and the settings that differ
+    between groups; ``power`` / ``two_factor`` / ``log_ratio``: each law's :class:`Fit`, ``None`` when it could
+    not be fitted (``errors`` says why, per form); ``better``: the form with the lowest held-out (LOO) error;
+    ``error``: why the group was not fitted at all (then every law is ``None``).
+    """
+
+    settings: dict[str, Any]
+    label: str
+    n_points: int
+    n_pairs: int
+    power: Fit | None = None
+    two_factor: Fit | None = None
+    log_ratio: Fit | None = None
+    better: str | None = None
+    error: str | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the settings, the power law's fields at top level, the other laws nested (their
+        ``error`` in place of numbers when they could not be fitted)."""
+        out: dict[str, Any] = {"task": None, "method": None, **self.settings, "label": self.label,
+                               "n_points": self.n_points, "n_pairs": self.n_pairs}
+        if self.error is not None:
+            return {**out, "a": None, "alpha": None, "b": None, "r2": None, "error": self.error}
+        out.update({k: v for k, v in self.power.to_dict().items() if k not in ("form", "params")})
+        for name in ("two_factor", "log_ratio"):
+            f = getattr(self, name)
+            out[name] = f.to_dict() if f is not None else {"error": self.errors.get(name, "not fitted")}
+        out["better"] = self.better
+        return out
+
+
 def fit_groups(rows: list[dict[str, Any]], n_boot: int = 1000, random_state: int | None = 0,
-               lower: float = 0.05, progress: Callable[[int, int, str], None] | None = None) -> list[dict[str, Any]]:
-    """Both forms per group of rows with ``large_params``, ``small_params``, ``collaboration_rate`` and
+               lower: float = 0.05, progress: Callable[[int, int, str], None] | None = None,
+               resample: str = "models") -> list[GroupFit]:
+    """The three laws per group of rows with ``large_params``, ``small_params``, ``collaboration_rate`` and
     optional settings (:data:`GROUP_FIELDS`: ``task``, ``method``, ``router``, ``threshold``, ``dtype``,
     ``num_fewshot``, ``batch_size``) — one group per combination of settings, so that an entropy-routed run is
-    never fitted with the oracle's.
+    never fitted with the oracle's. A row's models are its ``small`` / ``large`` names (else its parameter
+    counts); ``resample="models"`` (default) bootstraps models with all their pairs, ``"points"`` the pairs.
 
-    Returns one dict per group: the settings, ``label`` (task, method and the settings that differ between
-    groups), ``n_points``, ``n_pairs``, the power law's ``a``, ``alpha``, ``b``, ``r2``, ``ci``, ``at_bound``,
-    ``degenerate``, ``loo_rmse``, ``loo_mae``, ``two_factor`` (the same for the other form) and ``better``
-    (the form with lower LOO error); a group with fewer than :data:`MIN_PAIRS` distinct (small, large) pairs,
-    or whose fit is impossible, carries ``error`` instead. ``progress(i, n, label)`` is called before each
-    group's fit.
+    Returns one :class:`GroupFit` per group, sorted by settings; a group with fewer than :data:`MIN_PAIRS`
+    distinct (small, large) pairs, or whose power law cannot be fitted, carries ``error``.
+    ``progress(i, n, label)`` is called before each group's fit.
     """
+    if resample not in ("models", "points"):
+        raise ValueError(f"resample must be 'models' or 'points', got {resample!r}")
     groups: dict[tuple[tuple[str, Any], ...], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(group_key(row), []).append(row)
@@ -434,35 +611,44 @@ def fit_groups(rows: list[dict[str, Any]], n_boot: int = 1000, random_state: int
         label = group_label(key, varying)
         if progress is not None:
             progress(i, len(order), label)
-        out.append(_fit_one_group(key, label, g, n_boot, random_state, lower))
+        out.append(_fit_one_group(key, label, g, n_boot, random_state, lower, resample))
     return out
 
 
+def _model_ids(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """[N] small and [N] large model ids: the names when rows carry them, else the parameter counts."""
+    return (np.array([str(r.get("small", r["small_params"])) for r in rows]),
+            np.array([str(r.get("large", r["large_params"])) for r in rows]))
+
+
 def _pairs(rows: list[dict[str, Any]]) -> int:
-    return len({(r.get("small", r["small_params"]), r.get("large", r["large_params"])) for r in rows})
+    return len(set(zip(*_model_ids(rows))))
 
 
 def _fit_one_group(key: tuple[tuple[str, Any], ...], label: str, rows: list[dict[str, Any]], n_boot: int,
-                   random_state: int | None, lower: float) -> dict[str, Any]:
+                   random_state: int | None, lower: float, resample: str) -> GroupFit:
     ns = np.array([r["small_params"] for r in rows], float)
     nl = np.array([r["large_params"] for r in rows], float)
     y = np.array([r["collaboration_rate"] for r in rows], float)
-    out: dict[str, Any] = {"task": None, "method": None, **dict(key), "label": label, "n_points": len(rows),
-                           "n_pairs": _pairs(rows)}
-    empty = {"a": None, "alpha": None, "b": None, "r2": None}
-    if out["n_pairs"] < MIN_PAIRS:
-        return {**out, **empty, "error": f"{out['n_pairs']} distinct (small, large) pair(s) in {len(rows)} "
-                                         f"point(s); a fit needs at least {MIN_PAIRS} pairs"}
+    out = GroupFit(dict(key), label, len(rows), _pairs(rows))
+    if out.n_pairs < MIN_PAIRS:
+        out.error = (f"{out.n_pairs} distinct (small, large) pair(s) in {len(rows)} point(s); a fit needs at "
+                     f"least {MIN_PAIRS} pairs")
+        return out
+    models = _model_ids(rows) if resample == "models" else None
     try:
-        power = fit_power_law(nl / ns, y, lower=lower, n_boot=n_boot, random_state=random_state)
+        out.power = fit_power_law(nl / ns, y, lower=lower, n_boot=n_boot, random_state=random_state, models=models)
     except ValueError as err:
-        return {**out, **empty, "error": str(err)}
-    out.update({k: v for k, v in power.to_dict().items() if k not in ("form", "params")})
-    try:
-        two = fit_two_factor(ns, nl, y, n_boot=n_boot, random_state=random_state)
-        out["two_factor"] = two.to_dict()
-        out["better"] = better_form(power, two)
-    except ValueError as err:
-        out["two_factor"] = {"error": str(err)}
-        out["better"] = None
+        out.error = str(err)
+        return out
+    for name, fit in (("two_factor", lambda: fit_two_factor(ns, nl, y, n_boot, random_state=random_state,
+                                                            models=models)),
+                      ("log_ratio", lambda: fit_log_ratio(nl / ns, y, n_boot, random_state=random_state,
+                                                          models=models))):
+        try:
+            setattr(out, name, fit())
+        except ValueError as err:
+            out.errors[name] = str(err)
+    done = [f for f in (out.power, out.two_factor, out.log_ratio) if f is not None]
+    out.better = better_form(*done)
     return out

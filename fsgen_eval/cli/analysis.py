@@ -163,26 +163,10 @@ def _add_fit(sub: Any) -> None:
 
 
 def points_from_runs(runs, params, router: str) -> list[dict[str, Any]]:
-    """One point per (run, task): sizes from ``params``, collaboration rate from config['fsgen'], and the
-    run's settings (``Run.settings``: method, router, threshold, dtype, few-shot, batch size in half
-    precision) so that a fit never mixes runs that differ in one of them."""
-    rows = []
-    for run in runs:
-        f = run.fsgen
-        if router != "any" and f.router != router:
-            continue
-        per_task = f.per_task or {task: f.summary for task in run.results}
-        for task, summary in per_task.items():
-            rate = (summary or {}).get("collaboration_rate")
-            if rate is None:
-                raise ValueError(f"{run.path}: no collaboration_rate for task {task!r} in config['fsgen']")
-            try:
-                sizes = {"small_params": params.get(f.small), "large_params": params.get(f.large)}
-            except ValueError as err:
-                raise ValueError(f"{run.path}: {err}") from None
-            rows.append({**run.settings(task), "small": f.small, "large": f.large, **sizes,
-                         "collaboration_rate": float(rate)})
-    return rows
+    """One fit point per (collaborative run, task): :func:`fsgen_eval.analysis.points.fit_points`."""
+    from fsgen_eval.analysis.points import fit_points
+
+    return fit_points(runs, params, router)
 
 
 def load_points(inputs: list[Path], params_files: list[Path] | None, router: str) -> list[dict[str, Any]]:
@@ -234,59 +218,62 @@ def cmd_fit(args: argparse.Namespace) -> int:
                             random_state=args.seed, lower=args.lower_bound, progress=progress)
     finally:
         progress.close()
-    if all("error" in g for g in groups):
-        raise ValueError("; ".join(f"[{g['label']}] {g['error']}" for g in groups))
-    print(_dumps(groups) if args.json else format_fits(groups))
+    if all(g.error is not None for g in groups):
+        raise ValueError("; ".join(f"[{g.label}] {g.error}" for g in groups))
+    print(_dumps([g.to_dict() for g in groups]) if args.json else format_fits(groups))
     return 0
 
 
-def format_fits(groups: list[dict[str, Any]]) -> str:
-    """The fits as text: per group the power law and the two-factor law with their intervals and LOO RMSE."""
+_LAWS = (("power", "power law f(r) = b - a r^-alpha", ("a", "alpha", "b")),
+         ("two_factor", "two-factor log f = c - alpha log N_small + beta log N_large", ("c", "alpha", "beta")),
+         ("log_ratio", "log-ratio f(r) = c + d ln r", ("c", "d")))
+
+
+def format_fits(groups: list[Any]) -> str:
+    """The fits as text: per group (a ``GroupFit``) each law with its intervals, held-out (LOO) error and
+    diagnostics, the alpha = beta verdict of the two-factor law, and the law best on held-out pairs."""
     lines = []
     for g in groups:
-        head = f"[{g['label']}] {g['n_points']} points, {g['n_pairs']} pairs"
-        if "error" in g:
-            lines.append(f"{head}: no fit: {g['error']}")
+        head = f"[{g.label}] {g.n_points} points, {g.n_pairs} pairs"
+        if g.error is not None:
+            lines.append(f"{head}: no fit: {g.error}")
             continue
-        lines.append(f"{head}\n  power law f(r) = b - a r^-alpha:  " + _params_text(g, ("a", "alpha", "b")))
-        lines.append(f"    R2={g['r2']:.4f}  LOO RMSE={_f(g['loo_rmse'])}  at bound: {', '.join(g['at_bound']) or 'none'}")
-        lines.append("    " + _verdict(g))
-        two = g["two_factor"]
-        if "error" in two:
-            lines.append(f"  two-factor: no fit: {two['error']}")
-        else:
-            lines.append("  two-factor log f = c - alpha log N_small + beta log N_large:  "
-                         + _params_text(two, ("c", "alpha", "beta")))
-            lines.append(f"    R2={two['r2']:.4f}  LOO RMSE={_f(two['loo_rmse'])}")
-            lines.append("    " + _alpha_beta_text(two))
-            lines.append("    " + _verdict(two))
-        lines.append(f"  better on held-out pairs (LOO RMSE): {g.get('better') or 'undecided (too few points)'}")
+        lines.append(head)
+        for attr, title, names in _LAWS:
+            fit = getattr(g, attr)
+            if fit is None:
+                lines.append(f"  {title}: no fit: {g.errors.get(attr, 'not fitted')}")
+                continue
+            lines.append(f"  {title}:  " + _params_text(fit, names))
+            lines.append(f"    R2={fit.r2:.4f}  LOO RMSE={_f(fit.loo_rmse)}  at bound: {', '.join(fit.at_bound) or 'none'}"
+                         f"  interval at a bound: {', '.join(fit.ci_at_bound) or 'none'}")
+            if attr == "two_factor":
+                lines.append("    " + _alpha_beta_text(fit))
+            lines.append("    " + _verdict(fit))
+        lines.append(f"  best on held-out pairs (LOO RMSE): {g.better or 'undecided (too few points)'}")
     return "\n".join(lines)
 
 
-def _params_text(fit: dict[str, Any], names: tuple[str, ...]) -> str:
-    """``name=value [lo, hi]`` per parameter; the interval reads ``CI n/a`` when no resample could be fitted."""
+def _params_text(fit: Any, names: tuple[str, ...]) -> str:
+    """``name=value [lo, hi]`` per parameter; the interval reads ``no CI`` when there is none."""
     def one(k: str) -> str:
-        lo, hi = fit["ci"][k]
-        ci = "CI n/a" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{lo:.4g}, {hi:.4g}]"
-        return f"{k}={fit[k]:.4g} {ci}"
-    return "  ".join(one(k) for k in names) + f"  ({fit['ci_level']:.0%} CI, {fit['n_boot_used']} resamples)"
+        lo, hi = fit.ci[k]
+        ci = "no CI" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{lo:.3g}, {hi:.3g}]"
+        return f"{k}={fit.params[k]:.4g} {ci}"
+    how = f"{fit.ci_level:.0%} percentile CI, {fit.n_boot_used} resamples of {fit.resampling}"
+    return "  ".join(one(k) for k in names) + f"  ({how})"
 
 
-def _verdict(fit: dict[str, Any]) -> str:
-    why = fit.get("degenerate") or []
-    return "degenerate, not a law: " + "; ".join(why) if why else "not degenerate"
+def _verdict(fit: Any) -> str:
+    return "degenerate, not a law: " + "; ".join(fit.degenerate) if fit.degenerate else "not degenerate"
 
 
-def _alpha_beta_text(two: dict[str, Any]) -> str:
-    """alpha - beta with its bootstrap interval, and whether that interval rejects alpha = beta."""
-    d = two["extra"]["alpha_minus_beta"]
-    lo, hi = two["ci"]["alpha_minus_beta"]
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return f"alpha - beta = {d:.4g} (CI n/a)"
-    verdict = ("excludes 0: alpha = beta (a pure ratio law) is rejected" if lo > 0 or hi < 0
-               else "contains 0: alpha = beta (a pure ratio law) is not rejected")
-    return f"alpha - beta = {d:.4g} [{lo:.4g}, {hi:.4g}] ({two['ci_level']:.0%} CI {verdict})"
+def _alpha_beta_text(two: Any) -> str:
+    """alpha - beta with its bootstrap interval, and the fit's verdict on alpha = beta (or why none)."""
+    d = two.extra["alpha_minus_beta"]
+    lo, hi = two.ci["alpha_minus_beta"]
+    ci = f"[{lo:.3g}, {hi:.3g}]" if math.isfinite(lo) and math.isfinite(hi) else "(no CI)"
+    return f"alpha - beta = {d:.4g} {ci}: {two.verdict}"
 
 
 def _f(v: float | None) -> str:
