@@ -57,4 +57,4 @@ fsgen-eval fit "$OUT" > "$REPORT/fit.txt"
 fsgen-eval analyze "$OUT"/*__*/ --target-call-rate 0.5 > "$REPORT/analyze.txt"
 if [ "$LIMIT" = all ]; then size="$whole"; else size="$LIMIT problems each"; fi
 fsgen-eval report "$OUT"/*__*/ -o "$REPORT" --title "$title, $size)"
-python scripts/rate_intervals.py "$OUT"/*__*/ > "$REPORT/rates.md"
+python scripts/rate_intervals.py "$OUT"/*__*/ --params "model_configs/$FAMILY.yaml" > "$REPORT/rates.md"
