@@ -1,5 +1,5 @@
-"""``fsgen-eval demo``: end to end on a few GSM8K problems (real lm-eval runs of the micro pair), resumption,
-and one-line errors for bad input before anything runs."""
+"""``fsgen-eval demo``: end to end on a few fsgen_arith problems (real lm-eval runs of the arith pair),
+resumption, and one-line errors for bad input before anything runs."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from fsgen_eval.experiments import demo
 from fsgen_eval.cli import main
 from _lm_eval_helpers import offline_env
 
-CONFIG_LABELS = {"system1": "oracle/never", "oracle": "oracle/always", "speculative": "speculative/always",
+CONFIG_LABELS = {"system1": "oracle/never", "system2": "oracle/never", "oracle": "oracle/always",
+                 "speculative": "speculative/always",
                  "contrastive": "contrastive/always", "oracle-entropy": "oracle/entropy@"}
 
 
-def _table_rows(markdown: str) -> dict[str, list[str]]:
-    """The gsm8k leaderboard's rows (the report's first table) keyed by configuration label
+def _table_rows(markdown: str) -> dict[str, dict[str, str]]:
+    """The first leaderboard's rows (the report's first table) keyed by ``pair configuration``
     (``method/router[@threshold]``); a header loses its ``↓``/``↑``, a cell keeps its first number (the
     value before its interval and best mark)."""
     lines = markdown.splitlines()
@@ -28,7 +29,7 @@ def _table_rows(markdown: str) -> dict[str, list[str]]:
     first = lambda c: (m.group(0) if (m := re.search(r"-?\d+(\.\d+)?", c.replace("*", ""))) else c.strip())  # noqa: E731
     rows = [dict(zip(header, (c.strip() if h in ("configuration", "pair", "role") else first(c)
                               for h, c in zip(header, line.strip("|").split("|"))), strict=True)) for line in table[1:]]
-    return {row["configuration"]: row for row in rows}
+    return {f"{row['pair']} {row['configuration']}": row for row in rows}
 
 
 @pytest.mark.slow
@@ -37,51 +38,62 @@ def test_demo_end_to_end_then_resumes(tmp_path, capsys):
 
     offline_env()
     out = tmp_path / "demo"
-    argv = ["demo", "--limit", "3", "--max-gen-toks", "48", "--out", str(out)]
+    argv = ["demo", "--limit", "2", "--max-gen-toks", "48", "--target-call-rate", "0.3", "--out", str(out)]
+    n = len(demo.configs((0.3,)))
     status = ["git", "status", "--porcelain", "--untracked-files=all"]
     before = subprocess.run(status, cwd=demo.REPO, capture_output=True, text=True).stdout
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert re.search(r"demo: wall time \d+ s", printed) and f"report written to {out / 'report.md'}" in printed
     # progress on the screen as it happens: each configuration's start, its log, lm-eval's bar, its time
-    assert re.search(r"\[2/5\] running oracle .*lm_eval\.log", printed) and "generate_until requests" in printed
-    assert re.search(r"demo: \[5/5\] oracle-entropy ran in \d+ s", printed)
+    assert re.search(rf"\[3/{n}\] running oracle .*lm_eval\.log", printed) and "generate_until requests" in printed
+    assert re.search(rf"demo: \[{n}/{n}\] oracle-entropy ran in \d+ s", printed)
     assert subprocess.run(status, cwd=demo.REPO, capture_output=True, text=True).stdout == before
     md = (out / "report.md").read_text()
     rows = _table_rows(md)
-    assert len(rows) == len(demo.CONFIGS)
+    assert len(rows) == n
     for name, label in CONFIG_LABELS.items():
-        assert any(k.startswith(label) for k in rows), f"{name} ({label}) missing from the report table"
+        assert any(k.split(" ")[-1].startswith(label) for k in rows), f"{name} ({label}) missing from the report table"
     rate = {k: float(r["collaboration rate"]) for k, r in rows.items()}
     call = {k: float(r["LLM call rate"]) for k, r in rows.items()}
-    (entropy,) = [k for k in rows if k.startswith("oracle/entropy@")]
-    # System 1 alone never asks System 2; the oracle does at every token and is overruled at some of them;
-    # greedy speculative emits the large model's tokens, so it hands off exactly where the oracle does
-    assert rate["oracle/never"] == 0.0 and call["oracle/never"] == 0.0
-    assert 0.0 < rate["oracle/always"] < 1.0 and call["oracle/always"] == 1.0
-    assert rate["speculative/always"] == rate["oracle/always"]
-    assert 0.0 < call[entropy] < 1.0 and rate["contrastive/always"] > 0.0
+    by_config = lambda label: [k for k in rows if k.split(" ")[-1].startswith(label)]  # noqa: E731
+    (entropy,) = by_config("oracle/entropy@")
+    (oracle,) = by_config("oracle/always")
+    (speculative,) = by_config("speculative/always")
+    # System 1 alone and System 2 alone never ask System 2; the oracle does at every token and is overruled at
+    # some of them; greedy speculative emits the large model's tokens, so it hands off exactly where the oracle does
+    assert len(by_config("oracle/never")) == 2
+    assert all(rate[k] == 0.0 and call[k] == 0.0 for k in by_config("oracle/never"))
+    assert 0.0 < rate[oracle] < 1.0 and call[oracle] == 1.0
+    assert rate[speculative] == rate[oracle]
+    assert 0.0 < call[entropy] < 1.0 and rate[by_config("contrastive/always")[0]] > 0.0
     html = (out / "report.html").read_text()
-    assert html.count("<tr>") >= len(demo.CONFIGS) + 1 and "data:image/png;base64," in html
+    assert html.count("<tr>") >= n + 1 and "data:image/png;base64," in html
 
     # rerun: every configuration is complete, nothing runs; a lost one is rerun alone
     shutil.rmtree(out / "runs" / "contrastive")
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert printed.count("already complete") == len(demo.CONFIGS) - 1
+    assert printed.count("already complete") == n - 1
     assert "running contrastive" in printed and "running oracle" not in printed
-    assert len(_table_rows((out / "report.md").read_text())) == len(demo.CONFIGS)
+    assert len(_table_rows((out / "report.md").read_text())) == n
 
 
-def test_missing_datasets_dir_is_one_line(tmp_path, monkeypatch, capsys):
+def test_the_arith_demo_needs_no_datasets(tmp_path, monkeypatch):
+    monkeypatch.setenv("FSGEN_DATASETS_DIR", str(tmp_path / "nowhere"))
+    assert demo.DEMO.dataset is None and demo.datasets_dir() is None  # fsgen_arith generates its problems
+
+
+def test_a_demo_task_with_a_dataset_checks_it_in_one_line(tmp_path, monkeypatch, capsys):
+    from dataclasses import replace
+    from pathlib import Path
+
+    monkeypatch.setattr(demo, "DEMO", replace(demo.DEMO, task="gsm8k", dataset=Path("openai") / "gsm8k"))
     monkeypatch.setenv("FSGEN_DATASETS_DIR", str(tmp_path / "nowhere"))
     assert main(["demo", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no offline datasets" in err and "nowhere" in err
     assert not (tmp_path / "out").exists()  # nothing started
-
-
-def test_no_datasets_env_and_none_beside_the_repo(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("FSGEN_DATASETS_DIR", raising=False)
     monkeypatch.setattr(demo, "REPO", tmp_path / "repo")
     with pytest.raises(FileNotFoundError, match="shared/hf-datasets.*default beside the repository"):
@@ -89,8 +101,8 @@ def test_no_datasets_env_and_none_beside_the_repo(tmp_path, monkeypatch, capsys)
 
 
 @pytest.mark.parametrize("flag,value,message", [
-    ("--small", "micro-zz", "neither a micro model"),
-    ("--large", "micro-zz", "neither a micro model"),
+    ("--small", "micro-zz", "neither a family model"),
+    ("--large", "micro-zz", "neither a family model"),
     ("--limit", "1", "--limit must be at least 2"),
     ("--target-call-rate", "1.5", "strictly between 0 and 1"),
 ])
@@ -149,9 +161,10 @@ def test_default_output_is_outside_the_committed_files(monkeypatch, tmp_path, ca
 
 def test_two_call_rates_give_two_routed_configurations():
     names = [c[0] for c in demo.configs((0.3, 0.6))]
-    assert names == ["system1", "oracle", "speculative", "contrastive", "oracle-entropy-0.3", "oracle-entropy-0.6"]
+    assert names == ["system1", "system2", "oracle", "speculative", "contrastive", "oracle-entropy-0.3",
+                     "oracle-entropy-0.6"]
     assert [c[3] for c in demo.configs((0.3, 0.6)) if c[2] == "entropy"] == [0.3, 0.6]
-    assert [c[0] for c in demo.CONFIGS][-1] == "oracle-entropy"  # one rate: the committed report's layout
+    assert [c[0] for c in demo.configs((0.3,))][-1] == "oracle-entropy"  # one rate: no rate in the folder name
 
 
 def test_progress_reaches_the_screen_and_everything_the_log(tmp_path, capsys):

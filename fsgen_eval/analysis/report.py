@@ -62,10 +62,11 @@ def role(run: Run) -> str:
     """The run's row group: ``System 1 alone`` (a router that never calls System 2), ``System 2 alone
     (oracle)`` (a method whose System 2 is the large model alone behind an always-calling router), else
     ``collaborative``. A run whose System 1 is the large model itself (``small = large``: the System 2 run a
-    replaying sweep decodes once, in ``_system2/``) is ``System 1 alone (small = large)``."""
+    replaying sweep decodes once, in ``_system2/``) is ``System 2 alone (small = large)``: the large model by
+    itself, as the demo runs it."""
     router, method = _router(run), METHODS.get(run.fsgen.method)
     if router is not None and router.never_calls:
-        return "System 1 alone" + (" (small = large)" if run.fsgen.small == run.fsgen.large else "")
+        return "System 2 alone (small = large)" if run.fsgen.small == run.fsgen.large else "System 1 alone"
     if method is not None and method.large_alone and router is not None and router.always_calls:
         return "System 2 alone (oracle)"
     return "collaborative"
@@ -104,6 +105,11 @@ def _n_requests(run: Run, task: str, records: TraceTable | None) -> int | None:
     n = run.n_samples.get(task)
     if isinstance(n, dict) and isinstance(n.get("effective"), int):
         return n["effective"]
+    # a group (fsgen_arith): lm-eval counts its subtasks (fsgen_arith_level1, ...), whose requests it pools
+    parts = [v["effective"] for k, v in run.n_samples.items() if k.startswith(task + "_") and isinstance(v, dict)
+             and isinstance(v.get("effective"), int)]
+    if parts:
+        return sum(parts)
     return (len(records) if records is not None else 0) or None
 
 
@@ -115,9 +121,9 @@ def build_tables(runs: list[Run], records: list[TraceTable] | None = None,
     tasks = sorted({t for r in runs for t in r.results})
     tables = []
     for task in tasks:
-        # a replaying sweep's internal System 2 run (small = large, router never) is no configuration: no row
+        # a replaying sweep's internal System 2 run (in its _system2/ folder) is no configuration: no row
         rows = [_row(r, task, recs) for r, recs in zip(runs, records)
-                if task in r.results and r.fsgen.small != r.fsgen.large]
+                if task in r.results and "_system2" not in Path(r.path).parts]
         metrics = sorted({m for row in rows for m in row["metrics"]})
         try:
             tables.append(rank_table(Table(task, metrics, rows), rank_by))

@@ -44,11 +44,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     data, small, large = check_args(args)  # one-line errors before anything runs
     # the lm-eval subprocesses inherit these: local datasets, no hub
-    os.environ.update(FSGEN_DATASETS_DIR=str(data), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-                      TOKENIZERS_PARALLELISM="false")
+    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if data is not None:  # a task with a dataset (not fsgen_arith, which generates its problems)
+        os.environ["FSGEN_DATASETS_DIR"] = str(data)
     runs_dir = args.out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    print(f"demo: {small.name} -> {large.name}, {DEMO.task} x {args.limit}, datasets from {data}; "
+    print(f"demo: {small.name} -> {large.name}, {DEMO.task} x {args.limit}, "
+          f"{'datasets from ' + str(data) if data else 'no dataset needed'}; "
           f"results in {args.out}", flush=True)
     try:
         lines = run_configs(small, large, runs_dir, args.limit, args.max_gen_toks, args.target_call_rate, args.force)

@@ -27,7 +27,8 @@ from typing import Any
 from fsgen_eval.experiments.sweep import Cell, run_cell, subprocess_runner
 
 REPO = Path(__file__).resolve().parents[2]
-FAMILY_YAML = REPO / "model_configs" / "micro.yaml"
+FAMILY_YAML = REPO / "model_configs" / "arith.yaml"  # the demo's pair; micro names resolve too (FAMILY_YAMLS)
+FAMILY_YAMLS = (FAMILY_YAML, REPO / "model_configs" / "micro.yaml")
 
 
 @dataclass(frozen=True)
@@ -35,15 +36,17 @@ class DemoSetup:
     """What the demo runs, in one place: the CLI's defaults and the committed report come from here, so
     switching the demo to another pair or task is an edit of :data:`DEMO` (then ``--update-committed``)."""
 
-    small: str = "micro-m"  # System 1: a micro model name or a model folder
-    large: str = "micro-xl"
-    task: str = "gsm8k"  # lm-eval's task
-    dataset: Path = Path("openai") / "gsm8k"  # what that task loads, as a folder under the datasets dir
-    limit: int = 24  # the task's first test problems
-    # the micro models were trained on 1024-token windows: 3 exemplars plus 256 new tokens fit (docs/zoo.md)
-    num_fewshot: int = 3
+    # the arith pair whose accuracy moves with System 2's share: arith-s alone 2 %, arith-l alone 76 % on the
+    # whole test split (models/arith/README.md)
+    small: str = "arith-s"  # System 1: a family model name or a model folder
+    large: str = "arith-l"
+    task: str = "fsgen_arith"  # lm-eval's task (here the project's own, from tasks/: docs/arith.md)
+    dataset: Path | None = None  # what that task loads under the datasets dir (None: generated, no dataset)
+    limit: int = 10  # the task's first test problems (per level task: 4 x 10 = 40 problems)
+    num_fewshot: int = 0  # the arith family is trained on the zero-shot format
     # the entropy router's large-model call rates on the oracle's traces: one routed run per rate
-    call_rates: tuple[float, ...] = (0.5,)
+    call_rates: tuple[float, ...] = (0.05, 0.15)
+    include_path: Path | None = REPO / "tasks"  # --include_path for a task of the project's tasks/
 
 
 DEMO = DemoSetup()
@@ -66,12 +69,13 @@ class DemoCell(Cell):
 
 
 def configs(call_rates: tuple[float, ...] = DEMO.call_rates) -> tuple[tuple[str, str, str, float | None], ...]:
-    """(folder name, method, router, target call rate): System 1 alone, System 2 alone (the oracle), greedy
+    """(folder name, method, router, target call rate): System 1 alone, System 2 alone (the large model as both
+    models, router never: what replay decodes), the oracle (System 2 at every token), greedy
     speculative, contrastive, and the oracle behind an entropy router per target call rate (its threshold is
     filled in once the oracle has run; one rate names the folder ``oracle-entropy``, several add the rate)."""
     routed = tuple((("oracle-entropy" if len(call_rates) == 1 else f"oracle-entropy-{r:g}"), "oracle", "entropy", r)
                    for r in call_rates)
-    return (("system1", "oracle", "never", None), ("oracle", "oracle", "always", None),
+    return (("system1", "oracle", "never", None), ("system2", "oracle", "never", None), ("oracle", "oracle", "always", None),
             ("speculative", "speculative", "always", None), ("contrastive", "contrastive", "always", None), *routed)
 
 
@@ -81,8 +85,11 @@ CONFIGS = configs()
 # ------------------------------------------------------------------------------------------ inputs
 
 
-def datasets_dir(environ: dict[str, str] | None = None) -> Path:
-    """``FSGEN_DATASETS_DIR``, else ``../shared/hf-datasets`` beside the repository; it must hold GSM8K."""
+def datasets_dir(environ: dict[str, str] | None = None) -> Path | None:
+    """``FSGEN_DATASETS_DIR``, else ``../shared/hf-datasets`` beside the repository; it must hold the demo task's
+    dataset. ``None`` when the task needs none (``fsgen_arith`` generates its problems)."""
+    if DEMO.dataset is None:
+        return None
     env = os.environ if environ is None else environ
     given = env.get("FSGEN_DATASETS_DIR", "").strip()
     root = Path(given).expanduser() if given else REPO.parent / "shared" / "hf-datasets"
@@ -94,10 +101,10 @@ def datasets_dir(environ: dict[str, str] | None = None) -> Path:
 
 
 def family_models() -> dict[str, Path]:
-    """The committed micro family: name -> model folder."""
+    """The committed families (arith, micro): name -> model folder."""
     from fsgen_eval.experiments.zoo.family import load_family_yaml
 
-    return {m.name: m.path for m in load_family_yaml(FAMILY_YAML)}
+    return {m.name: m.path for y in FAMILY_YAMLS for m in load_family_yaml(y)}
 
 
 def resolve_model(spec: str, role: str) -> Path:
@@ -108,7 +115,7 @@ def resolve_model(spec: str, role: str) -> Path:
     elif (Path(spec) / "config.json").is_file():
         path = Path(spec)
     else:
-        raise ValueError(f"--{role} {spec!r} is neither a micro model ({', '.join(known)}) nor a model folder")
+        raise ValueError(f"--{role} {spec!r} is neither a family model ({', '.join(known)}) nor a model folder")
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"--{role} {spec!r}: {path} holds no config.json (is the checkout complete?)")
     return path.resolve()
@@ -197,6 +204,8 @@ def entropy_threshold(oracle_folder: Path, target: float) -> tuple[float, dict[s
 def lm_eval_args(max_gen_toks: int | None) -> list[str]:
     """lm-eval's arguments for every demo cell (few-shot, batch size, and the generation cap if given)."""
     args = ["--num_fewshot", str(DEMO.num_fewshot), "--batch_size", "8"]
+    if DEMO.include_path is not None:
+        args += ["--include_path", str(DEMO.include_path)]
     if max_gen_toks is not None:
         args += ["--gen_kwargs", f"max_gen_toks={max_gen_toks}"]
     return args
@@ -215,7 +224,8 @@ def run_configs(small: Path, large: Path, runs_dir: Path, limit: int, max_gen_to
             lines.append(f"  entropy threshold {threshold:g}: oracle-trace call rate {point['call_rate']:.3f}, "
                          f"handoffs caught {point['caught']:.3f} (target {target})")
             print(f"demo: {lines[-1].strip()}", flush=True)
-        cell = DemoCell(display_path(small), display_path(large), method, router, threshold, DEMO.task, name=name)
+        first = large if name == "system2" else small  # System 2 alone: the large model as System 1 too
+        cell = DemoCell(display_path(first), display_path(large), method, router, threshold, DEMO.task, name=name)
         folder = runs_dir / name
         if completed(folder) and not force and _same_threshold(folder, cell.threshold):
             lines.append(f"  {name:15} already complete: {folder}")
@@ -290,8 +300,9 @@ def write_demo_report(out: Path, small: Path, large: Path, limit: int, targets: 
     from fsgen_eval.analysis.report import build_report, write_report
 
     task = "GSM8K" if DEMO.task == "gsm8k" else DEMO.task
-    title = f"fsgen-eval demo: {small.name} -> {large.name} on {task} ({limit} problems, {DEMO.num_fewshot}-shot)"
-    rep = build_report(find_runs([out / "runs"]), ParamTable.load([FAMILY_YAML]), title, targets[0])
+    per = " per level" if DEMO.task == "fsgen_arith" else ""
+    title = f"fsgen-eval demo: {small.name} -> {large.name} on {task} ({limit} problems{per}, {DEMO.num_fewshot}-shot)"
+    rep = build_report(find_runs([out / "runs"]), ParamTable.load(list(FAMILY_YAMLS)), title, targets[0])
     gen = f"max_gen_toks={max_gen_toks}" if max_gen_toks else f"{task}'s max_gen_toks"
     rates = " and ".join(f"{t:.0%}" for t in targets)
     rep.notes.insert(0, f"made by `fsgen-eval demo`: lm-eval's {DEMO.task}, --limit {limit}, --num_fewshot "
