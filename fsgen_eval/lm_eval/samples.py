@@ -26,6 +26,7 @@ from lm_eval.models.utils import handle_stop_sequences, has_bos_prefix, normaliz
 from lm_eval.utils import hash_string
 
 from fsgen_eval.core.jsonl import read_json, read_jsonl
+from fsgen_eval.core.runs import parse_model_args
 from fsgen_eval.core.schema import RunInfo, trace_from_json
 
 # runs of --model fsgen whose emitted tokens are one model's greedy tokens: (method, router) -> the model
@@ -71,11 +72,7 @@ class System2Run:
 
 
 def _model_args(obj: Any) -> dict[str, Any]:
-    if isinstance(obj, dict):
-        return dict(obj)
-    if isinstance(obj, str):
-        return {k.strip(): v.strip() for k, v in (p.split("=", 1) for p in obj.split(",") if "=" in p)}
-    return {}
+    return parse_model_args(obj)  # the one k=v rule (core/runs.py)
 
 
 def _results_file(folder: Path) -> Path:
