@@ -421,7 +421,7 @@ class FSGenLM(HFLM):
     # -------------------------------------------------------------------------------- scoring
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         """``TemplateLM.loglikelihood``'s tokenisation, then our scoring with each request's identity."""
-        if self.enable_thinking:
+        if getattr(self, "enable_thinking", False):  # HFLM of lm-eval 0.4.10 has no enable_thinking
             return super().loglikelihood(requests, disable_tqdm=disable_tqdm)  # HFLM refuses it
         items, owners = [], []
         for inst, pad in zip(requests, padding_flags(requests, self.world_size), strict=True):
