@@ -85,7 +85,7 @@ def _build(arg_string: str) -> None:
 def test_trust_remote_code_no_never_runs_the_folders_code(evil_model, value):
     folder, marker = evil_model
     with pytest.raises(margs.ModelArgsError, match="pass trust_remote_code=true"):
-        _build(f"small={folder},large={folder},trust_remote_code={value}")
+        _build(f"small={folder},large={folder},router=never,trust_remote_code={value}")
     assert not marker.exists()
 
 
@@ -93,7 +93,7 @@ def test_trust_remote_code_no_never_runs_the_folders_code(evil_model, value):
 def test_trust_remote_code_other_words_are_refused(evil_model, value):
     folder, marker = evil_model
     with pytest.raises(margs.ModelArgsError, match=f"trust_remote_code={value} is not valid"):
-        _build(f"small={folder},large={folder},trust_remote_code={value}")
+        _build(f"small={folder},large={folder},router=never,trust_remote_code={value}")
     assert not marker.exists()
 
 
@@ -101,7 +101,7 @@ def test_trust_remote_code_yes_does_run_it(evil_model):
     """The control: the marker is what the folder's code writes once transformers imports it."""
     folder, marker = evil_model
     with pytest.raises(Exception):  # noqa: B017 - the code has no classes; what matters is that it ran
-        _build(f"small={folder},large={folder},trust_remote_code=yes")
+        _build(f"small={folder},large={folder},router=never,trust_remote_code=yes")
     assert marker.read_text() == "custom code ran"
 
 
