@@ -288,7 +288,7 @@ def run_frontier(p: Plan, out: Path, runner: Any = None, replay: bool = True, mo
     _raise_failed(done)
     points = []
     for cell, router, rate, cal_rate in cells:
-        label = {"never": "System 1 alone", "always": "System 2 alone"}.get(router, f"{router}@{rate:g}")
+        label = {"never": "System 1 alone", "always": "System 2 alone"}.get(router) or f"{router}@{rate:g}"
         pt = read_point(out / cell.relpath, p.task, label, router, rate, cell.threshold, n_small, n_large, metric)
         pt.extra["calibration_call_rate"] = cal_rate
         points.append(pt)
