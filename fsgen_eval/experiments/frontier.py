@@ -26,7 +26,7 @@ import numpy as np
 from fsgen_eval.analysis import files
 from fsgen_eval.analysis import frontier as F
 from fsgen_eval.core import registry
-from fsgen_eval.experiments.sweep import Cell, is_done
+from fsgen_eval.experiments.sweep import Cell
 
 DEFAULT_RATES = (0.05, 0.1, 0.2, 0.3, 0.5)
 CALIBRATION = "_calibration"
