@@ -44,6 +44,17 @@ def llama_pair(models_dir, tokenizer) -> tuple[Path, Path]:
     return testing.build_pair(models_dir / "llama", tokenizer, arch="llama")
 
 
+@pytest.fixture(scope="module")
+def pair(request, llama_pair, llama_base):
+    """The Llama pair loaded as the engine's ``ModelPair``; with ``llama_base`` as ``small_base`` (proxy tuning)
+    in a test module that sets ``PAIR_WITH_BASE = True``. Module scope: a module's tests share one load."""
+    from fsgen_eval.engine.pair import ModelPair
+
+    large, small = llama_pair
+    base = str(llama_base) if getattr(request.module, "PAIR_WITH_BASE", False) else None
+    return ModelPair.load(small=str(small), large=str(large), small_base=base)
+
+
 @pytest.fixture(scope="session")
 def neox_pair(models_dir, tokenizer) -> tuple[Path, Path]:
     return testing.build_pair(models_dir / "neox", tokenizer, arch="gpt_neox", init=0.1, late_scale=0.3)

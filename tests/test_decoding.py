@@ -20,10 +20,7 @@ PROMPTS = [
 N = 24
 
 
-@pytest.fixture(scope="module")
-def pair(llama_pair, llama_base):
-    large, small = llama_pair
-    return ModelPair.load(small=str(small), large=str(large), small_base=str(llama_base))
+PAIR_WITH_BASE = True  # the `pair` fixture (conftest.py) loads llama_base as small_base
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,7 @@ PROMPTS = ["Question: What is 3 + 4? Answer:", "def add(a, b):", "Natalia sold c
 N = 20
 
 
-@pytest.fixture(scope="module")
-def pair(llama_pair, llama_base):
-    large, small = llama_pair
-    return ModelPair.load(small=str(small), large=str(large), small_base=str(llama_base))
+PAIR_WITH_BASE = True  # the `pair` fixture (conftest.py) loads llama_base as small_base
 
 
 def _trace(**fields) -> dict[str, np.ndarray]:

@@ -12,12 +12,6 @@ from fsgen_eval.engine.api import encode
 from fsgen_eval.engine.pair import check_same_vocab
 
 
-@pytest.fixture(scope="module")
-def pair(llama_pair):
-    large, small = llama_pair
-    return ModelPair.load(small=str(small), large=str(large))
-
-
 def test_padded_embedding_pair_cuts_logits_to_the_tokenizer(llama_pair, padded_large, tokenizer):
     _, small = llama_pair
     pair = ModelPair.load(small=str(small), large=str(padded_large))

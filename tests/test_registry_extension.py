@@ -84,14 +84,6 @@ def weights_file(folder: Path, name: str, w: list[float], b: float) -> str:
 
 
 # --------------------------------------------------------------------------------------- generate
-@pytest.fixture(scope="module")
-def pair(llama_pair):
-    from fsgen_eval import ModelPair
-
-    large, small = llama_pair
-    return ModelPair.load(small=str(small), large=str(large))
-
-
 PROMPTS = ["Question: What is 3 + 4? Answer:", "def add(a, b):", "The capital of"]
 
 

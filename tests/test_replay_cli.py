@@ -47,7 +47,7 @@ def lm_eval_run(out: Path, model: str, model_args: str) -> Path:
 def runs(llama_pair, tmp_path_factory):
     large, small = llama_pair
     root = tmp_path_factory.mktemp("replay")
-    fs = f"device=cpu,dtype=float32,trace=None"
+    fs = "device=cpu,dtype=float32,trace=None"
     return {
         "lockstep": lm_eval_run(root / "lockstep", "fsgen",
                                 f"small={small},large={large},method=oracle,trace_topk=5,{fs}"),

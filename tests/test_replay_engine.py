@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fsgen_eval import ModelPair
 from fsgen_eval.core import schema
 from fsgen_eval.engine import replay as rp
 from fsgen_eval.engine.api import encode, generate_ids
@@ -21,12 +20,6 @@ PROMPTS = ["Question: What is 3 + 4? Answer:", "def add(a, b):", "Natalia sold c
 N = 40
 STOP = ("The",)  # the random fixture models emit it now and then: some rows stop early, some run to N
 FLOATS = [k for k in schema.TOKEN_FIELDS if schema.FIELD_DTYPES[k] is np.float32]
-
-
-@pytest.fixture(scope="module")
-def pair(llama_pair):
-    large, small = llama_pair
-    return ModelPair.load(small=str(small), large=str(large))
 
 
 def trajectories(pair, rows, prompts, large=True, lookahead=0):

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from fsgen_eval import ModelPair, generate, loglikelihood
+from fsgen_eval import generate, loglikelihood
 from fsgen_eval.core import schema
 from fsgen_eval.engine.config import make_config
 from fsgen_eval.lm_eval.args import ModelArgsError, check_trace_topk
@@ -17,12 +17,6 @@ from fsgen_eval.lm_eval.traces import SummaryBook, TraceWriter, make_record
 PROMPTS = ["Question: What is 3 + 4? Answer:", "def add(a, b):", "A."]
 N = 16
 K = 5
-
-
-@pytest.fixture(scope="module")
-def pair(llama_pair):
-    large, small = llama_pair
-    return ModelPair.load(small=str(small), large=str(large))
 
 
 @pytest.fixture(scope="module")

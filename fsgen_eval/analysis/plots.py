@@ -268,3 +268,29 @@ def embedding_figure(embeddings: list[Any]) -> Figure:
             ax.set_yticks([])
     fig.tight_layout()
     return fig
+
+
+def frontier_figure(rows: list[dict[str, Any]]) -> Figure:
+    """Accuracy (95 % interval bars) against ``llm_call_rate`` and against ``param_cost``, one series per
+    router, with the straight line between System 1 alone and System 2 alone (``rows``:
+    :meth:`fsgen_eval.analysis.frontier.Point.row` dicts; the end points are routers ``never`` and ``always``)."""
+    fig = Figure(figsize=(11, 4.2))
+    ends = {r["router"]: r for r in rows if r["router"] in ("never", "always")}
+    for ax, x_key, x_label in zip(fig.subplots(1, 2), ("llm_call_rate", "param_cost"),
+                                  ("large-model call rate (llm_call_rate)", "parameters activated per token")):
+        if len(ends) == 2:
+            a, b = ends["never"], ends["always"]
+            ax.plot([a[x_key], b[x_key]], [a["accuracy"], b["accuracy"]], ls="--", color="grey",
+                    label="System 1 alone - System 2 alone")
+        for router in dict.fromkeys(r["router"] for r in rows):
+            rs = sorted((r for r in rows if r["router"] == router), key=lambda r: r[x_key])
+            x = np.array([r[x_key] for r in rs])
+            y = np.array([r["accuracy"] for r in rs])
+            err = np.abs(np.array([r["accuracy_ci"] for r in rs]).T - y)
+            name = {"never": "System 1 alone", "always": "System 2 alone"}.get(router, router)
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, ls="-" if len(rs) > 1 else "none", label=name)
+        ax.set_xlabel(x_label)
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+    fig.axes[0].legend(fontsize=8)
+    return fig

@@ -56,6 +56,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = A.load_dataset(args.traces, args.features, args.k)
     router = A.fit(data, args.model, args.target_call_rate, args.features, args.k, args.balance,
                    args.max_samples, args.seed)
+    pair = _pair_of(args.traces)
+    if pair:  # lets a frontier refuse this router for another pair
+        router.info["pair"] = pair
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -67,6 +70,22 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{tr['call_rate']:.3f} (target {args.target_call_rate}), handoffs caught {tr['caught']:.3f} on the "
           "training tokens")
     return 0
+
+
+def _pair_of(traces: list[Path]) -> dict[str, str] | None:
+    """The (small, large) of the runs whose results files (beside the traces) name them, when it is one pair."""
+    from fsgen_eval.analysis import files
+
+    pairs = set()
+    for t in traces:
+        for res in Path(t).parent.glob("results_*.json"):
+            try:
+                run = files.load_run(res)
+            except ValueError:
+                continue
+            if any(Path(f).resolve() == Path(t).resolve() for f in run.trace_files):
+                pairs.add((str(run.fsgen.small), str(run.fsgen.large)))
+    return dict(zip(("small", "large"), pairs.pop())) if len(pairs) == 1 else None
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

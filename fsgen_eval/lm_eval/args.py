@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -19,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from fsgen_eval.core.guards import cut
+from fsgen_eval.core.runs import is_bool_word, parse_bool
+# the naming rules live in core/runs.py (one copy for every layer); re-exported for the adapter's callers
+from fsgen_eval.core.runs import model_label, pair_name, pair_name_from_model_args, sanitize  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -133,14 +135,13 @@ def check_trace_arg(trace: Any) -> str | None:
 
     A path is refused up front when its folder cannot be created or written (the first batch would fail).
     """
-    if trace is None or trace is True:
+    if trace is None or (isinstance(trace, str) and trace.strip().lower() == "none"):
         return None
-    if trace is False:
-        return "false"
+    if isinstance(trace, bool) or (isinstance(trace, str) and is_bool_word(trace)):
+        # true: beside the results (the default); false: none
+        return None if parse_bool("trace", trace) else "false"
     if not isinstance(trace, str) or not trace.strip():
-        raise ModelArgsError(f"trace must be a path or false, got {trace!r}")
-    if trace.strip().lower() in ("false", "none", "0", "no"):
-        return "false"
+        raise ModelArgsError(f"trace must be a path, true or false, got {trace!r}")
     check_writable_target("trace", trace)
     return trace
 
@@ -250,6 +251,18 @@ def check_number(key: str, value: Any) -> float | None:
     return number
 
 
+# Every boolean model_arg: parsed by core.runs.parse_bool (true/false, 1/0, yes/no, on/off), never by truthiness.
+BOOL_KEYS: tuple[str, ...] = ("trust_remote_code", "parallelize", "trace_append")
+
+
+def check_bool(key: str, value: Any) -> bool:
+    """A boolean model_arg or CLI value; ``ModelArgsError`` naming ``key`` for any other spelling."""
+    try:
+        return parse_bool(key, value)
+    except ValueError as err:
+        raise ModelArgsError(str(err)) from None
+
+
 def check_values(given: Mapping[str, Any]) -> dict[str, Any]:
     """Check and convert the values of ``--model_args`` that need no model; one line naming key and value.
 
@@ -267,6 +280,9 @@ def check_values(given: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("threshold", "alpha", "beta"):
         if key in given:
             out[key] = check_number(key, given[key])
+    for key in BOOL_KEYS:
+        if key in given:
+            out[key] = check_bool(key, given[key])
     return out
 
 
@@ -293,8 +309,8 @@ def check_gen_kwargs(gen: Mapping[str, Any] | None, where: str = "--gen_kwargs")
     for key, value in gen.items():
         if value is None:
             continue
-        if key == "do_sample" and value not in (True, False):
-            raise _bad(f"{where} do_sample", value, "true or false")
+        if key == "do_sample" and not is_bool_word(value):
+            raise _bad(f"{where} do_sample", value, "true/false, 1/0, yes/no or on/off")
         if key == "temperature" and not _in_range(value, lambda t: t >= 0):
             raise _bad(f"{where} temperature", value, "a number >= 0")
         if key == "top_p" and not _in_range(value, lambda p: 0 < p <= 1):
@@ -319,7 +335,8 @@ def sampling(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """One request's generation kwargs → the engine's (temperature 0 = greedy), checked first."""
     check_gen_kwargs(kwargs, where="generation kwarg")
     temperature = float(kwargs.get("temperature") or 0.0)
-    if not kwargs.get("do_sample", temperature > 0):
+    do_sample = kwargs.get("do_sample")
+    if not (temperature > 0 if do_sample is None else parse_bool("do_sample", do_sample)):
         temperature = 0.0
     elif temperature == 0.0:
         log.warning("fsgen: do_sample=True without a temperature: sampling at temperature 1.0")
@@ -397,34 +414,3 @@ def under_lm_eval_cli() -> bool:
     ``fsgen-eval run``): it prints its tables after the run, and the fsgen summary goes after them."""
     main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     return "lm_eval.__main__" in sys.modules or getattr(main_spec, "name", None) == "lm_eval.__main__"
-
-
-# ---------------------------------------------------------------------------------------------- naming
-def sanitize(name: str) -> str:
-    """The same substitution lm-eval applies to model names for its results folder."""
-    return re.sub(r"[\"<>:/|\\?*\[\]]+", "__", name)
-
-
-def model_label(path: str) -> str:
-    """A local folder's last component, or a hub id with ``/`` turned into ``__``."""
-    if os.path.exists(path):
-        return sanitize(Path(path).resolve().name)
-    return sanitize(path.rstrip("/"))
-
-
-def pair_name(small: str, large: str) -> str:
-    """The results folder of an fsgen run, e.g. ``Qwen__Qwen1.5-0.5B__Qwen__Qwen1.5-7B``."""
-    return f"{model_label(small)}__{model_label(large)}"
-
-
-def pair_name_from_model_args(model_args: Any) -> str | None:
-    """``pair_name`` from lm-eval's ``model_args`` (a dict or a ``k=v,...`` string); ``None`` if incomplete."""
-    if isinstance(model_args, str):
-        parsed = dict(part.split("=", 1) for part in model_args.split(",") if "=" in part)
-        model_args = {k.strip(): v.strip() for k, v in parsed.items()}
-    if not isinstance(model_args, Mapping):
-        return None
-    small, large = model_args.get("small"), model_args.get("large")
-    if isinstance(small, str) and isinstance(large, str) and small and large:
-        return pair_name(small, large)
-    return None

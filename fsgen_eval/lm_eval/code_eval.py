@@ -105,8 +105,20 @@ class CodeEval:
 
 
 def offline() -> bool:
-    """Whether an offline switch (``HF_HUB_OFFLINE`` and the like) is set."""
-    return any(os.environ.get(name, "").strip() not in ("", "0", "false", "False") for name in OFFLINE_ENVS)
+    """Whether an offline switch is on: ``FSGEN_DATASETS_DIR`` names a folder, or ``HF_HUB_OFFLINE`` /
+    ``HF_EVALUATE_OFFLINE`` is a true word (``core.runs.parse_bool``: ``HF_HUB_OFFLINE=no`` is off, a misspelling
+    is one line naming the variable)."""
+    from fsgen_eval.core.runs import parse_bool
+
+    if os.environ.get(OFFLINE_ENVS[0], "").strip():
+        return True
+    switches = [(name, os.environ.get(name, "").strip()) for name in OFFLINE_ENVS[1:]]
+    try:
+        return any(parse_bool(name, value) for name, value in switches if value)
+    except ValueError as err:
+        from fsgen_eval.lm_eval.args import OneLineError
+
+        raise OneLineError(str(err)) from None
 
 
 def patch_evaluate_load(evaluate_module: ModuleType) -> None:

@@ -166,18 +166,20 @@ class FSGenLM(HFLM):
 
         # everything that can be wrong is checked before a weight is read (the Python API too, not only
         # create_from_arg_obj: FSGenLM(batch_size="x") names the key as --model_args does)
-        checked = margs.check_values({"batch_size": batch_size, "max_batch_size": max_batch_size,
-                                      "max_length": max_length, "dtype": dtype, **params})
-        batch_size, max_batch_size, max_length, dtype = (checked[k] for k in
-                                                         ("batch_size", "max_batch_size", "max_length", "dtype"))
+        own = {"batch_size": batch_size, "max_batch_size": max_batch_size, "max_length": max_length,
+               "dtype": dtype, "trust_remote_code": trust_remote_code, "parallelize": parallelize,
+               "trace_append": trace_append}
+        checked = margs.check_values({**own, **params})  # booleans: true/false, 1/0, yes/no, on/off only
+        (batch_size, max_batch_size, max_length, dtype, trust_remote_code, parallelize,
+         trace_append) = (checked[k] for k in own)
         params = {k: checked[k] for k in params}
         margs.check_launch()
         threshold = params.get("threshold")
         method_params = margs.method_params(params)
         roles, toks = check_pair(small, large, small_base, method, router, threshold, method_params,
-                                 bool(trust_remote_code))
+                                 trust_remote_code)
         trace_arg = margs.check_trace_arg(trace)
-        margs.check_trace_file(trace_arg, bool(trace_append))
+        margs.check_trace_file(trace_arg, trace_append)
         check_output(trace_arg, running_tracker())  # an unwritable --output_path is refused before the weights
         trace_topk = margs.check_trace_topk(trace_topk, trace_arg)
         device = margs.resolve_device(device, torch.cuda.is_available())
@@ -185,14 +187,14 @@ class FSGenLM(HFLM):
         # HFLM loads the large model (devices, parallelize, accelerate ranks) with System 1's tokenizer
         super().__init__(pretrained=large, tokenizer=small, device=device, dtype=dtype, batch_size=batch_size,
                          max_batch_size=max_batch_size, max_length=max_length,
-                         trust_remote_code=bool(trust_remote_code), parallelize=bool(parallelize))
+                         trust_remote_code=trust_remote_code, parallelize=parallelize)
         if self.backend != "causal":
             raise ModelArgsError(f"large={large!r} is not a causal (decoder-only) language model")
         if isinstance(batch_size, int):
             # lm-eval records its own --batch_size (1 unless given) as config.batch_size and, from this public
             # attribute, the sizes really used as config.batch_sizes and in its header ("batch_size: 1 (8)")
             self.batch_sizes = {0: batch_size}
-        loaded = {role: self._load_small(role, path, dtype, bool(trust_remote_code))
+        loaded = {role: self._load_small(role, path, dtype, trust_remote_code)
                   for role, path in roles.items() if role != "large"}
         self.pair = ModelPair.from_models(loaded["small"], self.model, toks["small"],
                                           small_base=loaded.get("small_base"), names=dict(roles))
@@ -201,7 +203,7 @@ class FSGenLM(HFLM):
         run = RunInfo(small=small, large=large, small_base=small_base, method=method, router=router,
                       threshold=threshold, run_id=run_id, batch_size=batch_size, trace_topk=trace_topk)
         self.state = AdapterState(run=run, method_params=method_params, trace_arg=trace_arg,
-                                  trace_append=bool(trace_append), run_ts=run_ts)
+                                  trace_append=trace_append, run_ts=run_ts)
         cfg = self._decode_config()
         run.params, run.router_params = dict(cfg.params), dict(cfg.router_params)
 
@@ -425,7 +427,7 @@ class FSGenLM(HFLM):
     # -------------------------------------------------------------------------------- scoring
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         """``TemplateLM.loglikelihood``'s tokenisation, then our scoring with each request's identity."""
-        if self.enable_thinking:
+        if getattr(self, "enable_thinking", False):  # HFLM of lm-eval 0.4.10 has no enable_thinking
             return super().loglikelihood(requests, disable_tqdm=disable_tqdm)  # HFLM refuses it
         items, owners = [], []
         for inst, pad in zip(requests, padding_flags(requests, self.world_size), strict=True):

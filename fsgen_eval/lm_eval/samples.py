@@ -27,6 +27,7 @@ from lm_eval.utils import hash_string
 
 from fsgen_eval.core.guards import cut
 from fsgen_eval.core.jsonl import read_json, read_jsonl
+from fsgen_eval.core.runs import parse_model_args
 from fsgen_eval.core.schema import RunInfo, trace_from_json
 
 # runs of --model fsgen whose emitted tokens are one model's greedy tokens: (method, router) -> the model
@@ -75,20 +76,16 @@ class System2Run:
 
 def _model_args(path: Path, obj: Any) -> dict[str, Any]:
     """``config["model_args"]``: lm-eval writes an object (older versions the ``k=v,...`` string given on its
-    command line, parsed here as lm-eval parses it); anything else, or a string with a part that is not
-    ``key=value``, is refused rather than read as no arguments."""
+    command line, parsed by the one rule, :func:`fsgen_eval.core.runs.parse_model_args`); anything else, or a
+    string with a part that is not ``key=value``, is refused rather than read as no arguments."""
     if obj is None:
         return {}
-    if isinstance(obj, dict):
-        return dict(obj)
-    if not isinstance(obj, str):
+    if not isinstance(obj, (dict, str)):
         raise ValueError(f"{path}: config['model_args'] is a {type(obj).__name__}, not an object")
-    parts = [p for p in obj.split(",") if p.strip()]
-    bad = [p for p in parts if "=" not in p or not p.split("=", 1)[0].strip()]
-    if bad:
-        raise ValueError(f"{path}: config['model_args'] is the string {cut(obj)!r}, whose part {cut(bad[0])!r} "
-                         "is not key=value")
-    return {k.strip(): v.strip() for k, v in (p.split("=", 1) for p in parts)}
+    try:
+        return parse_model_args(obj)
+    except ValueError as err:
+        raise ValueError(f"{path}: config['model_args'] {cut(str(obj))!r}: {err}") from None
 
 
 def _results_file(folder: Path) -> Path:

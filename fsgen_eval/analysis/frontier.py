@@ -1,0 +1,236 @@
+"""The accuracy frontier: what a share of System 2 buys (accuracy against ``llm_call_rate`` and ``param_cost``).
+
+Torch-free. Three pieces, each usable alone:
+
+* **calibration** — a threshold router's threshold for a target call rate, set on System 1's statistics of a
+  calibration run (System 1 alone, router ``never``, on documents that are not evaluated): the threshold lies
+  strictly between two neighbouring distinct values of the signal, written with at most 6 significant digits
+  (the sweep writes thresholds with ``:g``), so the calibration tokens it calls are exactly the
+  ``floor(target * N)`` most uncertain ones when the values are distinct (ties: the largest count below);
+* **points** — per run: accuracy with its Wilson 95 % interval (stays in [0, 1]), ``llm_call_rate``,
+  ``collaboration_rate``, ``param_cost`` = mean parameters activated per generated token (System 1 at every
+  token, the large model at every call: ``N_small + llm_call_rate * N_large``, R2R's measure), wall time;
+* **gap recovery** — per router, the call rate at which accuracy first reaches ``acc_1 + f (acc_2 - acc_1)``
+  (linear between neighbouring points, System 1 alone at its call rate 0 and System 2 alone at 1 included),
+  with a bootstrap interval that resamples documents (clusters): accuracy and call rate of every point are
+  recomputed from the same resampled documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+# ------------------------------------------------------------------------------------------ calibration
+def _short_between(lo: float, hi: float) -> float | None:
+    """A number strictly between ``lo < hi`` with the fewest significant digits (at most 6), or ``None``."""
+    mid = (lo + hi) / 2
+    for digits in range(1, 7):
+        t = float(f"{mid:.{digits}g}")
+        if lo < t < hi:
+            return t
+    return None
+
+
+def calibrate(scores: np.ndarray, target: float) -> tuple[float, int]:
+    """Threshold ``t`` on ``scores`` [N] (call where ``score > t``) and how many of the N it calls: the
+    largest count ``<= floor(target * N)`` that a threshold between two distinct values can give.
+
+    ``ValueError`` for a target outside [0, 1] or no scores."""
+    if not 0.0 <= target <= 1.0:
+        raise ValueError(f"target call rate must lie in [0, 1], got {target}")
+    s = np.sort(np.asarray(scores, float))[::-1]
+    if len(s) == 0 or not np.isfinite(s).all():
+        raise ValueError("calibration needs finite System 1 statistics at one token or more")
+    m = int(np.floor(target * len(s) + 1e-9))
+    for j in range(min(m, len(s)), -1, -1):
+        hi = s[j - 1] if j > 0 else s[0] + 1.0  # the least uncertain called token (none: above all)
+        lo = s[j] if j < len(s) else s[-1] - 1.0  # the most uncertain token left to System 1
+        if hi > lo:
+            t = _short_between(lo, hi)
+            if t is not None:
+                return t, j
+    raise ValueError("calibration: no threshold with 6 significant digits separates the signal's values")
+
+
+# the sign that orients a router's signal so that higher = call System 2 (calls_when "above": as is)
+def oriented(values: np.ndarray, calls_when: str) -> np.ndarray:
+    """``values`` [N] of a router's signal, oriented so that the router calls where the result is larger."""
+    if calls_when not in ("above", "below"):
+        raise ValueError(f"calls_when must be 'above' or 'below', got {calls_when!r}")
+    v = np.asarray(values, float)
+    return v if calls_when == "above" else -v
+
+
+def native_threshold(values: np.ndarray, calls_when: str, target: float) -> tuple[float, float]:
+    """The router's own threshold for ``target`` on its signal's ``values`` [N], and the share of the N
+    tokens it calls (``calls_when`` ``above``: calls where value > t; ``below``: where value < t)."""
+    t, k = calibrate(oriented(values, calls_when), target)
+    return (t if calls_when == "above" else -t), k / len(values)
+
+
+def realised_rate(values: np.ndarray, calls_when: str, threshold: float) -> float:
+    """The share of ``values`` [N] at which the router with ``threshold`` calls System 2."""
+    v = np.asarray(values, float)
+    return float(np.mean(v > threshold if calls_when == "above" else v < threshold))
+
+
+# ------------------------------------------------------------------------------------------ intervals
+def wilson(successes: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``successes / n`` (within [0, 1] by construction)."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    lo = 0.0 if successes <= 0 else max(0.0, centre - half)  # exact ends, not float noise around them
+    hi = 1.0 if successes >= n else min(1.0, centre + half)
+    return float(lo), float(hi)
+
+
+# ------------------------------------------------------------------------------------------ points
+@dataclass
+class Point:
+    """One run on the frontier. ``correct``, ``tokens``, ``calls``, ``handoffs``: per document [D], in the
+    order of ``doc_ids`` (the same documents for every point of one frontier)."""
+
+    label: str  # "System 1 alone", "System 2 alone", "entropy@0.1", ...
+    router: str  # never / always / max_prob / margin / entropy / learned
+    target: float | None  # the target call rate it was calibrated for (None: an end point)
+    threshold: float | None
+    doc_ids: np.ndarray
+    correct: np.ndarray  # [D] the task's metric per document (0/1 for exact match, pass@1)
+    tokens: np.ndarray  # [D] generated tokens
+    calls: np.ndarray  # [D] tokens where System 2 was evaluated
+    handoffs: np.ndarray  # [D]
+    n_small: int = 0
+    n_large: int = 0
+    wall_s: float = float("nan")
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.correct))
+
+    @property
+    def llm_call_rate(self) -> float:
+        return float(self.calls.sum() / max(self.tokens.sum(), 1))
+
+    @property
+    def collaboration_rate(self) -> float:
+        return float(self.handoffs.sum() / max(self.tokens.sum(), 1))
+
+    @property
+    def param_cost(self) -> float:
+        """Mean parameters activated per generated token: System 1 at every token (a router needs its
+        statistics), the large model where it was called."""
+        return self.n_small + self.llm_call_rate * self.n_large
+
+    def row(self) -> dict[str, Any]:
+        lo, hi = wilson(float(np.sum(self.correct)), len(self.correct))
+        return {"label": self.label, "router": self.router, "target_call_rate": self.target,
+                "threshold": self.threshold, "accuracy": self.accuracy, "accuracy_ci": [lo, hi],
+                "n_docs": int(len(self.correct)), "llm_call_rate": self.llm_call_rate,
+                "collaboration_rate": self.collaboration_rate, "param_cost": self.param_cost,
+                "generated_tokens": int(self.tokens.sum()), "wall_s": self.wall_s, **self.extra}
+
+
+def check_same_docs(points: Sequence[Point]) -> None:
+    """Every point must cover the same documents in the same order (the bootstrap resamples them jointly)."""
+    ref = points[0].doc_ids
+    for p in points[1:]:
+        if len(p.doc_ids) != len(ref) or not np.array_equal(p.doc_ids, ref):
+            raise ValueError(f"frontier: {p.label} covers other documents than {points[0].label} "
+                             f"({len(p.doc_ids)} vs {len(ref)}); every run must evaluate the same documents")
+
+
+# ------------------------------------------------------------------------------------------ gap recovery
+def crossing(rates: np.ndarray, accs: np.ndarray, goal: float) -> float:
+    """The first call rate at which the piecewise-linear curve through (``rates``, ``accs``) [K] (sorted by
+    rate) reaches ``goal``; NaN when it never does."""
+    if accs[0] >= goal:
+        return float(rates[0])
+    for i in range(1, len(rates)):
+        if accs[i] >= goal:
+            a0, a1, r0, r1 = accs[i - 1], accs[i], rates[i - 1], rates[i]
+            return float(r0 + (goal - a0) / (a1 - a0) * (r1 - r0))
+    return float("nan")
+
+
+def _curve(s1: Point, s2: Point, routed: Sequence[Point], w: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(rates [K], accs [K], acc_1, acc_2) of one router's points with documents weighted by ``w`` [D]."""
+    def acc(p: Point) -> float:
+        return float(w @ p.correct / w.sum())
+
+    def rate(p: Point) -> float:
+        return float(w @ p.calls / max(w @ p.tokens, 1e-12))
+
+    pts = [(0.0, acc(s1))] + sorted((rate(p), acc(p)) for p in routed) + [(1.0, acc(s2))]
+    r, a = np.array(pts).T
+    return r, a, acc(s1), acc(s2)
+
+
+def gap_recovery(s1: Point, s2: Point, routed: Sequence[Point], fractions: Sequence[float] = (0.5, 0.9),
+                 n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Per fraction ``f``: the call rate at which ``routed``'s accuracy reaches ``acc_1 + f (acc_2 - acc_1)``
+    and its 95 % percentile interval over ``n_boot`` resamples of the documents (seeded). ``None`` for the
+    estimate when System 2 alone is not more accurate than System 1 alone (no gap to recover); NaN in a
+    resample means the curve did not reach the goal there (counted, and the interval is then open above)."""
+    check_same_docs([s1, s2, *routed])
+    d = len(s1.correct)
+    out: dict[str, Any] = {"gap": s2.accuracy - s1.accuracy, "n_boot": n_boot}
+    r, a, a1, a2 = _curve(s1, s2, routed, np.ones(d))
+    rng = np.random.default_rng(seed)
+    weights = np.stack([np.bincount(rng.integers(0, d, d), minlength=d) for _ in range(n_boot)]).astype(float)
+    boots = [_curve(s1, s2, routed, w) for w in weights]
+    for f in fractions:
+        key = f"{round(f * 100)}%"
+        if a2 <= a1:
+            out[key] = {"call_rate": None, "ci": None, "reason": "System 2 alone is not more accurate"}
+            continue
+        est = crossing(r, a, a1 + f * (a2 - a1))
+        vals = np.array([crossing(br, ba, b1 + f * (b2 - b1)) if b2 > b1 else np.nan for br, ba, b1, b2 in boots])
+        missing = int(np.isnan(vals).sum())
+        filled = np.where(np.isnan(vals), np.inf, vals)  # not reached: beyond any call rate
+        lo, hi = np.quantile(filled, [0.025, 0.975])
+        out[key] = {"call_rate": est, "ci": [float(lo), float(hi) if np.isfinite(hi) else None],
+                    "boot_not_reached": missing}
+    return out
+
+
+# ------------------------------------------------------------------------------------------ table
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The frontier as a Markdown table (each number rounded once, here)."""
+    head = ("| point | target call rate | threshold | accuracy (95 % Wilson) | llm_call_rate | collaboration_rate "
+            "| param_cost | wall s |")
+    lines = [head, "|" + "---|" * 8]
+    for r in rows:
+        lo, hi = r["accuracy_ci"]
+        tgt = "" if r["target_call_rate"] is None else f"{r['target_call_rate']:g}"
+        thr = "" if r["threshold"] is None else f"{r['threshold']:.6g}"
+        lines.append(f"| {r['label']} | {tgt} | {thr} | {r['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] | "
+                     f"{r['llm_call_rate']:.3f} | {r['collaboration_rate']:.3f} | {r['param_cost']:.4g} | "
+                     f"{r['wall_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def format_recovery(recovery: dict[str, dict[str, Any]]) -> str:
+    """Per router, the call rate recovering 50 % and 90 % of the accuracy gap, with its interval."""
+    lines = ["| router | gap recovered | call rate | 95 % interval (documents resampled) |", "|---|---|---|---|"]
+    for router, rec in recovery.items():
+        for key, v in rec.items():
+            if not key.endswith("%"):
+                continue
+            if v["call_rate"] is None:
+                lines.append(f"| {router} | {key} | — | {v['reason']} |")
+                continue
+            est = "not reached" if np.isnan(v["call_rate"]) else f"{v['call_rate']:.3f}"
+            lo, hi = v["ci"]
+            hi_s = "not reached" if hi is None else f"{hi:.3f}"
+            lines.append(f"| {router} | {key} | {est} | [{lo:.3f}, {hi_s}] |")
+    return "\n".join(lines)

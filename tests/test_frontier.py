@@ -1,0 +1,125 @@
+"""The frontier's analysis: calibration to a target call rate, Wilson intervals, gap recovery with a
+document bootstrap, and the command's one-line refusals (no model runs here)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fsgen_eval.analysis import frontier as F
+from fsgen_eval.cli import main
+from fsgen_eval.experiments import frontier as X
+
+
+@pytest.mark.parametrize("calls_when", ["above", "below"])
+@pytest.mark.parametrize("target", [0.05, 0.1, 0.2, 0.3, 0.5])
+def test_calibrated_rate_equals_target_within_one_token(calls_when, target):
+    values = np.random.default_rng(1).gamma(2.0, 0.7, size=537)  # distinct, like float statistics
+    t, rate = F.native_threshold(values, calls_when, target)
+    assert abs(rate - target) <= 1 / len(values)
+    assert F.realised_rate(values, calls_when, t) == rate
+    # the sweep writes the threshold with :g; the written number calls the same tokens
+    assert F.realised_rate(values, calls_when, float(f"{t:g}")) == rate
+
+
+def test_calibration_with_ties_never_exceeds_target():
+    values = np.array([0.1, 0.5, 0.5, 0.5, 0.9, 0.9, 0.2, 0.3, 0.4, 0.6])
+    t, k = F.calibrate(values, 0.5)  # 5 allowed: 0.9, 0.9, 0.6, then three tied 0.5s that go together
+    assert k == 3 and 0.5 < t < 0.6
+    assert F.calibrate(values, 0.0)[1] == 0 and F.calibrate(values, 1.0)[1] == 10
+
+
+def test_wilson_known_values_and_bounds():
+    lo, hi = F.wilson(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    assert F.wilson(0, 7)[0] == 0.0 and F.wilson(7, 7)[1] == 1.0
+
+
+def test_crossing_interpolates_linearly():
+    rates, accs = np.array([0.0, 0.2, 0.5, 1.0]), np.array([0.1, 0.3, 0.5, 0.6])
+    assert F.crossing(rates, accs, 0.4) == pytest.approx(0.35)
+    assert F.crossing(rates, accs, 0.1) == 0.0
+    assert np.isnan(F.crossing(rates, accs, 0.7))
+
+
+def _point(label, router, correct, calls, tokens=10):
+    d = len(correct)
+    return F.Point(label, router, None, None, np.arange(d), np.asarray(correct, float), np.full(d, tokens),
+                   np.asarray(calls), np.asarray(calls) // 2, 100, 1000)
+
+
+def test_gap_recovery_estimate_and_seeded_interval():
+    s1 = _point("S1", "never", [0, 0, 0, 0, 1, 1, 0, 0], [0] * 8)
+    s2 = _point("S2", "always", [1, 1, 1, 0, 1, 1, 1, 1], [10] * 8)
+    r = [_point("e@.2", "entropy", [1, 0, 0, 0, 1, 1, 1, 0], [2] * 8),
+         _point("e@.5", "entropy", [1, 1, 1, 0, 1, 1, 0, 1], [5] * 8)]
+    # acc: S1 0.25, S2 0.875, 0.2 -> 0.5, 0.5 -> 0.75; 50 % goal 0.5625: between 0.2 and 0.5
+    rec = F.gap_recovery(s1, s2, r, n_boot=300, seed=3)
+    assert rec["50%"]["call_rate"] == pytest.approx(0.2 + (0.5625 - 0.5) / 0.25 * 0.3)
+    assert rec["90%"]["call_rate"] == pytest.approx(0.5 + (0.8125 - 0.75) / 0.125 * 0.5)
+    lo, hi = rec["50%"]["ci"]
+    assert lo <= rec["50%"]["call_rate"] <= (hi if hi is not None else 1.0)
+    assert F.gap_recovery(s1, s2, r, n_boot=300, seed=3) == rec  # seeded
+    assert s2.param_cost == 1100 and s1.param_cost == 100 and r[0].param_cost == 100 + 0.2 * 1000
+
+
+def test_gap_recovery_refuses_other_documents():
+    s1 = _point("S1", "never", [0, 1], [0, 0])
+    s2 = _point("S2", "always", [1, 1, 1], [10] * 3)
+    with pytest.raises(ValueError, match="other documents"):
+        F.gap_recovery(s1, s2, [], n_boot=10)
+
+
+def test_no_gap_is_said_not_invented():
+    s1 = _point("S1", "never", [1, 1], [0, 0])
+    s2 = _point("S2", "always", [1, 0], [10, 10])
+    rec = F.gap_recovery(s1, s2, [_point("m", "margin", [1, 1], [3, 3])], n_boot=10)
+    assert rec["50%"]["call_rate"] is None and "not more accurate" in rec["50%"]["reason"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--calibration-docs", "3:9"], "inside the evaluated documents"),
+    ([], "exactly one"),
+    (["--calibration-task", "gsm8k"], "is the evaluated task"),
+    (["--calibration-docs", "20:30", "--routers", "always"], "thresholds no System 1 signal"),
+    (["--calibration-docs", "20:30", "--rates", "0,0.1"], "must lie in (0, 1)"),
+    (["--calibration-docs", "9:2"], "START < END"),
+])
+def test_bad_input_is_one_line_before_anything_runs(tmp_path, capsys, argv, message):
+    rc = main(["frontier", "--small", "micro-s", "--large", "micro-l", "--task", "gsm8k", "--limit", "10",
+               "-o", str(tmp_path / "f"), *argv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "f").exists()
+
+
+def test_learned_router_of_another_pair_is_refused(tmp_path, capsys):
+    from fsgen_eval.core import learned as L
+
+    r = L.LearnedRouter("scalar", 0, "logistic", np.zeros(4), np.ones(4), 0.0, 0.5, coef=np.ones(4),
+                        info={"pair": {"small": "models/micro/micro-xs", "large": "models/micro/micro-l"}})
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(L.to_json(r)))
+    rc = main(["frontier", "--small", "models/micro/micro-s", "--large", "models/micro/micro-l", "--task", "gsm8k",
+               "--limit", "10", "--calibration-docs", "20:30", "--learned", str(path), "-o", str(tmp_path / "f")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "a router of the pair" in err and len(err.splitlines()) == 1
+
+
+def test_learned_calibration_meets_target(tmp_path):
+    from fsgen_eval.core import learned as L
+
+    rng = np.random.default_rng(0)
+    traces = [{"s1_entropy": rng.gamma(2, 0.5, 40), "s1_top1_prob": rng.uniform(0, 1, 40),
+               "s1_margin": rng.uniform(0, 1, 40)} for _ in range(5)]
+    r = L.LearnedRouter("scalar", 0, "logistic", np.zeros(4), np.ones(4), 0.0, 0.5,
+                        coef=np.array([1.0, -0.5, -0.5, 0.01]))
+    src = tmp_path / "r.json"
+    src.write_text(json.dumps(L.to_json(r)))
+    out = X.learned_thresholds(traces, src, [0.1, 0.3], tmp_path)
+    for rate, (path, t, cal) in out.items():
+        copy = L.load(path)
+        scores = np.concatenate([L.decision(copy, L.trace_features("scalar", tr)) for tr in traces])
+        assert copy.threshold == t and abs(np.mean(scores > t) - rate) <= 1 / 200 and cal == np.mean(scores > t)
