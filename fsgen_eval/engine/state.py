@@ -21,7 +21,7 @@ from torch import Tensor
 from fsgen_eval.core import schema
 from fsgen_eval.engine.config import DecodeConfig
 from fsgen_eval.engine.pair import ModelPair
-from fsgen_eval.engine.runner import Runner
+from fsgen_eval.engine.backend import Backend
 from fsgen_eval.core.sampling import stats
 
 
@@ -103,6 +103,11 @@ class Sequences:
     def compact(self, index: Tensor) -> None:
         """Keep columns ``index`` ``[B, L']`` of every row (see ``compact_index``)."""
         self.tokens, self.mask, self.positions = (x.gather(1, index) for x in (self.tokens, self.mask, self.positions))
+
+    def feed(self, backend: Backend, keep: int) -> Tensor:
+        """``backend``'s log-probs ``[B, keep, V]`` at the last ``keep`` columns, once it has been fed every
+        column it has not seen yet."""
+        return backend.advance(self.tokens, self.mask, self.positions, keep)
 
     def select(self, keep: Tensor) -> None:
         """Keep only the batch rows ``keep``."""
@@ -305,9 +310,9 @@ class DecodeState:
     """Everything the loop carries between steps."""
 
     seq: Sequences
-    small: Runner
-    large: Runner
-    small_base: Runner | None
+    small: Backend
+    large: Backend
+    small_base: Backend | None
     rec: Recorder
     fin: Finisher
     generator: torch.Generator | None
@@ -315,8 +320,8 @@ class DecodeState:
     lengths: Tensor  # (B0,) final generated lengths, filled in as rows are dropped
     counters: Tensor  # (B0, 3) int64: drafted, accepted, verification steps
 
-    def runners(self) -> list[Runner]:
-        """The runners in use (``small_base``'s only for proxy tuning)."""
+    def runners(self) -> list[Backend]:
+        """The backends in use (``small_base``'s only for proxy tuning)."""
         return [r for r in (self.small, self.large, self.small_base) if r is not None]
 
 
@@ -380,8 +385,8 @@ def init_state(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg: 
     ids, mask = input_ids.to(dev), attention_mask.to(dev)
     rows = torch.arange(ids.shape[0], device=dev)
     return DecodeState(
-        Sequences.from_prompt(ids, mask), Runner.new(pair.small), Runner.new(pair.large),
-        Runner.new(pair.small_base) if pair.small_base is not None else None,
+        Sequences.from_prompt(ids, mask), pair.open("small"), pair.open("large"),
+        pair.open("small_base") if pair.small_base is not None else None,
         Recorder(cfg.record_trace, rows, cfg.trace_topk), Finisher(pair, cfg.stop, cfg.max_new_tokens), gen, rows,
         torch.zeros(ids.shape[0], dtype=torch.long, device=dev),
         torch.zeros(ids.shape[0], 3, dtype=torch.long, device=dev),
