@@ -68,7 +68,7 @@ def fsgen_speculative_step(st: DecodeState, pair: ModelPair, cfg: DecodeConfig) 
         plain_step(st, pair, cfg, s1, fire)
         return
     st.small.rewind(st.seq.length - 1)  # the draft recomputes this position itself
-    speculative_round(st, pair, replace(cfg, router="always", threshold=None, router_params={}), verify=fire)
+    speculative_round(st, pair, replace(cfg, router="always", router_params={}), verify=fire)
 
 
 # a method's registry entry names its loop (core.registry.LOOPS); each runs one round per call
@@ -97,8 +97,8 @@ def choose_step(cfg: DecodeConfig):
     """The loop's round for this method and router: its registered loop, or FS-GEN's lossy speculative one."""
     if cfg.router_spec.never_calls:  # System 1 alone: nothing to draft or verify
         return plain_step
-    lossy = cfg.params.get("speculative_variant") == "fsgen" and not cfg.router_spec.always_calls
-    return fsgen_speculative_step if cfg.method_spec.speculative and lossy else ROUNDS[cfg.method_spec.loop]
+    lossy = cfg.lossy and not cfg.router_spec.always_calls
+    return fsgen_speculative_step if lossy else ROUNDS[cfg.method_spec.loop]
 
 
 def check_topk(pair: ModelPair, cfg: DecodeConfig) -> None:

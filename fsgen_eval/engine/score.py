@@ -51,8 +51,7 @@ def score_batch(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg:
     spec = cfg.method_spec
     with torch.inference_mode():
         flat1 = pair.backends["small"].score(ids, mask, pos).reshape(-1, v)  # (B*T, V)
-        lossy = spec.speculative and cfg.params.get("speculative_variant") == "fsgen"
-        if spec.speculative and not lossy:  # every token is verified unless System 2 is never asked
+        if spec.speculative and not cfg.lossy:  # every token is verified unless System 2 is never asked
             called = torch.full((b * t,), not cfg.router_spec.never_calls, dtype=torch.bool, device=ids.device)
         else:
             # a router using the position gets each token's position in its row (the continuation's start

@@ -248,7 +248,7 @@ class Recorder:
         idx = order.view(*order.shape, *[1] * (arr.dim() - 2)).expand(-1, -1, *arr.shape[2:])
         return arr.gather(1, idx)
 
-    def finish(self, batch: int, device: torch.device) -> dict[str, np.ndarray]:
+    def finish(self, batch: int) -> dict[str, np.ndarray]:
         """Stack to ``[B, N]`` numpy arrays with the schema's dtypes (one device→CPU copy per field);
         top-K fields ``[B, N, K]`` (int32 ids, float32 probabilities)."""
         order = self._entry_order()
@@ -292,7 +292,7 @@ def trim_at_stop(tokenizer, ids: list[int], stop: tuple[str, ...]) -> tuple[list
 def collect_rows(pair: ModelPair, st: "DecodeState", cfg: DecodeConfig) -> list[RowResult]:
     """One :class:`RowResult` per original row: tokens, text and trace ``[T_r]`` trimmed at EOS and stop strings."""
     st.lengths[st.rows] = st.seq.lengths
-    trace = st.rec.finish(st.rec.batch, st.seq.tokens.device)
+    trace = st.rec.finish(st.rec.batch)
     gen = trace["token_id"].tolist()  # the emitted columns, over the original rows
     lengths = st.lengths.cpu().tolist()
     cnt = st.counters.cpu().tolist()
