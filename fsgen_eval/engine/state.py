@@ -1,8 +1,8 @@
 """What the decoding loop carries between steps: token columns, stop handling, the trace recorder, rows.
 
 Layout of a batch: rows are left-padded to a common number of columns; a column is real where ``mask`` is 1
-and position ids count only a row's real tokens. Each model keeps a ``DynamicCache`` and a count ``fed`` of
-the columns already in it, the same for every row. System 1 is fed every column; the large model (and
+and position ids count only a row's real tokens. Each model's backend (``engine/backend.py``) keeps its
+cache and a count ``fed`` of the columns already in it, the same for every row. System 1 is fed every column; the large model (and
 ``small_base``) only when a router asks for System 2 — it then catches up on every skipped column in one
 forward pass. The plain loop emits one real column per step for every row; speculative decoding
 (``engine/speculative.py``) lets each row accept its own number of drafts, and a row's rejected drafts stay
