@@ -127,6 +127,9 @@ class MethodSpec:
     needs_small_base: bool = False
     large_alone: bool = False  # with an always-calling router, every token is the large model's own
     doc: str = ""
+    # (parameter, value) under which System 1's tokens pass unverified where the router does not fire
+    # (FS-GEN's lossy speculative decoding): the loop and teacher forcing read it instead of the name
+    lossy_if: tuple[str, Any] | None = None
 
     @property
     def fn(self) -> Callable:
@@ -142,6 +145,10 @@ class MethodSpec:
     def speculative(self) -> bool:
         """Whether it runs the draft-and-verify loop."""
         return self.loop == "speculative"
+
+    def lossy(self, params: dict[str, Any]) -> bool:
+        """Whether, with these parameters, System 1's tokens pass unverified where the router does not fire."""
+        return self.lossy_if is not None and params.get(self.lossy_if[0]) == self.lossy_if[1]
 
 
 @dataclass(frozen=True)
@@ -405,7 +412,7 @@ for _m in (
                 Param("speculative_variant", "bild", one_of("speculative_variant", SPECULATIVE_VARIANTS),
                       "bild: every token verified, a router ends drafts early; fsgen: FS-GEN's code, LOSSY: "
                       "System 1's tokens unverified where the router does not fire")),
-               loop="speculative", doc="System 1 drafts num_draft tokens, the large model verifies them "
+               loop="speculative", lossy_if=("speculative_variant", "fsgen"), doc="System 1 drafts num_draft tokens, the large model verifies them "
                                        "(speculative_variant 'bild': every token verified; 'fsgen': lossy)"),
     MethodSpec("contrastive", "fsgen_eval.core.methods:contrastive", (
         Param("alpha", 0.1, number("contrastive alpha (plausibility cut-off) must be in [0, 1], got {v!r}",

@@ -108,16 +108,6 @@ def topk_path(jsonl: str | Path) -> Path:
     return jsonl.with_suffix(".topk.parquet")
 
 
-def trace_len(trace: Mapping[str, np.ndarray]) -> int:
-    """T, the number of tokens in a trace."""
-    return int(len(trace["token_id"]))
-
-
-def slice_trace(trace: Mapping[str, np.ndarray], n: int) -> Trace:
-    """The first ``n`` tokens of a trace (used when a stop string trims a generation)."""
-    return {k: np.asarray(v)[:n] for k, v in trace.items()}
-
-
 def summarize(
     traces: Iterable[Mapping[str, Any]],
     counters: Iterable[Mapping[str, int]] | None = None,

@@ -20,7 +20,6 @@ from torch import Tensor
 class DecodeConfig:
     method: str = "oracle"  # a name in registry.METHODS
     router: str = "always"  # a name in registry.ROUTERS
-    threshold: float | None = None  # the router's threshold (routers that take one), also in router_params
     params: dict[str, Any] = field(default_factory=dict)  # the method's parameters, defaults filled in
     max_new_tokens: int = 64  # upper bound on emitted tokens per row
     temperature: float = 0.0  # 0 = greedy
@@ -31,6 +30,18 @@ class DecodeConfig:
     record_trace: bool = True  # False: keep only what the summary needs (no uncertainty statistics)
     router_params: dict[str, Any] = field(default_factory=dict)  # the router's parameters, checked
     trace_topk: int = 0  # > 0: also record System 1's and System 2's top-K ids and probabilities per token
+
+    @property
+    def threshold(self) -> float | None:
+        """The router's ``threshold`` parameter (``None`` for a router without one)."""
+        thr = self.router_params.get("threshold")
+        return None if thr is None else float(thr)
+
+    @cached_property
+    def lossy(self) -> bool:
+        """FS-GEN's lossy speculative decoding: System 1's tokens unverified where the router does not fire
+        (the method's registry flag ``lossy_if``)."""
+        return self.method_spec.lossy(self.params)
 
     @cached_property
     def method_spec(self) -> MethodSpec:
@@ -89,8 +100,7 @@ def make_config(
     stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
     if any(not s for s in stops):
         raise ValueError("stop strings must be non-empty")
-    thr = router_params.get("threshold")
-    cfg = DecodeConfig(method, router, None if thr is None else float(thr), method_params, int(max_new_tokens),
+    cfg = DecodeConfig(method, router, method_params, int(max_new_tokens),
                        float(temperature), float(top_p), int(top_k), stops, seed, record_trace, router_params,
                        int(trace_topk))
     cfg.route  # build the router now: a factory's error (a bad weights file) comes before any model runs

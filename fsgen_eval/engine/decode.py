@@ -20,9 +20,8 @@ from fsgen_eval.engine.state import DecodeState, RowResult, collect_rows, compac
 def system2_step(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, s1: Tensor) -> tuple[Tensor, Tensor | None]:
     """System 2's log-probs ``[B, V]`` at the next position (the large model catches up first), and the
     untuned base's log-probs ``[B, V]`` for proxy tuning (``None`` otherwise)."""
-    v = pair.vocab_size
-    large = st.large.advance(st.seq, 1, v)[:, -1]
-    base = st.small_base.advance(st.seq, 1, v)[:, -1] if cfg.method_spec.needs_small_base else None
+    large = st.seq.feed(st.large, 1)[:, -1]
+    base = st.seq.feed(st.small_base, 1)[:, -1] if cfg.method_spec.needs_small_base else None
     return cfg.method_spec.fn(s1, large, base, **cfg.params).log_softmax(-1), base
 
 
@@ -41,7 +40,7 @@ def plain_step(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, s1: Tensor |
     ``s1``/``called``: System 1's log-probs ``[B, V]`` and the router's answer ``[B]`` when the caller has
     them already (``speculative_variant=fsgen``)."""
     if s1 is None:
-        s1 = st.small.advance(st.seq, 1, pair.vocab_size)[:, -1]  # (B, V)
+        s1 = st.seq.feed(st.small, 1)[:, -1]  # (B, V)
     if called is None:
         called = cfg.route_at(s1, st.seq.lengths) & ~st.seq.finished
     s2, base = system2_step(st, pair, cfg, s1) if called.any() else (None, None)
@@ -63,13 +62,13 @@ def fsgen_speculative_step(st: DecodeState, pair: ModelPair, cfg: DecodeConfig) 
     end it early). Row by row: in a round where some rows verify, the others emit their unverified token
     in the round's last column, so each row gives what it gives alone (FS-GEN's loop is batch-1).
     """
-    s1 = st.small.advance(st.seq, 1, pair.vocab_size)[:, -1]  # (B, V)
+    s1 = st.seq.feed(st.small, 1)[:, -1]  # (B, V)
     fire = cfg.route_at(s1, st.seq.lengths) & ~st.seq.finished
     if not bool(fire.any()):
         plain_step(st, pair, cfg, s1, fire)
         return
     st.small.rewind(st.seq.length - 1)  # the draft recomputes this position itself
-    speculative_round(st, pair, replace(cfg, router="always", threshold=None, router_params={}), verify=fire)
+    speculative_round(st, pair, replace(cfg, router="always", router_params={}), verify=fire)
 
 
 # a method's registry entry names its loop (core.registry.LOOPS); each runs one round per call
@@ -98,8 +97,8 @@ def choose_step(cfg: DecodeConfig):
     """The loop's round for this method and router: its registered loop, or FS-GEN's lossy speculative one."""
     if cfg.router_spec.never_calls:  # System 1 alone: nothing to draft or verify
         return plain_step
-    lossy = cfg.params.get("speculative_variant") == "fsgen" and not cfg.router_spec.always_calls
-    return fsgen_speculative_step if cfg.method_spec.speculative and lossy else ROUNDS[cfg.method_spec.loop]
+    lossy = cfg.lossy and not cfg.router_spec.always_calls
+    return fsgen_speculative_step if lossy else ROUNDS[cfg.method_spec.loop]
 
 
 def check_topk(pair: ModelPair, cfg: DecodeConfig) -> None:

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from fsgen_eval.engine.backend import Backend, TransformersBackend
+
+# (model, role, vocab_size) -> the model's backend; refuses a model that does not fit the tokenizer
+BackendFactory = Callable[[Any, str, int], Backend]
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "auto": "auto"}
 log = logging.getLogger(__name__)
@@ -112,37 +118,40 @@ def load_model(path: str, role: str, dtype: str, device: str | None, trust_remot
 class ModelPair:
     """System 1 (``small``), the large model, and for proxy tuning the untuned ``small_base``.
 
-    ``tokenizer`` is System 1's; every model's logits are cut to ``vocab_size = len(tokenizer)``.
+    ``tokenizer`` is System 1's; every model's log-probs are cut to ``vocab_size = len(tokenizer)``. The
+    engine reaches each model only through its backend (``backends[role]``, built by ``backend``; default
+    transformers): a model here is whatever that factory takes.
     """
 
-    small: PreTrainedModel
-    large: PreTrainedModel
+    small: Any
+    large: Any
     tokenizer: PreTrainedTokenizerBase
-    small_base: PreTrainedModel | None = None
+    small_base: Any | None = None
     names: dict[str, str | None] = field(default_factory=dict)
+    backend: BackendFactory = TransformersBackend.for_role
 
     def __post_init__(self) -> None:
         self.vocab_size = len(self.tokenizer)
-        for role, model in self.models().items():
-            rows = model.get_output_embeddings().weight.shape[0]
-            if rows < self.vocab_size:
-                raise ValueError(
-                    f"{role} model has {rows} output rows but the tokenizer has {self.vocab_size} tokens"
-                )
+        self.backends: dict[str, Backend] = {role: self.backend(model, role, self.vocab_size)
+                                             for role, model in self.models().items()}
         self.names = {"small": None, "large": None, "small_base": None, **self.names}
-        warn_half_on_cpu(self.models())
+        warn_half_on_cpu({r: m for r, m in self.models().items() if isinstance(m, PreTrainedModel)})
 
-    def models(self) -> dict[str, PreTrainedModel]:
+    def models(self) -> dict[str, Any]:
         """Role -> model: ``small``, ``large`` and ``small_base`` if loaded."""
         out = {"small": self.small, "large": self.large}
         if self.small_base is not None:
             out["small_base"] = self.small_base
         return out
 
+    def open(self, role: str) -> Backend:
+        """``role``'s backend with an empty cache (one per decoded batch)."""
+        return self.backends[role].empty()
+
     @property
     def device(self) -> torch.device:
         """Where inputs and per-token statistics live: System 1's device."""
-        return self.small.get_input_embeddings().weight.device
+        return self.backends["small"].device
 
     @property
     def pad_token_id(self) -> int:

@@ -44,7 +44,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from fsgen_eval.core import schema
 from fsgen_eval.core.sampling import stats
-from fsgen_eval.engine.runner import Runner
+from fsgen_eval.engine.backend import TransformersBackend
 from fsgen_eval.engine.state import positions_from_mask, trim_at_stop
 
 STAT_FIELDS = ("argmax", "entropy", "top1_prob", "margin")
@@ -100,7 +100,7 @@ def greedy_extend(model: PreTrainedModel, vocab: int, prefix: list[int], n: int,
                   done: Callable[[list[int]], bool] | None = None) -> list[int]:
     """Up to ``n`` greedy tokens of ``model`` after ``prefix`` (batch 1, KV-cached); stops early once
     ``done(new_tokens)`` is true."""
-    runner = Runner.new(model)  # only for its device and forward()'s keyword names
+    runner = TransformersBackend.new(model)  # only for its device and forward()'s keyword names
     dev, cache = runner.device, runner.cache
     feed, new = torch.tensor([prefix], device=dev), []
     with torch.inference_mode():
@@ -174,7 +174,7 @@ def prefix_cache(model: PreTrainedModel, prefix: Sequence[int]) -> DynamicCache 
     """The KV cache ``[1, H, P, D]`` per layer of ``prefix`` (``None`` for an empty prefix)."""
     if not prefix:
         return None
-    runner = Runner.new(model)
+    runner = TransformersBackend.new(model)
     with torch.inference_mode():
         model(input_ids=torch.tensor([list(prefix)], device=runner.device), use_cache=True,
               **{runner.cache_kw: runner.cache, runner.keep_kw: 1})
@@ -227,7 +227,7 @@ def position_stats(model: PreTrainedModel, ids: Tensor, mask: Tensor | None, g: 
     Only the ``G`` positions' logits are computed (``logits_to_keep``), and the statistics are taken over
     chunks of positions, so the peak is the ``[B, G, V]`` logits plus one ``[B, chunk, V]`` temporary.
     """
-    runner = Runner.new(model)
+    runner = TransformersBackend.new(model)
     dev = runner.device
     kw: dict = {runner.cache_kw: cache, "use_cache": True} if cache is not None else {"use_cache": False}
     if mask is not None:
@@ -370,7 +370,7 @@ def _decode_tails(model: PreTrainedModel, cache: DynamicCache, mask: Tensor, fir
     """Extend every row of a scored batch that still needs tokens, greedily, from its ``cache``
     ``[B, H, T, D]`` and ``mask`` ``[B, T]``; ``first`` ``[B]`` is each row's next token (the scoring
     pass's last argmax). Rows that are done leave the cache (public ``batch_select_indices``)."""
-    runner = Runner.new(model)
+    runner = TransformersBackend.new(model)
     dev = runner.device
     held = list(range(len(tails)))  # the rows the cache holds, in its order
     nxt = {b: int(first[b]) for b in held}

@@ -16,15 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from transformers import PreTrainedModel
 
 from fsgen_eval.core import schema
 from fsgen_eval.core.sampling import stats
+from fsgen_eval.engine.backend import chunks, log_softmax_
 from fsgen_eval.engine.config import DecodeConfig
 from fsgen_eval.engine.pair import ModelPair
 from fsgen_eval.engine.state import positions_from_mask
-
-CHUNK_ELEMENTS = 1 << 22  # positions per statistics chunk = this / V (16 MiB of fp32 per temporary)
 
 
 @dataclass
@@ -33,34 +31,9 @@ class ScoreResult:
     trace: dict[str, np.ndarray]  # field -> (B, T), aligned with logprobs; token_id = input_ids[t+1]
 
 
-def _chunks(n: int, v: int) -> list[slice]:
-    step = max(1, CHUNK_ELEMENTS // max(v, 1))
-    return [slice(s, min(s + step, n)) for s in range(0, n, step)]
-
-
-def log_softmax_(x: Tensor) -> Tensor:
-    """``x.log_softmax(-1)`` in place over rows ``[N, V]``, a chunk of rows at a time (no full-size copy)."""
-    for sl in _chunks(x.shape[0], x.shape[-1]):
-        x[sl] -= x[sl].logsumexp(-1, keepdim=True)
-    return x
-
-
-def full_logprobs(model: PreTrainedModel, ids: Tensor, mask: Tensor, vocab: int) -> Tensor:
-    """Log-probs ``[B, T, vocab]`` of one uncached forward pass (the logits themselves, normalised in place)."""
-    dev = model.get_input_embeddings().weight.device
-    out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
-                position_ids=positions_from_mask(mask).to(dev), use_cache=False)
-    logits = out.logits
-    del out
-    if logits.shape[-1] != vocab or logits.dtype != torch.float32:
-        logits = logits[..., :vocab].float()  # one copy: padded embedding rows, or a half-precision model
-    b, t, v = logits.shape
-    return log_softmax_(logits.reshape(b * t, v)).view(b, t, v).to(ids.device)
-
-
 def chunked_stats(logp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``sampling.stats`` of ``[N, V]`` rows, a chunk at a time (its temporaries are chunk-sized)."""
-    parts = [stats(logp[sl]) for sl in _chunks(logp.shape[0], logp.shape[-1])]
+    parts = [stats(logp[sl]) for sl in chunks(logp.shape[0], logp.shape[-1])]
     if not parts:
         empty = logp.new_zeros(0)
         return empty, empty, empty
@@ -74,20 +47,20 @@ def score_batch(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg:
     check_topk(pair, cfg)
     v, (b, t) = pair.vocab_size, input_ids.shape
     ids, mask = input_ids.to(pair.device), attention_mask.to(pair.device)
+    pos = positions_from_mask(mask)
     spec = cfg.method_spec
     with torch.inference_mode():
-        flat1 = full_logprobs(pair.small, ids, mask, v).reshape(-1, v)  # (B*T, V)
-        lossy = spec.speculative and cfg.params.get("speculative_variant") == "fsgen"
-        if spec.speculative and not lossy:  # every token is verified unless System 2 is never asked
+        flat1 = pair.backends["small"].score(ids, mask, pos).reshape(-1, v)  # (B*T, V)
+        if spec.speculative and not cfg.lossy:  # every token is verified unless System 2 is never asked
             called = torch.full((b * t,), not cfg.router_spec.never_calls, dtype=torch.bool, device=ids.device)
         else:
             # a router using the position gets each token's position in its row (the continuation's start
             # is not known here)
-            called = cfg.route_at(flat1, positions_from_mask(mask).reshape(-1))
+            called = cfg.route_at(flat1, pos.reshape(-1))
         s2 = large = base_greedy = None
         if called.any():
-            large = full_logprobs(pair.large, ids, mask, v).reshape(-1, v)
-            base = full_logprobs(pair.small_base, ids, mask, v).reshape(-1, v) if spec.needs_small_base else None
+            large = pair.backends["large"].score(ids, mask, pos).reshape(-1, v)
+            base = pair.backends["small_base"].score(ids, mask, pos).reshape(-1, v) if spec.needs_small_base else None
             s2 = spec.fn(flat1, large, base, **cfg.params)
             base_greedy = base.argmax(-1) if base is not None else None  # proxy tuning's FS-GEN count
             del base

@@ -37,7 +37,7 @@ def draft(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, room: Tensor) -> 
     at each row's drafted positions and the one after its last draft (row r's first ``n[r] + 1``), fed
     into System 1's cache as they are made.
     """
-    s1 = st.small.advance(st.seq, 1, pair.vocab_size)[:, -1]
+    s1 = st.seq.feed(st.small, 1)[:, -1]
     n = torch.zeros_like(room)
     going = ~st.seq.finished & (room > 0) & ~ends_draft(cfg, s1, st.seq.lengths)
     dists, drafts = [s1], []
@@ -46,7 +46,7 @@ def draft(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, room: Tensor) -> 
         drafts.append(tok)
         st.seq.push(tok, going)
         n += going.long()
-        s1 = st.small.advance(st.seq, 1, pair.vocab_size)[:, -1]
+        s1 = st.seq.feed(st.small, 1)[:, -1]
         dists.append(s1)
         going &= (n < room) & ~ends_draft(cfg, s1, st.seq.lengths + n)
     x = torch.stack(drafts, 1) if drafts else st.seq.tokens.new_zeros(len(room), 0)
@@ -109,7 +109,7 @@ def speculative_round(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, verif
     if verify is not None:
         room = torch.where(verify, room, 0)
     x, n_draft, q = draft(st, pair, cfg, room)
-    p = st.large.advance(st.seq, x.shape[1] + 1, pair.vocab_size)  # (B, d+1, V): verifies all drafts at once
+    p = st.seq.feed(st.large, x.shape[1] + 1)  # (B, d+1, V): verifies all drafts at once
     if cfg.temperature == 0:
         n_acc, final = verify_greedy(p, x, n_draft)
     else:

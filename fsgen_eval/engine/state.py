@@ -1,8 +1,8 @@
 """What the decoding loop carries between steps: token columns, stop handling, the trace recorder, rows.
 
 Layout of a batch: rows are left-padded to a common number of columns; a column is real where ``mask`` is 1
-and position ids count only a row's real tokens. Each model keeps a ``DynamicCache`` and a count ``fed`` of
-the columns already in it, the same for every row. System 1 is fed every column; the large model (and
+and position ids count only a row's real tokens. Each model's backend (``engine/backend.py``) keeps its
+cache and a count ``fed`` of the columns already in it, the same for every row. System 1 is fed every column; the large model (and
 ``small_base``) only when a router asks for System 2 — it then catches up on every skipped column in one
 forward pass. The plain loop emits one real column per step for every row; speculative decoding
 (``engine/speculative.py``) lets each row accept its own number of drafts, and a row's rejected drafts stay
@@ -21,7 +21,7 @@ from torch import Tensor
 from fsgen_eval.core import schema
 from fsgen_eval.engine.config import DecodeConfig
 from fsgen_eval.engine.pair import ModelPair
-from fsgen_eval.engine.runner import Runner
+from fsgen_eval.engine.backend import Backend
 from fsgen_eval.core.sampling import stats
 
 
@@ -103,6 +103,11 @@ class Sequences:
     def compact(self, index: Tensor) -> None:
         """Keep columns ``index`` ``[B, L']`` of every row (see ``compact_index``)."""
         self.tokens, self.mask, self.positions = (x.gather(1, index) for x in (self.tokens, self.mask, self.positions))
+
+    def feed(self, backend: Backend, keep: int) -> Tensor:
+        """``backend``'s log-probs ``[B, keep, V]`` at the last ``keep`` columns, once it has been fed every
+        column it has not seen yet."""
+        return backend.advance(self.tokens, self.mask, self.positions, keep)
 
     def select(self, keep: Tensor) -> None:
         """Keep only the batch rows ``keep``."""
@@ -243,7 +248,7 @@ class Recorder:
         idx = order.view(*order.shape, *[1] * (arr.dim() - 2)).expand(-1, -1, *arr.shape[2:])
         return arr.gather(1, idx)
 
-    def finish(self, batch: int, device: torch.device) -> dict[str, np.ndarray]:
+    def finish(self, batch: int) -> dict[str, np.ndarray]:
         """Stack to ``[B, N]`` numpy arrays with the schema's dtypes (one device→CPU copy per field);
         top-K fields ``[B, N, K]`` (int32 ids, float32 probabilities)."""
         order = self._entry_order()
@@ -287,7 +292,7 @@ def trim_at_stop(tokenizer, ids: list[int], stop: tuple[str, ...]) -> tuple[list
 def collect_rows(pair: ModelPair, st: "DecodeState", cfg: DecodeConfig) -> list[RowResult]:
     """One :class:`RowResult` per original row: tokens, text and trace ``[T_r]`` trimmed at EOS and stop strings."""
     st.lengths[st.rows] = st.seq.lengths
-    trace = st.rec.finish(st.rec.batch, st.seq.tokens.device)
+    trace = st.rec.finish(st.rec.batch)
     gen = trace["token_id"].tolist()  # the emitted columns, over the original rows
     lengths = st.lengths.cpu().tolist()
     cnt = st.counters.cpu().tolist()
@@ -305,9 +310,9 @@ class DecodeState:
     """Everything the loop carries between steps."""
 
     seq: Sequences
-    small: Runner
-    large: Runner
-    small_base: Runner | None
+    small: Backend
+    large: Backend
+    small_base: Backend | None
     rec: Recorder
     fin: Finisher
     generator: torch.Generator | None
@@ -315,8 +320,8 @@ class DecodeState:
     lengths: Tensor  # (B0,) final generated lengths, filled in as rows are dropped
     counters: Tensor  # (B0, 3) int64: drafted, accepted, verification steps
 
-    def runners(self) -> list[Runner]:
-        """The runners in use (``small_base``'s only for proxy tuning)."""
+    def runners(self) -> list[Backend]:
+        """The backends in use (``small_base``'s only for proxy tuning)."""
         return [r for r in (self.small, self.large, self.small_base) if r is not None]
 
 
@@ -380,8 +385,8 @@ def init_state(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg: 
     ids, mask = input_ids.to(dev), attention_mask.to(dev)
     rows = torch.arange(ids.shape[0], device=dev)
     return DecodeState(
-        Sequences.from_prompt(ids, mask), Runner.new(pair.small), Runner.new(pair.large),
-        Runner.new(pair.small_base) if pair.small_base is not None else None,
+        Sequences.from_prompt(ids, mask), pair.open("small"), pair.open("large"),
+        pair.open("small_base") if pair.small_base is not None else None,
         Recorder(cfg.record_trace, rows, cfg.trace_topk), Finisher(pair, cfg.stop, cfg.max_new_tokens), gen, rows,
         torch.zeros(ids.shape[0], dtype=torch.long, device=dev),
         torch.zeros(ids.shape[0], 3, dtype=torch.long, device=dev),

@@ -1,0 +1,187 @@
+"""The backend seam: a model the engine has never seen (a logits table) plugged in as one class.
+
+``TableBackend`` is a bigram model with a position term: the next-token logits at a column are
+``table[last real token up to it] + bias[its position]``. It keeps its own "cache" (the tokens and positions
+it was fed), so a batch row the engine forgot to ``select``, a column it forgot to ``rewind`` or ``compact``,
+or a skipped column never fed changes its answers or breaks its shapes. Every expected result below is
+computed by hand from the tables, one prompt at a time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor
+
+from fsgen_eval.engine.api import generate_ids, loglikelihood_ids
+from fsgen_eval.engine.backend import Backend, TransformersBackend
+from fsgen_eval.engine.config import make_config
+from fsgen_eval.engine.pair import ModelPair
+
+POSITIONS = 64  # rows of the position term; later positions share the last row
+
+
+class TableBackend:
+    """A logits table behind the ``Backend`` protocol (``model`` = ``(table [V, V], bias [P, V])``)."""
+
+    exact = True
+    device = torch.device("cpu")
+
+    def __init__(self, model: tuple[Tensor, Tensor], vocab_size: int):
+        self.table, self.bias = model
+        self.vocab_size = vocab_size
+        self.tokens = torch.zeros(0, 0, dtype=torch.long)  # (B, fed) the cache: what was fed
+        self.positions = torch.zeros(0, 0, dtype=torch.long)
+        self.fed = 0
+        self.forwards = 0  # advance calls, to see that the large model is skipped
+
+    @classmethod
+    def for_role(cls, model: tuple[Tensor, Tensor], role: str, vocab_size: int) -> "TableBackend":
+        if model[0].shape[-1] < vocab_size:
+            raise ValueError(f"{role} table has {model[0].shape[-1]} columns, the tokenizer {vocab_size} tokens")
+        return cls(model, vocab_size)
+
+    def empty(self) -> "TableBackend":
+        return TableBackend((self.table, self.bias), self.vocab_size)
+
+    def _logp(self, tokens: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
+        """``[B, L, V]`` log-probs at every column of ``tokens``/``mask``/``positions`` ``[B, L]``."""
+        cols = torch.arange(tokens.shape[1]).expand_as(tokens)
+        last = torch.where(mask.bool(), cols, -1).cummax(-1).values.clamp_min(0)  # last real column <= c
+        logits = self.table[tokens.gather(1, last)] + self.bias[positions.clamp(max=POSITIONS - 1)]
+        return logits[..., :self.vocab_size].log_softmax(-1)
+
+    def advance(self, tokens: Tensor, mask: Tensor, positions: Tensor, keep: int) -> Tensor:
+        if self.fed == 0:
+            self.tokens, self.positions = tokens[:, :0], positions[:, :0]
+        assert self.tokens.shape == (len(tokens), self.fed)  # the cache holds every row, every fed column
+        self.tokens = torch.cat([self.tokens, tokens[:, self.fed:]], 1)
+        self.positions = torch.cat([self.positions, positions[:, self.fed:]], 1)
+        self.fed = tokens.shape[1]
+        self.forwards += 1
+        return self._logp(self.tokens, mask, self.positions)[:, -keep:]  # from the cache, not the arguments
+
+    def score(self, ids: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
+        return self._logp(ids, mask, positions)
+
+    def select(self, rows: Tensor) -> None:
+        if self.fed:
+            self.tokens, self.positions = self.tokens[rows], self.positions[rows]
+
+    def rewind(self, length: int) -> None:
+        self.tokens, self.positions = self.tokens[:, :length], self.positions[:, :length]
+        self.fed = min(self.fed, length)
+
+    def compactable(self) -> bool:
+        return True
+
+    def compact(self, index: Tensor) -> None:
+        self.tokens, self.positions = self.tokens.gather(1, index), self.positions.gather(1, index)
+        self.fed = index.shape[1]
+
+
+@pytest.fixture(scope="module")
+def tables(tokenizer) -> dict[str, tuple[Tensor, Tensor]]:
+    """Small and large tables that agree on many next tokens and not on others (the large one is the small
+    one plus noise), with a few extra output columns past the tokenizer (padded embedding rows)."""
+    v = len(tokenizer)
+    gen = torch.Generator().manual_seed(0)
+    small = (3 * torch.randn(v, v + 3, generator=gen), torch.randn(POSITIONS, v + 3, generator=gen))
+    large = (small[0] + 2 * torch.randn(v, v + 3, generator=gen), small[1] + torch.randn(POSITIONS, v + 3, generator=gen))
+    # after one token in 8, both tables end the generation: rows finish at different steps and leave the batch
+    ends = torch.rand(v, generator=gen) < 1 / 8
+    for table, _ in (small, large):
+        table[ends, tokenizer.eos_token_id] += 30.0
+    return {"small": small, "large": large}
+
+
+@pytest.fixture(scope="module")
+def pair(tables, tokenizer) -> ModelPair:
+    return ModelPair(small=tables["small"], large=tables["large"], tokenizer=tokenizer, backend=TableBackend.for_role)
+
+
+PROMPTS = [[5, 17, 40, 41], [9], [100, 3, 77], [12, 200, 7, 7, 8, 250], [60, 61]]
+N = 12
+
+
+def next_logp(model: tuple[Tensor, Tensor], ids: list[int], v: int) -> Tensor:
+    """The table's log-probs ``[V]`` after ``ids`` (one sequence, no padding)."""
+    table, bias = model
+    return (table[ids[-1]] + bias[min(len(ids) - 1, POSITIONS - 1)])[:v].log_softmax(-1)
+
+
+def by_hand(pair: ModelPair, prompt: list[int], choose) -> list[int]:
+    """Greedy decoding of one prompt, ``choose(s1, large) -> token`` per step, ending at EOS or N tokens."""
+    v, eos, ids, out = pair.vocab_size, set(pair.eos_token_ids()), list(prompt), []
+    while len(out) < N:
+        tok = choose(next_logp(pair.small, ids, v), next_logp(pair.large, ids, v))
+        out.append(tok)
+        ids.append(tok)
+        if tok in eos:
+            break
+    return out
+
+
+def test_table_backend_is_a_backend_and_transformers_is_the_default(pair):
+    assert isinstance(pair.backends["small"], Backend) and isinstance(pair.open("large"), TableBackend)
+    assert ModelPair.__dataclass_fields__["backend"].default == TransformersBackend.for_role
+
+
+def test_pair_refuses_a_table_narrower_than_the_vocabulary(tables, tokenizer):
+    narrow = (tables["large"][0][:, :10], tables["large"][1][:, :10])
+    with pytest.raises(ValueError, match="large table has 10 columns"):
+        ModelPair(small=tables["small"], large=narrow, tokenizer=tokenizer, backend=TableBackend.for_role)
+
+
+@pytest.mark.parametrize("method,params", [("oracle", {}), ("speculative", {"num_draft": 3})])
+def test_oracle_and_greedy_speculative_equal_the_large_tables_greedy(pair, method, params):
+    cfg = make_config(method, "always", max_new_tokens=N, **params)
+    out = generate_ids(pair, PROMPTS, cfg, batch_size=3)  # ragged, left-padded batches
+    want = [by_hand(pair, p, lambda s1, large: int(large.argmax())) for p in PROMPTS]
+    assert len({len(w) for w in want}) > 2  # rows end at different steps (EOS) and leave the batch
+    assert out.token_ids == want
+    handoffs = sum(int(t["handoff"].sum()) for t in out.traces)
+    assert handoffs == sum(int(next_logp(pair.small, p + w[:j], pair.vocab_size).argmax()) != w[j]
+                           for p, w in zip(PROMPTS, want) for j in range(len(w)))
+    assert 0 < handoffs < sum(len(w) for w in want)  # the tables agree on some tokens, not all
+    if method == "speculative":
+        assert sum(c["accepted_tokens"] for c in out.counters) > 0  # drafts were verified and kept
+
+
+def test_router_never_equals_the_small_tables_greedy(pair):
+    cfg = make_config("oracle", "never", max_new_tokens=N)
+    out = generate_ids(pair, PROMPTS, cfg, batch_size=5)
+    assert out.token_ids == [by_hand(pair, p, lambda s1, large: int(s1.argmax())) for p in PROMPTS]
+    assert all(not t["llm_called"].any() for t in out.traces)
+
+
+def test_entropy_router_mixes_the_tables_row_by_row(pair):
+    """The large backend is fed only when a row's router fires, catching up on every skipped column."""
+    def entropy(lp: Tensor) -> float:
+        return float(-(lp.exp() * lp).sum())
+
+    every = [entropy(next_logp(pair.small, p, pair.vocab_size)) for p in PROMPTS]
+    every.sort()
+    threshold = (every[len(every) // 2 - 1] + every[len(every) // 2]) / 2  # between two rows: no float tie
+    cfg = make_config("oracle", "entropy", threshold, max_new_tokens=N)
+    out = generate_ids(pair, PROMPTS, cfg, batch_size=5)
+    want = [by_hand(pair, p, lambda s1, large: int((large if entropy(s1) > threshold else s1).argmax()))
+            for p in PROMPTS]
+    assert out.token_ids == want
+    called = [t["llm_called"] for t in out.traces]
+    assert any(c.any() for c in called) and not all(c.all() for c in called)
+
+
+def test_loglikelihood_scores_with_the_large_table(pair):
+    reqs = [([5, 17, 40], [41, 9, 3]), ([9], [100])]
+    cfg = make_config("oracle", "always")
+    out = loglikelihood_ids(pair, reqs, cfg, batch_size=2)
+    for (ctx, cont), got in zip(reqs, out.logprobs):
+        ids = list(ctx)
+        want = 0.0
+        for tok in cont:
+            want += float(next_logp(pair.large, ids, pair.vocab_size)[tok])
+            ids.append(tok)
+        assert math.isclose(got, want, rel_tol=1e-5, abs_tol=1e-5)
