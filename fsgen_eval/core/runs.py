@@ -63,7 +63,7 @@ def parse_model_args(model_args: Any) -> dict[str, Any]:
     for piece in filter(None, (p.strip() for p in model_args.split(","))):
         key, eq, value = piece.partition("=")
         if not (key.strip() and eq):
-            raise ValueError(f"model_args: write key=value pairs separated by commas, got {piece[:80]!r}")
+            raise ValueError(f"model_args: {piece[:80]!r} is not key=value (write key=value pairs separated by commas)")
         out[key.strip()] = value.strip()
     return out
 
