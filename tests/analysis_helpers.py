@@ -67,3 +67,22 @@ def write_run(folder: Path, small: str, large: str, method: str = "oracle", rout
                            "drafted_tokens": 0, "accepted_tokens": 0, "verification_steps": 0}
                     fh.write(json.dumps(rec) + "\n")
     return out
+
+
+# each analysis command's extra arguments, for tests that run every reader on one folder
+READER_ARGS = {"check": lambda tmp: ["--baseline", str(tmp / "b.json"), "--update-baseline"],
+               "report": lambda tmp: ["-o", str(tmp / "rep"), "--n-boot", "20"],
+               "fit": lambda tmp: [],
+               "analyze": lambda tmp: []}
+
+
+def one_line_error(capsys, argv: list[str], *needles: str) -> str:
+    """Run the CLI on ``argv``: exit status 2 and one stderr line (no traceback) holding every needle."""
+    from fsgen_eval.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err

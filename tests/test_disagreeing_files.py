@@ -7,34 +7,22 @@ import json
 import numpy as np
 import pytest
 
-from analysis_helpers import make_trace, random_traces, write_run
+from analysis_helpers import READER_ARGS, one_line_error, make_trace, random_traces, write_run
 from fsgen_eval.analysis import paper
 from fsgen_eval.analysis.files import read_trace_file
 from fsgen_eval.cli import main
 from fsgen_eval.lm_eval.traces import TraceWriter, make_record
 
-READERS = {"check": lambda tmp: ["--baseline", str(tmp / "b.json"), "--update-baseline"],
-           "report": lambda tmp: ["-o", str(tmp / "rep"), "--n-boot", "20"],
-           "fit": lambda tmp: [],
-           "analyze": lambda tmp: []}
 
 
-def _one_line(capsys, argv: list[str], *needles: str) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
 
-
-@pytest.mark.parametrize("command", sorted(READERS))
+@pytest.mark.parametrize("command", sorted(READER_ARGS))
 def test_two_runs_of_one_configuration_in_a_folder_are_named(tmp_path, capsys, command):
     """A rerun into the same --output_path: check compared one of them, fit counted both."""
     runs = tmp_path / "runs"
     write_run(runs, "s", "l", traces={"gsm8k": random_traces(4, 10, seed=1)}, ts="2026-01-01T00-00-00.000001")
     write_run(runs, "s", "l", traces={"gsm8k": random_traces(4, 10, seed=2, shift=0.4)}, ts="2026-01-02T00-00-00.000001")
-    _one_line(capsys, [command, str(runs), *READERS[command](tmp_path)], "results_2026-01-01", "results_2026-01-02",
+    one_line_error(capsys, [command, str(runs), *READER_ARGS[command](tmp_path)], "results_2026-01-01", "results_2026-01-02",
               "same configuration")
 
 
@@ -52,7 +40,7 @@ def test_a_summary_the_traces_contradict_is_one_line(tmp_path, capsys, command):
     runs = tmp_path / "runs"
     write_run(runs, "s", "l", traces={"gsm8k": never},
               summary_override={"gsm8k": {"collaboration_rate": 0.9, "llm_call_rate": 1.0}})
-    _one_line(capsys, [command, str(runs), *READERS[command](tmp_path)], "collaboration_rate 0.9",
+    one_line_error(capsys, [command, str(runs), *READER_ARGS[command](tmp_path)], "collaboration_rate 0.9",
               "traces give 0.0", "disagree")
 
 
@@ -62,8 +50,8 @@ def test_a_duplicated_trace_record_is_refused(tmp_path, capsys):
     trace = next(folder.glob("traces_*.jsonl"))
     lines = trace.read_text().splitlines()
     trace.write_text("\n".join(lines + lines[1:2]) + "\n")  # record 2 again: its tokens would count twice
-    _one_line(capsys, ["analyze", str(trace)], "record 4 duplicates record 2")
-    _one_line(capsys, ["check", str(runs), "--baseline", str(tmp_path / "b.json"), "--update-baseline"],
+    one_line_error(capsys, ["analyze", str(trace)], "record 4 duplicates record 2")
+    one_line_error(capsys, ["check", str(runs), "--baseline", str(tmp_path / "b.json"), "--update-baseline"],
               "record 4 duplicates record 2")
 
 
@@ -146,5 +134,5 @@ def test_check_refuses_two_runs_behind_one_gate_key(tmp_path, capsys):
         obj = json.loads(res.read_text())
         obj["config"]["model_args"] = {"dtype": dtype}
         res.write_text(json.dumps(obj))
-    _one_line(capsys, ["check", str(runs), "--baseline", str(tmp_path / "b.json"), "--update-baseline"],
+    one_line_error(capsys, ["check", str(runs), "--baseline", str(tmp_path / "b.json"), "--update-baseline"],
               "gate entry", "results_2026-01-01", "results_2026-01-02")

@@ -10,25 +10,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from analysis_helpers import random_traces, write_run
-from fsgen_eval.cli import main
+from analysis_helpers import READER_ARGS, one_line_error, random_traces, write_run
 from fsgen_eval.core import guards
 from fsgen_eval.core import learned as L
 
 DEEP = 100_000  # json's C parser recursed once per level: RecursionError
-COMMANDS = {"check": lambda tmp: ["--baseline", str(tmp / "b.json"), "--update-baseline"],
-            "report": lambda tmp: ["-o", str(tmp / "rep"), "--n-boot", "20"],
-            "fit": lambda tmp: [],
-            "analyze": lambda tmp: []}
 
-
-def _one_line(capsys, argv: list[str], *needles: str) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
 
 
 def _run(tmp_path: Path) -> Path:
@@ -36,13 +23,13 @@ def _run(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("depth", [DEEP, 200])
-@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("command", sorted(READER_ARGS))
 def test_deeply_nested_results_are_one_line(tmp_path, capsys, command, depth):
     folder = _run(tmp_path)
     (res,) = folder.glob("results_*.json")
     obj = json.loads(res.read_text())
     res.write_text(json.dumps(obj)[:-1] + ', "deep": ' + "[" * depth + "]" * depth + "}")
-    _one_line(capsys, [command, str(tmp_path / "runs"), *COMMANDS[command](tmp_path)], res.name, "nested")
+    one_line_error(capsys, [command, str(tmp_path / "runs"), *READER_ARGS[command](tmp_path)], res.name, "nested")
 
 
 def _trace_line(tmp_path: Path, edit) -> Path:
@@ -62,19 +49,19 @@ def _trace_line(tmp_path: Path, edit) -> Path:
 ])
 def test_a_bad_trace_record_is_one_line(tmp_path, capsys, edit, problem):
     tf = _trace_line(tmp_path, edit)
-    _one_line(capsys, ["analyze", str(tf)], f"{tf}:2", problem)
+    one_line_error(capsys, ["analyze", str(tf)], f"{tf}:2", problem)
 
 
 def test_a_deeply_nested_trace_line_is_one_line(tmp_path, capsys):
     folder = _run(tmp_path)
     (tf,) = folder.glob("traces_*.jsonl")
     tf.write_text(tf.read_text() + "[" * DEEP + "]" * DEEP + "\n")
-    _one_line(capsys, ["analyze", str(tf)], f"{tf}:4", "nested deeper")
+    one_line_error(capsys, ["analyze", str(tf)], f"{tf}:4", "nested deeper")
 
 
 def test_negative_summary_counters_are_refused(tmp_path, capsys):
     write_run(tmp_path / "runs", "s", "l", summary_override={"gsm8k": {"generated_tokens": -3}})
-    _one_line(capsys, ["fit", str(tmp_path / "runs")], "per_task['gsm8k']", "generated_tokens an integer >= 0")
+    one_line_error(capsys, ["fit", str(tmp_path / "runs")], "per_task['gsm8k']", "generated_tokens an integer >= 0")
 
 
 def test_report_on_a_folder_of_only_a_killed_run_names_it(tmp_path, capsys):
@@ -82,7 +69,7 @@ def test_report_on_a_folder_of_only_a_killed_run_names_it(tmp_path, capsys):
     (res,) = folder.glob("results_*.json")
     res.unlink()  # killed before lm-eval wrote its results
     (tf,) = folder.glob("traces_*.jsonl")
-    _one_line(capsys, ["report", str(tmp_path / "runs"), "-o", str(tmp_path / "rep")], "incomplete run", str(tf))
+    one_line_error(capsys, ["report", str(tmp_path / "runs"), "-o", str(tmp_path / "rep")], "incomplete run", str(tf))
 
 
 @pytest.mark.parametrize("where, problem", [
@@ -97,17 +84,20 @@ def test_report_output_that_cannot_be_written_is_refused_first(tmp_path, capsys,
     (tmp_path / "FILE").write_text("x")
     calls = []
     monkeypatch.setattr(files, "find_runs", lambda *a: calls.append(a))  # no work may start
-    _one_line(capsys, ["report", str(tmp_path / "runs"), "-o", where.replace("FILE", str(tmp_path / "FILE"))],
+    one_line_error(capsys, ["report", str(tmp_path / "runs"), "-o", where.replace("FILE", str(tmp_path / "FILE"))],
               problem)
     assert calls == []
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permissions; read-only mounts tested below")
-def test_a_read_only_folder_is_refused(tmp_path):
+def test_a_read_only_folder_is_refused_unless_the_user_can_write_it(tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir(mode=0o555)
-    with pytest.raises(ValueError, match="is not writable"):
-        guards.writable_folder(ro / "out", "-o")
+    if os.geteuid() == 0:  # root writes through permissions: the guard must not refuse a write that will work
+        assert guards.writable_folder(ro / "out", "-o") == ro / "out"
+        (ro / "probe").write_text("root writes here")
+    else:
+        with pytest.raises(ValueError, match="is not writable"):
+            guards.writable_folder(ro / "out", "-o")
 
 
 def test_a_read_only_mount_is_refused():
@@ -181,7 +171,7 @@ def test_a_huge_router_file_is_refused_before_it_is_read(tmp_path):
 
 def test_router_train_refuses_more_support_vectors_than_a_router_may_hold(tmp_path, capsys):
     (tf,) = _run(tmp_path).glob("traces_*.jsonl")
-    _one_line(capsys, ["router", "train", str(tf), "--model", "svm", "--target-call-rate", "0.3", "--max-samples",
+    one_line_error(capsys, ["router", "train", str(tf), "--model", "svm", "--target-call-rate", "0.3", "--max-samples",
                        str(L.MAX_SUPPORT_VECTORS + 1), "-o", str(tmp_path / "r.json")], "--max-samples")
 
 
