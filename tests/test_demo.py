@@ -74,7 +74,7 @@ def test_demo_end_to_end_then_resumes(tmp_path, capsys):
     shutil.rmtree(out / "runs" / "contrastive")
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert printed.count("already complete") == n - 1
+    assert printed.count("already complete:") == n - 1  # the closing summary names each skipped folder once
     assert "running contrastive" in printed and "running oracle" not in printed
     assert len(_table_rows((out / "report.md").read_text())) == n
 
