@@ -18,6 +18,10 @@ REPO = Path(__file__).resolve().parents[1]
 # A GSM8K-style text made up here (not from any split), in lm-eval's format.
 TEXT = ("Question: Tom has 3 boxes with 4 pens in each box. He gives away 5 pens. How many pens are left?\n"
         "Answer: Tom has 3 * 4 = <<3*4=12>>12 pens.\nHe has 12 - 5 = <<12-5=7>>7 pens left.\n#### 7")
+# An arith problem made up here (a question of neither split: checked below), in the task's format.
+ARITH_TEXT = ("Question: Mia has 41 stamps. She buys 17 more. Then she gives 9 to Omar. How many stamps does Mia "
+              "have now?\nAnswer: She buys 17 more, so she has 41 + 17 = <<41+17=58>>58 stamps.\nShe gives away 9, so "
+              "she has 58 - 9 = <<58-9=49>>49 stamps.\n#### 49")
 
 
 @pytest.fixture(scope="module", params=["micro", "arith"])
@@ -61,7 +65,9 @@ def test_models_load_offline_with_the_shared_tokenizer(family, entries, loaded):
         assert (e.path / "model.safetensors").is_file()
         assert (e.path / "tokenizer.json").read_bytes() == shared_json
         assert tok(TEXT).input_ids == ids and tok.eos_token_id == shared.eos_token_id
-        assert model.config.vocab_size == len(shared)
+        # arith's BPE ran out of merges at 505 tokens, under the 512 rows the models were built with: the spare
+        # rows are never a token (the engine cuts the vocabulary to the tokenizer's); micro fills its 2048 exactly
+        assert model.config.vocab_size >= len(shared) and (family[0] != "micro" or model.config.vocab_size == len(shared))
 
 
 def test_yaml_counts_equal_the_loaded_models(entries, loaded):
@@ -80,11 +86,18 @@ def test_heldout_loss_falls_as_size_grows(entries):
     assert all(a > b for a, b in zip(losses, losses[1:])), losses
 
 
-def test_larger_models_predict_unseen_gsm8k_text_better(entries, loaded):
+def test_larger_models_predict_unseen_text_better(family, entries, loaded):
+    """The smallest and the largest model on a text of the family's training format made up here."""
+    text = ARITH_TEXT if family[0] == "arith" else TEXT
+    if family[0] == "arith":
+        from fsgen_eval.core import arith
+
+        assert text.split("\n")[0].removeprefix("Question: ") not in {
+            p.question for docs in arith.split_problems().values() for p in docs}
     nll = []
     for e in entries[:: len(entries) - 1]:  # smallest and largest
         model, tok = loaded[e.name]
-        ids = tok(TEXT, return_tensors="pt").input_ids
+        ids = tok(text, return_tensors="pt").input_ids
         with torch.no_grad():
             nll.append(model(ids, labels=ids).loss.item())
     assert nll[1] < nll[0]
