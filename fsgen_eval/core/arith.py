@@ -40,7 +40,6 @@ NAMES = (
 )
 ITEMS = ("apples", "marbles", "stickers", "books", "pencils", "cookies", "shells", "coins", "cards", "stamps",
          "beads", "buttons", "candles", "eggs", "flowers", "toys", "rocks", "balloons", "cupcakes", "ribbons")
-OPS = ("add", "sub", "mul", "div")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from scipy.stats import binomtest
 LIMIT_SLACK = 16  # re-tokenised responses this close to max_gen_toks count as run to the limit
 REPEAT_WINDOW = 64  # the repetition measure looks at a generation's last 64 tokens ...
 REPEAT_N = 12  # ... and calls it repetitive when one 12-token n-gram occurs twice there
-FILTERS = ("strict-match", "flexible-extract")
 
 
 def wilson(k: int, n: int) -> tuple[float, float, float]:
@@ -107,7 +106,7 @@ def evaluate_model(model_dir: Path, task: str, tasks_dir: Path, limit: int | Non
     out = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model_dir},dtype=float32", tasks=[task],
                                   task_manager=TaskManager(include_path=str(tasks_dir)), batch_size=batch_size,
                                   device="cpu", limit=limit, log_samples=True)
-    max_gen_toks = 256  # the fsgen_arith tasks' generation_kwargs (checked below against lm-eval's config)
+    max_gen_toks = 256  # lm-eval's default; a task's own generation_kwargs (read from the run's config) win
     for cfg in out["configs"].values():
         max_gen_toks = int(cfg.get("generation_kwargs", {}).get("max_gen_toks", max_gen_toks))
     tok = AutoTokenizer.from_pretrained(str(model_dir))
