@@ -48,8 +48,11 @@ def holds(figure: str, percent: bool, content: str) -> bool:
         if v is None:
             continue
         for cand in ((v, v * 100) if percent else (v,)):
-            if any(cand.quantize(quantum, rounding=r) == want for r in (ROUND_HALF_UP, ROUND_HALF_EVEN)):
-                return True
+            try:
+                if any(cand.quantize(quantum, rounding=r) == want for r in (ROUND_HALF_UP, ROUND_HALF_EVEN)):
+                    return True
+            except InvalidOperation:  # a number too large to round to the figure's decimals (8.28e+21): not it
+                continue
     return False
 
 
