@@ -44,28 +44,29 @@ def test_batched_continuations_equal_independent_greedy(large):
 def _setup(model, tok, budget=8):
     prompts = {0: tok.encode("Question: What is 3 + 4? Answer:"), 1: tok.encode("Weng earns $12 an hour")}
     gens = {d: _independent(model, p, budget) for d, p in prompts.items()}
+    docs = {("t", d): LB.Doc(p, gens[d], budget, ()) for d, p in prompts.items()}
     # the "answer" is the generation's first 4 characters: a swap early changes it, one late does not
     target = {d: tok.decode(g)[:4] for d, g in gens.items()}
 
-    def score(doc, text):
-        return float(text[:4] == target[doc]), text[:4]
-    return prompts, gens, score
+    def score(key, text):
+        return float(text[:4] == target[key[1]]), text[:4]
+    return prompts, gens, docs, score
 
 
 def test_label_equals_independent_decoding_with_the_token_swapped(large, tmp_path):
     model, tok = large
-    prompts, gens, score = _setup(model, tok)
-    hs = [LB.Handoff("r", d, pos, s1, gens[d][pos], len(gens[d])) for d in gens for pos in (1, 4)
+    prompts, gens, docs, score = _setup(model, tok)
+    hs = [LB.Handoff("r", d, pos, s1, gens[d][pos], len(gens[d]), "t") for d in gens for pos in (1, 4)
           for s1 in (5, 17, 40) if s1 != gens[d][pos]]
-    cost = LB.label_handoffs(model, tok, hs, prompts, gens, 8, None, score, tmp_path / "l.jsonl", batch_size=3)
+    cost = LB.label_handoffs(model, tok, hs, docs, score, tmp_path / "l.jsonl", batch_size=3)
     labels = {(r["doc_id"], r["position"], r["s1_token"]): r for r in LB.read_labels(tmp_path / "l.jsonl")}
     assert len(labels) == len(hs) == cost["labelled"]
     kinds = set()
     for h in hs:
         head = gens[h.doc_id][:h.position] + [h.s1_token]
         cont = _independent(model, prompts[h.doc_id] + head, 8 - h.position - 1)
-        new = score(h.doc_id, tok.decode(head + cont))
-        want = LB.outcome(score(h.doc_id, tok.decode(gens[h.doc_id])), new)
+        new = score(("t", h.doc_id), tok.decode(head + cont))
+        want = LB.outcome(score(("t", h.doc_id), tok.decode(gens[h.doc_id])), new)
         got = labels[(h.doc_id, h.position, h.s1_token)]
         assert (got["label"], got["direction"]) == want
         kinds.add(want[0])
@@ -73,26 +74,36 @@ def test_label_equals_independent_decoding_with_the_token_swapped(large, tmp_pat
     assert cost["s2_tokens_decoded"] == sum(r["s2_tokens_decoded"] for r in labels.values())
 
 
+def test_system1_eos_ends_the_continuation(large, tmp_path):
+    model, tok = large
+    _, gens, docs, score = _setup(model, tok)
+    h = LB.Handoff("r", 0, 2, tok.eos_token_id, gens[0][2], 8, "t")
+    LB.label_handoffs(model, tok, [h], docs, score, tmp_path / "l.jsonl")
+    (rec,) = LB.read_labels(tmp_path / "l.jsonl")
+    assert rec["s2_tokens_decoded"] == 0  # the engine stops at EOS: System 2 has nothing to continue
+
+
 def test_killed_run_resumes_without_duplicates(large, tmp_path):
     model, tok = large
-    prompts, gens, score = _setup(model, tok)
-    hs = [LB.Handoff("r", d, pos, 9, gens[d][pos], 8) for d in gens for pos in range(0, 6)]
+    _, gens, docs, score = _setup(model, tok)
+    hs = [LB.Handoff("r", d, pos, 9, gens[d][pos], 8, "t") for d in gens for pos in range(0, 6)]
     out = tmp_path / "l.jsonl"
-    LB.label_handoffs(model, tok, hs[:5], prompts, gens, 8, None, score, out, batch_size=4)
+    LB.label_handoffs(model, tok, hs[:5], docs, score, out, batch_size=4)
     with out.open("a") as fh:
-        fh.write('{"run_id": "r", "doc_id": 1, "posi')  # killed mid-line
-    LB.label_handoffs(model, tok, hs, prompts, gens, 8, None, score, out, batch_size=4)
-    keys = [(r["run_id"], r["doc_id"], r["position"]) for r in LB.read_labels(out)]
+        fh.write('{"run_id": "r", "task": "t", "doc_id": 1, "posi')  # killed mid-line
+    LB.label_handoffs(model, tok, hs, docs, score, out, batch_size=4)
+    keys = [LB.record_key(r) for r in LB.read_labels(out)]
     assert len(keys) == len(set(keys)) == len(hs)
 
 
 def test_sampling_is_seeded_and_stratified():
-    hs = [LB.Handoff("r", d, p, 1, 2, 100) for d in range(5) for p in range(0, 100, 3)]
+    hs = [LB.Handoff("r", d, p, 1, 2, 100, t) for t in ("a", "b") for d in range(5) for p in range(0, 100, 3)]
     a = LB.sample_handoffs(hs, 30, seed=4)
     assert a == LB.sample_handoffs(list(reversed(hs)), 30, seed=4)  # input order does not matter
     assert a != LB.sample_handoffs(hs, 30, seed=5)
-    per = collections.Counter(10 * h.position // h.length for h in a)
+    per = collections.Counter(LB.stratum(h.position, h.length) for h in a)
     total = collections.Counter(10 * h.position // h.length for h in hs)
     for s in range(10):  # each decile gets its share of the sample, within one (largest remainders)
         assert abs(per[s] - 30 * total[s] / len(hs)) < 1
-    assert len(set(a)) == 30 and LB.sample_handoffs(hs, None, 0) == sorted(hs, key=lambda h: (h.doc_id, h.position))
+    assert len(set(a)) == 30
+    assert LB.sample_handoffs(hs, None, 0) == sorted(hs, key=lambda h: (h.task, h.doc_id, h.position))

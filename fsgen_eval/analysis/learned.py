@@ -11,7 +11,7 @@ does not exceed ``target_call_rate``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +33,17 @@ class Dataset:
     x: np.ndarray
     y: np.ndarray
     files: list[str]
+    known: np.ndarray | None = None  # [N] bool: tokens whose label is known (outcome labels: agreements and
+    # labelled handoffs; None: every token); the threshold is still set over every token
+    target: str = "handoff"  # what y is: "handoff" (System 2 disagrees) or "necessary" (an outcome label)
 
 
-def load_dataset(paths: Sequence[Path], features: str, k: int = 10) -> Dataset:
-    """Features and labels from trace files (``router=always``); ``topk`` reads their side files."""
+def load_dataset(paths: Sequence[Path], features: str, k: int = 10,
+                 necessary: Mapping[tuple[str, str, int, int], bool] | None = None) -> Dataset:
+    """Features and labels from trace files (``router=always``); ``topk`` reads their side files. With
+    ``necessary`` (outcome labels keyed by (run_id, task, doc_id, position)), y is "this handoff is necessary":
+    agreements are never necessary, labelled handoffs are what their label says, unlabelled handoffs are
+    unknown (left out of the fit, kept for the threshold)."""
     if features not in L.FEATURE_SETS:
         raise ValueError(f"unknown features {features!r}; valid: {', '.join(L.FEATURE_SETS)}")
     xs, tables = [], []
@@ -49,7 +56,33 @@ def load_dataset(paths: Sequence[Path], features: str, k: int = 10) -> Dataset:
         require_always(table)
     except ValueError as err:
         raise ValueError(f"router train: {err}") from None
-    return Dataset(np.concatenate(xs), table.tokens["handoff"].astype(bool), [str(p) for p in paths])
+    handoff = table.tokens["handoff"].astype(bool)
+    x = np.concatenate(xs)
+    if necessary is None:
+        return Dataset(x, handoff, [str(p) for p in paths])
+    y, known = necessary_targets(table, handoff, necessary)
+    return Dataset(x, y, [str(p) for p in paths], known, "necessary")
+
+
+def necessary_targets(table: TraceTable, handoff: np.ndarray, necessary: Mapping[tuple[str, str, int, int], bool]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """``(y, known)`` ``[N]`` for outcome labels (:func:`load_dataset`); labels of no token here are refused."""
+    rec, pos = table.record_index(), table.position()
+    run, task, doc = table.get("run_id"), table.get("task"), table.get("doc_id")
+    y, known = np.zeros(len(handoff), bool), ~handoff
+    used = 0
+    for i in np.flatnonzero(handoff):
+        r = rec[i]
+        key = (str(run[r]), str(task[r]), int(doc[r]), int(pos[i]))
+        if key in necessary:
+            y[i], known[i] = necessary[key], True
+            used += 1
+    runs = {str(r) for r in run}
+    mine = sum(1 for k in necessary if k[0] in runs)  # labels of other runs may share the folder
+    if used == 0 or used < mine:
+        raise ValueError(f"router train: {mine - used} of {mine} labels of these runs name no handoff of the "
+                         f"traces ({len(necessary)} labels given, {used} used)")
+    return y, known
 
 
 DATASET_COLUMNS = ("handoff", "llm_called", *L.SCALAR_FEATURES[:3])
@@ -104,13 +137,14 @@ def fit(data: Dataset, model: str, target_call_rate: float, features: str, k: in
         raise ValueError(f"unknown model {model!r}; valid: {', '.join(L.MODELS)}")
     if balance not in BALANCES:
         raise ValueError(f"unknown balance {balance!r}; valid: {', '.join(BALANCES)}")
-    if data.y.all() or not data.y.any():
-        raise ValueError("router train: the traces need both handoffs and agreements")
+    pool = np.flatnonzero(data.known) if data.known is not None else np.arange(len(data.y))
+    if data.y[pool].all() or not data.y[pool].any():
+        raise ValueError(f"router train: the traces need both {data.target} and other tokens")
     rng = np.random.default_rng(seed)
     if balance == "downsample":
-        idx = balanced_sample(data.y, rng, max_samples)
+        idx = pool[balanced_sample(data.y[pool], rng, max_samples)]
     else:
-        idx = np.sort(rng.choice(len(data.y), min(len(data.y), max_samples), replace=False))
+        idx = np.sort(pool[rng.choice(len(pool), min(len(pool), max_samples), replace=False)])
     weight = "balanced" if balance == "weight" else None
     scaler = StandardScaler().fit(data.x)
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)  # a constant feature: leave it unscaled
@@ -129,7 +163,7 @@ def fit(data: Dataset, model: str, target_call_rate: float, features: str, k: in
     scores = L.decision(router, data.x)
     thr = threshold_for(scores, target_call_rate)
     called = scores > thr
-    info = {"target_call_rate": target_call_rate, "balance": balance, "seed": seed,
+    info = {"target_call_rate": target_call_rate, "balance": balance, "seed": seed, "labels": data.target,
             "train": {"files": data.files, "tokens": int(len(data.y)), "handoffs": int(data.y.sum()),
                       "fitted_on": int(len(idx)), "call_rate": float(called.mean()),
                       "caught": float(called[data.y].mean())}}

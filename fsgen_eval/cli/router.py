@@ -30,6 +30,11 @@ def register(sub: Any) -> None:
                    help="at most this many training tokens (bounds the SVM's support vectors)")
     t.add_argument("--target-call-rate", type=float, required=True,
                    help="the threshold is set so that at most this share of training tokens calls System 2")
+    t.add_argument("--labels", choices=("handoff", "necessary"), default="handoff",
+                   help="handoff (default, FS-GEN's): learn where System 2 disagrees; necessary: learn the handoffs "
+                        "that change the task's outcome (outcome labels of `fsgen-eval label`, --label-dir)")
+    t.add_argument("--label-dir", type=Path, help="with --labels necessary: a `fsgen-eval label` output folder "
+                   "(labels.jsonl and runs.json) of the runs whose traces are given")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("-o", "--output", type=Path, required=True, help="ROUTER.json")
     t.set_defaults(func=cmd_train)
@@ -53,10 +58,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.model == "svm" and args.max_samples > L.MAX_SUPPORT_VECTORS:
         raise ValueError(f"--max-samples {args.max_samples}: an SVM router may hold at most "
                          f"{L.MAX_SUPPORT_VECTORS} support vectors (every token is scored against each)")
-    data = A.load_dataset(args.traces, args.features, args.k)
+    pair = _pair_of(args.traces)
+    necessary = _necessary_labels(args, pair)  # checked before the traces are read
+    data = A.load_dataset(args.traces, args.features, args.k, necessary)
     router = A.fit(data, args.model, args.target_call_rate, args.features, args.k, args.balance,
                    args.max_samples, args.seed)
-    pair = _pair_of(args.traces)
     if pair:  # lets a frontier refuse this router for another pair
         router.info["pair"] = pair
     out = Path(args.output)
@@ -70,6 +76,37 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{tr['call_rate']:.3f} (target {args.target_call_rate}), handoffs caught {tr['caught']:.3f} on the "
           "training tokens")
     return 0
+
+
+def _necessary_labels(args: argparse.Namespace, pair: dict[str, str] | None
+                      ) -> dict[tuple[str, str, int, int], bool] | None:
+    """Outcome labels keyed by (run_id, task, doc_id, position) for ``--labels necessary``; labels of another
+    pair than the traces' are refused in one line."""
+    from fsgen_eval.experiments.label import read_labels, record_key
+
+    if args.labels == "handoff":
+        if args.label_dir is not None:
+            raise ValueError("--label-dir is read only with --labels necessary")
+        return None
+    if args.label_dir is None:
+        raise ValueError("--labels necessary needs --label-dir (a `fsgen-eval label` output folder)")
+    runs_path, labels_path = args.label_dir / "runs.json", args.label_dir / "labels.jsonl"
+    for p in (runs_path, labels_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: no such file (not a `fsgen-eval label` output folder)")
+    runs = json.loads(runs_path.read_text())
+    pairs = {(r["small"], r["large"]) for r in runs.values()}
+    if pair is not None:  # a folder may hold labels of several pairs: this pair's are used
+        runs = {k: r for k, r in runs.items() if _same(r["small"], pair["small"]) and _same(r["large"], pair["large"])}
+        if not runs:
+            (s, g), *_ = sorted(pairs)
+            raise ValueError(f"{args.label_dir}: labels of the pair {s} -> {g}, but the traces are of "
+                             f"{pair['small']} -> {pair['large']}")
+    return {record_key(r): r["label"] == "necessary" for r in read_labels(labels_path) if r["run_id"] in runs}
+
+
+def _same(a: str, b: str) -> bool:
+    return Path(a).resolve() == Path(b).resolve() if Path(a).exists() and Path(b).exists() else a == b
 
 
 def _pair_of(traces: list[Path]) -> dict[str, str] | None:

@@ -7,7 +7,7 @@ scorer. **necessary** where the outcome differs from System 2's own (direction `
 ``wrong->correct`` or ``wrong->other wrong``: both wrong, another answer), **neutral** otherwise.
 
 Continuations run in batches (:func:`fsgen_eval.engine.continuation.continue_greedy`). Labels are appended to a
-side file keyed by ``(run_id, doc_id, position)``, one flushed batch at a time; a rerun skips the keys already
+side file keyed by ``(run_id, task, doc_id, position)``, one flushed batch at a time; a rerun skips the keys already
 there (a killed run resumes without duplicates; a torn last line is dropped by :func:`read_labels`).
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-Scorer = Callable[[int, str], tuple[float, str]]  # (doc_id, generated text) -> (metric value, filtered answer)
+Scorer = Callable[[tuple[str, int], str], tuple[float, str]]  # ((task, doc_id), text) -> (metric value, filtered answer)
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,22 @@ class Handoff:
     s1_token: int
     s2_token: int
     length: int  # System 2's generation length (tokens)
+    task: str = ""  # lm-eval task (doc ids repeat across the tasks of a group)
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        """The side file's key: (run_id, task, doc_id, position)."""
+        return (self.run_id, self.task, self.doc_id, self.position)
+
+
+def record_key(rec: dict[str, Any]) -> tuple[str, str, int, int]:
+    """A label record's key (records written before tasks were keyed have task "")."""
+    return (rec["run_id"], rec.get("task", ""), rec["doc_id"], rec["position"])
+
+
+def stratum(position: int, length: int, strata: int = 10) -> int:
+    """A handoff's position stratum: ``floor(strata * position / length)`` (the last one holds the end)."""
+    return min(strata - 1, strata * position // max(length, 1))
 
 
 def cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
@@ -44,20 +60,20 @@ def sample_handoffs(handoffs: Sequence[Handoff], n: int | None, seed: int, strat
     """All handoffs (``n`` None), or a seeded sample of ``n`` stratified by relative position: stratum
     ``floor(strata * position / length)``; each stratum gets ``n`` times its share of the handoffs (largest
     remainders round), drawn without replacement with ``numpy.random.default_rng(seed)``; returned in
-    (doc_id, position) order, so the sample does not depend on the input's order."""
-    hs = sorted(handoffs, key=lambda h: (h.doc_id, h.position))
+    (task, doc_id, position) order, so the sample does not depend on the input's order."""
+    hs = sorted(handoffs, key=lambda h: (h.task, h.doc_id, h.position))
     if n is None or n >= len(hs):
         return hs
     if n < 0:
         raise ValueError(f"--sample must be >= 0, got {n}")
-    stratum = np.array([min(strata - 1, strata * h.position // max(h.length, 1)) for h in hs])
-    counts = np.bincount(stratum, minlength=strata)
+    where = np.array([stratum(h.position, h.length, strata) for h in hs])
+    counts = np.bincount(where, minlength=strata)
     quota = n * counts / len(hs)
     take = np.floor(quota).astype(int)
     rest = n - take.sum()
     take[np.argsort(-(quota - take), kind="stable")[:rest]] += 1
     rng = np.random.default_rng(seed)
-    chosen = [i for s in range(strata) for i in rng.choice(np.flatnonzero(stratum == s), take[s], replace=False)]
+    chosen = [i for s in range(strata) for i in rng.choice(np.flatnonzero(where == s), take[s], replace=False)]
     return [hs[i] for i in sorted(chosen)]
 
 
@@ -90,34 +106,63 @@ def drop_torn_tail(path: Path) -> None:
             fh.truncate(data.rfind(b"\n") + 1)
 
 
-def label_handoffs(model: Any, tokenizer: Any, handoffs: Sequence[Handoff], prompts: dict[int, list[int]],
-                   generations: dict[int, list[int]], max_gen_toks: int, stop: Sequence[str] | None, score: Scorer,
-                   out: Path, batch_size: int = 8, extra: Callable[[Handoff], dict[str, Any]] | None = None
-                   ) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Doc:
+    """One request of the labelled run: its prompt ``[P]``, System 2's generation ``[G]`` (as the trace holds
+    it), and the task's finishing rule."""
+
+    prompt: list[int]
+    generation: list[int]
+    max_gen_toks: int
+    stop: tuple[str, ...]
+
+
+DocKey = tuple[str, int]  # (task, doc_id)
+
+
+def label_handoffs(model: Any, tokenizer: Any, handoffs: Sequence[Handoff], docs: dict[DocKey, Doc],
+                   score: Scorer, out: Path, batch_size: int = 8,
+                   extra: Callable[[Handoff], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Label every handoff not yet in ``out`` (appending, one flushed batch at a time); returns the cost:
-    handoffs labelled, System 2 tokens decoded, seconds."""
+    handoffs labelled, System 2 tokens decoded, seconds. ``score((task, doc_id), text)`` is the task's
+    filter and metric; ``docs`` holds every handoff's request."""
     import time
 
     from fsgen_eval.engine.continuation import continue_greedy
 
-    have = {(r["run_id"], r["doc_id"], r["position"]) for r in read_labels(out)}
+    have = {record_key(r) for r in read_labels(out)}
     drop_torn_tail(out)
-    todo = [h for h in handoffs if (h.run_id, h.doc_id, h.position) not in have]
-    own = {d: score(d, cut_at_stop(tokenizer.decode(g), stop)) for d, g in generations.items()}
+    todo = [h for h in handoffs if h.key not in have]
+    need = {(h.task, h.doc_id) for h in todo}
+    own = {k: score(k, cut_at_stop(tokenizer.decode(docs[k].generation), docs[k].stop)) for k in sorted(need)}
     decoded, t0 = 0, time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
+    # rows of one stop rule together (a batch decodes under one rule); (task, doc, position) order within
+    todo.sort(key=lambda h: (docs[(h.task, h.doc_id)].stop, h.task, h.doc_id, h.position))
     with out.open("a") as fh:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
-            heads = [generations[h.doc_id][:h.position] + [h.s1_token] for h in batch]
-            conts = continue_greedy(model, tokenizer, [prompts[h.doc_id] + hd for h, hd in zip(batch, heads)],
-                                    [max_gen_toks - h.position - 1 for h in batch], stop, batch_size)
-            for h, hd, (toks, _) in zip(batch, heads, conts):
+            groups: dict[tuple[str, ...], list[int]] = {}
+            for j, h in enumerate(batch):
+                groups.setdefault(docs[(h.task, h.doc_id)].stop, []).append(j)
+            conts: list[Any] = [None] * len(batch)
+            for stop, rows in groups.items():
+                ds = [docs[(batch[j].task, batch[j].doc_id)] for j in rows]
+                heads = [d.generation[:batch[j].position] + [batch[j].s1_token] for j, d in zip(rows, ds)]
+                got = continue_greedy(model, tokenizer, [d.prompt + hd for d, hd in zip(ds, heads)],
+                                      [0 if batch[j].s1_token == tokenizer.eos_token_id  # EOS ends it
+                                       else d.max_gen_toks - batch[j].position - 1 for j, d in zip(rows, ds)],
+                                      list(stop), batch_size)
+                for j, hd, (toks, _) in zip(rows, heads, got):
+                    conts[j] = (hd, toks)
+            for h, (hd, toks) in zip(batch, conts):
+                k = (h.task, h.doc_id)
                 decoded += len(toks)
-                new = score(h.doc_id, cut_at_stop(tokenizer.decode(hd + toks), stop))
-                label, direction = outcome(own[h.doc_id], new)
-                rec = {"run_id": h.run_id, "doc_id": h.doc_id, "position": h.position, "s1_token": h.s1_token,
-                       "s2_token": h.s2_token, "label": label, "direction": direction, "own_score": own[h.doc_id][0],
+                new = score(k, cut_at_stop(tokenizer.decode(hd + toks), docs[k].stop))
+                label, direction = outcome(own[k], new)
+                rec = {"run_id": h.run_id, "task": h.task, "doc_id": h.doc_id, "position": h.position,
+                       "length": h.length, "s1_token": h.s1_token, "s2_token": h.s2_token, "label": label,
+                       "direction": direction, "own_score": own[k][0], "own_answer": own[k][1],
                        "new_score": new[0], "new_answer": new[1], "s2_tokens_decoded": len(toks),
                        **(extra(h) if extra else {})}
                 fh.write(json.dumps(rec) + "\n")
