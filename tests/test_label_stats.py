@@ -66,3 +66,17 @@ def test_one_class_has_no_auroc():
     s = A.run_statistics(RUN, [dict(r, label="neutral", direction=None) for r in RECS], n_boot=100)
     assert s["auroc"]["entropy"] == {"value": None, "ci": None}
     assert s["necessary_rate"] == 0.0
+
+
+def test_bootstrap_auroc_kernel_equals_scikit_learn():
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    scores = np.round(rng.normal(size=40), 1)  # ties included
+    y = rng.random(40) < 0.4
+    w = rng.integers(1, 4, 40).astype(float)
+    got = A.weighted_aurocs(A.pair_matrix(scores, y), y, w[None, :])[0]
+    assert got == pytest.approx(roc_auc_score(y, scores, sample_weight=w))
+    lo, hi = A.auroc_ci(scores, y, w, np.arange(40) // 4, 500, 0)
+    assert lo <= got <= hi

@@ -61,19 +61,34 @@ def auroc(scores: np.ndarray, y: np.ndarray, w: np.ndarray) -> float | None:
     return float(roc_auc_score(y, scores, sample_weight=w))
 
 
+def pair_matrix(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``[P, N]``: 1 where a positive outscores a negative, 1/2 on a tie, 0 otherwise (Mann-Whitney's kernel)."""
+    pos, neg = scores[y], scores[~y]
+    return (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+
+
+def weighted_aurocs(kernel: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """AUROC under each row of weights ``w`` ``[B, n]`` (the records' own weights times their bootstrap
+    multiplicities): ``w_pos^T K w_neg / (sum w_pos * sum w_neg)``; NaN where a class has no weight. With one
+    row of the records' weights this is ``roc_auc_score(y, scores, sample_weight=w)`` (tested)."""
+    wp, wn = w[:, y], w[:, ~y]
+    den = wp.sum(1) * wn.sum(1)
+    num = np.einsum("bp,pn,bn->b", wp, kernel, wn)
+    return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
 def auroc_ci(scores: np.ndarray, y: np.ndarray, w: np.ndarray, cluster: np.ndarray, n_boot: int, seed: int
              ) -> tuple[float, float] | None:
-    """95 % percentile interval of :func:`auroc` over ``n_boot`` resamples of the clusters ``[n]`` (resamples
+    """95 % percentile interval of the weighted AUROC over ``n_boot`` resamples of the clusters ``[n]`` (a
+    resample draws clusters with replacement: each record's weight times its cluster's multiplicity; resamples
     where a class is empty are skipped; ``None`` when more than half are)."""
+    if y.all() or not y.any():
+        return None
     ids, inv = np.unique(cluster, return_inverse=True)
-    rows = [np.flatnonzero(inv == c) for c in range(len(ids))]
     rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n_boot):
-        pick = np.concatenate([rows[c] for c in rng.integers(0, len(ids), len(ids))])
-        a = auroc(scores[pick], y[pick], w[pick])
-        if a is not None:
-            vals.append(a)
+    mult = np.stack([np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids)) for _ in range(n_boot)])
+    vals = weighted_aurocs(pair_matrix(scores, y), y, mult[:, inv] * w[None, :])
+    vals = vals[~np.isnan(vals)]
     if len(vals) < n_boot / 2:
         return None
     lo, hi = np.percentile(vals, [2.5, 97.5])

@@ -18,8 +18,8 @@ from typing import Any
 def register(sub: Any) -> None:
     p = sub.add_parser("label", help="outcome labels of an oracle run's handoffs: does System 1's token change "
                        "the task's answer when System 2 finishes?")
-    p.add_argument("runs", nargs="+", type=Path, help="oracle (method=oracle, router=always) run folders or "
-                   "results_*.json, lockstep or replayed, with their trace files")
+    p.add_argument("runs", nargs="*", type=Path, help="oracle (method=oracle, router=always) run folders or "
+                   "results_*.json, lockstep or replayed, with their trace files (none with --stats-only)")
     p.add_argument("-o", "--output-path", type=Path, required=True, help="folder for labels.jsonl, runs.json, "
                    "labels.json, labels.md")
     p.add_argument("--sample", type=int, help="label a seeded sample of N handoffs per run, stratified by "
@@ -39,6 +39,8 @@ def register(sub: Any) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     from fsgen_eval.core.guards import writable_folder
 
+    if bool(args.runs) == args.stats_only:
+        raise ValueError("give the runs to label, or --stats-only without runs")
     if args.sample is not None and args.sample < 1:
         raise ValueError(f"--sample must be at least 1, got {args.sample}")
     if args.batch_size < 1 or args.n_boot < 100:
