@@ -72,8 +72,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     os.replace(tmp, out)
     tr = router.info["train"]
     print(f"{out}: {args.model} on {args.features} features, {tr['fitted_on']} of {tr['tokens']} tokens "
-          f"({tr['handoffs']} handoffs, balance={args.balance}); threshold {router.threshold:.6g}: call rate "
-          f"{tr['call_rate']:.3f} (target {args.target_call_rate}), handoffs caught {tr['caught']:.3f} on the "
+          f"({tr['handoffs']} {'necessary handoffs' if args.labels == 'necessary' else 'handoffs'}, balance={args.balance}); threshold {router.threshold:.6g}: call rate "
+          f"{tr['call_rate']:.3f} (target {args.target_call_rate}), {args.labels} caught {tr['caught']:.3f} on the "
           "training tokens")
     return 0
 

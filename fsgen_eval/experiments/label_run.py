@@ -234,7 +234,9 @@ class TaskScorer:
         flist = cfg.filter_list or [{"name": "none", "filter": [{"function": "take_first"}]}]
         first = flist[0]
         comps = [[f["function"], {k: v for k, v in f.items() if k != "function"}] for f in first["filter"]]
-        self._built[task] = (build_filter_ensemble(first["name"], comps), cfg.metric_list[0]["metric"])
+        metric = cfg.metric_list[0]["metric"]  # a name, or a function (MBPP's !function utils.pass_at_1)
+        self._built[task] = (build_filter_ensemble(first["name"], comps),
+                             metric if isinstance(metric, str) else metric.__name__)
         return self._built[task]
 
     def __call__(self, key: LB.DocKey, text: str) -> tuple[float, str]:
