@@ -294,7 +294,7 @@ def matrix_figure(rows: list[str], cols: list[str], values: np.ndarray, label: s
 def scatter3d_figure(groups: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
                      planes: tuple[float, ...] = (0.05, 0.10, 0.20)) -> Figure:
     """Per group (label, N_small [N], N_large [N], rate [N]): the rates over (log10 N_small, log10 N_large),
-    one 3-D panel per group, with horizontal planes at the given rates (FS-GEN figs 1-2)."""
+    one 3-D panel per group, with horizontal planes at the given rates (FS-GEN's 3d_scattar_plot_fig1.py / _fig2.py)."""
     cols = min(3, len(groups))
     rows = -(-len(groups) // cols)
     fig = Figure(figsize=(4.6 * cols, 4.2 * rows))
@@ -318,7 +318,7 @@ def scatter3d_figure(groups: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]
 def position_pair_figure(labels: list[str], rate: np.ndarray, share: np.ndarray) -> Figure:
     """Two heatmaps over the deciles of the generation, rows = labels [R]: P(handoff | decile) (rate
     [R, 10], the handoff rate within each tenth) and P(decile | handoff) (share [R, 10], where a row's
-    handoffs fall; each row sums to 1, FS-GEN fig 3's normalisation)."""
+    handoffs fall; each row sums to 1, FS-GEN's mismatch_position_heatmap.py normalisation)."""
     fig = Figure(figsize=(12, 0.45 * len(labels) + 1.9))
     ticks = [f"{10 * k}-{10 * k + 10}%" for k in range(10)]
     for j, (vals, title, cbar) in enumerate(((rate, "P(handoff | decile): handoff rate", "handoff rate"),
@@ -337,7 +337,7 @@ def position_pair_figure(labels: list[str], rate: np.ndarray, share: np.ndarray)
 
 def topk_generation_figure(probs: np.ndarray, handoff: np.ndarray, token_ids: np.ndarray, title: str) -> Figure:
     """System 1's top-10 probabilities along one generation: probs [T, 10] as a heatmap (rank × position)
-    with the top-1 probability as a line above it; handoff positions [T] marked in red (FS-GEN fig 5)."""
+    with the top-1 probability as a line above it; handoff positions [T] marked in red (FS-GEN's mismatch_sample.py)."""
     t = len(probs)
     fig = Figure(figsize=(max(7.0, 0.16 * t + 2), 4.6))
     top, heat = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
@@ -361,7 +361,7 @@ def topk_generation_figure(probs: np.ndarray, handoff: np.ndarray, token_ids: np
 
 def embedding_figure(embeddings: list[Any]) -> Figure:
     """Per embedding (``xy`` [M, 2], ``handoff`` [M], ``cluster`` [M] and its scores): points coloured by
-    handoff vs agreement, and the k-means clusters beside them (FS-GEN figs 6-7)."""
+    handoff vs agreement, and the k-means clusters beside them (FS-GEN's kde_scattar_1&5_tokens.py)."""
     fig = Figure(figsize=(10, 4.4 * len(embeddings)))
     for i, e in enumerate(embeddings):
         by_label, by_cluster = fig.add_subplot(len(embeddings), 2, 2 * i + 1), fig.add_subplot(len(embeddings), 2, 2 * i + 2)
