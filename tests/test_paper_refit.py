@@ -123,3 +123,19 @@ def test_script_regenerates_the_report(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert report.count("| gsm8k |") == 6 and "300 bootstrap resamples" in report
     assert "endpoints agree at 2 significant digits" in report
+
+
+def test_speculative_figure_tells_twenty_series_apart():
+    from types import SimpleNamespace
+
+    from fsgen_eval.analysis.plots import acceptance_figure
+
+    profiles = [SimpleNamespace(pair=f"s{i} -> l", task="t", k=np.arange(1, 5), acceptance_rate=np.full(4, 0.5),
+                                speedup_bound=lambda c: np.ones(4)) for i in range(20)]
+    fig = acceptance_figure(profiles)
+    left = fig.axes[0]
+    styles = {(line.get_color(), line.get_marker(), line.get_linestyle()) for line in left.get_lines()}
+    assert len(left.get_lines()) == 20 and len(styles) == 20
+    # the legend is the figure's, below the panels, not inside an axes over the data
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    assert len(fig.legends[0].get_texts()) == 20

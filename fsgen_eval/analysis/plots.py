@@ -226,12 +226,13 @@ def tradeoff_runs_figure(runs: list[str], curves: list[list[TradeoffCurve]], tar
 def acceptance_figure(profiles: list, cost_ratio: float | None = None) -> Figure:
     """Greedy speculative decoding per draft length k: acceptance rate (left) and the wall-time speed-up
     bound ``mean_acceptance_length / (k·c + 1)`` (right), one line per (pair, task) ``AcceptanceProfile``.
-    Lines differ by colour and marker (10 colours x 5 markers: 50 series apart); the legend sits below the
-    panels, never over the data."""
+    Lines differ by colour, marker and line style (10 colours x 5 markers x 3 styles: 150 series apart); the
+    legend sits below the panels, never over the data."""
     fig = Figure(figsize=(10, 4))
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for i, p in enumerate(profiles):
-        label, style = f"{p.pair} ({p.task})", {"color": f"C{i % 10}", "marker": MARKERS[(i // 10) % len(MARKERS)]}
+        label, style = f"{p.pair} ({p.task})", {"color": f"C{i % 10}", "marker": MARKERS[(i // 10) % len(MARKERS)],
+                                                "ls": ("-", "--", ":")[(i // 50) % 3]}
         left.plot(p.k, p.acceptance_rate, label=label, **style)
         bound = p.speedup_bound(cost_ratio)
         if bound is not None:
