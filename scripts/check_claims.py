@@ -4,7 +4,10 @@ Citation convention (README.md, between the lines ``<!-- claims -->`` and ``<!--
 figure is a Markdown link whose text is the number and whose target is the committed file holding it, e.g.
 ``[0.139](reports/micro/rates.md)`` or ``[65 %](reports/micro/analyze.txt)``. A figure holds when the file
 contains a number that, rounded once to the figure's decimals, gives the figure (``0.139`` from
-``0.13935533``; ``65 %`` from ``0.6512`` or ``65.12``); a file path must be tracked by git.
+``0.13935533``; ``65 %`` from ``0.6512`` or ``65.12``); a file path must be tracked by git. A number exactly
+halfway is rounded half to even, one convention rather than whichever suits: ``0.3225`` (itself 0.322468
+rounded) gives 0.322, as the unrounded value does, and 0.323 — a second rounding — does not hold; an exact
+``0.0075`` (9 of 1200) gives 0.8 %.
 
 Usage: python scripts/check_claims.py [README.md]   (exit 0: all hold; 1: one line per figure that does not)
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
 
 CLAIMS = re.compile(r"<!-- claims -->(.*?)<!-- /claims -->", re.S)
@@ -38,7 +41,7 @@ def _dec(s: str) -> Decimal | None:
 
 
 def holds(figure: str, percent: bool, content: str) -> bool:
-    """Whether a number in ``content`` rounds (once, half-up or half-even) to ``figure``."""
+    """Whether a number in ``content`` rounds once to ``figure`` (half to even: see above)."""
     want = _dec(figure)
     if want is None:
         return False
@@ -49,7 +52,7 @@ def holds(figure: str, percent: bool, content: str) -> bool:
             continue
         for cand in ((v, v * 100) if percent else (v,)):
             try:
-                if any(cand.quantize(quantum, rounding=r) == want for r in (ROUND_HALF_UP, ROUND_HALF_EVEN)):
+                if cand.quantize(quantum, rounding=ROUND_HALF_EVEN) == want:
                     return True
             except InvalidOperation:  # a number too large to round to the figure's decimals (8.28e+21): not it
                 continue

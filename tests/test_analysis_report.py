@@ -233,3 +233,43 @@ def test_a_replaying_sweeps_system2_run_is_no_leaderboard_row(runs_dir):
     (table,) = build_report(find_runs([runs_dir]), _params(), n_boot=20).tables
     assert [r for r in table.rows if r["pair"] == "org/l1 -> org/l1"] == []
     assert [r["rank"] for r in table.rows if r["rank"] is not None] == [1, 2, 3, 4, 5]
+
+
+def test_runs_are_never_pooled_unless_asked(runs_dir):
+    """Uncertainty and trade-off are per run (five traced runs: five rows, four router=always runs: four
+    runs' curves); a pooled series only with pool=True, and then titled and captioned as pooled."""
+    runs = find_runs([runs_dir])
+    rep = build_report(runs, _params(), n_boot=20)
+    titles = [f.title for f in rep.figures]
+    assert not any("pooled" in t.lower() for t in titles)
+    (unc,) = [f for f in rep.figures if f.title.startswith("System-1 uncertainty")]
+    assert unc.title.endswith(", per run") and len(unc.data[1]) == 5
+    assert len({row[0] for row in unc.data[1]}) == 5  # one row per run, each named
+    (trade,) = [f for f in rep.figures if "trade-off" in f.title]
+    assert trade.title.endswith(", per run") and trade.data[0][:2] == ["run", "router"]
+    assert len(trade.data[1]) == 4 * 3 and len({row[0] for row in trade.data[1]}) == 4
+    pooled = build_report(runs, _params(), n_boot=20, pool=True)
+    extra = [f for f in pooled.figures if "POOLED" in f.title]
+    assert len(extra) == 1 and "over 5 runs" in extra[0].title and extra[0].caption.startswith("pooled")
+    assert len(pooled.figures) == len(rep.figures) + 1
+
+
+def test_one_run_keeps_its_histograms(runs_dir):
+    runs = [r for r in find_runs([runs_dir]) if "oracle0" in Path(r.path).parts]
+    rep = build_report(runs, _params(), n_boot=20, pool=True)  # one run: nothing to pool
+    (unc,) = [f for f in rep.figures if f.title.startswith("System-1 uncertainty")]
+    assert unc.title == "System-1 uncertainty at handoffs vs agreements" and len(unc.data[1]) == 1
+    assert unc.caption == f"run {runs[0].pair} | {runs[0].label}"
+
+
+def test_scaling_points_carry_their_clustered_intervals(runs_dir):
+    from fsgen_eval.analysis.files import ANALYSIS_COLUMNS, run_records
+    from fsgen_eval.analysis.report import rate_intervals, scaling_series
+
+    runs = find_runs([runs_dir])
+    cis = rate_intervals(runs, [run_records(r, ANALYSIS_COLUMNS) for r in runs])
+    series = scaling_series(runs, _params(), 20, [], intervals=cis)
+    (oracle,) = [g for g in series if "oracle" in g.label]
+    assert oracle.ci.shape == (4, 2) and np.isfinite(oracle.ci).all()
+    assert ((oracle.ci[:, 0] <= oracle.y) & (oracle.y <= oracle.ci[:, 1])).all()
+    assert np.isnan(scaling_series(runs, _params(), 20, [])[0].ci).all()  # no intervals given: no bars

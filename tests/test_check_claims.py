@@ -43,3 +43,14 @@ def test_missing_file_and_no_claims(tmp_path):
     assert "does not exist" in check_claims.check(readme)[0]
     (tmp_path / "README.md").write_text("nothing cited\n")
     assert "no cited figure" in check_claims.check(tmp_path / "README.md")[0]
+
+
+def test_a_tie_rounds_half_to_even_only(tmp_path):
+    """A rounded 0.3225 (or 0.0745) in the cited file: 0.323 (0.075) would round a rounded number again and
+    is caught; 0.322 (0.074) is what the unrounded value gives and holds, as does an exact 0.0075 -> 0.8 %."""
+    (tmp_path / "data.txt").write_text("| 0.3225 | 0.0745 | 0.0075 |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- claims -->\n[0.323](data.txt) [0.075](data.txt) [0.322](data.txt) [0.074](data.txt) "
+                      "[0.8 %](data.txt)\n<!-- /claims -->\n")
+    problems = check_claims.check(readme)
+    assert len(problems) == 2 and "[0.323]" in problems[0] and "[0.075]" in problems[1]

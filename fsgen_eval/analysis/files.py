@@ -267,23 +267,26 @@ OPTIONAL_COLUMNS = ("task", "method", "small", "large")
 
 def read_points_csv(path: Path) -> list[dict[str, Any]]:
     """Rows of a fit CSV: ``large_params``, ``small_params``, ``collaboration_rate`` (numbers) and optional
-    ``task``, ``method``, ``small``, ``large``. Unknown or missing columns and non-numbers raise."""
+    ``task``, ``method``, ``small``, ``large``. Lines starting with ``#`` before the header are comments (where
+    the points come from). Unknown or missing columns and non-numbers raise."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        cols = reader.fieldnames or []
-        if not cols:
-            raise ValueError(f"{path}: CSV file is empty")
-        unknown = [c for c in cols if c not in POINT_COLUMNS + OPTIONAL_COLUMNS]
-        if unknown:
-            raise ValueError(f"{path}: unknown column(s) {', '.join(unknown)} (known: "
-                             f"{', '.join(POINT_COLUMNS + OPTIONAL_COLUMNS)})")
-        missing = [c for c in POINT_COLUMNS if c not in cols]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
-        rows = [_numeric_row(path, n, row) for n, row in enumerate(reader, start=2)]
+        lines = fh.readlines()
+    skipped = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+    reader = csv.DictReader(lines[skipped:])  # error messages below name the file's own line numbers
+    cols = reader.fieldnames or []
+    if not cols:
+        raise ValueError(f"{path}: CSV file is empty")
+    unknown = [c for c in cols if c not in POINT_COLUMNS + OPTIONAL_COLUMNS]
+    if unknown:
+        raise ValueError(f"{path}: unknown column(s) {', '.join(unknown)} (known: "
+                         f"{', '.join(POINT_COLUMNS + OPTIONAL_COLUMNS)})")
+    missing = [c for c in POINT_COLUMNS if c not in cols]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    rows = [_numeric_row(path, n, row) for n, row in enumerate(reader, start=skipped + 2)]
     if not rows:
         raise ValueError(f"{path}: CSV file has a header but no rows")
     return rows

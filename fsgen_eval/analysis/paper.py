@@ -2,16 +2,16 @@
 
 * :func:`handoff_position_distribution` — where in a generation the handoffs fall: P(decile | handoff), the
   share of a pair's handoffs in each tenth of the generation, as the paper normalises its position heatmap
-  (fig 3); our other heatmap is P(handoff | decile), the handoff rate within each tenth.
+  (FS-GEN's mismatch_position_heatmap.py); our other heatmap is P(handoff | decile), the handoff rate within each tenth.
 * :func:`read_topk` — a trace's top-K side file (``traces_*.topk.parquet`` beside ``traces_*.jsonl``: one row
   per token; ``record`` = 0-based line of the record in the JSONL, ``token`` = index in its token lists,
   ``s1_topk_ids`` / ``s1_topk_probs`` and ``s2_topk_ids`` / ``s2_topk_probs``, null where System 2 was not
   evaluated), joined with the records' handoff labels.
-* :func:`pick_generation` — one generation for the per-token top-10 plot (fig 5).
+* :func:`pick_generation` — one generation for the per-token top-10 plot (FS-GEN's mismatch_sample.py, output fig5-*.pdf).
 * :func:`embed_topk` — t-SNE of System 1's top-100 probability vectors, of single tokens and of 5-token
   windows (the vectors of a token and the 4 before it, concatenated), coloured by handoff, with k-means
   (k = 2) clusters and their silhouette, Davies–Bouldin index and adjusted Rand index against the handoff
-  labels (figs 6-7).
+  labels (FS-GEN's kde_scattar_1&5_tokens.py, outputs fig6.pdf and fig7.pdf).
 
 Labels are named for what they are: a *handoff* is a token where System 2's token differs from System 1's
 greedy token (FS-GEN: "mismatch"), an *agreement* one where they are equal ("match"). FS-GEN's own t-SNE
@@ -34,7 +34,7 @@ from fsgen_eval.core.traces_io import TraceTable
 WINDOW = 5
 
 
-# ---------------------------------------------------------------- fig 3: where the handoffs fall
+# ---------------------------------------------------------------- where the handoffs fall
 
 
 def handoff_position_distribution(traces: TraceTable | list[dict[str, np.ndarray]]) -> tuple[np.ndarray, int]:
@@ -133,7 +133,7 @@ def concat_topk(parts: list[TopK]) -> TopK:
                   ("record", "token", "probs", "ids", "handoff", "task")))
 
 
-# ---------------------------------------------------------------- fig 5: one generation
+# ---------------------------------------------------------------- one generation
 
 
 def pick_generation(topk: TopK, max_len: int = 64) -> np.ndarray:
@@ -151,7 +151,7 @@ def pick_generation(topk: TopK, max_len: int = 64) -> np.ndarray:
     return idx[np.argsort(topk.token[idx], kind="stable")][:max_len]
 
 
-# ---------------------------------------------------------------- figs 6-7: t-SNE of top-100 vectors
+# ---------------------------------------------------------------- t-SNE of top-100 vectors
 
 
 @dataclass

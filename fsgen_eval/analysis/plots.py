@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FixedLocator, NullLocator
 
-from fsgen_eval.analysis.scaling import power_law
+from fsgen_eval.analysis.scaling import log_ratio_law, power_law
 from fsgen_eval.analysis.signals import SignalSummary
 from fsgen_eval.analysis.whatif import TradeoffCurve
 
@@ -40,6 +41,26 @@ def _data_ylim(ys: list[np.ndarray]) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """The 1-2-5 values (..., 1, 2, 5, 10, 20, ...) within [lo, hi]; the two ends themselves when fewer than
+    two fall inside, so that a log axis is labelled at every tick it shows."""
+    k0, k1 = math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1
+    ticks = [m * 10.0 ** k for k in range(k0, k1 + 1) for m in (1, 2, 5) if lo <= m * 10.0 ** k <= hi]
+    return ticks if len(ticks) >= 2 else sorted({float(f"{lo:.2g}"), float(f"{hi:.2g}")})
+
+
+def label_log_axis(ax: Any, values: np.ndarray) -> None:
+    """A log x-axis over ``values`` [N] (padded 10 % each side) with every tick labelled (:func:`log_ticks`),
+    no unlabelled minor ticks."""
+    lo, hi = float(np.min(values)) / 1.1, float(np.max(values)) * 1.1
+    ax.set_xscale("log")
+    ax.set_xlim(lo, hi)
+    ticks = log_ticks(lo, hi)
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+
+
 def fit_legend(label: str, fit: dict[str, Any]) -> str:
     """The legend entry of a group's power-law fit: the law and R², or why it is not one."""
     if "error" in fit:
@@ -51,32 +72,77 @@ def fit_legend(label: str, fit: dict[str, Any]) -> str:
 
 
 def scaling_figure(series: list[Any]) -> Figure:
-    """Collaboration rate against the parameter ratio; each series has ``label``, ``r`` [N], ``y`` [N] and
-    ``fit`` (a ``fit_groups`` entry). A fit is drawn only over the data's ratios and the y-axis is the
-    data's range; a degenerate fit is dotted and says so in the legend; an unfitted group shows points only."""
+    """Collaboration rate against the parameter ratio; each series has ``label``, ``r`` [N], ``y`` [N],
+    ``fit`` (a ``fit_groups`` entry) and ``ci`` ([N, 2] 95 % intervals of the rates, NaN where unknown, or
+    ``None``), drawn as error bars. A fit is drawn only over the data's ratios and the y-axis is the data's
+    range; a degenerate fit is dotted and says so in the legend; an unfitted group shows points only. Series
+    are told apart by colour and marker (10 colours x 5 markers)."""
     fig = Figure(figsize=(7, 4.2 + 0.18 * len(series)))
     ax = fig.add_subplot()
     for i, g in enumerate(series):
-        color = f"C{i % 10}"
-        ax.scatter(g.r, g.y, color=color, zorder=3, s=18)
+        color, marker = f"C{i % 10}", MARKERS[(i // 10) % len(MARKERS)]
+        ci = getattr(g, "ci", None)
+        if ci is not None and np.isfinite(ci).any():
+            err = np.abs(np.asarray(ci, float).T - g.y)
+            ax.errorbar(g.r, g.y, yerr=np.where(np.isfinite(err), err, 0), fmt="none", ecolor=color, elinewidth=0.8,
+                        capsize=2, zorder=2)
+        ax.scatter(g.r, g.y, color=color, marker=marker, zorder=3, s=18)
         fit = g.fit
         text = fit_legend(g.label, fit)
         if "error" in fit:
-            ax.plot([], [], color=color, marker="o", ls="none", label=text)
+            ax.plot([], [], color=color, marker=marker, ls="none", label=text)
             continue
         grid = np.geomspace(float(np.min(g.r)), float(np.max(g.r)), 100)
         degenerate = bool(fit.get("degenerate"))
-        ax.plot(grid, power_law(grid, fit["a"], fit["alpha"], fit["b"]), color=color,
+        ax.plot(grid, power_law(grid, fit["a"], fit["alpha"], fit["b"]), color=color, marker=marker, markevery=[0],
                 ls=":" if degenerate else "-", lw=1.0 if degenerate else 1.6, alpha=0.6 if degenerate else 1.0,
                 label=text)
     ax.set_ylim(*_data_ylim([g.y for g in series]))
-    ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis overlap
-    ax.set_xlabel("parameter ratio r = N_large / N_small")
+    label_log_axis(ax, np.concatenate([np.asarray(g.r, float) for g in series]))
+    ax.set_xlabel("parameter ratio r = N_large / N_small (log scale)")
     ax.set_ylabel("collaboration rate")
     ax.grid(alpha=0.3)
     # the legend below the axes: long group names and degeneracy notes would cover the points
     ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(0, -0.16), ncol=1, frameon=False)
+    return fig
+
+
+MARKERS = ("o", "s", "^", "D", "v")
+
+
+def law_panels_figure(panels: list[dict[str, Any]], rows: int, cols: int) -> Figure:
+    """One panel per group, ``rows`` x ``cols``: its points (``r`` [N], ``y`` [N]), the power law and the
+    log-ratio law over the points' ratios (dotted when degenerate) and the two-factor law's prediction at
+    each point (``two`` [N], open squares; it depends on both sizes, not on r alone). Each panel dict has
+    ``title``, ``r``, ``y``, ``power`` / ``log_ratio`` (parameter dicts or ``None``), ``power_degenerate``,
+    ``two`` ([N] or ``None``) and ``note`` (one line under the title)."""
+    fig = Figure(figsize=(4.2 * cols, 3.5 * rows))
+    for i, p in enumerate(panels):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        r, y = np.asarray(p["r"], float), np.asarray(p["y"], float)
+        grid = np.geomspace(r.min(), r.max(), 100)
+        ax.scatter(r, y, color="k", s=14, zorder=3, label="published points")
+        if p.get("power") is not None:
+            q = p["power"]
+            ax.plot(grid, power_law(grid, q["a"], q["alpha"], q["b"]), color="C0",
+                    ls=":" if p.get("power_degenerate") else "-", label="b - a r^-alpha (dotted: degenerate)")
+        if p.get("log_ratio") is not None:
+            ax.plot(grid, log_ratio_law(grid, p["log_ratio"]["c"], p["log_ratio"]["d"]), color="C1", ls="--",
+                    label="c + d ln r")
+        if p.get("two") is not None:
+            ax.scatter(r, p["two"], facecolors="none", edgecolors="C2", marker="s", s=22, zorder=2,
+                       label="two-factor prediction")
+        label_log_axis(ax, r)
+        ax.set_title(p["title"] + ("\n" + p["note"] if p.get("note") else ""), fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if i % cols == 0:
+            ax.set_ylabel("collaboration rate", fontsize=8)
+        if i // cols == rows - 1:
+            ax.set_xlabel("r = N_large / N_small (log)", fontsize=8)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
 
@@ -114,24 +180,72 @@ def tradeoff_figure(curves: list[TradeoffCurve], target: float | None = None) ->
     return fig
 
 
+def auroc_figure(runs: list[str], signals: list[str], auroc: np.ndarray) -> Figure:
+    """AUROC [R, S] of S signals in R runs: one row per run, one marker per signal, chance (0.5) dotted."""
+    fig = Figure(figsize=(7, 0.3 * len(runs) + 1.6))
+    ax = fig.add_subplot()
+    y = np.arange(len(runs))
+    for j, name in enumerate(signals):
+        ax.scatter(auroc[:, j], y, color=f"C{j}", marker=MARKERS[j % len(MARKERS)], s=22, label=name, zorder=3)
+    ax.axvline(0.5, ls=":", color="grey")
+    ax.set_yticks(y, runs, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("AUROC: System-1 signal vs handoff (each run on its own tokens)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    return fig
+
+
+def tradeoff_runs_figure(runs: list[str], curves: list[list[TradeoffCurve]], target: float | None = None) -> Figure:
+    """One panel per router signal (those of the first run), one line per run (``curves[i]``: run i's
+    curves): share of handoffs caught against call rate, each run on its own tokens."""
+    signals = [c.signal for c in curves[0]]
+    fig = Figure(figsize=(3.6 * len(signals), 3.8))
+    axes = fig.subplots(1, len(signals), squeeze=False)[0]
+    for ax, sig in zip(axes, signals):
+        for i, (run, cs) in enumerate(zip(runs, curves)):
+            c = next((c for c in cs if c.signal == sig), None)
+            if c is not None:
+                ax.plot(c.call_rate, c.caught, drawstyle="steps-post", color=f"C{i % 10}", lw=1,
+                        ls=("-", "--", ":", "-.")[(i // 10) % 4], label=run)
+        ax.plot([0, 1], [0, 1], ls=":", color="grey")
+        if target is not None:
+            ax.axvline(target, ls="--", color="k", lw=0.8)
+        ax.set_title(sig, fontsize=9)
+        ax.set_xlabel("large-model call rate")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("share of handoffs caught")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=3, fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
 def acceptance_figure(profiles: list, cost_ratio: float | None = None) -> Figure:
     """Greedy speculative decoding per draft length k: acceptance rate (left) and the wall-time speed-up
-    bound ``mean_acceptance_length / (k·c + 1)`` (right), one line per (pair, task) ``AcceptanceProfile``."""
+    bound ``mean_acceptance_length / (k·c + 1)`` (right), one line per (pair, task) ``AcceptanceProfile``.
+    Lines differ by colour, marker and line style (10 colours x 5 markers x 3 styles: 150 series apart); the
+    legend sits below the panels, never over the data."""
     fig = Figure(figsize=(10, 4))
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for i, p in enumerate(profiles):
-        label, color = f"{p.pair} ({p.task})", f"C{i % 10}"
-        left.plot(p.k, p.acceptance_rate, marker="o", color=color, label=label)
+        label, style = f"{p.pair} ({p.task})", {"color": f"C{i % 10}", "marker": MARKERS[(i // 10) % len(MARKERS)],
+                                                "ls": ("-", "--", ":")[(i // 50) % 3]}
+        left.plot(p.k, p.acceptance_rate, label=label, **style)
         bound = p.speedup_bound(cost_ratio)
         if bound is not None:
-            right.plot(p.k, bound, marker="o", color=color, label=label)
+            right.plot(p.k, bound, **style)
     right.axhline(1.0, ls=":", color="grey")
     c = "each pair's N_small/N_large" if cost_ratio is None else f"{cost_ratio:g}"
     for ax, ylabel in ((left, "acceptance rate"), (right, f"speed-up bound (cost ratio {c})")):
         ax.set_xlabel("draft length k")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    left.legend(fontsize=6)
+    ncol = 3 if len(profiles) > 6 else max(len(profiles), 1)
+    fig.legend(*left.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol,
+               fontsize=7, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -181,7 +295,7 @@ def matrix_figure(rows: list[str], cols: list[str], values: np.ndarray, label: s
 def scatter3d_figure(groups: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
                      planes: tuple[float, ...] = (0.05, 0.10, 0.20)) -> Figure:
     """Per group (label, N_small [N], N_large [N], rate [N]): the rates over (log10 N_small, log10 N_large),
-    one 3-D panel per group, with horizontal planes at the given rates (FS-GEN figs 1-2)."""
+    one 3-D panel per group, with horizontal planes at the given rates (FS-GEN's 3d_scattar_plot_fig1.py / _fig2.py)."""
     cols = min(3, len(groups))
     rows = -(-len(groups) // cols)
     fig = Figure(figsize=(4.6 * cols, 4.2 * rows))
@@ -205,7 +319,7 @@ def scatter3d_figure(groups: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]
 def position_pair_figure(labels: list[str], rate: np.ndarray, share: np.ndarray) -> Figure:
     """Two heatmaps over the deciles of the generation, rows = labels [R]: P(handoff | decile) (rate
     [R, 10], the handoff rate within each tenth) and P(decile | handoff) (share [R, 10], where a row's
-    handoffs fall; each row sums to 1, FS-GEN fig 3's normalisation)."""
+    handoffs fall; each row sums to 1, FS-GEN's mismatch_position_heatmap.py normalisation)."""
     fig = Figure(figsize=(12, 0.45 * len(labels) + 1.9))
     ticks = [f"{10 * k}-{10 * k + 10}%" for k in range(10)]
     for j, (vals, title, cbar) in enumerate(((rate, "P(handoff | decile): handoff rate", "handoff rate"),
@@ -224,7 +338,7 @@ def position_pair_figure(labels: list[str], rate: np.ndarray, share: np.ndarray)
 
 def topk_generation_figure(probs: np.ndarray, handoff: np.ndarray, token_ids: np.ndarray, title: str) -> Figure:
     """System 1's top-10 probabilities along one generation: probs [T, 10] as a heatmap (rank × position)
-    with the top-1 probability as a line above it; handoff positions [T] marked in red (FS-GEN fig 5)."""
+    with the top-1 probability as a line above it; handoff positions [T] marked in red (FS-GEN's mismatch_sample.py)."""
     t = len(probs)
     fig = Figure(figsize=(max(7.0, 0.16 * t + 2), 4.6))
     top, heat = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
@@ -248,7 +362,7 @@ def topk_generation_figure(probs: np.ndarray, handoff: np.ndarray, token_ids: np
 
 def embedding_figure(embeddings: list[Any]) -> Figure:
     """Per embedding (``xy`` [M, 2], ``handoff`` [M], ``cluster`` [M] and its scores): points coloured by
-    handoff vs agreement, and the k-means clusters beside them (FS-GEN figs 6-7)."""
+    handoff vs agreement, and the k-means clusters beside them (FS-GEN's kde_scattar_1&5_tokens.py)."""
     fig = Figure(figsize=(10, 4.4 * len(embeddings)))
     for i, e in enumerate(embeddings):
         by_label, by_cluster = fig.add_subplot(len(embeddings), 2, 2 * i + 1), fig.add_subplot(len(embeddings), 2, 2 * i + 2)

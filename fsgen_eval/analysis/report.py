@@ -134,13 +134,15 @@ def build_tables(runs: list[Run], records: list[TraceTable] | None = None,
 
 @dataclass
 class ScalingGroup:
-    """One group of the scaling plot: ratios r [N], rates y [N] and its ``fit_groups`` entry (``error`` set
-    when the group was not fitted)."""
+    """One group of the scaling plot: ratios r [N], rates y [N], its ``fit_groups`` entry (``error`` set
+    when the group was not fitted) and ``ci`` [N, 2], each rate's 95 % interval with requests as clusters
+    (NaN where the run has no traces or its rate is not the traced ``collaboration_rate``)."""
 
     label: str
     r: np.ndarray
     y: np.ndarray
     fit: dict[str, Any]
+    ci: np.ndarray | None = None
 
 
 def scaling_points(runs: list[Run], params: ParamTable | None, notes: list[str]) -> list[dict[str, Any]]:
@@ -151,16 +153,30 @@ def scaling_points(runs: list[Run], params: ParamTable | None, notes: list[str])
         return rows
     for run in runs:
         try:
-            rows += fit_points([run], params, "any")
+            rows += [{**row, "run_path": str(run.path)} for row in fit_points([run], params, "any")]
         except ValueError as err:
             notes.append(f"scaling plot: {err}")
     return rows
 
 
+def rate_intervals(runs: list[Run], records: list[TraceTable]) -> dict[tuple[str, str], tuple[float, float]]:
+    """(run path, task) -> the 95 % interval of the run's ``collaboration_rate`` on the task, requests as
+    clusters (:func:`leaderboard.trace_intervals`); absent where the run has too few traced requests."""
+    out = {}
+    for run, recs in zip(runs, records):
+        for task in run.results:
+            ci = trace_intervals(_of_task(recs, task)).get("collaboration_rate") if len(recs) else None
+            if ci is not None:
+                out[(str(run.path), task)] = ci
+    return out
+
+
 def scaling_series(runs: list[Run], params: ParamTable | None, n_boot: int, notes: list[str],
-                   progress: Callable[[int, int, str], None] | None = None) -> list[ScalingGroup]:
+                   progress: Callable[[int, int, str], None] | None = None,
+                   intervals: dict[tuple[str, str], tuple[float, float]] | None = None) -> list[ScalingGroup]:
     """Per group of runs that share every setting (task, method, router and threshold, dtype, few-shot,
-    batch size in half precision): ratios, rates and both laws' fits where the group has >= 3 pairs."""
+    batch size in half precision): ratios, rates, both laws' fits where the group has >= 3 pairs, and each
+    rate's interval from ``intervals`` (:func:`rate_intervals`) where its method's rate is the traced one."""
     rows = scaling_points(runs, params, notes)
     if not rows:
         return []
@@ -168,8 +184,10 @@ def scaling_series(runs: list[Run], params: ParamTable | None, n_boot: int, note
     out = []
     for g in (f.to_dict() for f in fits):
         mine = [r for r in rows if group_key(r) == tuple((k, g[k]) for k in GROUP_FIELDS if g.get(k) is not None)]
+        ci = np.array([(intervals or {}).get((r["run_path"], r["task"]), (np.nan, np.nan))
+                       if r.get("rate_field") == "collaboration_rate" else (np.nan, np.nan) for r in mine], float)
         out.append(ScalingGroup(g["label"], np.array([r["large_params"] / r["small_params"] for r in mine]),
-                                np.array([r["collaboration_rate"] for r in mine]), g))
+                                np.array([r["collaboration_rate"] for r in mine]), g, ci.reshape(-1, 2)))
         if "error" in g:
             notes.append(f"scaling fit for [{g['label']}]: not fitted: {g['error']}")
         elif g.get("degenerate"):
@@ -181,7 +199,7 @@ def scaling_series(runs: list[Run], params: ParamTable | None, n_boot: int, note
 def position_plot(per_task: list[tuple[Run, TraceTable]]) -> Plot:
     """Both normalisations of where handoffs fall, one row per (task, run): P(handoff | decile), the rate
     within each tenth of the generation, and P(decile | handoff), the share of the row's handoffs in each
-    tenth (FS-GEN fig 3)."""
+    tenth (FS-GEN's mismatch_position_heatmap.py)."""
     labels, rates, shares, counts = [], [], [], []
     for run, recs in per_task:
         labels.append(f"{recs.get('task')[0]} | {run.pair} | {run.label}")
@@ -196,12 +214,12 @@ def position_plot(per_task: list[tuple[Run, TraceTable]]) -> Plot:
     return Plot("Handoff position: P(handoff | decile) and P(decile | handoff)",
                 plots.to_png_bytes(plots.position_pair_figure(labels, np.array(rates), np.array(shares))),
                 "left: the handoff rate within each tenth of the generation (ours); right: where a row's handoffs "
-                "fall, each row summing to 1 (FS-GEN fig 3's normalisation); d0 = first 10 %",
+                "fall, each row summing to 1 (the normalisation of FS-GEN's visualize/mismatch_position_heatmap.py; FS-GEN names figures by script output file, not by the paper's numbering); d0 = first 10 %",
                 (head, cells))
 
 
 def scatter3d_plot(rows: list[dict[str, Any]]) -> Plot | None:
-    """Collaboration rate over (log N_small, log N_large), one panel per (task, method) (FS-GEN figs 1-2)."""
+    """Collaboration rate over (log N_small, log N_large), one panel per (task, method) (FS-GEN's 3d_scattar_plot_fig1.py / _fig2.py)."""
     groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r.get("task"), r.get("method")), []).append(r)
@@ -216,7 +234,8 @@ def scatter3d_plot(rows: list[dict[str, Any]]) -> Plot | None:
               _fmt(r["collaboration_rate"])] for r in sorted(rows, key=lambda r: (str(r.get("task")),
               str(r.get("method")), r["small_params"], r["large_params"]))])
     return Plot("Collaboration rate over model sizes (3-D)", plots.to_png_bytes(plots.scatter3d_figure(panels)),
-                "one panel per task and method (every router's runs); planes at collaboration rate 0.05, 0.10 and 0.20",
+                "one panel per task and method (every router's runs); planes at collaboration rate 0.05, 0.10 and 0.20 "
+                "(FS-GEN's 3d_scattar_plot_fig1.py / _fig2.py)",
                 data)
 
 
@@ -225,8 +244,8 @@ def _short_name(model: Any) -> str:
 
 
 def topk_figures(runs: list[Run], notes: list[str], random_state: int = 0) -> list[Plot]:
-    """System 1's top-10 probabilities along one generation (FS-GEN fig 5) and the t-SNE of its top-100
-    probability vectors (figs 6-7), from the top-K side files beside the traces; none without them."""
+    """System 1's top-10 probabilities along one generation (FS-GEN's mismatch_sample.py) and the t-SNE of its top-100
+    probability vectors (FS-GEN's kde_scattar_1&5_tokens.py), from the top-K side files beside the traces; none without them."""
     parts: list[tuple[Run, paper.TopK]] = []
     for run in runs:
         for f in run.trace_files:
@@ -268,8 +287,77 @@ def topk_figures(runs: list[Run], notes: list[str], random_state: int = 0) -> li
     return figs
 
 
+def _run_name(run: Run) -> str:
+    """A run as figures and tables name it: pair and configuration."""
+    return f"{run.pair} | {run.label}"
+
+
+def uncertainty_plots(per_run: list[tuple[Run, TraceTable]], pool: bool) -> list[Plot]:
+    """System 1's uncertainty at handoffs vs agreements, per run: one run's histograms, or for several runs
+    each run's AUROC per signal (one row per run, never their tokens together); with ``pool`` also the
+    histograms of all runs' tokens together, titled and captioned as pooled."""
+    per = [(run, called_tokens(recs)) for run, recs in per_run]
+    per = [(run, tok) for run, tok in per if tok.n_called]
+    if not per:
+        return []
+    sums = [(run, summarize_signals(tok)) for run, tok in per]
+    head = ["run", "tokens where System 2 was evaluated", "handoffs", *(f"AUROC {s.name}" for s in sums[0][1])]
+    cells = [[_run_name(run), str(tok.n_called), str(int(tok.handoff.sum())), *(_fmt(s.auroc, 3) for s in ss)]
+             for (run, tok), (_, ss) in zip(per, sums)]
+    if len(per) == 1:
+        figs = [Plot("System-1 uncertainty at handoffs vs agreements",
+                     plots.to_png_bytes(plots.signal_figure(sums[0][1])), f"run {_run_name(per[0][0])}",
+                     (head, cells))]
+    else:
+        figs = [Plot("System-1 uncertainty at handoffs vs agreements, per run",
+                     plots.to_png_bytes(plots.auroc_figure([_run_name(r) for r, _ in sums],
+                                                           [s.name for s in sums[0][1]],
+                                                           np.array([[s.auroc for s in ss] for _, ss in sums]))),
+                     "AUROC of each System-1 signal for telling handoffs from agreements, each run on its own "
+                     "tokens (0.5: chance)", (head, cells))]
+    if pool and len(per) > 1:
+        pooled = called_tokens(concat([recs for _, recs in per_run]))
+        figs.append(Plot(f"System-1 uncertainty at handoffs vs agreements, POOLED over {len(per)} runs",
+                         plots.to_png_bytes(plots.signal_figure(summarize_signals(pooled))),
+                         f"pooled (asked for with --pool-runs): the {pooled.n_called} evaluated tokens of {len(per)} "
+                         "runs together, as if one run; the per-run figure above is the one to compare runs by"))
+    return figs
+
+
+def tradeoff_plot(always: list[tuple[Run, TraceTable]], target: float | None, learned: dict[str, Path],
+                  notes: list[str]) -> Plot | None:
+    """Threshold (and learned) routers' trade-off from ``router=always`` traces, each run on its own
+    tokens: one run's curves, or per signal one curve per run; the table has a row per (run, router)."""
+    per: list[tuple[Run, list[Any]]] = []
+    for run, recs in always:
+        try:
+            curves = tradeoff_curves(recs)
+        except ValueError as err:
+            notes.append(f"router trade-off omitted for {_run_name(run)}: {err}")
+            continue
+        if learned:
+            from fsgen_eval.analysis.learned import learned_curves
+
+            curves += learned_curves(run.trace_files, learned)
+        per.append((run, curves))
+    if not per:
+        return None
+    title = "Router trade-off (from router=always traces)" if learned else \
+        "Threshold-router trade-off (from router=always traces)"
+    caption = "learned routers: " + ", ".join(f"{n} ({p})" for n, p in learned.items()) if learned else ""
+    if len(per) == 1:
+        return Plot(title, plots.to_png_bytes(plots.tradeoff_figure(per[0][1], target)),
+                    "; ".join(x for x in (f"run {_run_name(per[0][0])}", caption) if x), _tradeoff_table(per[0][1]))
+    head, _ = _tradeoff_table(per[0][1])
+    rows = [[_run_name(run), *row] for run, curves in per for row in _tradeoff_table(curves)[1]]
+    fig = plots.tradeoff_runs_figure([_run_name(r) for r, _ in per], [c for _, c in per], target)
+    return Plot(title + ", per run", plots.to_png_bytes(fig), "; ".join(
+        x for x in ("one panel per router signal, one line per run (each on its own tokens)", caption) if x),
+        (["run", *head], rows))
+
+
 def _trace_figures(runs: list[Run], all_records: list[TraceTable], target: float | None,
-                   notes: list[str], learned: dict[str, Path]) -> list[Plot]:
+                   notes: list[str], learned: dict[str, Path], pool: bool = False) -> list[Plot]:
     figs: list[Plot] = []
     per_run = [(r, recs) for r, recs in zip(runs, all_records) if len(recs)]
     # one heatmap row per (run, task): a run over several tasks is several rows, each named by its task
@@ -279,29 +367,17 @@ def _trace_figures(runs: list[Run], all_records: list[TraceTable], target: float
     if not per_run:
         notes.append("no trace files next to the results: uncertainty, position and router plots omitted")
         return figs
-    pooled = called_tokens(concat([ts for _, ts in per_run]))
-    notes.append(f"uncertainty analysis uses the {pooled.n_called} of {pooled.n_tokens} traced tokens where "
-                 "System 2 was evaluated (llm_called): a handoff is defined only there")
-    if pooled.n_called:
-        figs.append(Plot("System-1 uncertainty at handoffs vs agreements",
-                           plots.to_png_bytes(plots.signal_figure(summarize_signals(pooled)))))
+    n_called = sum(called_tokens(recs).n_called for _, recs in per_run)
+    notes.append(f"uncertainty analysis uses the {n_called} of {sum(recs.n_tokens for _, recs in per_run)} traced "
+                 "tokens where System 2 was evaluated (llm_called): a handoff is defined only there; each run is "
+                 "analysed on its own tokens" + (" (and, as asked, pooled in a figure that says so)" if pool else ""))
+    if n_called:
+        figs += uncertainty_plots(per_run, pool)
         figs.append(position_plot(per_task))
-    always_runs = [r for r, _ in per_run if _router(r) is not None and _router(r).always_calls]
-    always = concat([ts for r, ts in per_run if r in always_runs])
-    if len(always):
-        try:
-            curves = tradeoff_curves(always)
-            if learned:
-                from fsgen_eval.analysis.learned import learned_curves
-
-                curves += learned_curves([f for r in always_runs for f in r.trace_files], learned)
-            figs.append(Plot("Router trade-off (from router=always traces)" if learned else
-                             "Threshold-router trade-off (from router=always traces)",
-                             plots.to_png_bytes(plots.tradeoff_figure(curves, target)),
-                             "learned routers: " + ", ".join(f"{n} ({p})" for n, p in learned.items()) if learned
-                             else "", _tradeoff_table(curves)))
-        except ValueError as err:
-            notes.append(f"router trade-off omitted: {err}")
+    always = [(r, recs) for r, recs in per_run if _router(r) is not None and _router(r).always_calls]
+    plot = tradeoff_plot(always, target, learned, notes) if always else None
+    if plot is not None:
+        figs.append(plot)
     elif learned:
         notes.append("learned routers omitted: they are evaluated on router=always traces, and none was given")
     return figs
@@ -366,14 +442,15 @@ def build_report(runs: list[Run], params: ParamTable | None = None, title: str =
                  target_call_rate: float | None = None, n_boot: int = 200,
                  progress: Callable[[int, int, str], None] | None = None,
                  rank_by: str = "collaboration_rate", cost_ratio: float | None = None,
-                 learned: dict[str, Path] | None = None) -> Report:
+                 learned: dict[str, Path] | None = None, pool: bool = False) -> Report:
     """The report over ``runs``: tables, the scaling figure (``params`` gives the parameter ratios; ``n_boot``
     bootstrap resamples for its fit) and the trace figures (``target_call_rate`` marks the what-if);
     ``ValueError`` without runs. What could not be drawn is said in ``notes``. ``progress(i, n, group)`` is
     called before each scaling fit (the CLI prints it); ``rank_by``: the leaderboard's ranking column
     (:data:`leaderboard.RANK_CHOICES` or a metric name); ``cost_ratio``: the speculative speed-up bound's
     System 1 / large cost per pass (default: each pair's parameter ratio); ``learned``: learned routers
-    (name -> ``ROUTER.json``) drawn in the trade-off figure beside the threshold routers."""
+    (name -> ``ROUTER.json``) drawn in the trade-off figure beside the threshold routers; ``pool``: also draw
+    the uncertainty histograms of all runs' tokens together (labelled as pooled; per run otherwise)."""
     if not runs:
         raise ValueError("report: no runs to report on")
     if learned:
@@ -388,19 +465,22 @@ def build_report(runs: list[Run], params: ParamTable | None = None, title: str =
                   "namespaces (fallback_no_namespaces): they could read what their user can read"
                   for r in runs if "fallback_no_namespaces" in (r.fsgen.code_eval_sandbox or [])]
     rep.figures += leaderboard_figures(rep.tables)
-    series = scaling_series(runs, params, n_boot, rep.notes, progress)
+    series = scaling_series(runs, params, n_boot, rep.notes, progress, rate_intervals(runs, records))
     if series:
         rep.figures.append(Plot("Collaboration rate vs parameter ratio",
                                   plots.to_png_bytes(plots.scaling_figure(series)),
                                   f"fit: f(r) = b - a r^-alpha (a, alpha, b >= 0.05), drawn over the data's range, "
                                   f"where a group has >= {MIN_PAIRS} distinct pairs; a degenerate fit (a parameter "
-                                  "at its bound, R² <= 0, an unbounded interval) is dotted and named so in the legend"))
+                                  "at its bound, R² <= 0, an unbounded interval) is dotted and named so in the "
+                                  "legend; bars: each rate's 95 % interval with requests as clusters (none where "
+                                  "the run has no traces); FS-GEN's scaling-law figure (visualize/scaling_law.py, "
+                                  "output fig4.pdf) in the ratio itself"))
         cube = scatter3d_plot(scaling_points(runs, params, []))
         if cube is not None:
             rep.figures.append(cube)
     else:
         rep.notes.append("scaling plot omitted: no collaborative run with known parameter counts")
-    rep.figures += _trace_figures(runs, records, target_call_rate, rep.notes, learned or {})
+    rep.figures += _trace_figures(runs, records, target_call_rate, rep.notes, learned or {}, pool)
     rep.figures += topk_figures(runs, rep.notes)
     rep.figures += _speculative_figures(runs, params, cost_ratio)
     return rep

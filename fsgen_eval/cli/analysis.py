@@ -434,6 +434,8 @@ def _add_report(sub: Any) -> None:
     p.add_argument("--learned", nargs="+", type=Path, default=[], metavar="ROUTER.json",
                    help="add these learned routers (fsgen-eval router train) to the router trade-off figure, "
                         "evaluated on the router=always runs' traces")
+    p.add_argument("--pool-runs", action="store_true", help="also draw the uncertainty histograms of all runs' "
+                   "tokens together, in a figure titled as pooled (default: each run on its own tokens)")
     p.set_defaults(func=cmd_report)
 
 
@@ -452,7 +454,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         rep = build_report(find_runs(args.results), ParamTable.load(args.params), args.title, args.target_call_rate,
                            args.n_boot, progress=progress, rank_by=args.rank_by,
-                           cost_ratio=args.cost_ratio, learned={p.stem: p for p in args.learned})
+                           cost_ratio=args.cost_ratio, learned={p.stem: p for p in args.learned},
+                           pool=args.pool_runs)
     finally:
         progress.close()
     md, page = write_report(rep, args.output)
