@@ -3,6 +3,7 @@ folder, lock and resume; lm-eval's record of the batch size is the one the run u
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -145,3 +146,20 @@ def test_cell_groups_leave_lone_cells_alone():
     groups = cells_mod.cell_groups(grid)
     assert list(groups) == [cells_mod.CellGroup("org/m-small", "org/m-big", "gsm8k")]
     assert groups[next(iter(groups))] == grid[:4]
+
+
+def test_readme_cells_per_hour_are_the_committed_benchmarks():
+    """README's figures are the committed record's, rounded once."""
+    repo = Path(__file__).resolve().parents[1]
+    rec = json.loads((repo / "benchmarks" / "results" / "cells.json").read_text())
+    readme = (repo / "README.md").read_text()
+    ratio = rec["ratio_in_process_over_per_process"]
+    assert abs(ratio - rec["best_seconds"]["in_process"] / rec["best_seconds"]["per_process"]) < 1e-12
+    for figure in (f"**{rec['best_seconds']['per_process']:.1f} s**", f"**{rec['best_seconds']['in_process']:.1f} s**",
+                   f"**{rec['cells_per_hour']['per_process']:.1f}** cells per hour",
+                   f"**{rec['cells_per_hour']['in_process']:.1f}** cells per hour",
+                   f"**{ratio:.3f}×** the time", f"**{1 / ratio:.2f}×** the cells per hour",
+                   f"load average {rec['load_average_1min_at_start'][0]:.1f}",
+                   f"{rec['load_average_1min_at_start'][1]:.1f} at"):
+        assert figure in readme, figure
+    assert rec["metrics_and_summaries_equal"] is True
