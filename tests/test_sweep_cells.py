@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -163,3 +164,15 @@ def test_readme_cells_per_hour_are_the_committed_benchmarks():
                    f"{rec['load_average_1min_at_start'][1]:.1f} at"):
         assert figure in readme, figure
     assert rec["metrics_and_summaries_equal"] is True
+
+
+def test_readme_demo_times_are_the_committed_timings():
+    """Every demo wall time the committed timing file records is the one README and docs/demo.md give."""
+    repo = Path(__file__).resolve().parents[1]
+    timing = (repo / "reports" / "demo" / "timing.txt").read_text()
+    walls = re.findall(r"^demo: wall time (\d+) s$", timing, flags=re.M)
+    assert walls
+    readme, demo_doc = (repo / "README.md").read_text(), (repo / "docs" / "demo.md").read_text()
+    for wall in walls:
+        assert f"{wall} s" in readme and f"{wall} s" in demo_doc, wall
+    assert "about 2 minutes" not in readme and "133 s" not in demo_doc  # the figures the issue found stale
