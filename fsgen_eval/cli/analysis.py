@@ -72,6 +72,8 @@ def _add_sweep(sub: Any) -> None:
                    help="print the grid and the commands; run nothing (default with FSGEN_DRY_RUN=1)")
     p.add_argument("--no-replay", action="store_true", help="decode every oracle/always cell lockstep (default: "
                    "System 2 generates once per (large, task) and every small model is replayed on it)")
+    p.add_argument("--per-process", action="store_true", help="one lm-eval process per cell (default: the cells "
+                   "that share a pair and a task run in one process, the models loaded once)")
     p.add_argument("--system2-model", choices=("fsgen", "hf", "vllm"), default="fsgen",
                    help="lm-eval's model class for System 2's run (fsgen: exact token ids; hf/vllm: responses "
                    "re-tokenized; vllm needs `pip install 'fsgen-eval[vllm]'`)")
@@ -139,7 +141,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     # before any cell starts (not in a dry run: lm-eval's task index takes seconds to build)
     sweep.check_model_args_extra(args.model_args_extra)
     sweep.check_tasks(args.tasks, kw["lm_eval_args"])
-    out = sweep.run_sweep(cells, args.output_path, sweep.subprocess_runner, jobs=jobs, devices=args.devices, **kw)
+    out = sweep.run_sweep(cells, args.output_path, sweep.subprocess_runner, jobs=jobs, devices=args.devices,
+                          in_process=not args.per_process, **kw)
     print(f"sweep: {len(out.ran)} ran, {len(out.skipped)} already done, {len(out.failed)} failed")
     for cell, err in out.failed:
         print(f"  failed {cell.relpath}: {err}", file=sys.stderr)

@@ -66,12 +66,23 @@ class Cell:
     def command(self, output: Path, limit: int | None = None, trace_arg: str = "trace=true",
                 model_args_extra: str = "", lm_eval_args: list[str] | None = None) -> list[str]:
         """The lm-eval command line that runs this cell into ``output``."""
-        cmd = [sys.executable, "-m", "lm_eval", "--model", "fsgen",
-               "--model_args", self.model_args(trace_arg, model_args_extra),
+        model_args = self.model_args(trace_arg, model_args_extra)
+        cmd = [sys.executable, "-m", "lm_eval", "--model", "fsgen", "--model_args", model_args,
                "--tasks", self.task, "--output_path", str(output)]
         if limit is not None:
             cmd += ["--limit", str(limit)]
-        return cmd + list(lm_eval_args or [])
+        return cmd + batch_size_flag(model_args, lm_eval_args) + list(lm_eval_args or [])
+
+
+def batch_size_flag(model_args: str, lm_eval_args: list[str] | None = None) -> list[str]:
+    """``--batch_size N`` for lm-eval when ``model_args`` sets ``batch_size=N`` and ``lm_eval_args`` does not:
+    lm-eval records its own ``--batch_size`` (1 unless given) as ``config.batch_size`` and in its header line,
+    so without it the record says 1 while the run used N."""
+    given = [a.partition("=")[2].strip() for a in model_args.split(",") if a.partition("=")[0].strip() == "batch_size"]
+    args = list(lm_eval_args or [])
+    if not given or any(a == "--batch_size" or a.startswith("--batch_size=") for a in args):
+        return []
+    return ["--batch_size", given[-1]]
 
 
 def _label(model: str) -> str:
@@ -328,14 +339,19 @@ def check_jobs(jobs: int, devices: list[str] | None, model_args_extra: str = "")
 def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runner, progress: bool = True,
               jobs: int = 1, devices: list[str] | None = None, replay: bool = False, system2_model: str = "fsgen",
               vllm_args: dict[str, str] | None = None, draft_lengths: list[int] | None = None,
-              **command_kw) -> SweepOutcome:
+              in_process: bool = False, **command_kw) -> SweepOutcome:
     """Run every unfinished cell (a cell with a ``results_*.json`` is skipped), ``jobs`` at a time, with a
     progress bar. With ``devices`` (one per job), a running cell's model_args get ``device=<its device>``.
 
     ``replay``: oracle/``always`` cells are made by one System 2 run per (large, task) with lm-eval's
     ``system2_model`` class and one ``fsgen-eval replay`` of their small models (:func:`run_replay_group`);
-    other cells run lockstep as before."""
+    other cells run lockstep as before.
+
+    ``in_process``: the (lockstep) cells that share a pair and a task run in one process with the models loaded
+    once (:mod:`fsgen_eval.experiments.cells`), each with its own files, lock and resume as a cell alone."""
     from tqdm import tqdm
+
+    from fsgen_eval.experiments.cells import CellGroup, cell_groups, run_group
 
     check_jobs(jobs, devices, command_kw.get("model_args_extra", ""))
     if replay:
@@ -351,7 +367,7 @@ def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runn
 
     stop = threading.Event()  # set by a runner's exception: no further cell starts
 
-    def one(work: Cell | tuple[System2Job, list[Cell]]) -> None:
+    def one(work: Cell | tuple[System2Job | CellGroup, list[Cell]]) -> None:
         if stop.is_set():
             return
         dev = free.get()  # a free slot always exists: the pool has exactly ``jobs`` workers
@@ -360,6 +376,8 @@ def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runn
             kw = {**command_kw, "model_args_extra": extra}
             if isinstance(work, Cell):
                 done = [(work, run_cell(work, out_dir, runner, unfinished_only=True, **kw))]
+            elif isinstance(work[0], CellGroup):
+                done = run_group(*work, out_dir, runner, **kw)
             else:
                 done = run_replay_group(*work, out_dir, runner, system2_model, vllm_args, draft_lengths, **kw)
         except BaseException:
@@ -379,8 +397,12 @@ def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runn
     groups = replay_groups(todo) if replay else {}
     # longest first: a group's cost grows with its large model, which in a family sweep is the large model
     # of more pairs; started last, the biggest group would leave the other jobs idle at the end
-    work: list[Cell | tuple[System2Job, list[Cell]]] = sorted(groups.items(), key=lambda g: -len(g[1]))
-    work += [c for c in todo if not (replay and replayable(c))]
+    work: list[Cell | tuple[System2Job | CellGroup, list[Cell]]] = sorted(groups.items(), key=lambda g: -len(g[1]))
+    lockstep = [c for c in todo if not (replay and replayable(c))]
+    together = cell_groups(lockstep) if in_process else {}
+    work += sorted(together.items(), key=lambda g: -len(g[1]))
+    grouped = {c for cs in together.values() for c in cs}
+    work += [c for c in lockstep if c not in grouped]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(one, w) for w in work]
         try:
@@ -466,12 +488,16 @@ class System2Job:
             args = [f"pretrained={self.large}"]
         if model_class == "vllm":
             args += [f"{k}={v}" for k, v in (vllm_args or {}).items()]
-        args += [a for a in model_args_extra.split(",") if a]
+        extra = [a for a in model_args_extra.split(",") if a]
+        flag = batch_size_flag(model_args_extra, lm_eval_args)
+        if model_class != "fsgen":  # lm-eval's own classes take the batch size only as --batch_size
+            extra = [a for a in extra if a.partition("=")[0].strip() != "batch_size"]
+        args += extra
         cmd = [sys.executable, "-m", "lm_eval", "--model", model_class, "--model_args", ",".join(a for a in args if a),
                "--tasks", self.task, "--output_path", str(output), "--log_samples"]
         if limit is not None:
             cmd += ["--limit", str(limit)]
-        return cmd + list(lm_eval_args or [])
+        return cmd + flag + list(lm_eval_args or [])
 
 
 def replay_model_args(model_args_extra: str) -> dict[str, str]:

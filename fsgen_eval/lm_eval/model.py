@@ -18,12 +18,16 @@ constructor's keywords are the ``--model_args`` schema (see docs/lm_eval.md).
 from __future__ import annotations
 
 import atexit
+import copy
 import inspect
 import logging
 import sys
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,46 +170,54 @@ class FSGenLM(HFLM):
 
         # everything that can be wrong is checked before a weight is read (the Python API too, not only
         # create_from_arg_obj: FSGenLM(batch_size="x") names the key as --model_args does)
-        own = {"batch_size": batch_size, "max_batch_size": max_batch_size, "max_length": max_length,
-               "dtype": dtype, "trust_remote_code": trust_remote_code, "parallelize": parallelize,
-               "trace_append": trace_append}
-        checked = margs.check_values({**own, **params})  # booleans: true/false, 1/0, yes/no, on/off only
-        (batch_size, max_batch_size, max_length, dtype, trust_remote_code, parallelize,
-         trace_append) = (checked[k] for k in own)
-        params = {k: checked[k] for k in params}
-        margs.check_launch()
-        threshold = params.get("threshold")
-        method_params = margs.method_params(params)
-        roles, toks = check_pair(small, large, small_base, method, router, threshold, method_params,
-                                 trust_remote_code)
-        trace_arg = margs.check_trace_arg(trace)
-        margs.check_trace_file(trace_arg, trace_append)
-        check_output(trace_arg, running_tracker())  # an unwritable --output_path is refused before the weights
-        trace_topk = margs.check_trace_topk(trace_topk, trace_arg)
-        device = margs.resolve_device(device, torch.cuda.is_available())
+        run = _check_run(small=small, large=large, small_base=small_base, method=method, router=router, dtype=dtype,
+                         device=device, batch_size=batch_size, max_batch_size=max_batch_size, max_length=max_length,
+                         trust_remote_code=trust_remote_code, parallelize=parallelize, trace=trace,
+                         trace_append=trace_append, trace_topk=trace_topk, **params)
+        load = run["load"]
 
         # HFLM loads the large model (devices, parallelize, accelerate ranks) with System 1's tokenizer
-        super().__init__(pretrained=large, tokenizer=small, device=device, dtype=dtype, batch_size=batch_size,
-                         max_batch_size=max_batch_size, max_length=max_length,
-                         trust_remote_code=trust_remote_code, parallelize=parallelize)
+        super().__init__(pretrained=large, tokenizer=small, device=load["device"], dtype=load["dtype"],
+                         batch_size=load["batch_size"], max_batch_size=load["max_batch_size"],
+                         max_length=load["max_length"], trust_remote_code=load["trust_remote_code"],
+                         parallelize=load["parallelize"])
         if self.backend != "causal":
             raise ModelArgsError(f"large={large!r} is not a causal (decoder-only) language model")
-        if isinstance(batch_size, int):
-            # lm-eval records its own --batch_size (1 unless given) as config.batch_size and, from this public
-            # attribute, the sizes really used as config.batch_sizes and in its header ("batch_size: 1 (8)")
-            self.batch_sizes = {0: batch_size}
-        loaded = {role: self._load_small(role, path, dtype, trust_remote_code)
-                  for role, path in roles.items() if role != "large"}
-        self.pair = ModelPair.from_models(loaded["small"], self.model, toks["small"],
-                                          small_base=loaded.get("small_base"), names=dict(roles))
+        loaded = {role: self._load_small(role, path, load["dtype"], load["trust_remote_code"])
+                  for role, path in run["roles"].items() if role != "large"}
+        self.pair = ModelPair.from_models(loaded["small"], self.model, run["toks"]["small"],
+                                          small_base=loaded.get("small_base"), names=dict(run["roles"]))
         self._make_config = make_config
+        self._load_key = _load_key(load)
+        self._start_run(run)
+
+    def _start_run(self, run: dict[str, Any]) -> None:
+        """A fresh run record and state (run id, stamp, summary, trace file) on the loaded models."""
+        load = run["load"]
+        # lm-eval records, from this public attribute, the sizes really used as config.batch_sizes and in its
+        # header ("batch_size: 8 (8)"); batch_size=auto fills it as it detects (a fresh dict: a copy's own)
+        self.batch_sizes = {0: load["batch_size"]} if isinstance(load["batch_size"], int) else {}
         run_ts, run_id = self._shared_run_stamp()
-        run = RunInfo(small=small, large=large, small_base=small_base, method=method, router=router,
-                      threshold=threshold, run_id=run_id, batch_size=batch_size, trace_topk=trace_topk)
-        self.state = AdapterState(run=run, method_params=method_params, trace_arg=trace_arg,
-                                  trace_append=trace_append, run_ts=run_ts)
+        info = RunInfo(small=load["small"], large=load["large"], small_base=load["small_base"], method=run["method"],
+                       router=run["router"], threshold=run["threshold"], run_id=run_id, batch_size=load["batch_size"],
+                       trace_topk=run["trace_topk"])
+        self.state = AdapterState(run=info, method_params=run["method_params"], trace_arg=run["trace_arg"],
+                                  trace_append=run["trace_append"], run_ts=run_ts)
         cfg = self._decode_config()
-        run.params, run.router_params = dict(cfg.params), dict(cfg.router_params)
+        info.params, info.router_params = dict(cfg.params), dict(cfg.router_params)
+
+    def for_run(self, **model_args: Any) -> "FSGenLM":
+        """Another run (method, router, parameters, trace) on the models this one loaded: a copy sharing the
+        weights, with its own run id, summary and trace file. The load's own arguments (the models, dtype,
+        device, batch size, ...) must be this model's; every argument is checked as the constructor checks it."""
+        return self._with_run(_check_run(**model_args))
+
+    def _with_run(self, run: dict[str, Any]) -> "FSGenLM":
+        if _load_key(run["load"]) != self._load_key:
+            raise ValueError("for_run: the models or their loading arguments differ from this model's")
+        new = copy.copy(self)
+        new._start_run(run)
+        return new
 
     # ----------------------------------------------------------------------------- construction
     @classmethod
@@ -225,7 +237,28 @@ class FSGenLM(HFLM):
         """lm-eval's entry for a dict of model_args; lm-eval's device/batch_size defaults lose to them."""
         given = margs.check_values(margs.merge_args(arg_dict, additional_config, cls.model_arg_names()))
         margs.check_gen_kwargs(margs.running_gen_kwargs())  # they reach the model only with the requests
-        return cls(**given)
+        held = _REUSE.get()
+        if held is None:
+            return cls(**given)
+        run = _check_run(**given)
+        key = _load_key(run["load"])
+        if key not in held:
+            held.clear()  # one pair held at a time: a group's cells share it, the next group loads its own
+            held[key] = cls(**given)
+            return held[key]
+        return held[key]._with_run(run)
+
+    @staticmethod
+    @contextmanager
+    def reusing_weights() -> Iterator[None]:
+        """Within this block, ``--model fsgen`` runs whose models and loading arguments equal the previous
+        one's run on that one's loaded weights (:meth:`for_run`) instead of loading them again: the sweep's
+        in-process cells (:mod:`fsgen_eval.experiments.cells`). Outside it, every run loads its models."""
+        token = _REUSE.set({})
+        try:
+            yield
+        finally:
+            _REUSE.reset(token)
 
     def _load_small(self, role: str, path: str, dtype: str, trust_remote_code: bool) -> transformers.PreTrainedModel:
         from fsgen_eval.engine.pair import load_model
@@ -596,6 +629,47 @@ class FSGenLM(HFLM):
         if margs.under_lm_eval_cli():  # the CLI prints its tables after this returns
             atexit.register(print, format_summary(info["fsgen"]))
         return info
+
+
+# ------------------------------------------------------------------------------------- run arguments
+# The models and how they are loaded; a run's other arguments (method, router, parameters, trace) may change
+# between runs on one load (FSGenLM.for_run)
+_LOAD_ARGS = ("small", "large", "small_base", "dtype", "device", "batch_size", "max_batch_size", "max_length",
+              "trust_remote_code", "parallelize")
+_REUSE: ContextVar[dict[tuple, "FSGenLM"] | None] = ContextVar("fsgen_reuse", default=None)
+
+
+def _check_run(small: str | None = None, large: str | None = None, small_base: str | None = None,
+               method: str = "oracle", router: str = "always", dtype: str = "auto", device: str = "cuda",
+               batch_size: int | str = 1, max_batch_size: int = 64, max_length: int | None = None,
+               trust_remote_code: bool = False, parallelize: bool = False, trace: str | bool | None = None,
+               trace_append: bool = False, trace_topk: int = 0, **params: Any) -> dict[str, Any]:
+    """Every check of FSGenLM's arguments that needs no weight (the defaults are the constructor's); returns the
+    checked values: ``load`` (the load's own arguments), the roles and their tokenizers, and the run's."""
+    own = {"batch_size": batch_size, "max_batch_size": max_batch_size, "max_length": max_length,
+           "dtype": dtype, "trust_remote_code": trust_remote_code, "parallelize": parallelize,
+           "trace_append": trace_append}
+    checked = margs.check_values({**own, **params})  # booleans: true/false, 1/0, yes/no, on/off only
+    params = {k: checked[k] for k in params}
+    margs.check_launch()
+    threshold = params.get("threshold")
+    method_params = margs.method_params(params)
+    roles, toks = check_pair(small, large, small_base, method, router, threshold, method_params,
+                             checked["trust_remote_code"])
+    trace_arg = margs.check_trace_arg(trace)
+    margs.check_trace_file(trace_arg, checked["trace_append"])
+    check_output(trace_arg, running_tracker())  # an unwritable --output_path is refused before the weights
+    trace_topk = margs.check_trace_topk(trace_topk, trace_arg)
+    load = {"small": small, "large": large, "small_base": small_base,
+            "device": margs.resolve_device(device, torch.cuda.is_available()),
+            **{k: checked[k] for k in own if k != "trace_append"}}
+    return {"load": load, "roles": roles, "toks": toks, "method": method, "router": router, "threshold": threshold,
+            "method_params": method_params, "trace_arg": trace_arg, "trace_append": checked["trace_append"],
+            "trace_topk": trace_topk}
+
+
+def _load_key(load: dict[str, Any]) -> tuple:
+    return tuple(str(load[k]) for k in _LOAD_ARGS)
 
 
 def check_output(trace_arg: str | None, tracker: Any) -> None:
