@@ -372,11 +372,13 @@ def _from_arrow(batch: Any, cols: tuple[str, ...]) -> TraceTable:
         values = _values(k, col.flatten())
         if k in cols:
             tokens[k] = values
+    for k in ("doc_id", *COUNTERS):  # check_record's request rules: integers >= 0 (the exact path names a bad one)
+        col = batch.column(k) if k in names else None
+        if col is not None and col.null_count < len(col) and (
+                not pa.types.is_integer(col.type) or pc.min(col).as_py() < 0):
+            raise _Fallback
     records = {k: _record_column(k, batch.column(k) if k in names else None) for k in RECORD_FIELDS
                if k in COUNTERS or (k in names and batch.column(k).null_count < batch.num_rows)}
-    for k in ("doc_id", *COUNTERS):  # check_record's request rules: integers >= 0 (the exact path names a bad one)
-        if k in records and any(v is not None and (not isinstance(v, (int, np.integer)) or v < 0) for v in records[k]):
-            raise _Fallback
     n = len(lengths)
     return TraceTable(offsets, tokens, records, np.zeros(n, np.int64), np.zeros(n, np.int64), [])
 
