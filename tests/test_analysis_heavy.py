@@ -115,3 +115,36 @@ def test_a_fingerprint_collision_never_refuses_a_file(monkeypatch):
     C.refuse_duplicate_records("f", table)
     with pytest.raises(ValueError, match=f"record {len(table) + 1} duplicates record 5 "):
         C.refuse_duplicate_records("f", T.concat([table, table.select(np.arange(len(table)) == 4)]))
+
+
+def test_auroc_counted_in_blocks_equals_the_rank_statistic():
+    from scipy.stats import mannwhitneyu
+
+    from fsgen_eval.analysis.signals import auroc
+
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.normal(size=5000), 1)  # many ties, within and across the classes
+    labels = rng.random(5000) < 1 / (1 + np.exp(-2 * scores))
+    expected = mannwhitneyu(scores[labels], scores[~labels]).statistic / (labels.sum() * (~labels).sum())
+    for block in (1, 7, 1 << 20):
+        assert auroc(scores, labels, block=block) == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_long_curve_is_thinned_and_exact_on_its_grid():
+    from fsgen_eval.analysis.whatif import tradeoff_curve
+
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=20_000)
+    handoff = rng.random(20_000) < 1 / (1 + np.exp(-scores))
+    full = tradeoff_curve("s1_entropy", scores, handoff, max_points=10**9)
+    thin = tradeoff_curve("s1_entropy", scores, handoff, max_points=101)
+    assert len(full.thresholds) == 20_001 and len(thin.thresholds) <= 102
+    assert thin.thresholds[0] == np.inf and thin.thresholds[-1] == full.thresholds[-1]
+    assert set(thin.thresholds.tolist()) <= set(full.thresholds.tolist())
+    for target in np.linspace(0, 1, 101):  # on the grid: the point the whole curve picks
+        assert thin.at_target(target) == full.at_target(target)
+    for target in rng.uniform(0, 1, 50):  # between: at most one grid step below
+        a, b = thin.at_target(target), full.at_target(target)
+        assert b["call_rate"] - 0.01 - 1e-12 <= a["call_rate"] <= b["call_rate"]
+    short = tradeoff_curve("s", scores[:50], handoff[:50], max_points=101)
+    assert len(short.thresholds) == 51  # short curves keep every threshold

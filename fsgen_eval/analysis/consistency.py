@@ -66,8 +66,11 @@ def refuse_duplicate_records(where: Path | str, table: TraceTable) -> None:
     h = record_fingerprints(table)
     order = np.argsort(h, kind="stable")  # equal fingerprints: in record order
     hs = h[order]
-    group_start = np.concatenate([[True], hs[1:] != hs[:-1]]) if len(hs) else np.zeros(0, bool)
-    first_pos = np.maximum.accumulate(np.where(group_start, np.arange(len(hs)), 0)) if len(hs) else hs
+    del h
+    if len(hs) < 2 or not (hs[1:] == hs[:-1]).any():
+        return  # the usual case, decided in [R] uint64s and one sort
+    group_start = np.concatenate([[True], hs[1:] != hs[:-1]])
+    first_pos = np.maximum.accumulate(np.where(group_start, np.arange(len(hs)), 0))
     repeats = np.sort(order[~group_start])  # records whose fingerprint an earlier record holds, in record order
     if not len(repeats):
         return
