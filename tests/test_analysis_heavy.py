@@ -148,3 +148,41 @@ def test_a_long_curve_is_thinned_and_exact_on_its_grid():
         assert b["call_rate"] - 0.01 - 1e-12 <= a["call_rate"] <= b["call_rate"]
     short = tradeoff_curve("s", scores[:50], handoff[:50], max_points=101)
     assert len(short.thresholds) == 51  # short curves keep every threshold
+
+
+def test_a_converted_study_reads_as_its_jsonl_did(tmp_path, capsys):
+    import json
+
+    from analysis_helpers import write_run
+    from fsgen_eval.cli import main
+
+    runs = tmp_path / "runs"
+    write_run(runs, "s", "l", traces={"gsm8k": random_traces(30, 9, seed=1), "arc": random_traces(12, 4, seed=2)},
+              ts="A")
+    write_run(runs, "s", "m", traces={"gsm8k": random_traces(20, 5, seed=3)}, ts="B")
+    before = {}
+    for cmd in ("analyze", "check"):
+        argv = [cmd, str(runs), "--json"] if cmd == "analyze" else \
+            [cmd, str(runs), "--baseline", str(tmp_path / "b.json"), "--update-baseline"]
+        assert main(argv) == 0
+        before[cmd] = capsys.readouterr().out
+    assert main(["traces", "convert", str(runs)]) == 0
+    assert "2 results file" not in capsys.readouterr().out  # each JSONL is named by its own run
+    assert sorted(p.name for p in runs.rglob("traces_*")) == [
+        "traces_A.jsonl.converted", "traces_A.parquet", "traces_B.jsonl.converted", "traces_B.parquet"]
+    for res in runs.rglob("results_*.json"):
+        assert json.loads(res.read_text())["config"]["fsgen"]["traces"][0].endswith(".parquet")
+    assert main(["analyze", str(runs), "--json"]) == 0
+    assert capsys.readouterr().out == before["analyze"]
+    assert main(["check", str(runs), "--baseline", str(tmp_path / "b.json")]) == 0  # the baseline of the JSONL
+    assert main(["traces", "convert", str(runs)]) == 0  # nothing left to convert
+    assert "no JSONL trace file" in capsys.readouterr().out
+
+
+def test_convert_refuses_to_overwrite_a_parquet_file(tmp_path, capsys):
+    from analysis_helpers import one_line_error, write_run
+
+    folder = write_run(tmp_path / "runs", "s", "l", traces={"gsm8k": random_traces(3, 4, seed=1)}, ts="A")
+    (folder / "traces_A.parquet").write_bytes(b"mine")
+    one_line_error(capsys, ["traces", "convert", str(folder)], "traces_A.parquet: exists already")
+    assert (folder / "traces_A.jsonl").exists() and (folder / "traces_A.parquet").read_bytes() == b"mine"
