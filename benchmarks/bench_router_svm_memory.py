@@ -6,7 +6,7 @@ threshold is set on the decision function of every training token, and that func
 now computed ``KERNEL_BLOCK`` kernel values at a time (``fsgen_eval.core.learned.decision``), so memory is
 bounded whatever the number of tokens.
 
-Side by side, each in a fresh subprocess (peak RSS by ``ru_maxrss``, one thread): ``before`` (the package as of
+Side by side, each in a fresh subprocess (peak RSS by ``VmHWM``, one thread): ``before`` (the package as of
 ``--before``) and ``after`` (this checkout) on a ``--before-tokens`` trace the old code can hold under the
 machine's shared memory, then ``after`` alone on ``--tokens`` (default 400 k, the issue's case).
 
@@ -74,7 +74,7 @@ def main() -> int:
                                           "before": args.before, "max_samples": args.max_samples, "cases": rows,
                                           "ratios": ratios, "threads": 1, "cpus": os.cpu_count(),
                                           "python": platform.python_version(),
-                                          "note": "peak RSS per subprocess (ru_maxrss); measured on a 2-core "
+                                          "note": "peak RSS per subprocess (VmHWM); measured on a 2-core "
                                                   "machine shared with other sessions (loaded)"}, indent=1) + "\n")
     return 0
 

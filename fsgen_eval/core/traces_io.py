@@ -301,7 +301,9 @@ def _concat_consuming(parts: list[TraceTable], cols: tuple[str, ...]) -> TraceTa
     if not parts:
         return empty_table(cols)
     offsets = np.concatenate([[0], np.cumsum(np.concatenate([p.lengths for p in parts]))]).astype(np.int64)
-    records = {k: np.concatenate([p.get(k) for p in parts]) for k in dict.fromkeys(k for p in parts for k in p.records)}
+    records = {}
+    for k in dict.fromkeys(k for p in parts for k in p.records):  # a field at a time, each block's dropped
+        records[k] = np.concatenate([p.records.pop(k) if k in p.records else p.get(k) for p in parts])
     tokens = {}
     for k in cols:
         tokens[k] = np.concatenate([p.tokens.pop(k) for p in parts])
