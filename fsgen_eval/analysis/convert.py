@@ -1,8 +1,8 @@
 """JSONL traces to Parquet: a study's trace files in the columnar form every reader takes.
 
 Parquet (one row per record, token fields as lists, zstd) is ~6x smaller than JSONL and is read a column at
-a time without parsing text: a 10 M-token study's ``analyze``, ``report`` and ``check`` fit in 1 GiB only
-in this form (benchmarks/bench_analysis_memory.py). lm-eval runs still write JSONL (a killed run keeps every
+a time without parsing text, in about half the JSONL reader's time (benchmarks/bench_analysis_memory.py,
+which measures a 10 M-token study in this form). lm-eval runs still write JSONL (a killed run keeps every
 finished batch of an append-only text file; a Parquet file is readable only once closed), and a finished
 study is converted.
 
