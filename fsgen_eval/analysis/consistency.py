@@ -14,18 +14,21 @@ Every reader of results folders (``fit``, ``report``, ``check``, ``analyze``) ca
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fsgen_eval.core.schema import COUNTERS, TOKEN_FIELDS, summarize
+from fsgen_eval.core.schema import COUNTERS, summarize
+from fsgen_eval.core.traces_io import TraceTable
 
 # the identity of a run's configuration for one task: the pair and Run.settings (method, router, threshold,
 # dtype, num_fewshot, batch size in half precision); two runs alike in all of these are one point twice
 SUMMARY_CHECKED = ("generated_tokens", "collaboration_rate", "llm_call_rate")
 _RATE_TOL = 1e-9  # both sides are computed from the same integers; only float rounding may differ
+# the per-record fields of a record's identity (the trace table does not keep rank or prompt_hash)
+_KEY_FIELDS = ("run_id", "task", "doc_id", "request_type")
 
 
 def refuse_duplicate_runs(runs: Iterable[Any]) -> None:
@@ -44,55 +47,126 @@ def refuse_duplicate_runs(runs: Iterable[Any]) -> None:
                                  "once; move one of them out of the folder")
 
 
-def record_key(rec: Mapping[str, Any]) -> tuple:
-    """What makes two trace records copies of one: run, rank, task, document, prompt, type and every per-token
-    field (so hand-made records of one document that differ anywhere stay apart)."""
-    meta = tuple(_hashable(rec.get(k)) for k in ("run_id", "rank", "task", "doc_id", "prompt_hash", "request_type"))
-    return meta + tuple(_hashable(v) for v in (rec.get(k) for k in TOKEN_FIELDS))
+def record_key(table: TraceTable, i: int) -> tuple:
+    """What makes two trace records copies of one: run, task, document, request type and every per-token field
+    the table holds (so hand-made records of one document that differ anywhere stay apart). Record ``i``'s."""
+    meta = tuple(_item(table.get(k)[i]) for k in _KEY_FIELDS)
+    return meta + tuple((v.dtype.str, v.tobytes()) for v in table.trace(i).values())
 
 
-def _hashable(v: Any) -> Any:
-    if isinstance(v, np.ndarray):  # a trace table's token field: its exact bytes (repr would elide long arrays)
-        return (v.dtype.str, v.tobytes())
-    if isinstance(v, list):
-        return tuple(map(_hashable, v))
-    return v if isinstance(v, (str, int, float, type(None))) else repr(v)
+def _item(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
 
 
-def refuse_duplicate_records(where: Path | str, records: list[Mapping[str, Any]]) -> None:
-    """``ValueError`` naming the first record that repeats an earlier one (:func:`record_key`)."""
-    seen: dict[tuple, int] = {}
-    for i, rec in enumerate(records, start=1):
-        first = seen.setdefault(record_key(rec), i)
-        if first != i:
-            raise ValueError(f"{where}: trace record {i} duplicates record {first} (same run_id, rank, task "
-                             f"{rec.get('task')!r}, doc_id {rec.get('doc_id')!r}, prompt and every token field): it would be "
-                             "counted twice; remove the copy")
+def refuse_duplicate_records(where: Path | str, table: TraceTable) -> None:
+    """``ValueError`` naming the first record that repeats an earlier one (:func:`record_key`).
+
+    Vectorised: a 64-bit fingerprint per record (:func:`record_fingerprints`), sorted; only records whose
+    fingerprint an earlier record shares are compared exactly, so a fingerprint collision never refuses a file."""
+    h = record_fingerprints(table)
+    order = np.argsort(h, kind="stable")  # equal fingerprints: in record order
+    hs = h[order]
+    del h
+    if len(hs) < 2 or not (hs[1:] == hs[:-1]).any():
+        return  # the usual case, decided in [R] uint64s and one sort
+    group_start = np.concatenate([[True], hs[1:] != hs[:-1]])
+    first_pos = np.maximum.accumulate(np.where(group_start, np.arange(len(hs)), 0))
+    repeats = np.sort(order[~group_start])  # records whose fingerprint an earlier record holds, in record order
+    if not len(repeats):
+        return
+    pos_of = np.empty(len(order), np.int64)
+    pos_of[order] = np.arange(len(order))
+    for i in repeats.tolist():
+        key = record_key(table, i)
+        for j in order[first_pos[pos_of[i]]:pos_of[i]].tolist():  # the earlier records of its fingerprint
+            if record_key(table, j) == key:
+                raise ValueError(f"{where}: trace record {i + 1} duplicates record {j + 1} (same run_id, task "
+                                 f"{_item(table.get('task')[i])!r}, doc_id {_item(table.get('doc_id')[i])!r} "
+                                 "and every token field): it would be counted twice; remove the copy")
 
 
-def check_summary(run: Any, records: list[Mapping[str, Any]]) -> None:
+def record_fingerprints(table: TraceTable, chunk_tokens: int = 1 << 20) -> np.ndarray:
+    """[R] uint64: a hash of each record's :func:`record_key` (equal keys, equal fingerprints), computed a block
+    of records (about ``chunk_tokens`` tokens) at a time so the working memory stays bounded."""
+    h = np.zeros(len(table), np.uint64)
+    for k in _KEY_FIELDS:
+        h = _mix(h ^ _codes(table.get(k)))
+    h = _mix(h ^ table.lengths.astype(np.uint64))
+    starts = _record_blocks(table.offsets, chunk_tokens)
+    with np.errstate(over="ignore"):
+        for a, b in zip(starts[:-1], starts[1:]):
+            lo, hi = table.offsets[a], table.offsets[b]
+            local = table.offsets[a:b + 1] - lo
+            pos = (np.arange(hi - lo, dtype=np.int64) - np.repeat(local[:-1], np.diff(local))).astype(np.uint64)
+            for f, (name, v) in enumerate(table.tokens.items()):
+                bits = _bits(v[lo:hi])
+                x = _mix(bits * np.uint64(0x9E3779B97F4A7C15) + pos * np.uint64(0xC2B2AE3D27D4EB4F)
+                         + np.uint64(f + 1))
+                c = np.concatenate([np.zeros(1, np.uint64), np.cumsum(x, dtype=np.uint64)])
+                h[a:b] = _mix(h[a:b] ^ (c[local[1:]] - c[local[:-1]]))
+    return h
+
+
+def _record_blocks(offsets: np.ndarray, chunk_tokens: int) -> list[int]:
+    """Record indices cutting the table into blocks of about ``chunk_tokens`` tokens (at least one record each)."""
+    cuts = np.searchsorted(offsets, np.arange(chunk_tokens, int(offsets[-1]), chunk_tokens), side="right") - 1
+    return sorted({0, len(offsets) - 1, *[int(c) for c in cuts if 0 < c < len(offsets) - 1]})
+
+
+def _bits(v: np.ndarray) -> np.ndarray:
+    """A token field's exact bytes as uint64 per token (NaN payloads and all)."""
+    width = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[v.dtype.itemsize]
+    return np.ascontiguousarray(v).view(width).astype(np.uint64)
+
+
+def _codes(values: np.ndarray) -> np.ndarray:
+    """[R] uint64: Python's hash of each per-record value (strings, ints, ``None``): equal values, equal codes."""
+    return np.fromiter(map(hash, values.tolist()), np.int64, len(values)).view(np.uint64)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser over uint64 arrays (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def check_summary(run: Any, records: TraceTable) -> None:
     """``ValueError`` where ``config["fsgen"]``'s per-task ``generated_tokens``, ``collaboration_rate`` or
     ``llm_call_rate`` differs from the same numbers computed from the run's trace records (``records``: those of
-    :func:`~fsgen_eval.analysis.files.run_records`, each with ``trace``). Runs without traces (``trace=false``)
-    or with a trace file missing (already reported) are not checked."""
-    if not records or run.missing_traces:
+    :func:`~fsgen_eval.analysis.files.run_records`). Runs without traces (``trace=false``) or with a trace file
+    missing (already reported) are not checked.
+
+    Each task's tokens are summarised as one trace with its records' counters summed (what
+    :func:`schema.summarize` counts the same as record by record), column by column, never record by record."""
+    if not len(records) or run.missing_traces:
         return
-    by_task: dict[str, list[Mapping[str, Any]]] = {}
-    for rec in records:
-        by_task.setdefault(str(rec.get("task") or "unknown"), []).append(rec)
+    tasks = np.array([str(t or "unknown") for t in dict.fromkeys(records.get("task").tolist())], dtype=object)
+    task_of = np.array([str(t or "unknown") for t in records.get("task").tolist()], dtype=object) \
+        if len(tasks) > 1 else np.full(len(records), tasks[0], dtype=object)
     for task in run.results:
-        mine = by_task.get(task, [])
-        from_traces = summarize([r["trace"] for r in mine], [{k: r.get(k, 0) for k in COUNTERS} for r in mine])
         stated = run.fsgen.per_task.get(task) if run.fsgen.per_task else None
         if stated is None and len(run.results) == 1:
             stated = run.fsgen.summary
         if not stated:
             continue
+        mine = task_of == task
+        from_traces = summarize([_tokens_of(records, mine)],
+                                [{k: int(records.get(k)[mine].sum()) for k in COUNTERS if k in records.records}])
         for key in SUMMARY_CHECKED:
             if key in stated and not _same(stated[key], from_traces[key]):
                 raise ValueError(f"{run.path}: config['fsgen'] says {task} {key} {stated[key]} but its traces "
                                  f"give {from_traces[key]} ({from_traces['generated_tokens']} tokens in "
-                                 f"{len(mine)} records): the summary and the traces disagree")
+                                 f"{int(mine.sum())} records): the summary and the traces disagree")
+
+
+def _tokens_of(table: TraceTable, keep: np.ndarray) -> dict[str, np.ndarray]:
+    """The token fields [N'] of the records where ``keep`` [R]: the columns themselves when every record is kept."""
+    if keep.all():
+        return table.tokens
+    tok = np.repeat(keep, table.lengths)
+    return {k: v[tok] for k, v in table.tokens.items()}
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 from fsgen_eval.core.traces_io import TraceTable, as_table
 
@@ -31,16 +30,25 @@ FIELD_OF: dict[str, tuple[str, str, Callable[[float], float]]] = {
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+def auroc(scores: np.ndarray, labels: np.ndarray, block: int = 1 << 20) -> float:
     """Area under the ROC curve of ``scores`` [N] for boolean ``labels`` [N]: the probability that a random
     positive scores above a random negative, ties counting one half (the Mann-Whitney U statistic divided
-    by n_pos * n_neg). NaN when either class is empty."""
-    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
+    by n_pos * n_neg). NaN when either class is empty.
+
+    U is counted from the negatives' sorted scores, ``block`` positives at a time (negatives below each
+    positive, and half those equal to it): one sorted copy of the scores and [block] counts, where ranking
+    all N scores held four [N] arrays (10 M tokens: ~300 MB)."""
+    labels = np.asarray(labels, bool)
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ranks = rankdata(scores)  # average ranks: a tie between classes contributes 1/2
-    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2
+    neg = np.sort(np.asarray(scores)[~labels])
+    pos = np.sort(np.asarray(scores)[labels])  # sorted needles: the binary searches walk memory in order
+    u = 0.0
+    for a in range(0, n_pos, block):
+        p = pos[a:a + block]
+        below, upto = np.searchsorted(neg, p, side="left"), np.searchsorted(neg, p, side="right")
+        u += float(below.sum()) + 0.5 * float((upto - below).sum())
     return float(u / (n_pos * n_neg))
 
 
@@ -48,12 +56,12 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 class CalledTokens:
     """Tokens pooled over records where System 2 was evaluated (all arrays [M]).
 
-    ``scores``: signal name -> [M] values (NaN where the trace had none); ``handoff``: [M] bool;
+    ``scores``: signal name -> [M] values (NaN where the trace had none; each computed when read); ``handoff``: [M] bool;
     ``position``: [M] index in its generation; ``rel_decile``: [M] in 0..9, position / length of its
     generation; ``n_tokens``: all tokens, called or not.
     """
 
-    scores: dict[str, np.ndarray]
+    scores: Mapping[str, np.ndarray]
     handoff: np.ndarray
     position: np.ndarray
     rel_decile: np.ndarray
@@ -73,9 +81,29 @@ def called_tokens(traces: TraceTable | list[Mapping[str, np.ndarray]]) -> Called
     pos = t.position().astype(np.int32)[called]
     decile = np.minimum(pos * 10 // np.maximum(np.repeat(t.lengths.astype(np.int32), t.lengths)[called], 1),
                         9).astype(np.int8)
-    scores = {name: fn(t.tokens)[called] if t.n_tokens else np.zeros(0) for name, fn in SIGNALS.items()}
+    scores = _LazyScores(t.tokens, called)
     handoff = t.tokens["handoff"][called].astype(bool) if t.n_tokens else np.zeros(0, bool)
     return CalledTokens(scores, handoff, pos, decile, t.n_tokens)
+
+
+class _LazyScores(Mapping[str, np.ndarray]):
+    """Signal name -> [M] values at the called tokens, computed when asked for: the analysis takes one signal
+    at a time, and three float64 copies held at once cost 240 MB at 10 M tokens."""
+
+    def __init__(self, tokens: Mapping[str, np.ndarray], called: np.ndarray):
+        self._tokens, self._called = tokens, called
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if not len(self._called):
+            return np.zeros(0)
+        values = SIGNALS[name](self._tokens)
+        return values if self._called.all() else values[self._called]
+
+    def __iter__(self):
+        return iter(SIGNALS)
+
+    def __len__(self) -> int:
+        return len(SIGNALS)
 
 
 @dataclass
@@ -104,7 +132,7 @@ class SignalSummary:
 def summarize_signal(name: str, scores: np.ndarray, handoff: np.ndarray, bins: int = 20) -> SignalSummary:
     """AUROC and distributions of one signal's [M] scores split by [M] handoff (NaN scores dropped)."""
     ok = np.isfinite(scores)
-    s, h = scores[ok], handoff[ok]
+    s, h = (scores, handoff) if ok.all() else (scores[ok], handoff[ok])
     edges = np.histogram_bin_edges(s if len(s) else np.zeros(1), bins=bins)
     q = lambda x: [float(v) for v in np.quantile(x, QUANTILES)] if len(x) else [float("nan")] * len(QUANTILES)  # noqa: E731
     return SignalSummary(name, auroc(s, h), int(h.sum()), int((~h).sum()), q(s[h]), q(s[~h]), edges,

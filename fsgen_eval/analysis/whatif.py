@@ -55,21 +55,46 @@ class TradeoffCurve:
                 "rule": rule.format(thr=native) if native is not None else "never call"}
 
 
-def tradeoff_curve(signal: str, scores: np.ndarray, handoff: np.ndarray) -> TradeoffCurve:
-    """Call rate and handoffs caught at every distinct threshold of [N] ``scores`` for [N] ``handoff``."""
+# a curve keeps at most this many thresholds: past it, the last threshold within each 1/(MAX_CURVE_POINTS - 1)
+# of call rate (10 M tokens have millions of distinct values: five [K] float64 arrays per curve held 200 MB)
+MAX_CURVE_POINTS = 10_001
+
+
+def tradeoff_curve(signal: str, scores: np.ndarray, handoff: np.ndarray,
+                   max_points: int = MAX_CURVE_POINTS) -> TradeoffCurve:
+    """Call rate and handoffs caught at every distinct threshold of [N] ``scores`` for [N] ``handoff``; a
+    curve of more than ``max_points`` thresholds is thinned by :func:`thin` (``TradeoffCurve.at_target`` is
+    then exact for targets on its grid and within one grid step below the exact call rate otherwise)."""
     scores, handoff = np.asarray(scores, float), np.asarray(handoff, bool)
     ok = np.isfinite(scores)
     if not ok.all():
         raise ValueError(f"{signal}: {int((~ok).sum())} token(s) lack a value; the trace is incomplete")
-    thresholds = np.concatenate([[np.inf], np.unique(scores)[::-1]])
-    all_sorted = np.sort(-scores)  # count of s >= t == count of -s <= -t
-    hand_sorted = np.sort(-scores[handoff])
-    called = np.searchsorted(all_sorted, -thresholds, side="right")
-    caught = np.searchsorted(hand_sorted, -thresholds, side="right")
+    all_sorted = np.sort(scores)[::-1]  # descending; count of s >= t = first index of a value below t
+    distinct = np.concatenate([[True], all_sorted[1:] != all_sorted[:-1]]) if len(all_sorted) else np.zeros(0, bool)
+    thresholds = np.concatenate([[np.inf], all_sorted[distinct]])
+    del distinct
     n, nh = len(scores), int(handoff.sum())
+    called = np.concatenate([[0], np.searchsorted(-all_sorted, -thresholds[1:], side="right")]) \
+        if len(thresholds) > 1 else np.zeros(1, np.int64)
+    del all_sorted
+    keep = thin(called / max(n, 1), max_points)
+    thresholds, called = thresholds[keep], called[keep]
+    hand_sorted = np.sort(-scores[handoff])
+    caught = np.searchsorted(hand_sorted, -thresholds, side="right")
     with np.errstate(invalid="ignore", divide="ignore"):
         caught_share = caught / nh if nh else np.full(len(thresholds), np.nan)
     return TradeoffCurve(signal, thresholds, called / max(n, 1), caught_share, n, nh)
+
+
+def thin(call_rate: np.ndarray, max_points: int) -> np.ndarray:
+    """Indices of the points to keep of a curve whose [K] ``call_rate`` rises: all when K <= ``max_points``;
+    otherwise the first and the last, and for each grid value j / (max_points - 1) the last point whose call
+    rate does not exceed it (the point ``at_target`` would pick there)."""
+    if len(call_rate) <= max_points:
+        return np.arange(len(call_rate))
+    grid = np.linspace(0.0, 1.0, max_points)
+    last = np.searchsorted(call_rate, grid + 1e-12, side="right") - 1
+    return np.unique(np.concatenate([[0, len(call_rate) - 1], last[last >= 0]]))
 
 
 def require_always(traces: TraceTable | list[Mapping[str, np.ndarray]]) -> None:

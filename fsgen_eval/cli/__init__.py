@@ -14,7 +14,8 @@ import sys
 # subcommand group → module holding its ``register``; order is the order in ``--help``.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "fsgen_eval.cli.demo", "fsgen_eval.cli.run", "fsgen_eval.cli.analysis", "fsgen_eval.cli.replay",
-    "fsgen_eval.cli.router", "fsgen_eval.cli.frontier", "fsgen_eval.cli.label", "fsgen_eval.cli.zoo", "fsgen_eval.cli.registry",
+    "fsgen_eval.cli.router", "fsgen_eval.cli.frontier", "fsgen_eval.cli.label", "fsgen_eval.cli.zoo",
+    "fsgen_eval.cli.registry", "fsgen_eval.cli.traces",
 )
 
 

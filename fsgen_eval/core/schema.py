@@ -101,10 +101,11 @@ def empty_trace() -> Trace:
 
 
 def topk_path(jsonl: str | Path) -> Path:
-    """The top-K side file of a JSONL trace file: the same path with ``.jsonl`` replaced by ``.topk.parquet``."""
+    """The top-K side file of a trace file: the same path with ``.jsonl`` (or a Parquet trace's ``.parquet``)
+    replaced by ``.topk.parquet``, so a trace converted to Parquet keeps its side file."""
     jsonl = Path(jsonl)
-    if jsonl.suffix != ".jsonl":
-        raise ValueError(f"{jsonl}: a trace file ends in .jsonl")
+    if jsonl.suffix not in (".jsonl", ".parquet") or jsonl.name.endswith(".topk.parquet"):
+        raise ValueError(f"{jsonl}: a trace file ends in .jsonl or .parquet")
     return jsonl.with_suffix(".topk.parquet")
 
 
