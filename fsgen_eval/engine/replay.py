@@ -45,7 +45,8 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from fsgen_eval.core import schema
 from fsgen_eval.core.sampling import stats
 from fsgen_eval.engine.backend import TransformersBackend
-from fsgen_eval.engine.state import positions_from_mask, trim_at_stop
+from fsgen_eval.engine.finish import ends_at, finish_index, stop_window, trim_at_stop  # noqa: F401 (replay's names)
+from fsgen_eval.engine.state import positions_from_mask
 
 STAT_FIELDS = ("argmax", "entropy", "top1_prob", "margin")
 
@@ -69,33 +70,7 @@ class Trajectory:
     tail_known: bool = True
 
 
-# ------------------------------------------------------------------------------------------ finishing
-def stop_window(stop: Sequence[str]) -> int:
-    """Tokens the engine decodes to look for a stop string (as ``state.Finisher``)."""
-    return max((len(s.encode()) for s in stop), default=0) + 1
-
-
-def ends_at(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], n: int, eos: set[int],
-            stop: Sequence[str], max_new_tokens: int) -> bool:
-    """Whether the engine's ``Finisher`` ends a row at its ``n``-th emitted token ``ids[n - 1]`` (EOS, the
-    token completing a stop string, or ``max_new_tokens``), given it did not end before."""
-    if ids[n - 1] in eos or n >= max_new_tokens:
-        return True
-    if not stop:
-        return False
-    text = tokenizer.decode(list(ids[max(0, n - stop_window(stop)): n]), skip_special_tokens=True)
-    return any(s in text for s in stop)
-
-
-def finish_index(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], eos: Sequence[int],
-                 stop: Sequence[str], max_new_tokens: int) -> int | None:
-    """Where the engine's ``Finisher`` ends a row that emits ``ids``: the number of tokens emitted (EOS or
-    the token completing a stop string included), or ``None`` if ``ids`` end before that."""
-    eos_set = set(eos)
-    return next((n for n in range(1, len(ids) + 1) if ends_at(tokenizer, ids, n, eos_set, stop, max_new_tokens)),
-                None)
-
-
+# ------------------------------------------------------------------------------------------ tails
 def greedy_extend(model: PreTrainedModel, vocab: int, prefix: list[int], n: int,
                   done: Callable[[list[int]], bool] | None = None) -> list[int]:
     """Up to ``n`` greedy tokens of ``model`` after ``prefix`` (batch 1, KV-cached); stops early once

@@ -23,6 +23,7 @@ from fsgen_eval.engine.config import DecodeConfig
 from fsgen_eval.engine.pair import ModelPair
 from fsgen_eval.engine.backend import Backend
 from fsgen_eval.core.sampling import stats
+from fsgen_eval.engine.finish import trim_at_stop
 
 
 # ------------------------------------------------------------------------------------------ sequences
@@ -276,17 +277,6 @@ class RowResult:
     counters: dict[str, int]  # drafted_tokens, accepted_tokens, verification_steps
 
 
-def trim_at_stop(tokenizer, ids: list[int], stop: tuple[str, ...]) -> tuple[list[int], str]:
-    """Cut the text before the earliest stop string, and the tokens to the fewest that still spell it."""
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    cuts = [text.find(s) for s in stop if s in text]
-    if not cuts:
-        return ids, text
-    text = text[: min(cuts)]
-    k = len(ids)
-    while k > 0 and tokenizer.decode(ids[: k - 1], skip_special_tokens=True).startswith(text):
-        k -= 1
-    return ids[:k], text
 
 
 def collect_rows(pair: ModelPair, st: "DecodeState", cfg: DecodeConfig) -> list[RowResult]:
