@@ -12,20 +12,25 @@ from transformers import PreTrainedTokenizerBase
 
 
 def stop_window(stop: Sequence[str]) -> int:
-    """Tokens the engine decodes to look for a stop string (as ``state.Finisher``)."""
+    """Tokens decoded to look for a stop string: a stop string of n bytes spans at most n byte-level tokens;
+    one more covers a split character."""
     return max((len(s.encode()) for s in stop), default=0) + 1
+
+
+def stop_in(tokenizer: PreTrainedTokenizerBase, generated: Sequence[int], stop: Sequence[str]) -> bool:
+    """Whether a stop string appears in the text of the last :func:`stop_window` of the ``generated`` tokens
+    (special tokens skipped): checked after each emitted token, it ends the row at the token completing it."""
+    if not stop:
+        return False
+    text = tokenizer.decode(list(generated[-stop_window(stop):]), skip_special_tokens=True)
+    return any(s in text for s in stop)
 
 
 def ends_at(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], n: int, eos: set[int],
             stop: Sequence[str], max_new_tokens: int) -> bool:
     """Whether the engine's ``Finisher`` ends a row at its ``n``-th emitted token ``ids[n - 1]`` (EOS, the
     token completing a stop string, or ``max_new_tokens``), given it did not end before."""
-    if ids[n - 1] in eos or n >= max_new_tokens:
-        return True
-    if not stop:
-        return False
-    text = tokenizer.decode(list(ids[max(0, n - stop_window(stop)): n]), skip_special_tokens=True)
-    return any(s in text for s in stop)
+    return ids[n - 1] in eos or n >= max_new_tokens or stop_in(tokenizer, ids[:n], stop)
 
 
 def finish_index(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], eos: Sequence[int],
