@@ -9,7 +9,8 @@ activations are small beside the logits and the count is the tensors a contender
 - ``hf``: what lm-eval's ``HFLM._loglikelihood_tokens`` does per batch: ``log_softmax(_model_call(inps))``;
 - ``score_batch``: the engine's teacher-forced pass (oracle, router ``always``; the large model is a second
   copy of micro-xs), as ``--model fsgen`` runs it for loglikelihood tasks;
-- ``replay``: ``engine.replay.position_stats`` of one model over every position (what replay holds per model).
+- ``replay``: replay's teacher-forced pass of one model over every position, as ``engine.replay`` makes it:
+  the backend's ``score`` (log-probs normalised in place) and the trace's columns (``columns.model_columns``).
 
 Goal: score_batch and replay at most the hf path's peak + one tensor. Usage: python benchmarks/bench_memory.py
 """
@@ -68,9 +69,10 @@ def child(which: str) -> None:
             cfg = make_config(method="oracle", router="always")
             run = lambda: score_batch(pair, ids, mask, cfg)  # noqa: E731
         else:
-            from fsgen_eval.engine.replay import position_stats
+            from fsgen_eval.engine.columns import model_columns
 
-            run = lambda: position_stats(pair.small, ids, mask, T, vocab)  # noqa: E731
+            scorer = pair.backends["small"]
+            run = lambda: model_columns(scorer.score(ids, None, None, T).reshape(-1, vocab))  # noqa: E731
     with torch.inference_mode():
         small = ids[:1, :8]
         (lm._model_call(small) if which == "hf" else None)  # first-call allocations out of the way

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor
@@ -63,8 +64,16 @@ class TableBackend:
         self.forwards += 1
         return self._logp(self.tokens, mask, self.positions)[:, -keep:]  # from the cache, not the arguments
 
-    def score(self, ids: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
-        return self._logp(ids, mask, positions)
+    def score(self, ids: Tensor, mask: Tensor | None, positions: Tensor | None, keep: int | None = None) -> Tensor:
+        if mask is None:  # right-padded rows from column 0
+            mask = torch.ones_like(ids)
+            positions = torch.arange(ids.shape[1]).expand_as(ids)
+        return self._logp(ids, mask, positions)[:, -(keep or ids.shape[1]):]
+
+    def fork(self, rows: Tensor) -> "TableBackend":
+        new = self.empty()
+        new.tokens, new.positions, new.fed = self.tokens[rows], self.positions[rows], self.fed
+        return new
 
     def select(self, rows: Tensor) -> None:
         if self.fed:
@@ -185,3 +194,47 @@ def test_loglikelihood_scores_with_the_large_table(pair):
             want += float(next_logp(pair.large, ids, pair.vocab_size)[tok])
             ids.append(tok)
         assert math.isclose(got, want, rel_tol=1e-5, abs_tol=1e-5)
+
+
+class ScoreOnly:
+    """A scoring-only backend (what vLLM's ``prompt_logprobs`` gives): ``vocab_size``, ``exact``, ``score``."""
+
+    exact = True
+
+    def __init__(self, backend: TableBackend):
+        self.inner, self.vocab_size = backend, backend.vocab_size
+
+    def score(self, ids: Tensor, mask: Tensor | None, positions: Tensor | None, keep: int | None = None) -> Tensor:
+        return self.inner.score(ids, mask, positions, keep)
+
+
+def test_replay_through_the_seam_equals_lockstep_exactly(pair):
+    """Replay is a mode of the engine: given half of each oracle generation, the large table decodes the rest
+    (tails, then a look-ahead), both tables are teacher-forced through the seam (a full backend and a
+    scoring-only one), and the trace equals the lockstep loop's in every field, bit for bit, except System 2's
+    statistics, which the loop takes after normalising the oracle's output (the large model's log-probs)
+    once more (``decode.system2_step``): a no-op up to float rounding, so equal to 1e-6; the greedy
+    speculative counters equal the engine's at batch 1."""
+    from fsgen_eval.engine import replay as rp
+
+    k = 3
+    out = generate_ids(pair, PROMPTS, make_config("oracle", "always", max_new_tokens=N), batch_size=3)
+    given = [ids[: max(1, len(ids) // 2)] for ids in out.token_ids]
+    n = len(PROMPTS)
+    trajs, s2 = rp.score_and_complete(pair.backends["large"], given, PROMPTS, pair.tokenizer, pair.eos_token_ids(),
+                                      [()] * n, [N] * n, pair.pad_token_id, lookahead=k, batch_size=2)
+    assert [t.tokens[:t.emitted] for t in trajs] == out.token_ids
+    assert any(len(t.tokens) > t.finish for t in trajs)  # the look-ahead was decoded
+    spec = make_config("speculative", "always", max_new_tokens=N, num_draft=k)
+    for small in (pair.backends["small"], ScoreOnly(pair.backends["small"])):
+        s1 = rp.score_trajectories(small, trajs, pair.pad_token_id, batch_size=2)
+        for p, t, a, b, lock in zip(PROMPTS, trajs, s1, s2, out.traces):
+            got = rp.oracle_trace(t, a, b)
+            assert set(got) == set(lock)
+            for field, v in lock.items():
+                if field.startswith("s2_") and field != "s2_topk_ids":
+                    np.testing.assert_allclose(got[field], v, atol=1e-6, rtol=0, err_msg=field)
+                else:
+                    np.testing.assert_array_equal(got[field], v, err_msg=field)
+            engine = generate_ids(pair, [p], spec, batch_size=1).counters[0]
+            assert rp.speculative_counters(a["argmax"] == t.tokens, t.finish, N, k) == engine

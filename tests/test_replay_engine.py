@@ -24,7 +24,7 @@ FLOATS = [k for k in schema.TOKEN_FIELDS if schema.FIELD_DTYPES[k] is np.float32
 
 def trajectories(pair, rows, prompts, large=True, lookahead=0):
     return [rp.complete(r.token_ids, p, pair.tokenizer, pair.eos_token_ids(), STOP, N,
-                        pair.large if large else None, pair.vocab_size, lookahead) for r, p in zip(rows, prompts)]
+                        pair.backends["large"] if large else None, lookahead) for r, p in zip(rows, prompts)]
 
 
 def test_oracle_replay_equals_lockstep_trace(pair):
@@ -35,8 +35,8 @@ def test_oracle_replay_equals_lockstep_trace(pair):
     rows = [type("Row", (), {"token_ids": ids}) for ids in out.token_ids]
     trajs = trajectories(pair, rows, prompts)
     assert any(t.finish > t.emitted for t in trajs)  # a stop string's tail was decoded again
-    s1 = rp.score_trajectories(pair.small, trajs, pair.vocab_size, pair.pad_token_id, batch_size=2)
-    s2 = rp.score_trajectories(pair.large, trajs, pair.vocab_size, pair.pad_token_id, batch_size=2)
+    s1 = rp.score_trajectories(pair.backends["small"], trajs, pair.pad_token_id, batch_size=2)
+    s2 = rp.score_trajectories(pair.backends["large"], trajs, pair.pad_token_id, batch_size=2)
     for t, a, b, lock in zip(trajs, s1, s2, out.traces):
         got = rp.oracle_trace(t, a, b)
         for k in ("token_id", "handoff", "llm_called", "source", "accepted"):
@@ -55,7 +55,7 @@ def test_speculative_counters_equal_engine_batch1(pair, k):
     oracle = generate_ids(pair, prompts, make_config(method="oracle", max_new_tokens=N, stop=STOP), batch_size=8)
     rows = [type("Row", (), {"token_ids": ids}) for ids in oracle.token_ids]
     trajs = trajectories(pair, rows, prompts, lookahead=k)
-    s1 = rp.score_trajectories(pair.small, trajs, pair.vocab_size, pair.pad_token_id)
+    s1 = rp.score_trajectories(pair.backends["small"], trajs, pair.pad_token_id)
     cfg = make_config(method="speculative", num_draft=k, max_new_tokens=N, stop=STOP)
     for p, t, a in zip(prompts, trajs, s1):
         engine = generate_ids(pair, [p], cfg, batch_size=1).counters[0]
@@ -93,9 +93,9 @@ def test_batched_tails_equal_the_reference(pair, lookahead, shots):
     out = generate_ids(pair, prompts, make_config(method="oracle", max_new_tokens=N, stop=STOP), batch_size=3)
     rows = [type("Row", (), {"token_ids": ids}) for ids in out.token_ids]
     ref = trajectories(pair, rows, prompts, lookahead=lookahead)
-    ref_stats = rp.score_trajectories(pair.large, ref, pair.vocab_size, pair.pad_token_id, batch_size=2)
-    got, stats = rp.score_and_complete(pair.large, out.token_ids, prompts, pair.tokenizer, pair.eos_token_ids(),
-                                       [STOP] * len(prompts), [N] * len(prompts), pair.vocab_size,
+    ref_stats = rp.score_trajectories(pair.backends["large"], ref, pair.pad_token_id, batch_size=2)
+    got, stats = rp.score_and_complete(pair.backends["large"], out.token_ids, prompts, pair.tokenizer,
+                                       pair.eos_token_ids(), [STOP] * len(prompts), [N] * len(prompts),
                                        pair.pad_token_id, lookahead, batch_size=2)
     assert any(len(t.tokens) > len(g) for t, g in zip(got, out.token_ids))  # some tails were decoded
     for t, r, s, rs, g in zip(got, ref, stats, ref_stats, out.token_ids):
@@ -113,8 +113,8 @@ def test_shared_prefix_is_computed_once_and_changes_nothing(pair):
     assert all(q[:p] == prompts[0][:p] and len(q) > p for q, s in zip(prompts, shares) if s)
     out = generate_ids(pair, prompts, make_config(method="oracle", max_new_tokens=N, stop=STOP), batch_size=3)
     trajs = [rp.Trajectory(q, ids, len(ids), len(ids), N) for q, ids in zip(prompts, out.token_ids)]
-    shared = rp.score_trajectories(pair.small, trajs, pair.vocab_size, pair.pad_token_id, batch_size=4)
-    alone = [rp.score_trajectories(pair.small, [t], pair.vocab_size, pair.pad_token_id)[0] for t in trajs]
+    shared = rp.score_trajectories(pair.backends["small"], trajs, pair.pad_token_id, batch_size=4)
+    alone = [rp.score_trajectories(pair.backends["small"], [t], pair.pad_token_id)[0] for t in trajs]
     for t, a, b, lock in zip(trajs, shared, alone, out.traces):
         np.testing.assert_array_equal(a["argmax"], b["argmax"])
         np.testing.assert_allclose(a["entropy"], lock["s1_entropy"], atol=1e-5, rtol=0)

@@ -1,19 +1,24 @@
 """The backend seam: one model behind the engine, on tensors only.
 
-The loop, speculative decoding and teacher forcing see a model only through :class:`Backend`: ``advance``
-(feed the columns not yet cached, return log-probs of the last ``keep``), ``score`` (one uncached pass over
-given ids), ``select`` (keep batch rows), ``rewind`` (drop the last cached columns), ``compact`` (keep chosen
-columns per row) and ``empty`` (the same model with an empty cache, one per batch). A new way to run a model
-(a server, vLLM) is one class with these methods, handed to ``ModelPair(..., backend=...)``;
-tests/test_backend_seam.py plugs in a logits table this way. :class:`TransformersBackend` is the default.
+The loop, speculative decoding, teacher forcing and replay see a model only through :class:`Backend`:
+``advance`` (feed the columns not yet cached, return log-probs of the last ``keep``), ``score`` (one uncached
+pass over given ids), ``select`` (keep batch rows), ``fork`` (a copy of chosen rows' cache), ``rewind`` (drop
+the last cached columns), ``compact`` (keep chosen columns per row) and ``empty`` (the same model with an
+empty cache, one per batch). A new way to run a model (a server, vLLM) is one class with these methods,
+handed to ``ModelPair(..., backend=...)``; tests/test_backend_seam.py plugs in a logits table this way. A
+scoring-only backend (``vocab_size``, ``exact`` and ``score``: vLLM's ``prompt_logprobs``) is enough for
+replay's teacher-forced passes. :class:`TransformersBackend` is the default.
 
 Layout the engine feeds (``engine/state.py``): rows left-padded to a common number of columns ``L``; a
 column is real where ``mask`` is 1; ``positions`` count only a row's real tokens. A backend's ``fed`` is the
-number of columns already in its cache, the same for every row.
+number of columns already in its cache, the same for every row. Every log-prob a backend returns is
+normalised by :func:`log_softmax_` (torch's ``log_softmax``, a chunk of rows at a time), so the same logits
+give the same bits on every path.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Protocol, runtime_checkable
 
@@ -42,12 +47,20 @@ class Backend(Protocol):
         columns); return fp32 log-probs ``[B, keep, V]`` of the last ``keep`` columns, on ``tokens.device``."""
         ...
 
-    def score(self, ids: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
-        """One uncached pass: fp32 log-probs ``[B, T, V]`` at every column of ``ids`` ``[B, T]``."""
+    def score(self, ids: Tensor, mask: Tensor | None, positions: Tensor | None, keep: int | None = None) -> Tensor:
+        """One uncached pass: fp32 log-probs ``[B, keep, V]`` at the last ``keep`` columns of ``ids`` ``[B, T]``
+        (``None``: all ``T``). ``mask`` ``None``: every row starts at column 0 (right-padded; pad columns after
+        a row's end only feed their own outputs), so the causal mask alone is right and ``positions`` are
+        ignored."""
         ...
 
     def select(self, rows: Tensor) -> None:
         """Keep only the batch rows ``rows`` ``[b]`` of the cache."""
+        ...
+
+    def fork(self, rows: Tensor) -> "Backend":
+        """A new backend whose cache holds rows ``rows`` ``[b]`` of this one's (a row may repeat: a shared
+        prefix fed once, then copied over a batch); this one is unchanged."""
         ...
 
     def rewind(self, length: int) -> None:
@@ -71,9 +84,13 @@ def chunks(n: int, v: int) -> list[slice]:
 
 
 def log_softmax_(x: Tensor) -> Tensor:
-    """``x.log_softmax(-1)`` in place over rows ``[N, V]``, a chunk of rows at a time (no full-size copy)."""
-    for sl in chunks(x.shape[0], x.shape[-1]):
-        x[sl] -= x[sl].logsumexp(-1, keepdim=True)
+    """``x.log_softmax(-1)`` written into ``x`` ``[..., V]`` (made contiguous first if it is a view), a chunk
+    of rows at a time: the temporaries are chunk-sized, and each row's bits are torch's ``log_softmax`` of
+    it (a row's result does not depend on the rows beside it), so every path normalises alike."""
+    x = x.contiguous()
+    rows = x.view(-1, x.shape[-1])
+    for sl in chunks(rows.shape[0], rows.shape[-1]):
+        rows[sl] = rows[sl].log_softmax(-1)
     return x
 
 
@@ -151,24 +168,35 @@ class TransformersBackend:
             **{self.cache_kw: self.cache, self.keep_kw: keep},
         )
         self.fed = tokens.shape[1]
-        return out.logits[:, -keep:, :self.vocab_size].float().log_softmax(-1).to(tokens.device)
+        return self._normalised(out, keep).to(tokens.device)
 
-    def score(self, ids: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
-        # the logits themselves are normalised in place: at a 151936-token vocabulary one [B, T, V] copy
-        # is GiBs (engine/score.py)
-        dev, v = self.device, self.vocab_size
-        out = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
-                         use_cache=False)
-        logits = out.logits
+    def _normalised(self, out, keep: int) -> Tensor:
+        """fp32 log-probs ``[B, keep, V]`` from a forward pass's logits, normalised in place: at a
+        151936-token vocabulary one ``[B, T, V]`` copy is GiBs (engine/score.py)."""
+        logits = out.logits[:, -keep:]
         del out
-        if logits.shape[-1] != v or logits.dtype != torch.float32:
-            logits = logits[..., :v].float()  # one copy: padded embedding rows, or a half-precision model
-        b, t, _ = logits.shape
-        return log_softmax_(logits.reshape(b * t, v)).view(b, t, v).to(ids.device)
+        if logits.shape[-1] != self.vocab_size or logits.dtype != torch.float32:
+            logits = logits[..., :self.vocab_size].float()  # one copy: padded embedding rows, or half precision
+        return log_softmax_(logits)
+
+    def score(self, ids: Tensor, mask: Tensor | None, positions: Tensor | None, keep: int | None = None) -> Tensor:
+        dev = self.device
+        kw = {} if mask is None else {"attention_mask": mask.to(dev), "position_ids": positions.to(dev)}
+        keep = ids.shape[1] if keep is None else keep
+        out = self.model(input_ids=ids.to(dev), use_cache=False, **kw, **{self.keep_kw: keep})
+        return self._normalised(out, keep).to(ids.device)
 
     def select(self, rows: Tensor) -> None:
         if self.fed:  # public batch_select_indices
             self.cache.batch_select_indices(rows.to(self.device))
+
+    def fork(self, rows: Tensor) -> "TransformersBackend":
+        new = self.empty()
+        if self.fed:  # a copy of the cache, then the public batch_select_indices (repeated rows allowed)
+            new.cache = copy.deepcopy(self.cache)
+            new.cache.batch_select_indices(rows.to(self.device))
+            new.fed = self.fed
+        return new
 
     def rewind(self, length: int) -> None:
         if self.fed > length:  # public crop

@@ -9,6 +9,14 @@ large model's greedy tokens. So a generation made once (by any backend) is fed b
   emitted token itself) differs from System 1's teacher-forced argmax;
 - ``s1_*`` / ``s2_*`` = the statistics of System 1's / the large model's distribution at that position.
 
+Replay is a mode of the engine, not a second one: a model is reached only through the backend seam
+(``engine/backend.py``: teacher forcing is one ``score`` or ``advance`` call with positions, a shared
+prefix is fed once and ``fork``-ed over a batch, tails are decoded by ``advance``/``select`` with the
+loop's ``Sequences``), where a generation ends is ``engine/finish.py``'s rule, the trace's columns are
+``engine/columns.py``'s functions of the two models' log-probs (as ``state.Recorder`` records them), and a
+draft's accepted length and room are ``engine/speculative.py``'s. A scoring-only backend (``score`` alone,
+e.g. vLLM's ``prompt_logprobs``) scores every row without a shared prefix.
+
 Greedy speculative decoding's counters follow from the same pass: a draft starting at position ``i`` is
 accepted exactly while System 1's argmax equals the trajectory's next token (a draft that agrees so far has
 the trajectory as its prefix, where the large model's argmax is the trajectory's token), see
@@ -32,7 +40,6 @@ reading files is the adapter's job.
 
 from __future__ import annotations
 
-import copy
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,14 +47,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from fsgen_eval.core import schema
-from fsgen_eval.core.sampling import stats
-from fsgen_eval.engine.backend import TransformersBackend
-from fsgen_eval.engine.state import positions_from_mask, trim_at_stop
-
-STAT_FIELDS = ("argmax", "entropy", "top1_prob", "margin")
+from fsgen_eval.engine.backend import Backend
+from fsgen_eval.engine.columns import STAT_FIELDS, model_columns, trace_columns  # noqa: F401 (replay's names)
+from fsgen_eval.engine.finish import ends_at, finish_index, stop_window, trim_at_stop  # noqa: F401 (replay's names)
+from fsgen_eval.engine.speculative import draft_room
+from fsgen_eval.engine.state import Sequences, positions_from_mask
 
 
 @dataclass
@@ -69,60 +76,37 @@ class Trajectory:
     tail_known: bool = True
 
 
-# ------------------------------------------------------------------------------------------ finishing
-def stop_window(stop: Sequence[str]) -> int:
-    """Tokens the engine decodes to look for a stop string (as ``state.Finisher``)."""
-    return max((len(s.encode()) for s in stop), default=0) + 1
+def _columns(ids: Sequence[int] | Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``[1, L]`` tokens, mask and positions of one unpadded row."""
+    t = torch.as_tensor(ids, dtype=torch.long).reshape(1, -1)
+    mask = torch.ones_like(t)
+    return t, mask, positions_from_mask(mask)
 
 
-def ends_at(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], n: int, eos: set[int],
-            stop: Sequence[str], max_new_tokens: int) -> bool:
-    """Whether the engine's ``Finisher`` ends a row at its ``n``-th emitted token ``ids[n - 1]`` (EOS, the
-    token completing a stop string, or ``max_new_tokens``), given it did not end before."""
-    if ids[n - 1] in eos or n >= max_new_tokens:
-        return True
-    if not stop:
-        return False
-    text = tokenizer.decode(list(ids[max(0, n - stop_window(stop)): n]), skip_special_tokens=True)
-    return any(s in text for s in stop)
-
-
-def finish_index(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], eos: Sequence[int],
-                 stop: Sequence[str], max_new_tokens: int) -> int | None:
-    """Where the engine's ``Finisher`` ends a row that emits ``ids``: the number of tokens emitted (EOS or
-    the token completing a stop string included), or ``None`` if ``ids`` end before that."""
-    eos_set = set(eos)
-    return next((n for n in range(1, len(ids) + 1) if ends_at(tokenizer, ids, n, eos_set, stop, max_new_tokens)),
-                None)
-
-
-def greedy_extend(model: PreTrainedModel, vocab: int, prefix: list[int], n: int,
+# ------------------------------------------------------------------------------------------ tails
+def greedy_extend(backend: Backend, prefix: list[int], n: int,
                   done: Callable[[list[int]], bool] | None = None) -> list[int]:
-    """Up to ``n`` greedy tokens of ``model`` after ``prefix`` (batch 1, KV-cached); stops early once
+    """Up to ``n`` greedy tokens of ``backend``'s model after ``prefix`` (batch 1, cached); stops early once
     ``done(new_tokens)`` is true."""
-    runner = TransformersBackend.new(model)  # only for its device and forward()'s keyword names
-    dev, cache = runner.device, runner.cache
-    feed, new = torch.tensor([prefix], device=dev), []
+    b, seq, new = backend.empty(), list(prefix), []
     with torch.inference_mode():
         while len(new) < n:
-            out = model(input_ids=feed, use_cache=True, **{runner.cache_kw: cache})
-            tok = int(out.logits[0, -1, :vocab].argmax())
+            tok = int(b.advance(*_columns(seq), 1)[0, -1].argmax())
             new.append(tok)
+            seq.append(tok)
             if done is not None and done(new):
                 break
-            feed = torch.tensor([[tok]], device=dev)
     return new
 
 
 def complete(given: list[int], prompt: list[int], tokenizer: PreTrainedTokenizerBase, eos: Sequence[int],
-             stop: tuple[str, ...], max_new_tokens: int, large: PreTrainedModel | None, vocab: int,
-             lookahead: int = 0) -> Trajectory:
+             stop: tuple[str, ...], max_new_tokens: int, large: Backend | None, lookahead: int = 0) -> Trajectory:
     """The engine's whole trajectory from the ``given`` (emitted, stop-trimmed) tokens.
 
-    With ``large``: greedy tokens are decoded after ``given`` until the engine would have stopped, then
-    ``lookahead`` more (speculative rounds verify drafts past the end), never past ``max_new_tokens``.
-    ``emitted`` is then what the engine's stop trimming keeps (for given tokens of a lockstep run: all of
-    them). Without ``large`` the given tokens are all there is.
+    With ``large`` (the large model's backend): greedy tokens are decoded after ``given`` until the engine
+    would have stopped, then ``lookahead`` more (speculative rounds verify drafts past the end), never past
+    ``max_new_tokens``. ``emitted`` is then what the engine's stop trimming keeps (for given tokens of a
+    lockstep run: all of them). Without ``large`` the given tokens are all there is.
     """
     fin = finish_index(tokenizer, given, eos, stop, max_new_tokens)
     if large is None:
@@ -132,18 +116,17 @@ def complete(given: list[int], prompt: list[int], tokenizer: PreTrainedTokenizer
     if fin is None and len(tokens) < max_new_tokens:
         def done(new: list[int]) -> bool:
             return finish_index(tokenizer, tokens + new, eos, stop, max_new_tokens) is not None
-        tokens += greedy_extend(large, vocab, prompt + tokens, max_new_tokens - len(tokens), done)
+        tokens += greedy_extend(large, prompt + tokens, max_new_tokens - len(tokens), done)
     fin = finish_index(tokenizer, tokens, eos, stop, max_new_tokens) or len(tokens)
     emitted = len(trim_at_stop(tokenizer, tokens[:fin], stop)[0])
     extra = min(lookahead, max_new_tokens - fin)
     if extra > 0:
-        tokens += greedy_extend(large, vocab, prompt + tokens, extra)
+        tokens += greedy_extend(large, prompt + tokens, extra)
     return Trajectory(prompt, tokens, emitted, fin, max_new_tokens)
 
 
 # ------------------------------------------------------------------------------------------ scoring
 MIN_SHARED = 16  # a shared prefix shorter than this is not worth a separate pass
-
 
 def shared_prefix(prompts: Sequence[Sequence[int]]) -> tuple[int, list[bool]]:
     """``(P, shares)``: the length of the token prefix worth computing once, and which prompts start with it.
@@ -170,15 +153,12 @@ def shared_prefix(prompts: Sequence[Sequence[int]]) -> tuple[int, list[bool]]:
     return best, [x >= best for x in lcp]
 
 
-def prefix_cache(model: PreTrainedModel, prefix: Sequence[int]) -> DynamicCache | None:
-    """The KV cache ``[1, H, P, D]`` per layer of ``prefix`` (``None`` for an empty prefix)."""
-    if not prefix:
-        return None
-    runner = TransformersBackend.new(model)
+def prefix_backend(backend: Backend, prefix: Sequence[int]) -> Backend:
+    """``backend``'s model with ``prefix`` fed into a cache of one row (forked over each batch)."""
+    b = backend.empty()
     with torch.inference_mode():
-        model(input_ids=torch.tensor([list(prefix)], device=runner.device), use_cache=True,
-              **{runner.cache_kw: runner.cache, runner.keep_kw: 1})
-    return runner.cache
+        b.advance(*_columns(prefix), 1)
+    return b
 
 
 def batch_layout(trajs: Sequence[Trajectory], pad: int, prefix: int = 0) -> tuple[Tensor, Tensor, int]:
@@ -215,46 +195,29 @@ def right_padded(trajs: Sequence[Trajectory], pad: int) -> tuple[Tensor, int, li
     return ids, w - first, [len(t.prompt) - 1 - first for t in trajs]
 
 
-def position_stats(model: PreTrainedModel, ids: Tensor, mask: Tensor | None, g: int, vocab: int,
-                   chunk: int = 256, topk: int = 0, cache: DynamicCache | None = None) -> dict[str, Tensor]:
-    """``argmax``, ``entropy``, ``top1_prob``, ``margin`` ``[B, G]`` of ``model``'s next-token distribution at
-    the last ``G`` positions of ``ids`` ``[B, T]``; with ``topk`` = K > 0 also ``topk_ids`` (int32) and
-    ``topk_probs`` (float32) ``[B, G, K]``, descending, as ``trace_topk`` records.
-
-    ``cache``: a shared prefix's cache ``[B, H, P, D]`` the columns follow (``mask`` then covers only the
-    columns; the prefix is real in every row); it is extended in place, so decoding can go on from it.
-    ``mask`` ``None``: a :func:`right_padded` batch (no cache), fed without mask or position ids.
-    Only the ``G`` positions' logits are computed (``logits_to_keep``), and the statistics are taken over
-    chunks of positions, so the peak is the ``[B, G, V]`` logits plus one ``[B, chunk, V]`` temporary.
-    """
-    runner = TransformersBackend.new(model)
-    dev = runner.device
-    kw: dict = {runner.cache_kw: cache, "use_cache": True} if cache is not None else {"use_cache": False}
-    if mask is not None:
-        p = cache.get_seq_length() if cache is not None else 0
-        full = torch.cat([torch.ones(mask.shape[0], p, dtype=mask.dtype), mask], 1)
-        kw.update(attention_mask=full.to(dev), position_ids=positions_from_mask(full)[:, p:].to(dev))
-    with torch.inference_mode():
-        logits = model(input_ids=ids.to(dev), **kw, **{runner.keep_kw: g}).logits[..., :vocab]
-        out = {k: [] for k in STAT_FIELDS + (("topk_ids", "topk_probs") if topk else ())}
-        for s in range(0, g, chunk):
-            logp = logits[:, s: s + chunk].float().log_softmax(-1)  # (B, c, V)
-            ent, top1, margin = stats(logp)
-            for k, v in zip(STAT_FIELDS, (logp.argmax(-1), ent, top1, margin)):
-                out[k].append(v.cpu())
-            if topk:
-                lp, top_ids = logp.topk(topk, -1)  # (B, c, K)
-                out["topk_ids"].append(top_ids.int().cpu())
-                out["topk_probs"].append(lp.exp().cpu())
-            del logp
-        del logits
-    return {k: torch.cat(v, 1) for k, v in out.items()}
+def _stats(logp: Tensor, topk: int) -> dict[str, Tensor]:
+    """``model_columns`` of log-probs ``[B, G, V]``, each ``[B, G]`` (top-K ``[B, G, K]``) on the CPU."""
+    b, g, v = logp.shape
+    return {k: x.reshape(b, g, *x.shape[1:]).cpu() for k, x in model_columns(logp.reshape(b * g, v), topk).items()}
 
 
-def _batches(trajs: Sequence[Trajectory], batch_size: int) -> list[tuple[list[int], int]]:
+def _forked_pass(root: Backend | None, backend: Backend, prefix: Sequence[int], ids: Tensor, mask: Tensor,
+                 g: int) -> tuple[Backend, Tensor, Tensor, Tensor]:
+    """Feed a :func:`batch_layout` batch after ``prefix`` (cached once in ``root``; ``None``: no prefix) into
+    a backend of its own; returns it, its log-probs ``[B, G, V]`` at the last ``G`` columns, and the whole
+    batch's tokens and mask ``[B, P + W]`` (what decoding goes on from)."""
+    rows = ids.shape[0]
+    b = root.fork(torch.zeros(rows, dtype=torch.long)) if root is not None else backend.empty()
+    p = len(prefix)
+    tokens = torch.cat([torch.tensor([list(prefix)] * rows, dtype=torch.long).reshape(rows, p), ids], 1)
+    full = torch.cat([torch.ones(rows, p, dtype=mask.dtype), mask], 1)  # the prefix is real in every row
+    return b, b.advance(tokens, full, positions_from_mask(full), g), tokens, full
+
+
+def _batches(trajs: Sequence[Trajectory], batch_size: int, share: bool = True) -> list[tuple[list[int], int]]:
     """``(rows, P)`` per batch: rows sharing the prefix of length ``P`` together, the others with ``P`` = 0,
-    each group sorted by the columns it will need (so a batch pads little)."""
-    p, shares = shared_prefix([t.prompt for t in trajs])
+    each group sorted by the columns it will need (so a batch pads little). ``share`` False: nothing shared."""
+    p, shares = shared_prefix([t.prompt for t in trajs]) if share else (0, [False] * len(trajs))
     out = []
     for group, plen in (([i for i, s in enumerate(shares) if s], p), ([i for i, s in enumerate(shares) if not s], 0)):
         group.sort(key=lambda i: -(len(trajs[i].prompt) - plen + len(trajs[i].tokens)))
@@ -262,41 +225,39 @@ def _batches(trajs: Sequence[Trajectory], batch_size: int) -> list[tuple[list[in
     return out
 
 
-def _batch_cache(shared: DynamicCache | None, rows: int) -> DynamicCache | None:
-    """A copy of the shared prefix's cache for a batch of ``rows`` (public ``batch_repeat_interleave``)."""
-    if shared is None:
-        return None
-    cache = copy.deepcopy(shared)
-    cache.batch_repeat_interleave(rows)
-    return cache
-
-
 def _row_stats(st: dict[str, Tensor], b: int, g: int, n: int) -> dict[str, np.ndarray]:
     """Row ``b``'s statistics at its ``n`` tokens (columns ``g - 1 - n .. g - 2`` of ``[B, G]``)."""
     return {k: v[b, g - 1 - n: g - 1].numpy() for k, v in st.items()}
 
 
-def score_trajectories(model: PreTrainedModel, trajs: Sequence[Trajectory], vocab: int, pad: int,
-                       batch_size: int = 8, topk: int = 0) -> list[dict[str, np.ndarray]]:
-    """:func:`position_stats` of every trajectory's tokens, one ``{field: [len]}`` each (shared prefix
-    computed once, batches sorted by length)."""
-    out: list[dict[str, np.ndarray] | None] = [None] * len(trajs)
-    caches: dict[int, DynamicCache | None] = {}
-    for rows, p in _batches(trajs, batch_size):
-        if p == 0:  # nothing shared: rows from column 0, no mask
-            ids, keep, starts = right_padded([trajs[i] for i in rows], pad)
-            st = position_stats(model, ids, None, keep, vocab, topk=topk)
-            for b, (i, s) in enumerate(zip(rows, starts)):
-                out[i] = {k: v[b, s: s + len(trajs[i].tokens)].numpy() for k, v in st.items()}
-            continue
-        if p not in caches:
-            caches[p] = prefix_cache(model, trajs[rows[0]].prompt[:p])
-        ids, mask, g = batch_layout([trajs[i] for i in rows], pad, p)
-        st = position_stats(model, ids, mask, g, vocab, topk=topk, cache=_batch_cache(caches[p], len(rows)))
-        for b, i in enumerate(rows):
-            out[i] = _row_stats(st, b, g, len(trajs[i].tokens))
-    return out  # type: ignore[return-value]
+def score_trajectories(backend: Backend, trajs: Sequence[Trajectory], pad: int, batch_size: int = 8,
+                       topk: int = 0) -> list[dict[str, np.ndarray]]:
+    """Teacher-forced statistics of every trajectory's tokens (``argmax``, ``entropy``, ``top1_prob``,
+    ``margin`` ``[len]``; with ``topk`` also ``topk_ids``/``topk_probs`` ``[len, K]``), batches sorted by length.
 
+    A full backend (``isinstance(backend, Backend)``) feeds a shared prefix once and forks it over each
+    batch (``advance``); rows sharing nothing, and every row of a scoring-only backend, go through one
+    ``score`` call per batch, right-padded from column 0 without a mask, with only the columns that
+    predict a token computed (``keep``).
+    """
+    out: list[dict[str, np.ndarray] | None] = [None] * len(trajs)
+    roots: dict[int, Backend] = {}
+    with torch.inference_mode():
+        for rows, p in _batches(trajs, batch_size, share=isinstance(backend, Backend)):
+            if p == 0:  # nothing shared: rows from column 0, no mask
+                ids, keep, starts = right_padded([trajs[i] for i in rows], pad)
+                st = _stats(backend.score(ids, None, None, keep), topk)
+                for b, (i, s) in enumerate(zip(rows, starts)):
+                    out[i] = {k: v[b, s: s + len(trajs[i].tokens)].numpy() for k, v in st.items()}
+                continue
+            prefix = trajs[rows[0]].prompt[:p]
+            if p not in roots:
+                roots[p] = prefix_backend(backend, prefix)
+            ids, mask, g = batch_layout([trajs[i] for i in rows], pad, p)
+            st = _stats(_forked_pass(roots[p], backend, prefix, ids, mask, g)[1], topk)
+            for b, i in enumerate(rows):
+                out[i] = _row_stats(st, b, g, len(trajs[i].tokens))
+    return out  # type: ignore[return-value]
 
 @dataclass
 class _Tail:
@@ -317,12 +278,12 @@ class _Tail:
         return self.want is None or len(self.tokens) < self.want
 
 
-def score_and_complete(model: PreTrainedModel, given: Sequence[Sequence[int]], prompts: Sequence[Sequence[int]],
+def score_and_complete(backend: Backend, given: Sequence[Sequence[int]], prompts: Sequence[Sequence[int]],
                        tokenizer: PreTrainedTokenizerBase, eos: Sequence[int], stops: Sequence[tuple[str, ...]],
-                       max_new: Sequence[int], vocab: int, pad: int, lookahead: int = 0, batch_size: int = 8,
+                       max_new: Sequence[int], pad: int, lookahead: int = 0, batch_size: int = 8,
                        topk: int = 0) -> tuple[list[Trajectory], list[dict[str, np.ndarray]]]:
-    """:func:`complete` of every generation with the large ``model``, and its statistics at the given tokens
-    (as :func:`score_trajectories` of them), from one scoring pass per batch.
+    """:func:`complete` of every generation with the large model's ``backend``, and its statistics at the
+    given tokens (as :func:`score_trajectories` of them), from one scoring pass per batch.
 
     The tail a row needs (to where the engine would have stopped, then ``lookahead`` tokens) is decoded
     greedily from the scoring pass's cache, in batches; a row leaves the batch once it has its tail. A
@@ -338,21 +299,22 @@ def score_and_complete(model: PreTrainedModel, given: Sequence[Sequence[int]], p
         tails.append(t)
         out.append(Trajectory(list(prompts[i]), list(given[i]), len(given[i]), len(given[i]), max_new[i]))
     stats_out: list[dict[str, np.ndarray] | None] = [None] * n
-    caches: dict[int, DynamicCache | None] = {}
-    for rows, p in _batches(out, batch_size):
-        if p not in caches:
-            caches[p] = prefix_cache(model, out[rows[0]].prompt[:p])
-        ids, mask, g = batch_layout([out[i] for i in rows], pad, p)
-        cache = _batch_cache(caches[p], len(rows)) or DynamicCache(config=model.config)
-        st = position_stats(model, ids, mask, g, vocab, topk=topk, cache=cache)
-        for b, i in enumerate(rows):
-            stats_out[i] = _row_stats(st, b, g, len(given[i]))
-        full = torch.cat([torch.ones(len(rows), p, dtype=mask.dtype), mask], 1)
-        _decode_tails(model, cache, full, st["argmax"][:, -1], [tails[i] for i in rows], tokenizer, set(eos), vocab)
+    roots: dict[int, Backend | None] = {}
+    with torch.inference_mode():
+        for rows, p in _batches(out, batch_size):
+            prefix = out[rows[0]].prompt[:p]
+            if p not in roots:
+                roots[p] = prefix_backend(backend, prefix) if p else None
+            ids, mask, g = batch_layout([out[i] for i in rows], pad, p)
+            b, logp, tokens, full = _forked_pass(roots[p], backend, prefix, ids, mask, g)
+            st = _stats(logp, topk)
+            for r, i in enumerate(rows):
+                stats_out[i] = _row_stats(st, r, g, len(given[i]))
+            _decode_tails(b, Sequences.from_prompt(tokens, full), st["argmax"][:, -1], [tails[i] for i in rows],
+                          tokenizer, set(eos))
     for i, t in enumerate(tails):
         if t.fin is not None and t.fin < len(given[i]):  # given tokens past the engine's stop: the reference path
-            out[i] = complete(list(given[i]), list(prompts[i]), tokenizer, eos, t.stop, t.max_new, model, vocab,
-                              lookahead)
+            out[i] = complete(list(given[i]), list(prompts[i]), tokenizer, eos, t.stop, t.max_new, backend, lookahead)
             continue
         fin = t.fin if t.fin is not None else len(t.tokens)
         emitted = len(trim_at_stop(tokenizer, t.tokens[:fin], t.stop)[0])
@@ -360,19 +322,18 @@ def score_and_complete(model: PreTrainedModel, given: Sequence[Sequence[int]], p
     # a trace keeps more tokens than were given (re-tokenized text whose stop-trimmed tokens run into the
     # tail) or the reference path was taken: those rows' statistics from their own scoring pass
     again = [i for i in range(n) if out[i].emitted > len(given[i]) or out[i].tokens[:len(given[i])] != list(given[i])]
-    for i, st in zip(again, score_trajectories(model, [out[i] for i in again], vocab, pad, batch_size, topk)):
+    for i, st in zip(again, score_trajectories(backend, [out[i] for i in again], pad, batch_size, topk)):
         stats_out[i] = st
     return out, stats_out  # type: ignore[return-value]
 
 
-def _decode_tails(model: PreTrainedModel, cache: DynamicCache, mask: Tensor, first: Tensor, tails: list[_Tail],
-                  tokenizer: PreTrainedTokenizerBase, eos: set[int], vocab: int) -> None:
-    """Extend every row of a scored batch that still needs tokens, greedily, from its ``cache``
-    ``[B, H, T, D]`` and ``mask`` ``[B, T]``; ``first`` ``[B]`` is each row's next token (the scoring
-    pass's last argmax). Rows that are done leave the cache (public ``batch_select_indices``)."""
-    runner = TransformersBackend.new(model)
-    dev = runner.device
-    held = list(range(len(tails)))  # the rows the cache holds, in its order
+def _decode_tails(backend: Backend, seq: Sequences, first: Tensor, tails: list[_Tail],
+                  tokenizer: PreTrainedTokenizerBase, eos: set[int]) -> None:
+    """Extend every row of a scored batch that still needs tokens, greedily: ``backend`` holds the batch's
+    columns ``seq`` ``[B, L]``; ``first`` ``[B]`` is each row's next token (the scoring pass's last argmax).
+    Each step is the loop's: push a column, ``advance`` by one; rows that are done leave the batch
+    (``select``), as ``state.drop_finished`` drops them."""
+    held = list(range(len(tails)))  # the rows the backend holds, in its order
     nxt = {b: int(first[b]) for b in held}
     while True:
         live = [b for b in held if tails[b].active()]
@@ -381,54 +342,38 @@ def _decode_tails(model: PreTrainedModel, cache: DynamicCache, mask: Tensor, fir
             t.tokens.append(nxt[b])
             if t.fin is None and ends_at(tokenizer, t.tokens, len(t.tokens), eos, t.stop, t.max_new):
                 t.set_fin(len(t.tokens))
-        keep = [b for b in live if tails[b].active()]
+        keep = [b for b in held if tails[b].active()]
         if not keep:
             return
         if keep != held:
             idx = torch.tensor([held.index(b) for b in keep])
-            cache.batch_select_indices(idx.to(dev))
-            mask, held = mask[idx], keep
-        mask = torch.cat([mask, torch.ones(len(held), 1, dtype=mask.dtype)], 1)
-        feed = torch.tensor([[tails[b].tokens[-1]] for b in held])
-        with torch.inference_mode():
-            logits = model(input_ids=feed.to(dev), attention_mask=mask.to(dev),
-                           position_ids=(mask.sum(-1, keepdim=True) - 1).to(dev), use_cache=True,
-                           **{runner.cache_kw: cache, runner.keep_kw: 1}).logits
-        nxt = dict(zip(held, logits[:, -1, :vocab].argmax(-1).tolist()))
+            backend.select(idx)
+            seq.select(idx)
+            held = keep
+        seq.push(torch.tensor([tails[b].tokens[-1] for b in held]))
+        nxt = dict(zip(held, seq.feed(backend, 1)[:, -1].argmax(-1).tolist()))
 
 
 # ------------------------------------------------------------------------------------------ traces
 def oracle_trace(traj: Trajectory, s1: dict[str, np.ndarray], s2: dict[str, np.ndarray] | None) -> schema.Trace:
-    """The lockstep oracle/``always`` trace of the emitted tokens, from teacher-forced statistics."""
+    """The lockstep oracle/``always`` trace of the emitted tokens from both models' teacher-forced columns
+    (``columns.trace_columns``, as the loop records it): System 2 emits every token and is called at each;
+    a handoff is System 2's argmax (without the large model, the emitted token) against System 1's."""
     n = traj.emitted
-    tok = np.asarray(traj.tokens[:n], dtype=np.int64)
-    g1 = s1["argmax"][:n]
-    system2 = s2["argmax"][:n] if s2 is not None else tok
-    nan = np.full(n, np.nan, dtype=np.float32)
-    trace = {
-        "token_id": tok,
-        "source": np.full(n, 2, dtype=np.int8),
-        "llm_called": np.ones(n, dtype=bool),
-        "handoff": system2 != g1,
-        "s1_entropy": s1["entropy"][:n].astype(np.float32),
-        "s1_top1_prob": s1["top1_prob"][:n].astype(np.float32),
-        "s1_margin": s1["margin"][:n].astype(np.float32),
-        "s2_entropy": s2["entropy"][:n].astype(np.float32) if s2 is not None else nan,
-        "s2_top1_prob": s2["top1_prob"][:n].astype(np.float32) if s2 is not None else nan,
-        "s2_margin": s2["margin"][:n].astype(np.float32) if s2 is not None else nan.copy(),
-        "accepted": np.full(n, -1, dtype=np.int8),
-        "base_handoff": np.full(n, -1, dtype=np.int8),  # no untuned base in the oracle
-    }
-    if "topk_ids" in s1:  # trace_topk: System 2's are -1 / NaN without the large model, as where not called
-        trace["s1_topk_ids"], trace["s1_topk_probs"] = s1["topk_ids"][:n], s1["topk_probs"][:n]
-        trace["s2_topk_ids"] = s2["topk_ids"][:n] if s2 is not None else np.full_like(s1["topk_ids"][:n], -1)
-        trace["s2_topk_probs"] = (s2["topk_probs"][:n] if s2 is not None
-                                  else np.full_like(s1["topk_probs"][:n], np.nan))
+    c1 = {k: torch.as_tensor(np.asarray(v[:n])) for k, v in s1.items()}
+    c2 = {k: torch.as_tensor(np.asarray(v[:n])) for k, v in s2.items()} if s2 is not None else None
+    tok = torch.as_tensor(np.asarray(traj.tokens[:n], dtype=np.int64))
+    system2 = c2["argmax"] if c2 is not None else tok
+    called = torch.ones(n, dtype=torch.bool)
+    cols = trace_columns(tok, torch.full((n,), 2, dtype=torch.int8), called, system2 != c1["argmax"], c1, c2)
+    trace = {k: cols[k].numpy().astype(schema.FIELD_DTYPES[k]) for k in schema.TOKEN_FIELDS}
+    trace.update({k: cols[k].numpy() for k in schema.TOPK_FIELDS if k in cols})
     return trace
 
 
 def match_runs(match: np.ndarray) -> np.ndarray:
-    """``run[j]`` ``[L]``: how many consecutive ``True`` start at ``j`` (up to the next ``False`` or the end)."""
+    """``run[j]`` ``[L]``: how many consecutive ``True`` start at ``j`` (up to the next ``False`` or the end):
+    the accepted length of a draft starting at ``j`` before its room caps it (``speculative.leading``)."""
     n = len(match)
     false_at = np.flatnonzero(~np.asarray(match, dtype=bool))
     nxt = np.searchsorted(false_at, np.arange(n))  # the first False at or after each j
@@ -441,18 +386,17 @@ def speculative_counters(match: np.ndarray, finish: int, max_new_tokens: int, k:
 
     ``match[j]`` ``[L]``: System 1's argmax at trajectory position ``j`` equals the trajectory's token
     (positions past ``L`` count as rejections). As ``engine.speculative``: a round at ``g`` generated
-    tokens drafts ``d = min(k, max_new_tokens - g - 1)`` tokens, accepts the ``n`` leading matches, emits
-    ``n + 1`` tokens; rounds go on until ``finish`` tokens are out.
+    tokens drafts ``speculative.draft_room`` tokens, accepts the ``n`` leading matches, emits ``n + 1``
+    tokens; rounds go on until ``finish`` tokens are out.
     """
     drafted = accepted = steps = 0
     g, run = 0, match_runs(match).tolist()
     while g < finish and g < max_new_tokens:
-        d = min(k, max_new_tokens - g - 1)
+        d = int(draft_room(np.int64(max_new_tokens), np.int64(g), k))
         n = min(run[g] if g < len(run) else 0, d)  # the draft's leading matches
         drafted, accepted, steps = drafted + d, accepted + n, steps + 1
         g += n + 1
     return {"drafted_tokens": drafted, "accepted_tokens": accepted, "verification_steps": steps}
-
 
 def speculative_profile(counters: Sequence[dict[str, int]]) -> dict[str, float | int | None]:
     """Pooled counters plus ``acceptance_rate`` and ``mean_acceptance_length`` (the schema's definitions)."""

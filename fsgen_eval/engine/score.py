@@ -10,7 +10,6 @@ statistics are taken over chunks of positions. Peak: System 1's and the large mo
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,8 +17,8 @@ import torch
 from torch import Tensor
 
 from fsgen_eval.core import schema
-from fsgen_eval.core.sampling import stats
-from fsgen_eval.engine.backend import chunks, log_softmax_
+from fsgen_eval.engine.backend import log_softmax_
+from fsgen_eval.engine.columns import model_columns, trace_columns
 from fsgen_eval.engine.config import DecodeConfig
 from fsgen_eval.engine.pair import ModelPair
 from fsgen_eval.engine.state import positions_from_mask
@@ -29,15 +28,6 @@ from fsgen_eval.engine.state import positions_from_mask
 class ScoreResult:
     logprobs: Tensor  # (B, T, V) System 2's log-probs at t for token t+1 (System 1's where not called)
     trace: dict[str, np.ndarray]  # field -> (B, T), aligned with logprobs; token_id = input_ids[t+1]
-
-
-def chunked_stats(logp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``sampling.stats`` of ``[N, V]`` rows, a chunk at a time (its temporaries are chunk-sized)."""
-    parts = [stats(logp[sl]) for sl in chunks(logp.shape[0], logp.shape[-1])]
-    if not parts:
-        empty = logp.new_zeros(0)
-        return empty, empty, empty
-    return tuple(torch.cat([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
 
 
 def score_batch(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg: DecodeConfig) -> ScoreResult:
@@ -84,10 +74,13 @@ def _mix(called: Tensor, s2: Tensor | None, s1: Tensor) -> Tensor:
 
 def _score_trace(ids: Tensor, s1: Tensor, s2: Tensor | None, large: Tensor | None, base_greedy: Tensor | None,
                  called: Tensor, cfg: DecodeConfig) -> dict[str, np.ndarray]:
-    """Trace fields over flattened positions ``[B*T]``; System 2's token is its greedy prediction."""
+    """Trace fields over flattened positions ``[B*T]`` (``columns.trace_columns``, as the loop and replay
+    build them); System 2's token is its greedy prediction."""
     nxt = torch.cat([ids[:, 1:], torch.full_like(ids[:, :1], -1)], 1).reshape(-1)
-    g1 = s1.argmax(-1)
-    handoff = called & (s2.argmax(-1) != g1) if s2 is not None else torch.zeros_like(called)
+    c1 = model_columns(s1, cfg.trace_topk)
+    c2 = model_columns(s2, cfg.trace_topk) if s2 is not None else None
+    g1 = c1["argmax"]
+    handoff = called & (c2["argmax"] != g1) if c2 is not None else torch.zeros_like(called)
     accepted = torch.full_like(nxt, -1)
     source = 1 + called.long()
     if cfg.method_spec.speculative and large is not None:
@@ -96,31 +89,9 @@ def _score_trace(ids: Tensor, s1: Tensor, s2: Tensor | None, large: Tensor | Non
         source = torch.where(called & agree, torch.ones_like(source), source)
     base_handoff = torch.full_like(nxt, -1)
     if cfg.method_spec.needs_small_base:  # FS-GEN's proxy count: System 2's token vs the base's greedy one
-        base_handoff = (called & (s2.argmax(-1) != base_greedy) if base_greedy is not None and s2 is not None
+        base_handoff = (called & (c2["argmax"] != base_greedy) if base_greedy is not None and c2 is not None
                         else torch.zeros_like(called)).long()
-    cols = {"token_id": nxt, "source": source, "llm_called": called, "handoff": handoff, "accepted": accepted,
-            "base_handoff": base_handoff}
-    cols.update(zip(("s1_entropy", "s1_top1_prob", "s1_margin"), chunked_stats(s1)))
-    nan = torch.full(nxt.shape, math.nan, device=nxt.device)
-    s2_stats = chunked_stats(s2) if s2 is not None else (nan, nan, nan)
-    cols.update((k, torch.where(called, x, nan)) for k, x in zip(("s2_entropy", "s2_top1_prob", "s2_margin"),
-                                                                 s2_stats))
+    cols = trace_columns(nxt, source, called, handoff, c1, c2, accepted, base_handoff)
     out = {k: cols[k].cpu().numpy().astype(schema.FIELD_DTYPES[k]) for k in schema.TOKEN_FIELDS}
-    if cfg.trace_topk:
-        out.update(_topk_fields(s1, s2, called, cfg.trace_topk))
+    out.update({k: cols[k].cpu().numpy() for k in schema.TOPK_FIELDS if k in cols})
     return out
-
-
-def _topk_fields(s1: Tensor, s2: Tensor | None, called: Tensor, k: int) -> dict[str, np.ndarray]:
-    """Top-K ids (int32) and probabilities (float32) ``[N, K]`` of both systems (System 2's -1 / NaN where
-    not called), as the decoding loop's ``Recorder`` records them."""
-    lp, ids = s1.topk(k, -1)
-    out = {"s1_topk_ids": ids.int(), "s1_topk_probs": lp.exp().float()}
-    if s2 is None:
-        out["s2_topk_ids"] = torch.full_like(ids, -1, dtype=torch.int32)
-        out["s2_topk_probs"] = torch.full(ids.shape, math.nan, device=ids.device)
-    else:
-        lp2, ids2 = s2.topk(k, -1)
-        out["s2_topk_ids"] = torch.where(called[:, None], ids2.int(), -1)
-        out["s2_topk_probs"] = torch.where(called[:, None], lp2.exp().float(), math.nan)
-    return {name: x.cpu().numpy() for name, x in out.items()}

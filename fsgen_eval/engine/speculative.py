@@ -53,6 +53,13 @@ def draft(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, room: Tensor) -> 
     return x, n, torch.stack(dists, 1)
 
 
+def draft_room(max_new_tokens, generated, num_draft: int):
+    """How many tokens a round drafts at ``generated`` tokens out (a tensor ``[B]`` or a numpy integer):
+    up to ``num_draft``, leaving room for the large model's token within ``max_new_tokens``. Replay's
+    counters (``engine/replay.py``) use the same rule."""
+    return (max_new_tokens - generated - 1).clip(0, num_draft)
+
+
 def leading(accept: Tensor) -> Tensor:
     """Number of leading True per row of ``[B, d]`` → ``[B]``."""
     return accept.long().cumprod(-1).sum(-1)
@@ -105,7 +112,7 @@ def speculative_round(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, verif
     start = st.seq.length
     live = ~st.seq.finished
     # a row's draft leaves room for the large model's token within its max_new_tokens
-    room = (cfg.max_new_tokens - st.seq.lengths - 1).clamp(0, int(cfg.params["num_draft"]))
+    room = draft_room(cfg.max_new_tokens, st.seq.lengths, int(cfg.params["num_draft"]))
     if verify is not None:
         room = torch.where(verify, room, 0)
     x, n_draft, q = draft(st, pair, cfg, room)

@@ -11,7 +11,6 @@ behind as masked columns (skipped by attention) until ``compact`` squeezes them 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +21,8 @@ from fsgen_eval.core import schema
 from fsgen_eval.engine.config import DecodeConfig
 from fsgen_eval.engine.pair import ModelPair
 from fsgen_eval.engine.backend import Backend
-from fsgen_eval.core.sampling import stats
+from fsgen_eval.engine.columns import model_columns, trace_columns
+from fsgen_eval.engine.finish import stop_in, stop_window, trim_at_stop
 
 
 # ------------------------------------------------------------------------------------------ sequences
@@ -116,7 +116,8 @@ class Sequences:
 
 
 class Finisher:
-    """Counts each row's emitted tokens and ends it at EOS, a stop string or ``max_new_tokens``."""
+    """Counts each row's emitted tokens and ends it at EOS, a stop string or ``max_new_tokens``: the rule of
+    ``engine/finish.py``, EOS and the budget as tensors over the batch, stop strings by ``stop_in``."""
 
     def __init__(self, pair: ModelPair, stop: tuple[str, ...], max_new_tokens: int):
         self.tokenizer = pair.tokenizer
@@ -124,8 +125,7 @@ class Finisher:
         self.eos = torch.tensor(pair.eos_token_ids(), dtype=torch.long, device=pair.device)
         self.stop = stop
         self.max_new = max_new_tokens
-        # a stop string of n bytes spans at most n byte-level tokens; one more covers a split character
-        self.window = max((len(s.encode()) for s in stop), default=0) + 1
+        self.window = stop_window(stop)
 
     def emit(self, seq: Sequences, tok: Tensor) -> Tensor:
         """Append ``tok`` ``[B]`` as a new column (pad where finished); return the column appended."""
@@ -151,9 +151,8 @@ class Finisher:
         out = torch.zeros_like(rows)
         for r in rows.nonzero().flatten().tolist():
             e = seq.length if end is None else int(end[r])
-            w = min(self.window, int(seq.lengths[r]))
-            text = self.tokenizer.decode(seq.real_tokens(r, e)[-w:].tolist(), skip_special_tokens=True)
-            out[r] = any(s in text for s in self.stop)
+            w = min(self.window, int(seq.lengths[r]))  # generated tokens only, never the prompt's
+            out[r] = stop_in(self.tokenizer, seq.real_tokens(r, e)[-w:].tolist(), self.stop)
         return out
 
 
@@ -194,37 +193,13 @@ class Recorder:
         ``emitted`` ``[b]`` bool: the rows this column is a token of (default: every live row).
 
         ``base_handoff`` ``[b]`` (int8: 1/0, -1 without a base model) is proxy tuning's count against the
-        untuned base's greedy token."""
+        untuned base's greedy token. The columns are ``columns.trace_columns`` of both models'
+        ``model_columns`` (statistics only when traces are enabled), as replay builds them."""
         self.emitted.append(self._full(emitted if emitted is not None else torch.ones_like(token, dtype=torch.bool)))
-        for k, v in (("token_id", token), ("source", source), ("llm_called", called), ("handoff", handoff)):
+        c1 = model_columns(s1, self.topk, self.enabled)
+        c2 = model_columns(s2, self.topk, self.enabled) if s2 is not None else None
+        for k, v in trace_columns(token, source, called, handoff, c1, c2, accepted, base_handoff).items():
             self._put(k, v)
-        self._put("accepted", accepted if accepted is not None else torch.full_like(token, -1))
-        self._put("base_handoff", base_handoff if base_handoff is not None else torch.full_like(token, -1))
-        if self.topk:
-            self._add_topk(called, s1, s2)
-        if not self.enabled:
-            return
-        for k, v in zip(("s1_entropy", "s1_top1_prob", "s1_margin"), stats(s1)):
-            self._put(k, v)
-        nan = torch.full(token.shape, math.nan, device=token.device)
-        s2_stats = stats(s2) if s2 is not None else (nan, nan, nan)
-        for k, v in zip(("s2_entropy", "s2_top1_prob", "s2_margin"), s2_stats):
-            self._put(k, torch.where(called, v, nan))
-
-    def _add_topk(self, called: Tensor, s1: Tensor, s2: Tensor | None) -> None:
-        """Top-K ids (int32) and probabilities (float32) ``[b, K]``; System 2's -1 / NaN where not called."""
-        lp, ids = s1.topk(self.topk, -1)
-        self._put("s1_topk_ids", ids.int())
-        self._put("s1_topk_probs", lp.exp().float())
-        if s2 is None:
-            ids2 = torch.full_like(ids, -1, dtype=torch.int32)
-            p2 = torch.full(ids.shape, math.nan, device=ids.device)
-        else:
-            lp2, ids2 = s2.topk(self.topk, -1)
-            ids2 = torch.where(called[:, None], ids2.int(), -1)
-            p2 = torch.where(called[:, None], lp2.exp().float(), math.nan)
-        self._put("s2_topk_ids", ids2.int())
-        self._put("s2_topk_probs", p2)
 
     def _entry_order(self) -> Tensor | None:
         """Columns ``[B0, N']`` holding each row's entries first, in order (``None``: every row has every
@@ -276,17 +251,6 @@ class RowResult:
     counters: dict[str, int]  # drafted_tokens, accepted_tokens, verification_steps
 
 
-def trim_at_stop(tokenizer, ids: list[int], stop: tuple[str, ...]) -> tuple[list[int], str]:
-    """Cut the text before the earliest stop string, and the tokens to the fewest that still spell it."""
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    cuts = [text.find(s) for s in stop if s in text]
-    if not cuts:
-        return ids, text
-    text = text[: min(cuts)]
-    k = len(ids)
-    while k > 0 and tokenizer.decode(ids[: k - 1], skip_special_tokens=True).startswith(text):
-        k -= 1
-    return ids[:k], text
 
 
 def collect_rows(pair: ModelPair, st: "DecodeState", cfg: DecodeConfig) -> list[RowResult]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import time
 import uuid
 from collections import defaultdict
@@ -22,10 +21,10 @@ from typing import Any
 
 from fsgen_eval.core import guards
 from fsgen_eval.core.guards import cut
-from fsgen_eval.core.schema import TOPK_FIELDS, RunInfo, topk_path
+from fsgen_eval.core.schema import TOPK_FIELDS, RunInfo
 from fsgen_eval.lm_eval.args import pair_name
 from fsgen_eval.lm_eval.samples import System2Run, read_system2_run, tokenize_run
-from fsgen_eval.lm_eval.traces import SummaryBook, make_record, timestamp, topk_table
+from fsgen_eval.lm_eval.traces import SummaryBook, TraceWriter, make_record, timestamp
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +135,21 @@ def _own_statistics(run: System2Run, setup: ReplaySetup) -> bool:
 def _needs_tail(r: Any, tok: Any, eos: list[int], lookahead: int) -> bool:
     """Whether the engine decoded past request ``r``'s given tokens: to complete a stop string, or the
     speculative look-ahead after where it stopped."""
-    from fsgen_eval.engine.replay import finish_index
+    from fsgen_eval.engine.finish import finish_index
 
     given = r.token_ids or []
     fin = finish_index(tok, given, eos, tuple(r.until), r.max_gen_toks)
     return fin is None or fin < len(given) or (lookahead > 0 and fin < r.max_gen_toks)
+
+
+def scoring_backend(setup: ReplaySetup, path: str, role: str, vocab: int) -> Any:
+    """The backend that scores ``role``'s model (``small`` or ``large``) at ``path``: the engine's
+    transformers backend (a scoring-only backend with the seam's ``score`` plugs in here)."""
+    from fsgen_eval.engine.backend import TransformersBackend
+    from fsgen_eval.engine.pair import load_model
+
+    return TransformersBackend.for_role(load_model(path, role, setup.dtype, setup.device, setup.trust_remote_code),
+                                        role, vocab)
 
 
 def _system2_side(run: System2Run, setup: ReplaySetup, own: bool, tok: Any, eos: list[int], vocab: int,
@@ -149,22 +158,21 @@ def _system2_side(run: System2Run, setup: ReplaySetup, own: bool, tok: Any, eos:
     at its tokens: from System 2's own trace (``own``), a teacher-forced pass of the large model, or none
     (``--no-large``). The large model is loaded only if it has something to do."""
     from fsgen_eval.engine import replay as rp
-    from fsgen_eval.engine.pair import load_model
 
     reqs, look = run.requests, max(setup.draft_lengths, default=0)
     if setup.large is None:
         return [rp.complete(r.token_ids or [], r.context_ids, tok, eos, tuple(r.until), r.max_gen_toks, None,
-                            vocab, look) for r in reqs], None
+                            look) for r in reqs], None
     todo = [i for i, r in enumerate(reqs) if _needs_tail(r, tok, eos, look)] if own else list(range(len(reqs)))
     # a generation needing no tail ended exactly at its given tokens (EOS or max_gen_toks), as complete() has it
     trajs = [rp.Trajectory(r.context_ids, list(r.token_ids or []), len(r.token_ids or []), len(r.token_ids or []),
                            r.max_gen_toks) for r in reqs]
     s2 = [r.model_stats for r in reqs] if own else None
     if todo:  # one scoring pass per batch, the tails decoded from its cache
-        large = load_model(setup.large, "large", setup.dtype, setup.device, setup.trust_remote_code)
+        large = scoring_backend(setup, setup.large, "large", vocab)
         done, stats = rp.score_and_complete(
             large, [reqs[i].token_ids or [] for i in todo], [reqs[i].context_ids for i in todo], tok, eos,
-            [tuple(reqs[i].until) for i in todo], [reqs[i].max_gen_toks for i in todo], vocab, pad, look,
+            [tuple(reqs[i].until) for i in todo], [reqs[i].max_gen_toks for i in todo], pad, look,
             setup.batch_size, 0 if own else setup.trace_topk)
         for i, t in zip(todo, done):
             trajs[i] = t
@@ -175,7 +183,6 @@ def _system2_side(run: System2Run, setup: ReplaySetup, own: bool, tok: Any, eos:
 def replay(folder: Path, setup: ReplaySetup, source: str = "auto") -> list[Path]:
     """Replay System 2's run in ``folder`` for every System 1; returns the results files written."""
     from fsgen_eval.engine import replay as rp
-    from fsgen_eval.engine.pair import load_model
 
     run = read_system2_run(folder, source)
     tok, counts, _ = check_inputs(run, setup)  # everything checked before a weight is read
@@ -192,9 +199,9 @@ def replay(folder: Path, setup: ReplaySetup, source: str = "auto") -> list[Path]
     not_greedy = None if own else _not_greedy(run, trajs, s2)
     written = []
     for small in setup.smalls:
-        model = load_model(small, "small", setup.dtype, setup.device, setup.trust_remote_code)
+        model = scoring_backend(setup, small, "small", vocab)
         t0 = time.perf_counter()
-        s1 = rp.score_trajectories(model, trajs, vocab, pad, setup.batch_size, setup.trace_topk)
+        s1 = rp.score_trajectories(model, trajs, pad, setup.batch_size, setup.trace_topk)
         seconds = time.perf_counter() - t0
         del model
         written.append(_write_small(run, setup, small, trajs, s1, s2, counts, {"not_large_greedy": not_greedy,
@@ -223,23 +230,22 @@ def _write_small(run: System2Run, setup: ReplaySetup, small: str, trajs: list[An
     folder = setup.output / pair_name(small, large_name)
     ts, run_id = timestamp(), uuid.uuid4().hex[:12]  # as the adapter's: one id in the record and every line
     book = SummaryBook()
-    lines, plain, topk, spec = [], [], [], {k: defaultdict(list) for k in setup.draft_lengths}
+    records, spec = [], {k: defaultdict(list) for k in setup.draft_lengths}
     for r, t, a, b in zip(run.requests, trajs, s1, s2 or [None] * len(trajs), strict=True):
-        trace = rp.oracle_trace(t, a, b)
         meta = {"run_id": run_id, "task": r.task, "doc_id": r.doc_id, "prompt_hash": r.prompt_hash,
                 "request_type": "generate_until", "method": "oracle", "router": "always", "rank": 0}
-        rec = make_record(meta, trace, None)
-        topk.append({k: rec.pop(k) for k in TOPK_FIELDS if k in rec})
-        book.add_record(rec)
-        plain.append(rec)
-        lines.append(json.dumps(rec, ensure_ascii=False, allow_nan=False))
+        rec = make_record(meta, rp.oracle_trace(t, a, b), None)
+        book.add_record({k: v for k, v in rec.items() if k not in TOPK_FIELDS})
+        records.append(rec)
         match = a["argmax"] == t.tokens
         for k in setup.draft_lengths:
             spec[k][r.task].append(rp.speculative_counters(match, t.finish, t.max_new_tokens, k))
     trace_file = folder / f"traces_{ts}.jsonl"
-    if setup.trace_topk:  # the side file first: a trace file whose side file is missing would read as K = 0
-        _write_topk(topk_path(trace_file), plain, topk)
-    atomic_write(trace_file, "\n".join(lines) + "\n")
+    writer = TraceWriter(trace_file)  # the adapter's writer: JSON lines, top-K rows in the Parquet side file
+    try:
+        writer.write_batch(records)
+    finally:
+        writer.close()
     summary = book.summary()
     info = RunInfo(small=small, large=large_name, method="oracle", router="always", run_id=run_id,
                    summary=summary["summary"], per_task=summary["per_task"], traces=[trace_file.name],
@@ -256,19 +262,6 @@ def _write_small(run: System2Run, setup: ReplaySetup, small: str, trajs: list[An
     path = folder / f"results_{ts}.json"
     atomic_write(path, json.dumps(results, indent=2, ensure_ascii=False, default=str))
     return path
-
-
-def _write_topk(path: Path, records: list[dict[str, Any]], topk: list[dict[str, Any]]) -> None:
-    """The Parquet side file of ``records`` (record = the JSONL line), through a temporary name and a rename."""
-    import pyarrow.parquet as pq
-
-    tmp = path.with_name(path.name + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        pq.write_table(topk_table(0, records, topk), tmp)
-        os.replace(tmp, path)
-    except OSError as err:
-        raise guards.write_failed(path, tmp, err) from None
 
 
 def _replay_info(run: System2Run, setup: ReplaySetup, counts: dict[str, Any], facts: dict[str, Any]
