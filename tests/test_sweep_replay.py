@@ -96,6 +96,19 @@ def test_cli_refuses_vllm_args_without_vllm(tmp_path, capsys):
     assert "needs --system2-model vllm" in capsys.readouterr().err
 
 
+def test_cli_refuses_system2_on_vllm_where_vllm_is_not_installed(tmp_path, capsys, monkeypatch):
+    """One line naming the extra, before any cell (nothing written under the output folder)."""
+    from fsgen_eval.engine.backends import vllm_scorer
+
+    monkeypatch.setattr(vllm_scorer, "vllm_available", lambda: False)
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--family", "micro", "--tasks", "gsm8k", "--output-path", str(out),
+                 "--system2-model", "vllm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "fsgen-eval[vllm]" in err and "docs/vllm.md" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
 def test_cli_dry_run_shows_replay_groups(tmp_path, capsys):
     assert main(["sweep", "--family", "micro", "--tasks", "gsm8k", "--output-path", str(tmp_path), "--dry-run"]) == 0
     text = capsys.readouterr().out

@@ -74,7 +74,7 @@ def _add_sweep(sub: Any) -> None:
                    "System 2 generates once per (large, task) and every small model is replayed on it)")
     p.add_argument("--system2-model", choices=("fsgen", "hf", "vllm"), default="fsgen",
                    help="lm-eval's model class for System 2's run (fsgen: exact token ids; hf/vllm: responses "
-                   "re-tokenized; vllm needs `pip install 'fsgen-eval[vllm]'`)")
+                   "re-tokenized; vllm needs vLLM in this Python: `pip install 'fsgen-eval[vllm]'`, docs/vllm.md)")
     p.add_argument("--tensor-parallel-size", type=int, help="--system2-model vllm: lm-eval's vllm model arg")
     p.add_argument("--data-parallel-size", type=int, help="--system2-model vllm: lm-eval's vllm model arg")
     p.add_argument("--gpu-memory-utilization", type=float, help="--system2-model vllm: lm-eval's vllm model arg")
@@ -136,6 +136,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(sweep.describe(cells, args.output_path, **kw))
         return 0
+    if kw["replay"] and args.system2_model == "vllm":  # lm-eval's vllm class runs in this Python
+        from fsgen_eval.engine.backends.vllm_scorer import require_vllm
+
+        require_vllm()
     # before any cell starts (not in a dry run: lm-eval's task index takes seconds to build)
     sweep.check_model_args_extra(args.model_args_extra)
     sweep.check_tasks(args.tasks, kw["lm_eval_args"])

@@ -47,7 +47,36 @@ def register(sub: Any) -> None:
                    "probabilities per token in a Parquet side file beside each trace (as trace_topk=K)")
     p.add_argument("--rescore-large", action="store_true", help="teacher-force the large model on every "
                    "generation even when System 2's trace (a --model fsgen run of it) already holds its statistics")
+    p.add_argument("--scoring", choices=("transformers", "vllm"), default="transformers", help="vllm: score "
+                   "System 1 and the large model from vLLM's prompt_logprobs (no transformers forward pass; "
+                   "needs vLLM, docs/vllm.md)")
+    p.add_argument("--scoring-topk", type=int, default=0, metavar="K", help="--scoring vllm: log-probs per "
+                   "position; 0 (default) = the whole vocabulary, exact; K < vocabulary = a top-K approximation "
+                   "(entropy a lower bound), named in the traces and results")
+    p.add_argument("--vllm-args", type=_kv, default={}, metavar="k=v,...", help="--scoring vllm: vLLM engine "
+                   "arguments, e.g. max_logprobs=2048,tensor_parallel_size=2,max_model_len=2048")
     p.set_defaults(func=cmd_replay)
+
+
+def _kv(text: str) -> dict[str, Any]:
+    """``k=v,k2=v2`` -> a dict, integers and booleans as such (vLLM's engine arguments are typed)."""
+    out: dict[str, Any] = {}
+    for piece in _csv(text):
+        k, eq, v = piece.partition("=")
+        if not (k and eq):
+            raise argparse.ArgumentTypeError(f"write key=value pairs, got {piece!r}")
+        low = v.strip().lower()
+        out[k.strip()] = (low == "true") if low in ("true", "false") else int(v) if v.strip().lstrip("-").isdigit() \
+            else float(v) if _is_float(v) else v.strip()
+    return out
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -59,9 +88,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.trace_topk < 0:
         raise ValueError(f"--trace-topk must be an integer >= 0, got {args.trace_topk}")
+    if args.scoring != "vllm" and (args.vllm_args or args.scoring_topk):
+        raise ValueError("--vllm-args and --scoring-topk are for --scoring vllm")
+    if args.scoring_topk < 0:
+        raise ValueError(f"--scoring-topk must be an integer >= 0, got {args.scoring_topk}")
     setup = ReplaySetup(args.small, None if args.no_large else args.large, args.output_path, args.draft_lengths,
                         args.dtype, args.device, args.batch_size, args.trust_remote_code, args.trace_topk,
-                        args.rescore_large)
+                        args.rescore_large, args.scoring, args.scoring_topk, args.vllm_args)
     for path in replay(args.system2, setup, args.source):
         print(f"wrote {path}")
         _print_summary(path)

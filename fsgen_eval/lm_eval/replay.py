@@ -16,7 +16,7 @@ import os
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,14 @@ class ReplaySetup:
     trust_remote_code: bool = False
     trace_topk: int = 0  # K > 0: both systems' top-K per token in the Parquet side file, as trace_topk=K
     rescore_large: bool = False  # teacher-force the large model even where System 2's trace has its statistics
+    scoring: str = "transformers"  # or "vllm": teacher-forced passes from vLLM's prompt_logprobs
+    scoring_topk: int = 0  # --scoring vllm: log-probs per position (0 = the whole vocabulary: exact)
+    vllm_args: dict[str, Any] = field(default_factory=dict)  # --scoring vllm: engine arguments (max_logprobs, ...)
+
+    def vllm_spec(self) -> Any:
+        from fsgen_eval.engine.backends.vllm_scorer import ScoringSpec
+
+        return ScoringSpec(self.scoring_topk, dict(self.vllm_args))
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -61,6 +69,15 @@ def check_inputs(run: System2Run, setup: ReplaySetup) -> tuple[Any, dict[str, An
 
     if not setup.smalls:
         raise ValueError("--small names no model")
+    if setup.scoring not in ("transformers", "vllm"):
+        raise ValueError(f"unknown --scoring {setup.scoring!r} (transformers or vllm)")
+    if setup.scoring == "vllm":
+        from fsgen_eval.engine.backends.vllm_scorer import require_vllm
+
+        require_vllm()
+    if run.backend == "vllm" and setup.large is not None and not _same_model(run.model, setup.large):
+        raise ValueError(f"{run.results_path}: System 2's vLLM run is of {run.model}, not --large {setup.large}: "
+                         "its tokens are another model's greedy tokens")
     if any(k < 1 for k in setup.draft_lengths):
         raise ValueError(f"--draft-lengths must be >= 1, got {setup.draft_lengths}")
     toks = {s: load_tokenizer(s, "small", setup.trust_remote_code) for s in setup.smalls}
@@ -70,6 +87,8 @@ def check_inputs(run: System2Run, setup: ReplaySetup) -> tuple[Any, dict[str, An
     if setup.large is not None:
         pair_tokenizers({"small": first, "large": setup.large}, setup.trust_remote_code)
     tok = toks[first]
+    if setup.scoring == "vllm":
+        setup.vllm_spec().check(len(tok))  # a max_logprobs below the K asked for, before any engine starts
     system2_tok = run.model_args.get("tokenizer") or run.model
     try:
         other = load_tokenizer(system2_tok, "System 2", setup.trust_remote_code)
@@ -160,6 +179,20 @@ def _system2_side(run: System2Run, setup: ReplaySetup, own: bool, tok: Any, eos:
     trajs = [rp.Trajectory(r.context_ids, list(r.token_ids or []), len(r.token_ids or []), len(r.token_ids or []),
                            r.max_gen_toks) for r in reqs]
     s2 = [r.model_stats for r in reqs] if own else None
+    if todo and setup.scoring == "vllm":  # the same two steps on a vLLM engine
+        from fsgen_eval.engine.backends import vllm_scorer as vs
+
+        scorer = vs.VLLMScorer.load(setup.large, vocab, setup.vllm_spec(), setup.dtype)
+        try:
+            done, stats = vs.score_and_complete(
+                scorer, [reqs[i].token_ids or [] for i in todo], [reqs[i].context_ids for i in todo], tok, eos,
+                [tuple(reqs[i].until) for i in todo], [reqs[i].max_gen_toks for i in todo], look,
+                0 if own else setup.trace_topk)
+        finally:
+            scorer.close()
+        for i, t in zip(todo, done):
+            trajs[i] = t
+        return trajs, s2 if own else stats
     if todo:  # one scoring pass per batch, the tails decoded from its cache
         large = load_model(setup.large, "large", setup.dtype, setup.device, setup.trust_remote_code)
         done, stats = rp.score_and_complete(
@@ -191,16 +224,36 @@ def replay(folder: Path, setup: ReplaySetup, source: str = "auto") -> list[Path]
                "tails_unknown": sum(not t.tail_known for t in trajs)}
     not_greedy = None if own else _not_greedy(run, trajs, s2)
     written = []
+    if setup.scoring == "vllm":
+        decoded["scoring"] = setup.vllm_spec().describe(vocab)
     for small in setup.smalls:
-        model = load_model(small, "small", setup.dtype, setup.device, setup.trust_remote_code)
-        t0 = time.perf_counter()
-        s1 = rp.score_trajectories(model, trajs, vocab, pad, setup.batch_size, setup.trace_topk)
-        seconds = time.perf_counter() - t0
-        del model
+        s1, seconds = _score_small(small, setup, trajs, vocab, pad)
         written.append(_write_small(run, setup, small, trajs, s1, s2, counts, {"not_large_greedy": not_greedy,
                                     **decoded, "seconds": {"large": round(large_seconds, 3),
                                                            "small": round(seconds, 3)}}))
     return written
+
+
+def _score_small(small: str, setup: ReplaySetup, trajs: list[Any], vocab: int, pad: int
+                 ) -> tuple[list[dict], float]:
+    """System 1's statistics at every trajectory's tokens, on transformers or vLLM, and the seconds the
+    scoring took (the model's load not counted)."""
+    from fsgen_eval.engine import replay as rp
+    from fsgen_eval.engine.pair import load_model
+
+    if setup.scoring == "vllm":
+        from fsgen_eval.engine.backends import vllm_scorer as vs
+
+        scorer = vs.VLLMScorer.load(small, vocab, setup.vllm_spec(), setup.dtype)
+        try:
+            t0 = time.perf_counter()
+            return vs.score_trajectories(scorer, trajs, setup.trace_topk), time.perf_counter() - t0
+        finally:
+            scorer.close()
+    model = load_model(small, "small", setup.dtype, setup.device, setup.trust_remote_code)
+    t0 = time.perf_counter()
+    return rp.score_trajectories(model, trajs, vocab, pad, setup.batch_size, setup.trace_topk), \
+        time.perf_counter() - t0
 
 
 def _not_greedy(run: System2Run, trajs: list[Any], s2: list[dict] | None) -> dict[str, list[int]] | None:
@@ -228,6 +281,8 @@ def _write_small(run: System2Run, setup: ReplaySetup, small: str, trajs: list[An
         trace = rp.oracle_trace(t, a, b)
         meta = {"run_id": run_id, "task": r.task, "doc_id": r.doc_id, "prompt_hash": r.prompt_hash,
                 "request_type": "generate_until", "method": "oracle", "router": "always", "rank": 0}
+        if "scoring" in facts:  # vLLM's scoring, exact or top-K (named in every record, never silently)
+            meta["scoring"] = facts["scoring"]
         rec = make_record(meta, trace, None)
         topk.append({k: rec.pop(k) for k in TOPK_FIELDS if k in rec})
         book.add_record(rec)
@@ -294,6 +349,6 @@ def _spec_info(spec: dict[int, dict[str, list[dict]]]) -> dict[str, Any]:
     out = {}
     for k, per_task in spec.items():
         every = [c for cs in per_task.values() for c in cs]
-        out[str(k)] = {"summary": rp.speculative_profile(every),
-                       "per_task": {t: rp.speculative_profile(cs) for t, cs in sorted(per_task.items())}}
+        out[str(k)] = {"summary": rp.speculative_profile(every, k),
+                       "per_task": {t: rp.speculative_profile(cs, k) for t, cs in sorted(per_task.items())}}
     return {"method": "speculative", "temperature": 0.0, "batch_size": 1, "draft_lengths": out}
