@@ -52,3 +52,15 @@ def test_random_rounds_keep_the_identity_and_the_ordering():
     assert sum(m["per_position_acceptance_rate"]) == pytest.approx(np.mean(flat))
     rates = m["per_position_acceptance_rate"]
     assert all(a >= b for a, b in zip(rates, rates[1:]))  # a later position is accepted only after earlier ones
+
+
+def test_lockstep_metrics_from_trace_records():
+    from fsgen_eval.analysis.speculative import lockstep_metrics
+
+    # two records as the trace file holds them (JSON: -1 written as null)
+    recs = [{"trace": {"accepted": [1, 1, 0, 1, None]}, "drafted_tokens": 4},
+            {"trace": {"accepted": [0, 0]}, "drafted_tokens": 4}]
+    m = lockstep_metrics(recs, k=2)
+    # rounds: [2, 1] and [0, 0]: position 1 accepted in 2 of 4 rounds, position 2 in 1 of 4
+    assert m["per_position_acceptance_rate"] == [0.5, 0.25]
+    assert m["macro_acceptance_rate"] == pytest.approx((3 / 4 + 0) / 2)
