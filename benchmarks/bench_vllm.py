@@ -4,7 +4,7 @@ Parts (``--parts``, comma-separated):
 
 - ``scoring``: the replay's teacher-forced scoring pass of each ``--score-models`` model over System 2's
   generations in ``--system2`` (an lm-eval ``--log_samples`` folder): ``engine.replay.score_trajectories``
-  (transformers) against ``vllm_scorer.score_trajectories`` (vLLM ``prompt_logprobs``, whole vocabulary:
+  (transformers) against ``vllm_backend.score_trajectories`` (vLLM ``prompt_logprobs``, whole vocabulary:
   exact). Timed after each model is loaded; the engine's start is reported apart.
 - ``generation``: System 2's generation for ``--large`` through ``lm_eval --model hf``, ``--model fsgen``
   (the large model as its own System 1, router ``never``) and ``--model vllm`` on the same problems; wall
@@ -46,7 +46,7 @@ def bench_scoring(folder: Path, models: list[str]) -> dict:
     import torch
 
     from fsgen_eval.engine import replay as rp
-    from fsgen_eval.engine.backends import vllm_scorer as vs
+    from fsgen_eval.engine.backends import vllm_backend as vs
     from fsgen_eval.engine.pair import load_model
 
     torch.set_num_threads(1)
@@ -60,7 +60,7 @@ def bench_scoring(folder: Path, models: list[str]) -> dict:
         tf = time.perf_counter() - t0
         del model
         t0 = time.perf_counter()
-        scorer = vs.VLLMScorer.load(m, vocab, vs.ScoringSpec(0, {"max_model_len": 2048}))
+        scorer = vs.VLLMBackend.load(m, vocab, vs.ScoringSpec(0, {"max_model_len": 2048}))
         start = time.perf_counter() - t0
         t0 = time.perf_counter()
         got = vs.score_trajectories(scorer, trajs)

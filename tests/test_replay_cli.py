@@ -211,12 +211,12 @@ def test_bad_input_is_one_line_before_any_model_loads(runs, capsys, no_weights, 
 def test_vllm_scoring_bad_input_is_one_line_before_any_model_loads(runs, capsys, no_weights, monkeypatch):
     """--scoring vllm without vLLM names the extra; with it, a max_logprobs below the vocabulary an exact
     scoring needs (or below --scoring-topk) is refused before an engine starts."""
-    from fsgen_eval.engine.backends import vllm_scorer
+    from fsgen_eval.engine.backends import vllm_backend
 
-    monkeypatch.setattr(vllm_scorer, "vllm_available", lambda: False)
+    monkeypatch.setattr(vllm_backend, "vllm_available", lambda: False)
     assert "fsgen-eval[vllm]" in refused(runs, runs["hf"], capsys, "--scoring", "vllm")
-    monkeypatch.setattr(vllm_scorer, "vllm_available", lambda: True)
-    monkeypatch.setattr(vllm_scorer.VLLMScorer, "load", no_engine)
+    monkeypatch.setattr(vllm_backend, "vllm_available", lambda: True)
+    monkeypatch.setattr(vllm_backend.VLLMBackend, "load", no_engine)
     err = refused(runs, runs["hf"], capsys, "--scoring", "vllm", "--vllm-args", "max_logprobs=5")
     assert "max_logprobs=5" in err and "whole vocabulary" in err
     err = refused(runs, runs["hf"], capsys, "--scoring", "vllm", "--scoring-topk", "50", "--vllm-args",

@@ -98,9 +98,9 @@ def test_cli_refuses_vllm_args_without_vllm(tmp_path, capsys):
 
 def test_cli_refuses_system2_on_vllm_where_vllm_is_not_installed(tmp_path, capsys, monkeypatch):
     """One line naming the extra, before any cell (nothing written under the output folder)."""
-    from fsgen_eval.engine.backends import vllm_scorer
+    from fsgen_eval.engine.backends import vllm_backend
 
-    monkeypatch.setattr(vllm_scorer, "vllm_available", lambda: False)
+    monkeypatch.setattr(vllm_backend, "vllm_available", lambda: False)
     out = tmp_path / "sweep"
     assert main(["sweep", "--family", "micro", "--tasks", "gsm8k", "--output-path", str(out),
                  "--system2-model", "vllm"]) == 2

@@ -137,7 +137,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(sweep.describe(cells, args.output_path, **kw))
         return 0
     if kw["replay"] and args.system2_model == "vllm":  # lm-eval's vllm class runs in this Python
-        from fsgen_eval.engine.backends.vllm_scorer import require_vllm
+        from fsgen_eval.engine.backends.vllm_backend import require_vllm
 
         require_vllm()
     # before any cell starts (not in a dry run: lm-eval's task index takes seconds to build)

@@ -9,6 +9,7 @@ written to a temporary name and renamed; the results file comes last (it marks t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -16,6 +17,7 @@ import os
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,7 @@ class ReplaySetup:
     vllm_args: dict[str, Any] = field(default_factory=dict)  # --scoring vllm: engine arguments (max_logprobs, ...)
 
     def vllm_spec(self) -> Any:
-        from fsgen_eval.engine.backends.vllm_scorer import ScoringSpec
+        from fsgen_eval.engine.backends.vllm_backend import ScoringSpec
 
         return ScoringSpec(self.scoring_topk, dict(self.vllm_args))
 
@@ -72,7 +74,7 @@ def check_inputs(run: System2Run, setup: ReplaySetup) -> tuple[Any, dict[str, An
     if setup.scoring not in ("transformers", "vllm"):
         raise ValueError(f"unknown --scoring {setup.scoring!r} (transformers or vllm)")
     if setup.scoring == "vllm":
-        from fsgen_eval.engine.backends.vllm_scorer import require_vllm
+        from fsgen_eval.engine.backends.vllm_backend import require_vllm
 
         require_vllm()
     if run.backend == "vllm" and setup.large is not None and not _same_model(run.model, setup.large):
@@ -168,7 +170,6 @@ def _system2_side(run: System2Run, setup: ReplaySetup, own: bool, tok: Any, eos:
     at its tokens: from System 2's own trace (``own``), a teacher-forced pass of the large model, or none
     (``--no-large``). The large model is loaded only if it has something to do."""
     from fsgen_eval.engine import replay as rp
-    from fsgen_eval.engine.pair import load_model
 
     reqs, look = run.requests, max(setup.draft_lengths, default=0)
     if setup.large is None:
@@ -179,26 +180,12 @@ def _system2_side(run: System2Run, setup: ReplaySetup, own: bool, tok: Any, eos:
     trajs = [rp.Trajectory(r.context_ids, list(r.token_ids or []), len(r.token_ids or []), len(r.token_ids or []),
                            r.max_gen_toks) for r in reqs]
     s2 = [r.model_stats for r in reqs] if own else None
-    if todo and setup.scoring == "vllm":  # the same two steps on a vLLM engine
-        from fsgen_eval.engine.backends import vllm_scorer as vs
-
-        scorer = vs.VLLMScorer.load(setup.large, vocab, setup.vllm_spec(), setup.dtype)
-        try:
-            done, stats = vs.score_and_complete(
-                scorer, [reqs[i].token_ids or [] for i in todo], [reqs[i].context_ids for i in todo], tok, eos,
+    if todo:  # one scoring pass per batch, and the tails
+        with _backend(setup, setup.large, "large", vocab) as large:
+            done, stats = _steps(setup, vocab, pad)[1](
+                large, [reqs[i].token_ids or [] for i in todo], [reqs[i].context_ids for i in todo], tok, eos,
                 [tuple(reqs[i].until) for i in todo], [reqs[i].max_gen_toks for i in todo], look,
                 0 if own else setup.trace_topk)
-        finally:
-            scorer.close()
-        for i, t in zip(todo, done):
-            trajs[i] = t
-        return trajs, s2 if own else stats
-    if todo:  # one scoring pass per batch, the tails decoded from its cache
-        large = load_model(setup.large, "large", setup.dtype, setup.device, setup.trust_remote_code)
-        done, stats = rp.score_and_complete(
-            large, [reqs[i].token_ids or [] for i in todo], [reqs[i].context_ids for i in todo], tok, eos,
-            [tuple(reqs[i].until) for i in todo], [reqs[i].max_gen_toks for i in todo], vocab, pad, look,
-            setup.batch_size, 0 if own else setup.trace_topk)
         for i, t in zip(todo, done):
             trajs[i] = t
         s2 = s2 if own else stats
@@ -207,9 +194,6 @@ def _system2_side(run: System2Run, setup: ReplaySetup, own: bool, tok: Any, eos:
 
 def replay(folder: Path, setup: ReplaySetup, source: str = "auto") -> list[Path]:
     """Replay System 2's run in ``folder`` for every System 1; returns the results files written."""
-    from fsgen_eval.engine import replay as rp
-    from fsgen_eval.engine.pair import load_model
-
     run = read_system2_run(folder, source)
     tok, counts, _ = check_inputs(run, setup)  # everything checked before a weight is read
     vocab, pad = len(tok), tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
@@ -234,26 +218,52 @@ def replay(folder: Path, setup: ReplaySetup, source: str = "auto") -> list[Path]
     return written
 
 
-def _score_small(small: str, setup: ReplaySetup, trajs: list[Any], vocab: int, pad: int
-                 ) -> tuple[list[dict], float]:
-    """System 1's statistics at every trajectory's tokens, on transformers or vLLM, and the seconds the
-    scoring took (the model's load not counted)."""
-    from fsgen_eval.engine import replay as rp
+@contextlib.contextmanager
+def _backend(setup: ReplaySetup, name: str, role: str, vocab: int) -> Iterator[Any]:
+    """``name`` loaded for ``--scoring``: a transformers model (the engine wraps it in its
+    ``TransformersBackend``) or vLLM's scoring-only backend (``engine.backends.vllm_backend``), closed after."""
+    if setup.scoring == "vllm":
+        from fsgen_eval.engine.backends.vllm_backend import VLLMBackend
+
+        backend = VLLMBackend.load(name, vocab, setup.vllm_spec(), setup.dtype)
+        try:
+            yield backend
+        finally:
+            backend.close()
+        return
     from fsgen_eval.engine.pair import load_model
 
-    if setup.scoring == "vllm":
-        from fsgen_eval.engine.backends import vllm_scorer as vs
+    yield load_model(name, role, setup.dtype, setup.device, setup.trust_remote_code)
 
-        scorer = vs.VLLMScorer.load(small, vocab, setup.vllm_spec(), setup.dtype)
-        try:
-            t0 = time.perf_counter()
-            return vs.score_trajectories(scorer, trajs, setup.trace_topk), time.perf_counter() - t0
-        finally:
-            scorer.close()
-    model = load_model(small, "small", setup.dtype, setup.device, setup.trust_remote_code)
-    t0 = time.perf_counter()
-    return rp.score_trajectories(model, trajs, vocab, pad, setup.batch_size, setup.trace_topk), \
-        time.perf_counter() - t0
+
+def _steps(setup: ReplaySetup, vocab: int, pad: int) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The replay's two steps for ``--scoring``'s backend, one signature for both:
+    ``score_trajectories(model, trajs, topk)`` and ``score_and_complete(model, given, prompts, tokenizer, eos,
+    stops, max_new, lookahead, topk)``."""
+    if setup.scoring == "vllm":
+        from fsgen_eval.engine.backends import vllm_backend as vs
+
+        return vs.score_trajectories, vs.score_and_complete
+    from fsgen_eval.engine import replay as rp
+
+    def score(model: Any, trajs: Any, topk: int) -> Any:
+        return rp.score_trajectories(model, trajs, vocab, pad, setup.batch_size, topk)
+
+    def score_and_complete(model: Any, given: Any, prompts: Any, tok: Any, eos: Any, stops: Any, max_new: Any,
+                           look: int, topk: int) -> Any:
+        return rp.score_and_complete(model, given, prompts, tok, eos, stops, max_new, vocab, pad, look,
+                                     setup.batch_size, topk)
+
+    return score, score_and_complete
+
+
+def _score_small(small: str, setup: ReplaySetup, trajs: list[Any], vocab: int, pad: int
+                 ) -> tuple[list[dict], float]:
+    """System 1's statistics at every trajectory's tokens on ``--scoring``'s backend, and the seconds the
+    scoring took (the model's load not counted)."""
+    with _backend(setup, small, "small", vocab) as model:
+        t0 = time.perf_counter()
+        return _steps(setup, vocab, pad)[0](model, trajs, setup.trace_topk), time.perf_counter() - t0
 
 
 def _not_greedy(run: System2Run, trajs: list[Any], s2: list[dict] | None) -> dict[str, list[int]] | None:

@@ -8,17 +8,20 @@ comes with the one generated token (``logprobs=K``, ``max_tokens=1``). ``K`` is 
 over the tokenizer's ``V`` ids, as the transformers path cuts the logits to them) — and as a top-``K``
 approximation otherwise: ids outside the top ``K`` are ``-inf``, so ``argmax``, ``top1_prob`` and ``margin``
 stay exact (``K >= 2``) but the entropy is summed over ``K`` tokens only: a **lower bound** of the true one
-(every term ``-p log p`` is non-negative). :attr:`VLLMScorer.exact` says which.
+(every term ``-p log p`` is non-negative). :attr:`VLLMBackend.exact` says which.
 
-:class:`VLLMScorer` has the engine backend seam's ``score(ids, mask, positions) -> [B, T, V]`` and
-``exact``; :func:`score_trajectories` and :func:`score_and_complete` are the replay's two scoring steps
-(``engine.replay``'s functions of the same names) on it. ``vllm`` is imported only when a scorer is built.
+:class:`VLLMBackend` is a scoring-only backend of the engine's seam (``engine.backend.Backend``):
+``score(ids, mask, positions) -> [B, T, V]``, ``vocab_size``, ``exact``; the decoding methods (``advance``,
+``select``, ``rewind``, ``compact``) refuse in one line, since vLLM keeps its KV cache to itself (System 2's
+decoding on vLLM is ``lm_eval --model vllm``'s). :func:`score_trajectories` and :func:`score_and_complete`
+are the replay's two scoring steps (``engine.replay``'s functions of the same names) on it; replay chooses it
+with ``--scoring vllm``. ``vllm`` is imported only when a backend is built.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,26 +80,53 @@ class ScoringSpec:
                 **({} if k == vocab else {"approximation": APPROXIMATION.format(k=k, v=vocab)})}
 
 
-class VLLMScorer:
-    """One model on a vLLM engine, scored teacher-forced from ``prompt_logprobs``.
+DECODE_REFUSED = ("the vLLM backend only scores (prompt_logprobs): {what} needs a KV cache vLLM keeps to itself; "
+                  "decode System 2 on vLLM with `lm_eval --model vllm` (or `fsgen-eval sweep --system2-model vllm`) "
+                  "and replay it")
 
-    ``exact``: ``K`` covers the vocabulary, so :meth:`score` is the model's whole distribution.
-    """
 
-    def __init__(self, llm: Any, vocab: int, k: int):
-        self.llm, self.vocab, self.k = llm, vocab, k
+class VLLMBackend:
+    """One model on a vLLM engine, scored teacher-forced from ``prompt_logprobs``: the engine seam's scoring
+    side. ``exact``: ``K`` covers the vocabulary, so :meth:`score` is the model's whole distribution."""
+
+    fed = 0  # no cache this side of vLLM
+    device = torch.device("cpu")  # where score()'s inputs and outputs live (vLLM places the model itself)
+
+    def __init__(self, llm: Any, vocab: int, k: int, sampling: Callable[..., Any]):
+        """``llm``: a ``vllm.LLM``; ``vocab``: the tokenizer's V; ``k``: log-probs asked per position;
+        ``sampling``: ``vllm.SamplingParams`` (passed in, so the conversion is testable without vLLM)."""
+        self.llm, self.vocab_size, self.k, self.sampling = llm, vocab, k, sampling
         self.exact = k >= vocab
 
+    # ---- the seam's decoding methods: refused, one line each
+    def empty(self) -> "VLLMBackend":
+        return self  # stateless: nothing cached
+
+    def advance(self, tokens: Tensor, mask: Tensor, positions: Tensor, keep: int) -> Tensor:
+        raise NotImplementedError(DECODE_REFUSED.format(what="advance (cached decoding)"))
+
+    def select(self, rows: Tensor) -> None:
+        raise NotImplementedError(DECODE_REFUSED.format(what="select (keeping cache rows)"))
+
+    def rewind(self, length: int) -> None:
+        raise NotImplementedError(DECODE_REFUSED.format(what="rewind (dropping cached columns)"))
+
+    def compactable(self) -> bool:
+        return False
+
+    def compact(self, index: Tensor) -> None:
+        raise NotImplementedError(DECODE_REFUSED.format(what="compact (gathering cached columns)"))
+
     @classmethod
-    def load(cls, model: str, vocab: int, spec: ScoringSpec, dtype: str = "float32") -> VLLMScorer:
+    def load(cls, model: str, vocab: int, spec: ScoringSpec, dtype: str = "float32") -> VLLMBackend:
         """Build the engine (``max_logprobs`` defaults to the ``K`` needed); refuses a lower cap first."""
         require_vllm()
         spec.check(vocab)
-        from vllm import LLM
+        from vllm import LLM, SamplingParams
 
         k = spec.k(vocab)
         args = {"dtype": dtype, "enforce_eager": True, "max_logprobs": k, **spec.engine_args}
-        return cls(LLM(model=model, **args), vocab, k)
+        return cls(LLM(model=model, **args), vocab, k, SamplingParams)
 
     def close(self) -> None:
         """Stop the engine's processes (public ``shutdown`` where this vLLM has it)."""
@@ -107,10 +137,8 @@ class VLLMScorer:
         self.llm = None
 
     def _params(self, max_tokens: int = 1, **kw: Any) -> Any:
-        from vllm import SamplingParams
-
         # raw log-probs of the model (temperature 1); detokenize=False: no text for K ids per position
-        return SamplingParams(temperature=0.0, max_tokens=max_tokens, detokenize=False, **kw)
+        return self.sampling(temperature=0.0, max_tokens=max_tokens, detokenize=False, **kw)
 
     def score_rows(self, seqs: Sequence[Sequence[int]], keep: Sequence[int] | None = None) -> list[Tensor]:
         """Per sequence ``[n, V]`` log-probs of the next token at its last ``n`` = ``keep[b]`` positions (all
@@ -128,9 +156,9 @@ class VLLMScorer:
 
     def _dense(self, dists: Sequence[dict[int, Any]]) -> Tensor:
         """``[n, V]`` from ``{token_id: Logprob}`` dicts: filled from the top ``K``, ``-inf`` elsewhere."""
-        out = torch.full((len(dists), self.vocab), -math.inf, dtype=torch.float32)
+        out = torch.full((len(dists), self.vocab_size), -math.inf, dtype=torch.float32)
         for t, d in enumerate(dists):
-            ids = [i for i in d if i < self.vocab]  # a model's padded embedding rows are no token
+            ids = [i for i in d if i < self.vocab_size]  # a model's padded embedding rows are no token
             out[t, ids] = torch.tensor([d[i].logprob for i in ids], dtype=torch.float32)
         if self.exact:  # over the tokenizer's ids, as the transformers path cuts the logits to them
             out = out.log_softmax(-1)
@@ -142,7 +170,7 @@ class VLLMScorer:
         real token), so they are not needed."""
         mask = torch.ones_like(ids) if mask is None else mask
         seqs = [row[m.bool()].tolist() for row, m in zip(ids, mask)]
-        out = torch.full((*ids.shape, self.vocab), -math.inf, dtype=torch.float32)
+        out = torch.full((*ids.shape, self.vocab_size), -math.inf, dtype=torch.float32)
         for b, (dense, m) in enumerate(zip(self.score_rows(seqs), mask)):
             out[b, m.bool()] = dense
         return out
@@ -151,10 +179,8 @@ class VLLMScorer:
                stops: Sequence[Sequence[str]] = (), eos: Sequence[int] = ()) -> list[list[int]]:
         """Greedy continuations (at most ``max_tokens[b]``; vLLM stops early at an EOS id or once a stop
         string appears, keeping it), in one batch."""
-        from vllm import SamplingParams
-
         todo = [b for b, m in enumerate(max_tokens) if m > 0]
-        params = [SamplingParams(temperature=0.0, max_tokens=int(max_tokens[b]), stop=list(stops[b]) if stops else None,
+        params = [self.sampling(temperature=0.0, max_tokens=int(max_tokens[b]), stop=list(stops[b]) if stops else None,
                                  include_stop_str_in_output=True, stop_token_ids=list(eos), ignore_eos=False)
                   for b in todo]
         outs = self.llm.generate([{"prompt_token_ids": list(prompts[b])} for b in todo], params, use_tqdm=False) \
@@ -177,7 +203,7 @@ def _row_stats(logp: Tensor, topk: int) -> dict[str, np.ndarray]:
     return out
 
 
-def score_trajectories(scorer: VLLMScorer, trajs: Sequence[Trajectory], topk: int = 0,
+def score_trajectories(scorer: VLLMBackend, trajs: Sequence[Trajectory], topk: int = 0,
                        batch_size: int = 64) -> list[dict[str, np.ndarray]]:
     """``engine.replay.score_trajectories`` on vLLM: each trajectory's statistics ``{field: [len(tokens)]}``.
 
@@ -194,7 +220,7 @@ def score_trajectories(scorer: VLLMScorer, trajs: Sequence[Trajectory], topk: in
     return out
 
 
-def complete_all(scorer: VLLMScorer, given: Sequence[Sequence[int]], prompts: Sequence[Sequence[int]],
+def complete_all(scorer: VLLMBackend, given: Sequence[Sequence[int]], prompts: Sequence[Sequence[int]],
                  tokenizer: Any, eos: Sequence[int], stops: Sequence[tuple[str, ...]], max_new: Sequence[int],
                  lookahead: int = 0) -> list[Trajectory]:
     """``engine.replay.complete`` of every generation with the large model on vLLM: greedy tokens after the
@@ -220,7 +246,7 @@ def complete_all(scorer: VLLMScorer, given: Sequence[Sequence[int]], prompts: Se
     return out
 
 
-def score_and_complete(scorer: VLLMScorer, given: Sequence[Sequence[int]], prompts: Sequence[Sequence[int]],
+def score_and_complete(scorer: VLLMBackend, given: Sequence[Sequence[int]], prompts: Sequence[Sequence[int]],
                        tokenizer: Any, eos: Sequence[int], stops: Sequence[tuple[str, ...]], max_new: Sequence[int],
                        lookahead: int = 0, topk: int = 0) -> tuple[list[Trajectory], list[dict[str, np.ndarray]]]:
     """``engine.replay.score_and_complete`` on vLLM: every trajectory completed, and the large model's
