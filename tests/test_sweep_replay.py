@@ -109,6 +109,30 @@ def test_cli_refuses_system2_on_vllm_where_vllm_is_not_installed(tmp_path, capsy
     assert not out.exists()
 
 
+def test_cli_scoring_vllm_goes_to_every_replay_and_bad_scoring_input_is_one_line(tmp_path, capsys, monkeypatch):
+    """--scoring vllm (with its top-K and engine arguments) is appended to each group's replay command; the
+    scoring options without it, with --no-replay, or a max_logprobs below the vocabulary an exact scoring
+    needs are refused in one line before any cell (nothing written)."""
+    from fsgen_eval.engine.backends import vllm_backend
+
+    base = ["sweep", "--family", "micro", "--models", "micro-xs,micro-s", "--tasks", "gsm8k"]
+    assert main([*base, "--output-path", str(tmp_path), "--dry-run", "--scoring", "vllm",
+                 "--scoring-vllm-args", "max_model_len=2048,tensor_parallel_size=1"]) == 0
+    replays = [line for line in capsys.readouterr().out.splitlines() if " replay " in line]
+    assert replays and all(line.endswith("--scoring vllm --scoring-topk 0 --vllm-args "
+                                         "max_model_len=2048,tensor_parallel_size=1") for line in replays)
+    monkeypatch.setattr(vllm_backend, "vllm_available", lambda: True)
+    out = tmp_path / "sweep"
+    for extra, words in ((["--scoring-topk", "20"], "are for --scoring vllm"),
+                         (["--scoring", "vllm", "--no-replay"], "cannot go with --no-replay"),
+                         (["--scoring", "vllm", "--scoring-vllm-args", "max_logprobs=20"],
+                          "max_logprobs=20 is below the whole vocabulary (2048)")):
+        assert main([*base, "--output-path", str(out), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and len(err.splitlines()) == 1, err
+        assert not out.exists()
+
+
 def test_cli_dry_run_shows_replay_groups(tmp_path, capsys):
     assert main(["sweep", "--family", "micro", "--tasks", "gsm8k", "--output-path", str(tmp_path), "--dry-run"]) == 0
     text = capsys.readouterr().out

@@ -53,30 +53,32 @@ def register(sub: Any) -> None:
     p.add_argument("--scoring-topk", type=int, default=0, metavar="K", help="--scoring vllm: log-probs per "
                    "position; 0 (default) = the whole vocabulary, exact; K < vocabulary = a top-K approximation "
                    "(entropy a lower bound), named in the traces and results")
-    p.add_argument("--vllm-args", type=_kv, default={}, metavar="k=v,...", help="--scoring vllm: vLLM engine "
+    p.add_argument("--vllm-args", type=vllm_args, default={}, metavar="k=v,...", help="--scoring vllm: vLLM engine "
                    "arguments, e.g. max_logprobs=2048,tensor_parallel_size=2,max_model_len=2048")
     p.set_defaults(func=cmd_replay)
 
 
-def _kv(text: str) -> dict[str, Any]:
-    """``k=v,k2=v2`` -> a dict, integers and booleans as such (vLLM's engine arguments are typed)."""
-    out: dict[str, Any] = {}
-    for piece in _csv(text):
-        k, eq, v = piece.partition("=")
-        if not (k and eq):
-            raise argparse.ArgumentTypeError(f"write key=value pairs, got {piece!r}")
-        low = v.strip().lower()
-        out[k.strip()] = (low == "true") if low in ("true", "false") else int(v) if v.strip().lstrip("-").isdigit() \
-            else float(v) if _is_float(v) else v.strip()
-    return out
+def vllm_args(text: str) -> dict[str, Any]:
+    """``k=v,k2=v2`` (core.runs' one parser) -> a dict, integers, floats and booleans as such (vLLM's engine
+    arguments are typed)."""
+    from fsgen_eval.core.runs import parse_model_args
 
-
-def _is_float(text: str) -> bool:
     try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+        raw = parse_model_args(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    # only true/false are booleans here: 1 and 0 are sizes (tensor_parallel_size=1)
+    return {k: v.lower() == "true" if v.lower() in ("true", "false") else _number(v) for k, v in raw.items()}
+
+
+def _number(text: str) -> int | float | str:
+    """``text`` as an int, else a float, else itself."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

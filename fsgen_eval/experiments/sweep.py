@@ -328,13 +328,13 @@ def check_jobs(jobs: int, devices: list[str] | None, model_args_extra: str = "")
 def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runner, progress: bool = True,
               jobs: int = 1, devices: list[str] | None = None, replay: bool = False, system2_model: str = "fsgen",
               vllm_args: dict[str, str] | None = None, draft_lengths: list[int] | None = None,
-              **command_kw) -> SweepOutcome:
+              replay_args: tuple[str, ...] = (), **command_kw) -> SweepOutcome:
     """Run every unfinished cell (a cell with a ``results_*.json`` is skipped), ``jobs`` at a time, with a
     progress bar. With ``devices`` (one per job), a running cell's model_args get ``device=<its device>``.
 
     ``replay``: oracle/``always`` cells are made by one System 2 run per (large, task) with lm-eval's
     ``system2_model`` class and one ``fsgen-eval replay`` of their small models (:func:`run_replay_group`);
-    other cells run lockstep as before."""
+    other cells run lockstep as before; ``replay_args`` (e.g. ``--scoring vllm``) go to every replay."""
     from tqdm import tqdm
 
     check_jobs(jobs, devices, command_kw.get("model_args_extra", ""))
@@ -361,7 +361,8 @@ def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runn
             if isinstance(work, Cell):
                 done = [(work, run_cell(work, out_dir, runner, unfinished_only=True, **kw))]
             else:
-                done = run_replay_group(*work, out_dir, runner, system2_model, vllm_args, draft_lengths, **kw)
+                done = run_replay_group(*work, out_dir, runner, system2_model, vllm_args, draft_lengths, replay_args,
+                                        **kw)
         except BaseException:
             stop.set()
             raise
@@ -398,7 +399,8 @@ def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runn
 
 
 def describe(cells: list[Cell], out_dir: Path, replay: bool = False, system2_model: str = "fsgen",
-             vllm_args: dict[str, str] | None = None, draft_lengths: list[int] | None = None, **command_kw) -> str:
+             vllm_args: dict[str, str] | None = None, draft_lengths: list[int] | None = None,
+             replay_args: tuple[str, ...] = (), **command_kw) -> str:
     """The grid as text (for ``--dry-run``): one line per cell with its state and command; with ``replay``,
     one System 2 run per (large, task) and the replay that makes its cells."""
     lines = [f"{len(cells)} cells"]
@@ -412,7 +414,7 @@ def describe(cells: list[Cell], out_dir: Path, replay: bool = False, system2_mod
         lines += [f"[{'todo' if c in todo else 'done'}] {c.relpath} (replayed)" for c in members]
         if todo:
             cmd = replay_command(s2, [c.small for c in todo], job.large, out_dir / "_replay",
-                                 command_kw.get("model_args_extra", ""), draft_lengths)
+                                 command_kw.get("model_args_extra", ""), draft_lengths, replay_args)
             lines.append(f"    {' '.join(cmd)}")
     for c in cells:
         if c in [m for ms in groups.values() for m in ms]:
@@ -494,8 +496,9 @@ def replay_model_args(model_args_extra: str) -> dict[str, str]:
 
 
 def replay_command(system2_folder: Path, smalls: list[str], large: str, output: Path, model_args_extra: str = "",
-                   draft_lengths: list[int] | None = None) -> list[str]:
-    """``fsgen-eval replay`` of every small model on System 2's run, dtype/device/batch size as the cells'."""
+                   draft_lengths: list[int] | None = None, replay_args: tuple[str, ...] = ()) -> list[str]:
+    """``fsgen-eval replay`` of every small model on System 2's run, dtype/device/batch size as the cells',
+    then ``replay_args`` (the scoring backend: ``--scoring vllm ...``)."""
     kv = replay_model_args(model_args_extra)
     cmd = [sys.executable, "-m", "fsgen_eval.cli", "replay", str(system2_folder), "--small", ",".join(smalls),
            "--large", large, "-o", str(output), "--dtype", kv.get("dtype", "float32"),
@@ -504,7 +507,7 @@ def replay_command(system2_folder: Path, smalls: list[str], large: str, output: 
         cmd += ["--batch-size", kv["batch_size"]]
     if draft_lengths:
         cmd += ["--draft-lengths", ",".join(map(str, draft_lengths))]
-    return cmd
+    return cmd + list(replay_args)
 
 
 def _results_folder(folder: Path) -> Path:
@@ -525,7 +528,8 @@ def run_system2(job: System2Job, out_dir: Path, runner: Runner, **command_kw) ->
 
 def run_replay_group(job: System2Job, cells: list[Cell], out_dir: Path, runner: Runner,
                      system2_model: str = "fsgen", vllm_args: dict[str, str] | None = None,
-                     draft_lengths: list[int] | None = None, **command_kw) -> list[tuple[Cell, str | None]]:
+                     draft_lengths: list[int] | None = None, replay_args: tuple[str, ...] = (),
+                     **command_kw) -> list[tuple[Cell, str | None]]:
     """System 2 once for ``job``, then one replay of every unfinished cell's small model; each cell's folder
     gets its ``<small>__<large>`` run by a rename (a killed replay leaves only a ``.tmp`` folder).
 
@@ -556,13 +560,14 @@ def run_replay_group(job: System2Job, cells: list[Cell], out_dir: Path, runner: 
             else:
                 mine.append(c)
         if mine:
-            out += _replay_locked(job, mine, out_dir, runner, system2_model, vllm_args, draft_lengths, **command_kw)
+            out += _replay_locked(job, mine, out_dir, runner, system2_model, vllm_args, draft_lengths, replay_args,
+                                  **command_kw)
     return out
 
 
 def _replay_locked(job: System2Job, todo: list[Cell], out_dir: Path, runner: Runner, system2_model: str,
                    vllm_args: dict[str, str] | None, draft_lengths: list[int] | None,
-                   **command_kw) -> list[tuple[Cell, str | None]]:
+                   replay_args: tuple[str, ...] = (), **command_kw) -> list[tuple[Cell, str | None]]:
     """:func:`run_replay_group`'s work once every lock is held."""
     from fsgen_eval.lm_eval.args import pair_name
 
@@ -575,7 +580,7 @@ def _replay_locked(job: System2Job, todo: list[Cell], out_dir: Path, runner: Run
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     argv = replay_command(_results_folder(out_dir / job.relpath), [c.small for c in todo], job.large, tmp,
-                          command_kw.get("model_args_extra", ""), draft_lengths)
+                          command_kw.get("model_args_extra", ""), draft_lengths, replay_args)
     rc = runner(argv, tmp)
     out: list[tuple[Cell, str | None]] = []
     for c in todo:
