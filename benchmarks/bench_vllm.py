@@ -8,11 +8,17 @@ Parts (``--parts``, comma-separated):
   exact). Timed after each model is loaded; the engine's start is reported apart.
 - ``generation``: System 2's generation for ``--large`` through ``lm_eval --model hf``, ``--model fsgen``
   (the large model as its own System 1, router ``never``) and ``--model vllm`` on the same problems; wall
-  seconds of each lm-eval process (model loading included, reported beside).
+  seconds of each lm-eval process (model loading and vLLM's engine start included).
+- ``sweep``: the replaying sweep (oracle/``always``, ``--sweep-models``, GSM8K and MBPP, ``--limit``) with
+  System 2 in this project's loop (``--system2-model fsgen``) and on vLLM (``--system2-model vllm``), each
+  into a fresh folder, one after the other; wall seconds of each and their ratio, and from each sweep's files
+  the share of scoring (every replay's ``seconds``: System 1's scoring pass plus the large model's tails or
+  teacher-forced pass) against System 2's generation (lm-eval's ``total_evaluation_time_seconds`` of each
+  ``_system2`` run, model loading included).
 
 Run from the vLLM venv (docs/vllm.md), with a ``__main__`` guard (vLLM spawns its engine processes)::
 
-    python benchmarks/bench_vllm.py --parts scoring --system2 runs/s2 --score-models models/micro/micro-s \\
+    python benchmarks/bench_vllm.py --parts sweep,generation,scoring --limit 8 \\
         --write benchmarks/results/vllm.json
 """
 
@@ -99,27 +105,80 @@ def bench_generation(large: str, limit: int, max_gen_toks: int, out_dir: Path) -
     return out
 
 
+def sweep_share(folder: Path) -> dict:
+    """From a finished replaying sweep: System 2's generation seconds (lm-eval's own total of each
+    ``_system2`` run), the replays' scoring seconds (``replay.seconds``: small + large) and their ratio."""
+    from fsgen_eval.analysis.files import find_runs
+
+    gen = sum(json.loads(p.read_text())["total_evaluation_time_seconds"]
+              for p in (folder / "_system2").rglob("results_*.json"))
+    runs = [r for r in find_runs([folder]) if r.fsgen is not None and r.fsgen.replay]
+    small = sum(r.fsgen.replay["seconds"]["small"] for r in runs)
+    large = sum(r.fsgen.replay["seconds"]["large"] for r in runs)
+    return {"system2_generation_s": gen, "scoring_small_s": small, "scoring_large_s": large, "cells": len(runs),
+            "scoring_over_generation": (small + large) / gen}
+
+
+def bench_sweep(models: str, limit: int, out_dir: Path) -> dict:
+    """The replaying sweep with System 2 in this project's loop and on vLLM, one after the other."""
+    import shutil
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", VLLM_CPU_KVCACHE_SPACE="1", HF_ALLOW_CODE_EVAL="1",
+               PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")
+    out = {}
+    for s2 in ("fsgen", "vllm"):
+        folder = out_dir / f"sweep-{s2}"
+        shutil.rmtree(folder, ignore_errors=True)
+        cmd = [sys.executable, "-m", "fsgen_eval.cli", "sweep", "--family", "micro", "--models", models,
+               "--methods", "oracle", "--routers", "always", "--tasks", "gsm8k,mbpp", "--limit", str(limit),
+               "--output-path", str(folder), "--system2-model", s2, "--draft-lengths", "1,2,3,4,5,6,7,8",
+               "--model-args-extra", "dtype=float32,batch_size=8",
+               "--lm-eval-args", "--num_fewshot 3 --confirm_run_unsafe_code"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"sweep {s2} exited {proc.returncode}: {proc.stderr[-2000:]}")
+        out[s2] = {"wall_s": wall, **sweep_share(folder)}
+        print(f"sweep, System 2 on {s2}: {wall:.1f} s; scoring / System 2 generation "
+              f"{out[s2]['scoring_over_generation']:.3f}", flush=True)
+    out["vllm_over_fsgen"] = out["vllm"]["wall_s"] / out["fsgen"]["wall_s"]
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--parts", default="scoring")
+    p.add_argument("--parts", default="sweep,generation,scoring")
     p.add_argument("--system2", type=Path, help="scoring: System 2's lm-eval --log_samples folder")
-    p.add_argument("--score-models", default="models/micro/micro-s")
+    p.add_argument("--score-models", default="models/micro/micro-s,models/micro/micro-l")
     p.add_argument("--large", default="models/micro/micro-xl")
     p.add_argument("--limit", type=int, default=8)
     p.add_argument("--max-gen-toks", type=int, default=64)
-    p.add_argument("--work", type=Path, default=Path("/tmp/bench_vllm"))
+    p.add_argument("--sweep-models", default="micro-s,micro-l,micro-xl")
+    p.add_argument("--work", type=Path, default=REPO / "runs" / "bench-vllm")
     p.add_argument("--write", type=Path, help="write the unrounded figures to this JSON file")
     a = p.parse_args()
-    result = {"machine": f"{os.cpu_count()} CPU cores, one thread per job", "parts": {}}
-    if "scoring" in a.parts:
-        result["parts"]["scoring"] = {"system2": str(a.system2), **bench_scoring(a.system2, a.score_models.split(","))}
-    if "generation" in a.parts:
-        result["parts"]["generation"] = {"large": a.large, "limit": a.limit, "max_gen_toks": a.max_gen_toks,
-                                         **bench_generation(a.large, a.limit, a.max_gen_toks, a.work)}
-    if a.write:
-        a.write.parent.mkdir(parents=True, exist_ok=True)
-        a.write.write_text(json.dumps(result, indent=2) + "\n")
+    result = {"machine": f"{os.cpu_count()} CPU cores shared with other sessions (loaded), one thread per job",
+              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "parts": {}}
 
+    def keep(name: str, value: dict) -> None:  # written after each part: a later crash loses nothing finished
+        result["parts"][name] = value
+        if a.write:
+            a.write.parent.mkdir(parents=True, exist_ok=True)
+            a.write.write_text(json.dumps(result, indent=2) + "\n")
+
+    parts = a.parts.split(",")
+    if "sweep" in parts:
+        keep("sweep", {"models": a.sweep_models, "limit": a.limit, **bench_sweep(a.sweep_models, a.limit, a.work)})
+    if "generation" in parts:
+        keep("generation", {"large": a.large, "limit": a.limit, "max_gen_toks": a.max_gen_toks,
+                            **bench_generation(a.large, a.limit, a.max_gen_toks, a.work)})
+    if "scoring" in parts:
+        # default: the vLLM System 2 runs of the sweep part's largest model (GSM8K and MBPP)
+        folders = [a.system2] if a.system2 else sorted(
+            p.parent for p in (a.work / "sweep-vllm" / "_system2").glob(f"{Path(a.large).name}/*/*/results_*.json"))
+        keep("scoring", {str(f.relative_to(a.work) if a.system2 is None else f):
+                         bench_scoring(f, a.score_models.split(",")) for f in folders})
 
 if __name__ == "__main__":
     main()
