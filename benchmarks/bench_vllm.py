@@ -9,6 +9,7 @@ Parts (``--parts``, comma-separated):
 - ``generation``: System 2's generation for ``--large`` through ``lm_eval --model hf``, ``--model fsgen``
   (the large model as its own System 1, router ``never``) and ``--model vllm`` on the same problems; wall
   seconds of each lm-eval process (model loading and vLLM's engine start included).
+- ``share``: the same share from a replaying sweep already finished (``--share-folder``).
 - ``sweep``: the replaying sweep (oracle/``always``, ``--sweep-models``, GSM8K and MBPP, ``--limit``) with
   System 2 in this project's loop (``--system2-model fsgen``) and on vLLM (``--system2-model vllm``), each
   into a fresh folder, one after the other; wall seconds of each and their ratio, and from each sweep's files
@@ -113,7 +114,7 @@ def sweep_share(folder: Path) -> dict:
     ``_system2`` run), the replays' scoring seconds (``replay.seconds``: small + large) and their ratio."""
     from fsgen_eval.analysis.files import find_runs
 
-    gen = sum(json.loads(p.read_text())["total_evaluation_time_seconds"]
+    gen = sum(float(json.loads(p.read_text())["total_evaluation_time_seconds"])  # lm-eval writes a string
               for p in (folder / "_system2").rglob("results_*.json"))
     runs = [r for r in find_runs([folder]) if r.fsgen is not None and r.fsgen.replay]
     small = sum(r.fsgen.replay["seconds"]["small"] for r in runs)
@@ -122,7 +123,7 @@ def sweep_share(folder: Path) -> dict:
             "scoring_over_generation": (small + large) / gen}
 
 
-def bench_sweep(models: str, limit: int, out_dir: Path) -> dict:
+def bench_sweep(models: str, limit: int, out_dir: Path, tasks: str = "gsm8k,mbpp") -> dict:
     """The replaying sweep with System 2 in this project's loop and on vLLM, one after the other."""
     import shutil
 
@@ -133,7 +134,7 @@ def bench_sweep(models: str, limit: int, out_dir: Path) -> dict:
         folder = out_dir / f"sweep-{s2}"
         shutil.rmtree(folder, ignore_errors=True)
         cmd = [sys.executable, "-m", "fsgen_eval.cli", "sweep", "--family", "micro", "--models", models,
-               "--methods", "oracle", "--routers", "always", "--tasks", "gsm8k,mbpp", "--limit", str(limit),
+               "--methods", "oracle", "--routers", "always", "--tasks", tasks, "--limit", str(limit),
                "--output-path", str(folder), "--system2-model", s2, "--draft-lengths", "1,2,3,4,5,6,7,8",
                "--model-args-extra", "dtype=float32,batch_size=8",
                "--lm-eval-args", "--num_fewshot 3 --confirm_run_unsafe_code"]
@@ -158,6 +159,8 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=8)
     p.add_argument("--max-gen-toks", type=int, default=64)
     p.add_argument("--sweep-models", default="micro-s,micro-l,micro-xl")
+    p.add_argument("--sweep-tasks", default="gsm8k,mbpp")
+    p.add_argument("--share-folder", type=Path, help="share: a finished replaying sweep's folder")
     p.add_argument("--work", type=Path, default=REPO / "runs" / "bench-vllm")
     p.add_argument("--write", type=Path, help="write the unrounded figures to this JSON file")
     a = p.parse_args()
@@ -172,7 +175,10 @@ def main() -> None:
 
     parts = a.parts.split(",")
     if "sweep" in parts:
-        keep("sweep", {"models": a.sweep_models, "limit": a.limit, **bench_sweep(a.sweep_models, a.limit, a.work)})
+        keep("sweep", {"models": a.sweep_models, "tasks": a.sweep_tasks, "limit": a.limit,
+                       **bench_sweep(a.sweep_models, a.limit, a.work, a.sweep_tasks)})
+    if "share" in parts:  # from a sweep already run (its wall time not measured here)
+        keep("share", {"folder": str(a.share_folder), **sweep_share(a.share_folder)})
     if "generation" in parts:
         keep("generation", {"large": a.large, "limit": a.limit, "max_gen_toks": a.max_gen_toks,
                             **bench_generation(a.large, a.limit, a.max_gen_toks, a.work)})
