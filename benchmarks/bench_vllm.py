@@ -90,19 +90,21 @@ def bench_generation(large: str, limit: int, max_gen_toks: int, out_dir: Path) -
     common = ["--tasks", "gsm8k", "--limit", str(limit), "--num_fewshot", "3", "--gen_kwargs",
               f"max_gen_toks={max_gen_toks}", "--log_samples"]
     # (model_args, lm-eval's --batch_size): HFLM batches of 8 as the study's; vLLM schedules every request itself
-    args = {"hf": (f"pretrained={large},dtype=float32,device=cpu", "8"),
-            "fsgen": (f"small={large},large={large},method=oracle,router=never,dtype=float32,device=cpu,trace=true",
-                      "8"),
-            "vllm": (f"pretrained={large},dtype=float32,max_model_len=2048,enforce_eager=True", "auto")}
+    # (lm-eval passes --batch_size and --device to the class too: in model_args they would be given twice)
+    args = {"hf": (f"pretrained={large},dtype=float32", ["--batch_size", "8", "--device", "cpu"]),
+            "fsgen": (f"small={large},large={large},method=oracle,router=never,dtype=float32,trace=true",
+                      ["--batch_size", "8", "--device", "cpu"]),
+            "vllm": (f"pretrained={large},dtype=float32,max_model_len=2048,enforce_eager=True",
+                     ["--batch_size", "auto"])}
     out = {}
     for name, (margs, batch) in args.items():
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "lm_eval", "--model", name, "--model_args", margs,
-                               "--batch_size", batch, "--output_path", str(out_dir / name), *common], env=env,
+                               *batch, "--output_path", str(out_dir / name), *common], env=env,
                               capture_output=True, text=True, cwd=REPO)
         if proc.returncode != 0:
             raise SystemExit(f"lm_eval --model {name} exited {proc.returncode}: {proc.stderr[-2000:]}")
-        out[name] = {"wall_s": time.perf_counter() - t0, "batch_size": batch}
+        out[name] = {"wall_s": time.perf_counter() - t0, "args": " ".join(batch)}
         print(f"generation {name}: {out[name]['wall_s']:.1f} s", flush=True)
     for name in ("fsgen", "vllm"):
         out[f"{name}_over_hf"] = out[name]["wall_s"] / out["hf"]["wall_s"]
