@@ -88,6 +88,13 @@ def test_system2_commands_per_model_class():
     assert vl[vl.index("--model_args") + 1] == "pretrained=org/l,tensor_parallel_size=2,gpu_memory_utilization=0.8"
     with pytest.raises(ValueError, match="unknown --system2-model"):
         job.command(Path("/o"), "sglang")
+    # batch_size/device: lm-eval's own flags for its classes (in their model_args they were given twice)
+    for cls in ("vllm", "hf"):
+        cmd = job.command(Path("/o"), cls, model_args_extra="dtype=float32,batch_size=8,device=cpu")
+        assert cmd[cmd.index("--model_args") + 1] == "pretrained=org/l,dtype=float32"
+        assert cmd[cmd.index("--batch_size") + 1] == "8" and cmd[cmd.index("--device") + 1] == "cpu"
+    fs = job.command(Path("/o"), "fsgen", model_args_extra="batch_size=8")
+    assert fs[fs.index("--model_args") + 1].endswith(",batch_size=8") and "--batch_size" not in fs
 
 
 def test_cli_refuses_vllm_args_without_vllm(tmp_path, capsys):

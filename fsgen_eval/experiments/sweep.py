@@ -441,6 +441,9 @@ def replayable(cell: Cell) -> bool:
             and not cell.method_params and not cell.router_params)
 
 
+LM_EVAL_FLAGS = ("batch_size", "device")  # model args lm-eval's CLI also passes to every model class
+
+
 @dataclass(frozen=True)
 class System2Job:
     """System 2's own run for one (large, task): ``_system2/<large>/<task>`` beside the cells."""
@@ -468,9 +471,16 @@ class System2Job:
             args = [f"pretrained={self.large}"]
         if model_class == "vllm":
             args += [f"{k}={v}" for k, v in (vllm_args or {}).items()]
-        args += [a for a in model_args_extra.split(",") if a]
+        extra = [a for a in model_args_extra.split(",") if a]
+        # lm-eval hands its own --batch_size/--device to hf's and vllm's classes as keywords too, so in their
+        # model_args they would be given twice (a TypeError): there they go on lm-eval's command line instead
+        flags = [] if model_class == "fsgen" else [a for a in extra if a.partition("=")[0].strip() in LM_EVAL_FLAGS]
+        args += [a for a in extra if a not in flags]
         cmd = [sys.executable, "-m", "lm_eval", "--model", model_class, "--model_args", ",".join(a for a in args if a),
                "--tasks", self.task, "--output_path", str(output), "--log_samples"]
+        for a in flags:
+            key, _, value = a.partition("=")
+            cmd += [f"--{key.strip()}", value.strip()]
         if limit is not None:
             cmd += ["--limit", str(limit)]
         return cmd + list(lm_eval_args or [])
