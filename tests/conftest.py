@@ -78,3 +78,16 @@ def other_vocab_model(models_dir) -> Path:
     """A model with a different tokenizer (trained on other text)."""
     tok = testing.train_tokenizer(models_dir / "other-tok", vocab_size=300, corpus=["zebra quartz vexing jumps"] * 5)
     return testing.build_model(models_dir / "other", tok, layers=1)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``vllm`` are skipped, with the reason, where vLLM is not installed (the main suite's venv);
+    scripts/ci_vllm.sh runs them in a venv of its own, where FSGEN_REQUIRE_VLLM=1 makes its absence a failure."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None or os.environ.get("FSGEN_REQUIRE_VLLM") == "1":
+        return
+    skip = pytest.mark.skip(reason="vLLM is not installed in this venv (scripts/ci_vllm.sh runs these in its own)")
+    for item in items:
+        if item.get_closest_marker("vllm") is not None:
+            item.add_marker(skip)

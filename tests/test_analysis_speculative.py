@@ -18,7 +18,9 @@ def run_with_profile() -> Run:
         return {"drafted_tokens": d, "accepted_tokens": a, "verification_steps": s,
                 "acceptance_rate": a / d, "mean_acceptance_length": 1 + a / s}
 
-    by_k = {"1": {"per_task": {"gsm8k": counters(10, 8, 10)}}, "2": {"per_task": {"gsm8k": counters(12, 9, 6)}}}
+    by_k = {"1": {"per_task": {"gsm8k": counters(10, 8, 10)}}, "2": {"per_task": {"gsm8k": {
+        **counters(12, 9, 6), "per_position_acceptance_rate": [0.875, 0.625], "macro_acceptance_rate": 0.7,
+        "macro_mean_acceptance_length": 2.4}}}}
     fsgen = RunInfo(small="s", large="l", method="oracle", router="always",
                     speculative={"draft_lengths": by_k})
     return Run(Path("r/results_1.json"), fsgen, {"gsm8k": {}})
@@ -38,8 +40,11 @@ def test_report_shows_the_profile(tmp_path):
     rep = build_report([run_with_profile()], cost_ratio=0.1)
     fig = next(f for f in rep.figures if "draft length" in f.title)
     head, rows = fig.data
-    assert fig.png.startswith(b"\x89PNG") and ["s -> l", "gsm8k", "2", "0.7500", "2.500", "0.1", "2.08"] in rows
-    assert "| s -> l | gsm8k | 2 | 0.7500 | 2.500 | 0.1 | 2.08 |" in to_markdown(
+    # per-request means and per-position rates beside the pooled ones; "–" where a run has none (k = 1)
+    assert fig.png.startswith(b"\x89PNG") and ["s -> l", "gsm8k", "2", "0.7500", "0.7000", "2.500", "2.400",
+                                               "0.88 0.62", "0.1", "2.08"] in rows
+    assert ["s -> l", "gsm8k", "1", "0.8000", "–", "1.800", "–", "–", "0.1", "1.64"] in rows
+    assert "| s -> l | gsm8k | 2 | 0.7500 | 0.7000 | 2.500 | 2.400 | 0.88 0.62 | 0.1 | 2.08 |" in to_markdown(
         rep, [f"f{i}.png" for i in range(len(rep.figures))])
     assert "<td>2.08</td>" in to_html(rep) and head[-1] == "speed-up bound"
     assert not any("draft length" in f.title for f in build_report([Run(Path("x.json"), RunInfo(

@@ -202,6 +202,32 @@ def test_bad_input_is_one_line_before_any_model_loads(runs, capsys, no_weights, 
         f.unlink()
     assert "--log_samples" in refused(runs, gone, capsys)
 
+    other_model = copy_run(runs, "hf", "vllm-of-another-model")
+    (res,) = other_model.glob("results_*.json")
+    edit_json(res, lambda o: o["config"].update(model="vllm", model_args=f"pretrained={runs['pair'][1]}"))
+    assert "not --large" in refused(runs, other_model, capsys)
+
+
+def test_vllm_scoring_bad_input_is_one_line_before_any_model_loads(runs, capsys, no_weights, monkeypatch):
+    """--scoring vllm without vLLM names the extra; with it, a max_logprobs below the vocabulary an exact
+    scoring needs (or below --scoring-topk) is refused before an engine starts."""
+    from fsgen_eval.engine.backends import vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "vllm_available", lambda: False)
+    assert "fsgen-eval[vllm]" in refused(runs, runs["hf"], capsys, "--scoring", "vllm")
+    monkeypatch.setattr(vllm_backend, "vllm_available", lambda: True)
+    monkeypatch.setattr(vllm_backend.VLLMBackend, "load", no_engine)
+    err = refused(runs, runs["hf"], capsys, "--scoring", "vllm", "--vllm-args", "max_logprobs=5")
+    assert "max_logprobs=5" in err and "whole vocabulary" in err
+    err = refused(runs, runs["hf"], capsys, "--scoring", "vllm", "--scoring-topk", "50", "--vllm-args",
+                  "max_logprobs=20")
+    assert "--scoring-topk 50" in err
+    assert "--scoring vllm" in refused(runs, runs["hf"], capsys, "--scoring-topk", "50")
+
+
+def no_engine(*a, **k):
+    raise AssertionError("a vLLM engine was started before the bad input was refused")
+
 
 def test_trace_records_of_another_run_in_the_file_are_left_out(runs):
     """A trace file several runs appended to (``trace_append``): only the results' run_id counts."""

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from fsgen_eval.core import schema
+from fsgen_eval.core.spec_metrics import rounds_from_accepted
 from fsgen_eval.engine import replay as rp
 from fsgen_eval.engine.api import encode, generate_ids
 from fsgen_eval.engine.config import make_config
@@ -57,18 +58,33 @@ def test_speculative_counters_equal_engine_batch1(pair, k):
     trajs = trajectories(pair, rows, prompts, lookahead=k)
     s1 = rp.score_trajectories(pair.backends["small"], trajs, pair.pad_token_id)
     cfg = make_config(method="speculative", num_draft=k, max_new_tokens=N, stop=STOP)
+    compared = 0
     for p, t, a in zip(prompts, trajs, s1):
-        engine = generate_ids(pair, [p], cfg, batch_size=1).counters[0]
-        assert rp.speculative_counters(a["argmax"] == t.tokens, t.finish, N, k) == engine
+        lock = generate_ids(pair, [p], cfg, batch_size=1)
+        got = rp.speculative_counters(a["argmax"] == t.tokens, t.finish, N, k)
+        assert {c: got[c] for c in schema.COUNTERS} == lock.counters[0]
+        assert sum(got["accepted_per_round"]) == got["accepted_tokens"]
+        assert len(got["accepted_per_round"]) == got["verification_steps"]
+        # the lockstep trace's rounds (accepted 1s closed by the large model's token) are the replayed ones
+        # wherever the trace holds every round whole (not cut at EOS or a stop string inside a round)
+        from_trace = rounds_from_accepted(lock.traces[0]["accepted"])
+        if sum(from_trace) == got["accepted_tokens"] and len(from_trace) == got["verification_steps"]:
+            assert from_trace == got["accepted_per_round"]
+            compared += 1
+    assert compared > 0
 
 
 def test_speculative_counters_by_hand():
     match = np.array([True, True, False, True, True, True, False])
     # k=2: round at 0 accepts 2 (emits 3) -> g=3: accepts 2 -> g=6: d=min(2, 8-6-1)=1, position 6 rejects
     assert rp.speculative_counters(match, 7, 8, 2) == {"drafted_tokens": 5, "accepted_tokens": 4,
-                                                       "verification_steps": 3}
-    prof = rp.speculative_profile([rp.speculative_counters(match, 7, 8, 2)])
+                                                       "verification_steps": 3, "accepted_per_round": [2, 2, 0]}
+    prof = rp.speculative_profile([rp.speculative_counters(match, 7, 8, 2)], k=2)
     assert prof["acceptance_rate"] == 4 / 5 and prof["mean_acceptance_length"] == 1 + 4 / 3
+    # rounds accepting 2, 2, 0: position 1 accepted in 2 of 3 rounds, position 2 in 2 of 3
+    assert prof["per_position_acceptance_rate"] == [2 / 3, 2 / 3]
+    assert prof["accepted_length_histogram"] == [1, 0, 2]
+    assert prof["macro_acceptance_rate"] == 4 / 5 and prof["macro_mean_acceptance_length"] == 1 + 4 / 3
 
 
 def test_finish_index_mirrors_the_finisher(pair):
@@ -139,4 +155,5 @@ def test_speculative_counters_match_a_round_by_round_count():
         match = rng.random(n) < rng.random()
         finish = int(rng.integers(0, n + 1))
         max_new, k = int(rng.integers(max(finish, 1), 40)), int(rng.integers(1, 9))
-        assert rp.speculative_counters(match, finish, max_new, k) == by_hand(match, finish, max_new, k)
+        got = rp.speculative_counters(match, finish, max_new, k)
+        assert {c: got[c] for c in schema.COUNTERS} == by_hand(match, finish, max_new, k)

@@ -88,12 +88,56 @@ def test_system2_commands_per_model_class():
     assert vl[vl.index("--model_args") + 1] == "pretrained=org/l,tensor_parallel_size=2,gpu_memory_utilization=0.8"
     with pytest.raises(ValueError, match="unknown --system2-model"):
         job.command(Path("/o"), "sglang")
+    # batch_size/device: lm-eval's own flags for its classes (in their model_args they were given twice)
+    for cls in ("vllm", "hf"):
+        cmd = job.command(Path("/o"), cls, model_args_extra="dtype=float32,batch_size=8,device=cpu")
+        assert cmd[cmd.index("--model_args") + 1] == "pretrained=org/l,dtype=float32"
+        assert cmd[cmd.index("--batch_size") + 1] == "8" and cmd[cmd.index("--device") + 1] == "cpu"
+    fs = job.command(Path("/o"), "fsgen", model_args_extra="batch_size=8")
+    assert fs[fs.index("--model_args") + 1].endswith(",batch_size=8") and "--batch_size" not in fs
 
 
 def test_cli_refuses_vllm_args_without_vllm(tmp_path, capsys):
     assert main(["sweep", "--family", "micro", "--tasks", "gsm8k", "--output-path", str(tmp_path),
                  "--data-parallel-size", "2", "--dry-run"]) == 2
     assert "needs --system2-model vllm" in capsys.readouterr().err
+
+
+def test_cli_refuses_system2_on_vllm_where_vllm_is_not_installed(tmp_path, capsys, monkeypatch):
+    """One line naming the extra, before any cell (nothing written under the output folder)."""
+    from fsgen_eval.engine.backends import vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "vllm_available", lambda: False)
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--family", "micro", "--tasks", "gsm8k", "--output-path", str(out),
+                 "--system2-model", "vllm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "fsgen-eval[vllm]" in err and "docs/vllm.md" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_scoring_vllm_goes_to_every_replay_and_bad_scoring_input_is_one_line(tmp_path, capsys, monkeypatch):
+    """--scoring vllm (with its top-K and engine arguments) is appended to each group's replay command; the
+    scoring options without it, with --no-replay, or a max_logprobs below the vocabulary an exact scoring
+    needs are refused in one line before any cell (nothing written)."""
+    from fsgen_eval.engine.backends import vllm_backend
+
+    base = ["sweep", "--family", "micro", "--models", "micro-xs,micro-s", "--tasks", "gsm8k"]
+    assert main([*base, "--output-path", str(tmp_path), "--dry-run", "--scoring", "vllm",
+                 "--scoring-vllm-args", "max_model_len=2048,tensor_parallel_size=1"]) == 0
+    replays = [line for line in capsys.readouterr().out.splitlines() if " replay " in line]
+    assert replays and all(line.endswith("--scoring vllm --scoring-topk 0 --vllm-args "
+                                         "max_model_len=2048,tensor_parallel_size=1") for line in replays)
+    monkeypatch.setattr(vllm_backend, "vllm_available", lambda: True)
+    out = tmp_path / "sweep"
+    for extra, words in ((["--scoring-topk", "20"], "are for --scoring vllm"),
+                         (["--scoring", "vllm", "--no-replay"], "cannot go with --no-replay"),
+                         (["--scoring", "vllm", "--scoring-vllm-args", "max_logprobs=20"],
+                          "max_logprobs=20 is below the whole vocabulary (2048)")):
+        assert main([*base, "--output-path", str(out), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and len(err.splitlines()) == 1, err
+        assert not out.exists()
 
 
 def test_cli_dry_run_shows_replay_groups(tmp_path, capsys):

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from fsgen_eval.cli.replay import vllm_args
+
 
 def register(sub: Any) -> None:
     """Add the analysis subcommands to ``sub`` (the dispatcher's ``add_subparsers()`` object)."""
@@ -76,12 +78,18 @@ def _add_sweep(sub: Any) -> None:
                    "that share a pair and a task run in one process, the models loaded once)")
     p.add_argument("--system2-model", choices=("fsgen", "hf", "vllm"), default="fsgen",
                    help="lm-eval's model class for System 2's run (fsgen: exact token ids; hf/vllm: responses "
-                   "re-tokenized; vllm needs `pip install 'fsgen-eval[vllm]'`)")
+                   "re-tokenized; vllm needs vLLM in this Python: `pip install 'fsgen-eval[vllm]'`, docs/vllm.md)")
     p.add_argument("--tensor-parallel-size", type=int, help="--system2-model vllm: lm-eval's vllm model arg")
     p.add_argument("--data-parallel-size", type=int, help="--system2-model vllm: lm-eval's vllm model arg")
     p.add_argument("--gpu-memory-utilization", type=float, help="--system2-model vllm: lm-eval's vllm model arg")
     p.add_argument("--draft-lengths", type=_csv_list, default=[], help="replayed cells: greedy speculative "
                    "counters per draft length, e.g. 1,2,3,4,5,6,7,8")
+    p.add_argument("--scoring", choices=("transformers", "vllm"), default="transformers", help="replayed cells: "
+                   "score System 1 and the large model on vLLM's prompt_logprobs (replay --scoring vllm)")
+    p.add_argument("--scoring-topk", type=int, default=0, metavar="K", help="--scoring vllm: log-probs per "
+                   "position (0 = the whole vocabulary, exact; else a top-K approximation, named in the results)")
+    p.add_argument("--scoring-vllm-args", type=vllm_args, default={}, metavar="k=v,...", help="--scoring vllm: the scoring "
+                   "engine's arguments (replay --vllm-args), e.g. max_model_len=2048")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -97,7 +105,35 @@ def _replay_kw(args: argparse.Namespace) -> dict[str, Any]:
     except ValueError:
         raise ValueError(f"--draft-lengths must be integers, got {','.join(args.draft_lengths)}") from None
     return {"replay": not args.no_replay, "system2_model": args.system2_model,
-            "vllm_args": {k: str(v) for k, v in vllm.items()}, "draft_lengths": draft}
+            "vllm_args": {k: str(v) for k, v in vllm.items()}, "draft_lengths": draft,
+            "replay_args": _scoring_args(args)}
+
+
+def _scoring_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """The replay's scoring options (``--scoring vllm``...), refused in one line where nothing is replayed
+    or where they need ``--scoring vllm``."""
+    if args.scoring != "vllm":
+        if args.scoring_topk or args.scoring_vllm_args:
+            raise ValueError("--scoring-topk and --scoring-vllm-args are for --scoring vllm")
+        return ()
+    if args.no_replay:
+        raise ValueError("--scoring vllm scores replayed cells: it cannot go with --no-replay")
+    if args.scoring_topk < 0:
+        raise ValueError(f"--scoring-topk must be an integer >= 0, got {args.scoring_topk}")
+    out = ("--scoring", "vllm", "--scoring-topk", str(args.scoring_topk))
+    kv = ",".join(f"{k}={v}" for k, v in args.scoring_vllm_args.items())
+    return out + (("--vllm-args", kv) if kv else ())
+
+
+def _check_scoring(args: argparse.Namespace, cells: list[Any]) -> None:
+    """A ``max_logprobs`` below the ``K`` the scoring needs, in one line before any cell (the replay would
+    refuse it only after System 2's generation)."""
+    from fsgen_eval.engine.backends.vllm_backend import ScoringSpec
+    from fsgen_eval.engine.pair import load_tokenizer
+
+    spec = ScoringSpec(args.scoring_topk, dict(args.scoring_vllm_args))
+    if cells:
+        spec.check(len(load_tokenizer(cells[0].small, "small")))
 
 
 def _family_models(spec: str, subset: list[str] | None):
@@ -138,6 +174,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(sweep.describe(cells, args.output_path, **kw))
         return 0
+    if kw["replay"] and (args.system2_model == "vllm" or args.scoring == "vllm"):  # vLLM runs in this Python
+        from fsgen_eval.engine.backends.vllm_backend import require_vllm
+
+        require_vllm()
+        if args.scoring == "vllm":
+            _check_scoring(args, cells)
     # before any cell starts (not in a dry run: lm-eval's task index takes seconds to build)
     sweep.check_model_args_extra(args.model_args_extra)
     sweep.check_tasks(args.tasks, kw["lm_eval_args"])

@@ -47,7 +47,38 @@ def register(sub: Any) -> None:
                    "probabilities per token in a Parquet side file beside each trace (as trace_topk=K)")
     p.add_argument("--rescore-large", action="store_true", help="teacher-force the large model on every "
                    "generation even when System 2's trace (a --model fsgen run of it) already holds its statistics")
+    p.add_argument("--scoring", choices=("transformers", "vllm"), default="transformers", help="vllm: score "
+                   "System 1 and the large model from vLLM's prompt_logprobs (no transformers forward pass; "
+                   "needs vLLM, docs/vllm.md)")
+    p.add_argument("--scoring-topk", type=int, default=0, metavar="K", help="--scoring vllm: log-probs per "
+                   "position; 0 (default) = the whole vocabulary, exact; K < vocabulary = a top-K approximation "
+                   "(entropy a lower bound), named in the traces and results")
+    p.add_argument("--vllm-args", type=vllm_args, default={}, metavar="k=v,...", help="--scoring vllm: vLLM engine "
+                   "arguments, e.g. max_logprobs=2048,tensor_parallel_size=2,max_model_len=2048")
     p.set_defaults(func=cmd_replay)
+
+
+def vllm_args(text: str) -> dict[str, Any]:
+    """``k=v,k2=v2`` (core.runs' one parser) -> a dict, integers, floats and booleans as such (vLLM's engine
+    arguments are typed)."""
+    from fsgen_eval.core.runs import parse_model_args
+
+    try:
+        raw = parse_model_args(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    # only true/false are booleans here: 1 and 0 are sizes (tensor_parallel_size=1)
+    return {k: v.lower() == "true" if v.lower() in ("true", "false") else _number(v) for k, v in raw.items()}
+
+
+def _number(text: str) -> int | float | str:
+    """``text`` as an int, else a float, else itself."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -59,9 +90,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.trace_topk < 0:
         raise ValueError(f"--trace-topk must be an integer >= 0, got {args.trace_topk}")
+    if args.scoring != "vllm" and (args.vllm_args or args.scoring_topk):
+        raise ValueError("--vllm-args and --scoring-topk are for --scoring vllm")
+    if args.scoring_topk < 0:
+        raise ValueError(f"--scoring-topk must be an integer >= 0, got {args.scoring_topk}")
     setup = ReplaySetup(args.small, None if args.no_large else args.large, args.output_path, args.draft_lengths,
                         args.dtype, args.device, args.batch_size, args.trust_remote_code, args.trace_topk,
-                        args.rescore_large)
+                        args.rescore_large, args.scoring, args.scoring_topk, args.vllm_args)
     for path in replay(args.system2, setup, args.source):
         print(f"wrote {path}")
         _print_summary(path)

@@ -43,6 +43,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -381,25 +382,39 @@ def match_runs(match: np.ndarray) -> np.ndarray:
     return end - np.arange(n)
 
 
-def speculative_counters(match: np.ndarray, finish: int, max_new_tokens: int, k: int) -> dict[str, int]:
+def speculative_counters(match: np.ndarray, finish: int, max_new_tokens: int, k: int) -> dict[str, Any]:
     """Greedy speculative decoding's counters at draft length ``k``, batch 1, from one teacher-forced pass.
 
     ``match[j]`` ``[L]``: System 1's argmax at trajectory position ``j`` equals the trajectory's token
     (positions past ``L`` count as rejections). As ``engine.speculative``: a round at ``g`` generated
     tokens drafts ``speculative.draft_room`` tokens, accepts the ``n`` leading matches, emits ``n + 1``
     tokens; rounds go on until ``finish`` tokens are out.
+    ``accepted_per_round`` lists each round's accepted count (the per-position rates and histograms of
+    :func:`speculative_profile` come from it).
     """
     drafted = accepted = steps = 0
-    g, run = 0, match_runs(match).tolist()
+    g, run, rounds = 0, match_runs(match).tolist(), []
     while g < finish and g < max_new_tokens:
         d = int(draft_room(np.int64(max_new_tokens), np.int64(g), k))
         n = min(run[g] if g < len(run) else 0, d)  # the draft's leading matches
         drafted, accepted, steps = drafted + d, accepted + n, steps + 1
+        rounds.append(n)
         g += n + 1
-    return {"drafted_tokens": drafted, "accepted_tokens": accepted, "verification_steps": steps}
+    return {"drafted_tokens": drafted, "accepted_tokens": accepted, "verification_steps": steps,
+            "accepted_per_round": rounds}
 
-def speculative_profile(counters: Sequence[dict[str, int]]) -> dict[str, float | int | None]:
-    """Pooled counters plus ``acceptance_rate`` and ``mean_acceptance_length`` (the schema's definitions)."""
+
+def speculative_profile(counters: Sequence[dict[str, Any]], k: int | None = None) -> dict[str, Any]:
+    """Pooled counters plus ``acceptance_rate`` and ``mean_acceptance_length`` (the schema's definitions), and
+    where the counters carry ``accepted_per_round`` the engines' finer metrics
+    (:func:`fsgen_eval.core.spec_metrics.round_metrics`: per-position rates, histograms, per-request means)."""
+    from fsgen_eval.core.spec_metrics import round_metrics
+
     total = {k: sum(int(c[k]) for c in counters) for k in schema.COUNTERS}
     d, a, s = total["drafted_tokens"], total["accepted_tokens"], total["verification_steps"]
-    return {**total, "acceptance_rate": a / d if d else None, "mean_acceptance_length": 1.0 + a / s if s else None}
+    out: dict[str, Any] = {**total, "acceptance_rate": a / d if d else None,
+                           "mean_acceptance_length": 1.0 + a / s if s else None}
+    if counters and all("accepted_per_round" in c for c in counters):
+        out.update(round_metrics([c["accepted_per_round"] for c in counters],
+                                 [int(c["drafted_tokens"]) for c in counters], k))
+    return out

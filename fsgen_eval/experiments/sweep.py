@@ -339,13 +339,13 @@ def check_jobs(jobs: int, devices: list[str] | None, model_args_extra: str = "")
 def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runner, progress: bool = True,
               jobs: int = 1, devices: list[str] | None = None, replay: bool = False, system2_model: str = "fsgen",
               vllm_args: dict[str, str] | None = None, draft_lengths: list[int] | None = None,
-              in_process: bool = False, **command_kw) -> SweepOutcome:
+              replay_args: tuple[str, ...] = (), in_process: bool = False, **command_kw) -> SweepOutcome:
     """Run every unfinished cell (a cell with a ``results_*.json`` is skipped), ``jobs`` at a time, with a
     progress bar. With ``devices`` (one per job), a running cell's model_args get ``device=<its device>``.
 
     ``replay``: oracle/``always`` cells are made by one System 2 run per (large, task) with lm-eval's
     ``system2_model`` class and one ``fsgen-eval replay`` of their small models (:func:`run_replay_group`);
-    other cells run lockstep as before.
+    other cells run lockstep as before; ``replay_args`` (e.g. ``--scoring vllm``) go to every replay.
 
     ``in_process``: the (lockstep) cells that share a pair and a task run in one process with the models loaded
     once (:mod:`fsgen_eval.experiments.cells`), each with its own files, lock and resume as a cell alone."""
@@ -379,7 +379,8 @@ def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runn
             elif isinstance(work[0], CellGroup):
                 done = run_group(*work, out_dir, runner, **kw)
             else:
-                done = run_replay_group(*work, out_dir, runner, system2_model, vllm_args, draft_lengths, **kw)
+                done = run_replay_group(*work, out_dir, runner, system2_model, vllm_args, draft_lengths, replay_args,
+                                        **kw)
         except BaseException:
             stop.set()
             raise
@@ -420,7 +421,8 @@ def run_sweep(cells: list[Cell], out_dir: Path, runner: Runner = subprocess_runn
 
 
 def describe(cells: list[Cell], out_dir: Path, replay: bool = False, system2_model: str = "fsgen",
-             vllm_args: dict[str, str] | None = None, draft_lengths: list[int] | None = None, **command_kw) -> str:
+             vllm_args: dict[str, str] | None = None, draft_lengths: list[int] | None = None,
+             replay_args: tuple[str, ...] = (), **command_kw) -> str:
     """The grid as text (for ``--dry-run``): one line per cell with its state and command; with ``replay``,
     one System 2 run per (large, task) and the replay that makes its cells."""
     lines = [f"{len(cells)} cells"]
@@ -434,7 +436,7 @@ def describe(cells: list[Cell], out_dir: Path, replay: bool = False, system2_mod
         lines += [f"[{'todo' if c in todo else 'done'}] {c.relpath} (replayed)" for c in members]
         if todo:
             cmd = replay_command(s2, [c.small for c in todo], job.large, out_dir / "_replay",
-                                 command_kw.get("model_args_extra", ""), draft_lengths)
+                                 command_kw.get("model_args_extra", ""), draft_lengths, replay_args)
             lines.append(f"    {' '.join(cmd)}")
     for c in cells:
         if c in [m for ms in groups.values() for m in ms]:
@@ -459,6 +461,9 @@ def replayable(cell: Cell) -> bool:
     the replay's own configuration here, not a guess at what a method does."""
     return (cell.method == "oracle" and cell.router == "always" and cell.threshold is None
             and not cell.method_params and not cell.router_params)
+
+
+LM_EVAL_FLAGS = ("batch_size", "device")  # model args lm-eval's CLI also passes to every model class
 
 
 @dataclass(frozen=True)
@@ -489,12 +494,17 @@ class System2Job:
         if model_class == "vllm":
             args += [f"{k}={v}" for k, v in (vllm_args or {}).items()]
         extra = [a for a in model_args_extra.split(",") if a]
-        flag = batch_size_flag(model_args_extra, lm_eval_args)
-        if model_class != "fsgen":  # lm-eval's own classes take the batch size only as --batch_size
-            extra = [a for a in extra if a.partition("=")[0].strip() != "batch_size"]
-        args += extra
+        # lm-eval hands its own --batch_size/--device to hf's and vllm's classes as keywords too, so in their
+        # model_args they would be given twice (a TypeError): there they go on lm-eval's command line instead;
+        # for fsgen, --batch_size is added so that lm-eval's own record of the batch size is true
+        flags = [] if model_class == "fsgen" else [a for a in extra if a.partition("=")[0].strip() in LM_EVAL_FLAGS]
+        flag = batch_size_flag(model_args_extra, lm_eval_args) if model_class == "fsgen" else []
+        args += [a for a in extra if a not in flags]
         cmd = [sys.executable, "-m", "lm_eval", "--model", model_class, "--model_args", ",".join(a for a in args if a),
                "--tasks", self.task, "--output_path", str(output), "--log_samples"]
+        for a in flags:
+            key, _, value = a.partition("=")
+            cmd += [f"--{key.strip()}", value.strip()]
         if limit is not None:
             cmd += ["--limit", str(limit)]
         return cmd + flag + list(lm_eval_args or [])
@@ -520,8 +530,9 @@ def replay_model_args(model_args_extra: str) -> dict[str, str]:
 
 
 def replay_command(system2_folder: Path, smalls: list[str], large: str, output: Path, model_args_extra: str = "",
-                   draft_lengths: list[int] | None = None) -> list[str]:
-    """``fsgen-eval replay`` of every small model on System 2's run, dtype/device/batch size as the cells'."""
+                   draft_lengths: list[int] | None = None, replay_args: tuple[str, ...] = ()) -> list[str]:
+    """``fsgen-eval replay`` of every small model on System 2's run, dtype/device/batch size as the cells',
+    then ``replay_args`` (the scoring backend: ``--scoring vllm ...``)."""
     kv = replay_model_args(model_args_extra)
     cmd = [sys.executable, "-m", "fsgen_eval.cli", "replay", str(system2_folder), "--small", ",".join(smalls),
            "--large", large, "-o", str(output), "--dtype", kv.get("dtype", "float32"),
@@ -530,7 +541,7 @@ def replay_command(system2_folder: Path, smalls: list[str], large: str, output: 
         cmd += ["--batch-size", kv["batch_size"]]
     if draft_lengths:
         cmd += ["--draft-lengths", ",".join(map(str, draft_lengths))]
-    return cmd
+    return cmd + list(replay_args)
 
 
 def _results_folder(folder: Path) -> Path:
@@ -551,7 +562,8 @@ def run_system2(job: System2Job, out_dir: Path, runner: Runner, **command_kw) ->
 
 def run_replay_group(job: System2Job, cells: list[Cell], out_dir: Path, runner: Runner,
                      system2_model: str = "fsgen", vllm_args: dict[str, str] | None = None,
-                     draft_lengths: list[int] | None = None, **command_kw) -> list[tuple[Cell, str | None]]:
+                     draft_lengths: list[int] | None = None, replay_args: tuple[str, ...] = (),
+                     **command_kw) -> list[tuple[Cell, str | None]]:
     """System 2 once for ``job``, then one replay of every unfinished cell's small model; each cell's folder
     gets its ``<small>__<large>`` run by a rename (a killed replay leaves only a ``.tmp`` folder).
 
@@ -582,13 +594,14 @@ def run_replay_group(job: System2Job, cells: list[Cell], out_dir: Path, runner: 
             else:
                 mine.append(c)
         if mine:
-            out += _replay_locked(job, mine, out_dir, runner, system2_model, vllm_args, draft_lengths, **command_kw)
+            out += _replay_locked(job, mine, out_dir, runner, system2_model, vllm_args, draft_lengths, replay_args,
+                                  **command_kw)
     return out
 
 
 def _replay_locked(job: System2Job, todo: list[Cell], out_dir: Path, runner: Runner, system2_model: str,
                    vllm_args: dict[str, str] | None, draft_lengths: list[int] | None,
-                   **command_kw) -> list[tuple[Cell, str | None]]:
+                   replay_args: tuple[str, ...] = (), **command_kw) -> list[tuple[Cell, str | None]]:
     """:func:`run_replay_group`'s work once every lock is held."""
     from fsgen_eval.lm_eval.args import pair_name
 
@@ -601,7 +614,7 @@ def _replay_locked(job: System2Job, todo: list[Cell], out_dir: Path, runner: Run
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     argv = replay_command(_results_folder(out_dir / job.relpath), [c.small for c in todo], job.large, tmp,
-                          command_kw.get("model_args_extra", ""), draft_lengths)
+                          command_kw.get("model_args_extra", ""), draft_lengths, replay_args)
     rc = runner(argv, tmp)
     out: list[tuple[Cell, str | None]] = []
     for c in todo:

@@ -9,13 +9,15 @@ written to a temporary name and renamed; the results file comes last (it marks t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,14 @@ class ReplaySetup:
     trust_remote_code: bool = False
     trace_topk: int = 0  # K > 0: both systems' top-K per token in the Parquet side file, as trace_topk=K
     rescore_large: bool = False  # teacher-force the large model even where System 2's trace has its statistics
+    scoring: str = "transformers"  # or "vllm": teacher-forced passes from vLLM's prompt_logprobs
+    scoring_topk: int = 0  # --scoring vllm: log-probs per position (0 = the whole vocabulary: exact)
+    vllm_args: dict[str, Any] = field(default_factory=dict)  # --scoring vllm: engine arguments (max_logprobs, ...)
+
+    def vllm_spec(self) -> Any:
+        from fsgen_eval.engine.backends.vllm_backend import ScoringSpec
+
+        return ScoringSpec(self.scoring_topk, dict(self.vllm_args))
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -60,6 +70,15 @@ def check_inputs(run: System2Run, setup: ReplaySetup) -> tuple[Any, dict[str, An
 
     if not setup.smalls:
         raise ValueError("--small names no model")
+    if setup.scoring not in ("transformers", "vllm"):
+        raise ValueError(f"unknown --scoring {setup.scoring!r} (transformers or vllm)")
+    if setup.scoring == "vllm":
+        from fsgen_eval.engine.backends.vllm_backend import require_vllm
+
+        require_vllm()
+    if run.backend == "vllm" and setup.large is not None and not _same_model(run.model, setup.large):
+        raise ValueError(f"{run.results_path}: System 2's vLLM run is of {run.model}, not --large {setup.large}: "
+                         "its tokens are another model's greedy tokens")
     if any(k < 1 for k in setup.draft_lengths):
         raise ValueError(f"--draft-lengths must be >= 1, got {setup.draft_lengths}")
     toks = {s: load_tokenizer(s, "small", setup.trust_remote_code) for s in setup.smalls}
@@ -69,6 +88,8 @@ def check_inputs(run: System2Run, setup: ReplaySetup) -> tuple[Any, dict[str, An
     if setup.large is not None:
         pair_tokenizers({"small": first, "large": setup.large}, setup.trust_remote_code)
     tok = toks[first]
+    if setup.scoring == "vllm":
+        setup.vllm_spec().check(len(tok))  # a max_logprobs below the K asked for, before any engine starts
     system2_tok = run.model_args.get("tokenizer") or run.model
     try:
         other = load_tokenizer(system2_tok, "System 2", setup.trust_remote_code)
@@ -168,12 +189,12 @@ def _system2_side(run: System2Run, setup: ReplaySetup, own: bool, tok: Any, eos:
     trajs = [rp.Trajectory(r.context_ids, list(r.token_ids or []), len(r.token_ids or []), len(r.token_ids or []),
                            r.max_gen_toks) for r in reqs]
     s2 = [r.model_stats for r in reqs] if own else None
-    if todo:  # one scoring pass per batch, the tails decoded from its cache
-        large = scoring_backend(setup, setup.large, "large", vocab)
-        done, stats = rp.score_and_complete(
-            large, [reqs[i].token_ids or [] for i in todo], [reqs[i].context_ids for i in todo], tok, eos,
-            [tuple(reqs[i].until) for i in todo], [reqs[i].max_gen_toks for i in todo], pad, look,
-            setup.batch_size, 0 if own else setup.trace_topk)
+    if todo:  # one scoring pass per batch, and the tails
+        with _backend(setup, setup.large, "large", vocab) as large:
+            done, stats = _steps(setup, vocab, pad)[1](
+                large, [reqs[i].token_ids or [] for i in todo], [reqs[i].context_ids for i in todo], tok, eos,
+                [tuple(reqs[i].until) for i in todo], [reqs[i].max_gen_toks for i in todo], look,
+                0 if own else setup.trace_topk)
         for i, t in zip(todo, done):
             trajs[i] = t
         s2 = s2 if own else stats
@@ -182,8 +203,6 @@ def _system2_side(run: System2Run, setup: ReplaySetup, own: bool, tok: Any, eos:
 
 def replay(folder: Path, setup: ReplaySetup, source: str = "auto") -> list[Path]:
     """Replay System 2's run in ``folder`` for every System 1; returns the results files written."""
-    from fsgen_eval.engine import replay as rp
-
     run = read_system2_run(folder, source)
     tok, counts, _ = check_inputs(run, setup)  # everything checked before a weight is read
     vocab, pad = len(tok), tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
@@ -198,16 +217,60 @@ def replay(folder: Path, setup: ReplaySetup, source: str = "auto") -> list[Path]
                "tails_unknown": sum(not t.tail_known for t in trajs)}
     not_greedy = None if own else _not_greedy(run, trajs, s2)
     written = []
+    if setup.scoring == "vllm":
+        decoded["scoring"] = setup.vllm_spec().describe(vocab)
     for small in setup.smalls:
-        model = scoring_backend(setup, small, "small", vocab)
-        t0 = time.perf_counter()
-        s1 = rp.score_trajectories(model, trajs, pad, setup.batch_size, setup.trace_topk)
-        seconds = time.perf_counter() - t0
-        del model
+        s1, seconds = _score_small(small, setup, trajs, vocab, pad)
         written.append(_write_small(run, setup, small, trajs, s1, s2, counts, {"not_large_greedy": not_greedy,
                                     **decoded, "seconds": {"large": round(large_seconds, 3),
                                                            "small": round(seconds, 3)}}))
     return written
+
+
+@contextlib.contextmanager
+def _backend(setup: ReplaySetup, name: str, role: str, vocab: int) -> Iterator[Any]:
+    """``name`` loaded for ``--scoring``: a transformers model (the engine wraps it in its
+    ``TransformersBackend``) or vLLM's scoring-only backend (``engine.backends.vllm_backend``), closed after."""
+    if setup.scoring == "vllm":
+        from fsgen_eval.engine.backends.vllm_backend import VLLMBackend
+
+        backend = VLLMBackend.load(name, vocab, setup.vllm_spec(), setup.dtype)
+        try:
+            yield backend
+        finally:
+            backend.close()
+        return
+    yield scoring_backend(setup, name, role, vocab)
+
+
+def _steps(setup: ReplaySetup, vocab: int, pad: int) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The replay's two steps for ``--scoring``'s backend, one signature for both:
+    ``score_trajectories(model, trajs, topk)`` and ``score_and_complete(model, given, prompts, tokenizer, eos,
+    stops, max_new, lookahead, topk)``."""
+    if setup.scoring == "vllm":
+        from fsgen_eval.engine.backends import vllm_backend as vs
+
+        return vs.score_trajectories, vs.score_and_complete
+    from fsgen_eval.engine import replay as rp
+
+    def score(model: Any, trajs: Any, topk: int) -> Any:
+        return rp.score_trajectories(model, trajs, pad, setup.batch_size, topk)
+
+    def score_and_complete(model: Any, given: Any, prompts: Any, tok: Any, eos: Any, stops: Any, max_new: Any,
+                           look: int, topk: int) -> Any:
+        return rp.score_and_complete(model, given, prompts, tok, eos, stops, max_new, pad, look,
+                                     setup.batch_size, topk)
+
+    return score, score_and_complete
+
+
+def _score_small(small: str, setup: ReplaySetup, trajs: list[Any], vocab: int, pad: int
+                 ) -> tuple[list[dict], float]:
+    """System 1's statistics at every trajectory's tokens on ``--scoring``'s backend, and the seconds the
+    scoring took (the model's load not counted)."""
+    with _backend(setup, small, "small", vocab) as model:
+        t0 = time.perf_counter()
+        return _steps(setup, vocab, pad)[0](model, trajs, setup.trace_topk), time.perf_counter() - t0
 
 
 def _not_greedy(run: System2Run, trajs: list[Any], s2: list[dict] | None) -> dict[str, list[int]] | None:
@@ -234,6 +297,8 @@ def _write_small(run: System2Run, setup: ReplaySetup, small: str, trajs: list[An
     for r, t, a, b in zip(run.requests, trajs, s1, s2 or [None] * len(trajs), strict=True):
         meta = {"run_id": run_id, "task": r.task, "doc_id": r.doc_id, "prompt_hash": r.prompt_hash,
                 "request_type": "generate_until", "method": "oracle", "router": "always", "rank": 0}
+        if "scoring" in facts:  # vLLM's scoring, exact or top-K (named in every record, never silently)
+            meta["scoring"] = facts["scoring"]
         rec = make_record(meta, rp.oracle_trace(t, a, b), None)
         book.add_record({k: v for k, v in rec.items() if k not in TOPK_FIELDS})
         records.append(rec)
@@ -287,6 +352,6 @@ def _spec_info(spec: dict[int, dict[str, list[dict]]]) -> dict[str, Any]:
     out = {}
     for k, per_task in spec.items():
         every = [c for cs in per_task.values() for c in cs]
-        out[str(k)] = {"summary": rp.speculative_profile(every),
-                       "per_task": {t: rp.speculative_profile(cs) for t, cs in sorted(per_task.items())}}
+        out[str(k)] = {"summary": rp.speculative_profile(every, k),
+                       "per_task": {t: rp.speculative_profile(cs, k) for t, cs in sorted(per_task.items())}}
     return {"method": "speculative", "temperature": 0.0, "batch_size": 1, "draft_lengths": out}

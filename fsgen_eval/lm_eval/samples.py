@@ -325,17 +325,21 @@ def context_ids(tokenizer: Any, context: str, add_bos_token: bool | None = None)
     return list(tokenizer(context, **_special_kwargs(tokenizer, context, add_bos_token))["input_ids"])
 
 
-def continuation_ids(tokenizer: Any, context: str, continuation: str, add_bos_token: bool | None = None
-                     ) -> list[int]:
-    """The continuation's tokens as ``HFLM._encode_pair``: the context's trailing whitespace moves to the
-    continuation, context + continuation is encoded whole and the context's tokens are cut off."""
-    n = len(context) - len(context.rstrip())
-    if n:
-        context, continuation = context[:-n], context[-n:] + continuation
+def generated_ids(tokenizer: Any, context: str, text: str, add_bos_token: bool | None = None) -> list[int]:
+    """The generated text's tokens as a ``generate_until`` backend emitted them: after the whole prompt, its
+    trailing whitespace included (MBPP's prompt ends in ``"[BEGIN]\\n"``), never merged into it.
+
+    Unlike ``HFLM._encode_pair`` (loglikelihood: the context's trailing whitespace moves to the continuation),
+    nothing moves: context + text is encoded whole and the context's own tokens cut off, which keeps the
+    text's first-token segmentation of tokenizers that mark word starts (SentencePiece); where the text's
+    first token would merge with the context's last one (the prefix then differs), the text is encoded alone.
+    """
     kw = _special_kwargs(tokenizer, context, add_bos_token)
-    whole = tokenizer(context + continuation, **kw)["input_ids"]
     ctx = tokenizer(context, **kw)["input_ids"]
-    return list(whole[len(ctx):])
+    whole = tokenizer(context + text, **kw)["input_ids"]
+    if list(whole[: len(ctx)]) == list(ctx):
+        return list(whole[len(ctx):])
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 # lm-eval model classes built on HFLM, which cut a long prompt to its last max_length - max_gen_toks tokens
@@ -369,7 +373,7 @@ def tokenize_run(run: System2Run, tokenizer: Any, max_length: int) -> dict[str, 
             c["truncated_doc_ids"].append(r.doc_id)
         c["requests"] += 1
         if r.token_ids is None:
-            r.token_ids = continuation_ids(tokenizer, r.context, r.text, add_bos)
+            r.token_ids = generated_ids(tokenizer, r.context, r.text, add_bos)
             r.retokenized_exactly = tokenizer.decode(r.token_ids, skip_special_tokens=True) == r.text
             if r.retokenized_exactly:
                 c["retokenized_exactly"] += 1

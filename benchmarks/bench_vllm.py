@@ -1,0 +1,195 @@
+"""vLLM against this project's transformers loop, side by side in one run, one thread per job.
+
+Parts (``--parts``, comma-separated):
+
+- ``scoring``: the replay's teacher-forced scoring pass of each ``--score-models`` model over System 2's
+  generations in ``--system2`` (an lm-eval ``--log_samples`` folder): ``engine.replay.score_trajectories``
+  (transformers) against ``vllm_backend.score_trajectories`` (vLLM ``prompt_logprobs``, whole vocabulary:
+  exact). Timed after each model is loaded; the engine's start is reported apart.
+- ``generation``: System 2's generation for ``--large`` through ``lm_eval --model hf``, ``--model fsgen``
+  (the large model as its own System 1, router ``never``) and ``--model vllm`` on the same problems; wall
+  seconds of each lm-eval process (model loading and vLLM's engine start included).
+- ``share``: the same share from a replaying sweep already finished (``--share-folder``).
+- ``sweep``: the replaying sweep (oracle/``always``, ``--sweep-models``, GSM8K and MBPP, ``--limit``) with
+  System 2 in this project's loop (``--system2-model fsgen``) and on vLLM (``--system2-model vllm``), each
+  into a fresh folder, one after the other; wall seconds of each and their ratio, and from each sweep's files
+  the share of scoring (every replay's ``seconds``: System 1's scoring pass plus the large model's tails or
+  teacher-forced pass) against System 2's generation (lm-eval's ``total_evaluation_time_seconds`` of each
+  ``_system2`` run, model loading included).
+
+Run from the vLLM venv (docs/vllm.md), with a ``__main__`` guard (vLLM spawns its engine processes)::
+
+    python benchmarks/bench_vllm.py --parts sweep,generation,scoring --limit 8 \\
+        --write benchmarks/results/vllm.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _trajectories(folder: Path, tokenizer_model: str) -> list:
+    from fsgen_eval.engine.pair import load_tokenizer
+    from fsgen_eval.engine.replay import Trajectory
+    from fsgen_eval.lm_eval.samples import read_system2_run, tokenize_run
+
+    run = read_system2_run(folder)
+    tok = load_tokenizer(tokenizer_model, "small", False)
+    tokenize_run(run, tok, int(run.results["max_length"]))
+    return [Trajectory(r.context_ids, r.token_ids, len(r.token_ids), len(r.token_ids), r.max_gen_toks)
+            for r in run.requests], tok
+
+
+def bench_scoring(folder: Path, models: list[str]) -> dict:
+    """Per model: seconds of the transformers and the vLLM scoring pass over the same trajectories."""
+    import torch
+
+    from fsgen_eval.engine import replay as rp
+    from fsgen_eval.engine.backends import vllm_backend as vs
+    from fsgen_eval.engine.pair import load_model
+
+    torch.set_num_threads(1)
+    out = {}
+    for m in models:
+        trajs, tok = _trajectories(folder, m)
+        vocab, pad = len(tok), tok.pad_token_id or 0
+        model = load_model(m, "small", "float32", "cpu", False)
+        t0 = time.perf_counter()
+        ref = rp.score_trajectories(model, trajs, vocab, pad, 8)
+        tf = time.perf_counter() - t0
+        del model
+        t0 = time.perf_counter()
+        scorer = vs.VLLMBackend.load(m, vocab, vs.ScoringSpec(0, {"max_model_len": 2048}))
+        start = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        got = vs.score_trajectories(scorer, trajs)
+        vl = time.perf_counter() - t0
+        scorer.close()
+        same = all((a["argmax"] == b["argmax"]).all() for a, b in zip(ref, got))
+        worst = max(float(abs(a[k] - b[k]).max(initial=0)) for a, b in zip(ref, got) for k in ("entropy", "top1_prob"))
+        out[Path(m).name] = {"generations": len(trajs), "tokens": sum(len(t.tokens) for t in trajs),
+                             "transformers_s": tf, "vllm_s": vl, "vllm_engine_start_s": start,
+                             "vllm_over_transformers": vl / tf, "argmax_equal": bool(same), "max_abs_diff": worst}
+        print(f"scoring {Path(m).name}: transformers {tf:.2f} s, vLLM {vl:.2f} s ({vl / tf:.2f}x; engine start "
+              f"{start:.1f} s apart), argmax equal {same}, max |diff| {worst:.2e}", flush=True)
+    return out
+
+
+def bench_generation(large: str, limit: int, max_gen_toks: int, out_dir: Path) -> dict:
+    """Wall seconds of lm-eval's System 2 run of ``large`` through hf, fsgen (router never) and vllm."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", VLLM_CPU_KVCACHE_SPACE="1", HF_ALLOW_CODE_EVAL="1",
+               PYTHONPATH=str(REPO))
+    common = ["--tasks", "gsm8k", "--limit", str(limit), "--num_fewshot", "3", "--gen_kwargs",
+              f"max_gen_toks={max_gen_toks}", "--log_samples"]
+    # (model_args, lm-eval's --batch_size): HFLM batches of 8 as the study's; vLLM schedules every request itself
+    # (lm-eval passes --batch_size and --device to the class too: in model_args they would be given twice)
+    args = {"hf": (f"pretrained={large},dtype=float32", ["--batch_size", "8", "--device", "cpu"]),
+            "fsgen": (f"small={large},large={large},method=oracle,router=never,dtype=float32,trace=true",
+                      ["--batch_size", "8", "--device", "cpu"]),
+            "vllm": (f"pretrained={large},dtype=float32,max_model_len=2048,enforce_eager=True",
+                     ["--batch_size", "auto"])}
+    out = {}
+    for name, (margs, batch) in args.items():
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "lm_eval", "--model", name, "--model_args", margs,
+                               *batch, "--output_path", str(out_dir / name), *common], env=env,
+                              capture_output=True, text=True, cwd=REPO)
+        if proc.returncode != 0:
+            raise SystemExit(f"lm_eval --model {name} exited {proc.returncode}: {proc.stderr[-2000:]}")
+        out[name] = {"wall_s": time.perf_counter() - t0, "args": " ".join(batch)}
+        print(f"generation {name}: {out[name]['wall_s']:.1f} s", flush=True)
+    for name in ("fsgen", "vllm"):
+        out[f"{name}_over_hf"] = out[name]["wall_s"] / out["hf"]["wall_s"]
+    return out
+
+
+def sweep_share(folder: Path) -> dict:
+    """From a finished replaying sweep: System 2's generation seconds (lm-eval's own total of each
+    ``_system2`` run), the replays' scoring seconds (``replay.seconds``: small + large) and their ratio."""
+    from fsgen_eval.analysis.files import find_runs
+
+    gen = sum(float(json.loads(p.read_text())["total_evaluation_time_seconds"])  # lm-eval writes a string
+              for p in (folder / "_system2").rglob("results_*.json"))
+    runs = [r for r in find_runs([folder]) if r.fsgen is not None and r.fsgen.replay]
+    small = sum(r.fsgen.replay["seconds"]["small"] for r in runs)
+    large = sum(r.fsgen.replay["seconds"]["large"] for r in runs)
+    return {"system2_generation_s": gen, "scoring_small_s": small, "scoring_large_s": large, "cells": len(runs),
+            "scoring_over_generation": (small + large) / gen}
+
+
+def bench_sweep(models: str, limit: int, out_dir: Path, tasks: str = "gsm8k,mbpp") -> dict:
+    """The replaying sweep with System 2 in this project's loop and on vLLM, one after the other."""
+    import shutil
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", VLLM_CPU_KVCACHE_SPACE="1", HF_ALLOW_CODE_EVAL="1",
+               PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")
+    out = {}
+    for s2 in ("fsgen", "vllm"):
+        folder = out_dir / f"sweep-{s2}"
+        shutil.rmtree(folder, ignore_errors=True)
+        cmd = [sys.executable, "-m", "fsgen_eval.cli", "sweep", "--family", "micro", "--models", models,
+               "--methods", "oracle", "--routers", "always", "--tasks", tasks, "--limit", str(limit),
+               "--output-path", str(folder), "--system2-model", s2, "--draft-lengths", "1,2,3,4,5,6,7,8",
+               "--model-args-extra", "dtype=float32,batch_size=8",
+               "--lm-eval-args", "--num_fewshot 3 --confirm_run_unsafe_code"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"sweep {s2} exited {proc.returncode}: {proc.stderr[-2000:]}")
+        out[s2] = {"wall_s": wall, **sweep_share(folder)}
+        print(f"sweep, System 2 on {s2}: {wall:.1f} s; scoring / System 2 generation "
+              f"{out[s2]['scoring_over_generation']:.3f}", flush=True)
+    out["vllm_over_fsgen"] = out["vllm"]["wall_s"] / out["fsgen"]["wall_s"]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--parts", default="sweep,generation,scoring")
+    p.add_argument("--system2", type=Path, help="scoring: System 2's lm-eval --log_samples folder")
+    p.add_argument("--score-models", default="models/micro/micro-s,models/micro/micro-l")
+    p.add_argument("--large", default="models/micro/micro-xl")
+    p.add_argument("--limit", type=int, default=8)
+    p.add_argument("--max-gen-toks", type=int, default=64)
+    p.add_argument("--sweep-models", default="micro-s,micro-l,micro-xl")
+    p.add_argument("--sweep-tasks", default="gsm8k,mbpp")
+    p.add_argument("--share-folder", type=Path, help="share: a finished replaying sweep's folder")
+    p.add_argument("--work", type=Path, default=REPO / "runs" / "bench-vllm")
+    p.add_argument("--write", type=Path, help="write the unrounded figures to this JSON file")
+    a = p.parse_args()
+    result = {"machine": f"{os.cpu_count()} CPU cores shared with other sessions (loaded), one thread per job",
+              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "parts": {}}
+
+    def keep(name: str, value: dict) -> None:  # written after each part: a later crash loses nothing finished
+        result["parts"][name] = value
+        if a.write:
+            a.write.parent.mkdir(parents=True, exist_ok=True)
+            a.write.write_text(json.dumps(result, indent=2) + "\n")
+
+    parts = a.parts.split(",")
+    if "sweep" in parts:
+        keep("sweep", {"models": a.sweep_models, "tasks": a.sweep_tasks, "limit": a.limit,
+                       **bench_sweep(a.sweep_models, a.limit, a.work, a.sweep_tasks)})
+    if "share" in parts:  # from a sweep already run (its wall time not measured here)
+        keep("share", {"folder": str(a.share_folder), **sweep_share(a.share_folder)})
+    if "generation" in parts:
+        keep("generation", {"large": a.large, "limit": a.limit, "max_gen_toks": a.max_gen_toks,
+                            **bench_generation(a.large, a.limit, a.max_gen_toks, a.work)})
+    if "scoring" in parts:
+        # default: the vLLM System 2 runs of the sweep part's largest model (GSM8K and MBPP)
+        folders = [a.system2] if a.system2 else sorted(
+            p.parent for p in (a.work / "sweep-vllm" / "_system2").glob(f"{Path(a.large).name}/*/*/results_*.json"))
+        keep("scoring", {str(f.relative_to(a.work) if a.system2 is None else f):
+                         bench_scoring(f, a.score_models.split(",")) for f in folders})
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Engine backends besides this project's transformers loop (each imports its library lazily)."""
