@@ -219,6 +219,22 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _rate_text(v: dict[str, Any]) -> tuple[str, str]:
+    """(estimate, interval) of one gap-recovery entry, as printed (rounded once, here)."""
+    if v["call_rate"] is None:
+        return "—", v["reason"]
+    est = "not reached" if np.isnan(v["call_rate"]) else f"{v['call_rate']:.3f}"
+    lo, hi = v["ci"]
+    return est, f"[{lo:.3f}, {'not reached' if hi is None else f'{hi:.3f}'}]"
+
+
+def recovery_text(recovery: dict[str, dict[str, Any]]) -> str:
+    """One line: per router, the call rates recovering each fraction of the gap with their intervals."""
+    parts = [f"{router} {key} {' '.join(_rate_text(v))}" for router, rec in recovery.items()
+             for key, v in rec.items() if key.endswith("%")]
+    return "; ".join(parts) or "–"
+
+
 def format_recovery(recovery: dict[str, dict[str, Any]]) -> str:
     """Per router, the call rate recovering 50 % and 90 % of the accuracy gap, with its interval."""
     lines = ["| router | gap recovered | call rate | 95 % interval (documents resampled) |", "|---|---|---|---|"]
@@ -226,11 +242,38 @@ def format_recovery(recovery: dict[str, dict[str, Any]]) -> str:
         for key, v in rec.items():
             if not key.endswith("%"):
                 continue
-            if v["call_rate"] is None:
-                lines.append(f"| {router} | {key} | — | {v['reason']} |")
-                continue
-            est = "not reached" if np.isnan(v["call_rate"]) else f"{v['call_rate']:.3f}"
-            lo, hi = v["ci"]
-            hi_s = "not reached" if hi is None else f"{hi:.3f}"
-            lines.append(f"| {router} | {key} | {est} | [{lo:.3f}, {hi_s}] |")
+            est, ci = _rate_text(v)
+            lines.append(f"| {router} | {key} | {est} | {ci} |")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ reading frontiers
+POINT_KEYS = ("label", "router", "accuracy", "accuracy_ci", "llm_call_rate", "param_cost")
+
+
+def find_frontiers(folders: Sequence[Any]) -> list[tuple[Any, dict[str, Any]]]:
+    """Every ``frontier.json`` (written by ``fsgen-eval frontier``) below ``folders``, as (path, object), sorted by
+    path. ``ValueError`` naming the file for one that is not a frontier (no ``points`` rows with
+    :data:`POINT_KEYS`, or without its two end points)."""
+    import json
+    from pathlib import Path
+
+    found = []
+    for folder in map(Path, folders):
+        if folder.is_dir():
+            paths = sorted(p for p in folder.rglob("frontier.json") if not any(q.endswith(".tmp") for q in p.parts))
+        else:
+            paths = [folder] if folder.name == "frontier.json" else []
+        for path in paths:
+            try:
+                obj = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{path}: not a readable frontier file ({e})") from None
+            points = obj.get("points") if isinstance(obj, dict) else None
+            if not isinstance(points, list) or not all(isinstance(p, dict) and all(k in p for k in POINT_KEYS)
+                                                        for p in points):
+                raise ValueError(f"{path}: not a frontier file (needs 'points' rows with {', '.join(POINT_KEYS)})")
+            if not {"never", "always"} <= {p["router"] for p in points}:
+                raise ValueError(f"{path}: a frontier needs its end points (routers never and always)")
+            found.append((path, obj))
+    return found

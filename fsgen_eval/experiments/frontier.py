@@ -116,10 +116,15 @@ def _short(model: str) -> str:
 
 def check_router_pair(path: Path, small: str, large: str) -> None:
     """Refuse a learned router trained on another pair's traces (``pair`` in its file, written by
-    ``fsgen-eval router train``); a file without it cannot be checked and is taken as given."""
+    ``fsgen-eval router train``; a file without it cannot be checked and is taken as given) or on features the
+    calibration run does not record (``topk`` needs a top-K side file)."""
     from fsgen_eval.core import learned as L
 
-    pair = dict(L.load(path).info or {}).get("pair")
+    router = L.load(path)
+    if router.features != "scalar":
+        raise ValueError(f"{path}: frontier calibrates learned routers on scalar features only, this one uses "
+                         f"{router.features}")
+    pair = dict(router.info or {}).get("pair")
     if pair and (_short(pair.get("small", "")), _short(pair.get("large", ""))) != (_short(small), _short(large)):
         raise ValueError(f"{path}: a router of the pair {pair.get('small')} -> {pair.get('large')}, not "
                          f"{small} -> {large}")
@@ -157,10 +162,7 @@ def learned_thresholds(traces: list[dict[str, np.ndarray]], path: Path, rates: l
     calibration run's top-K side file)."""
     from fsgen_eval.core import learned as L
 
-    router = L.load(path)
-    if router.features != "scalar":
-        raise ValueError(f"{path}: frontier calibrates learned routers on scalar features only, this one uses "
-                         f"{router.features}")
+    router = L.load(path)  # scalar features: checked by check_router_pair before anything ran
     scores = np.concatenate([L.decision(router, L.trace_features("scalar", t)) for t in traces])
     obj = json.loads(Path(path).read_text())
     out = {}
@@ -213,15 +215,31 @@ def _samples_file(run: files.Run, task: str) -> Path:
     raise ValueError(f"{run.path}: no samples_{task}_*.jsonl beside it: run with --log_samples")
 
 
-def per_doc_correct(run: files.Run, task: str, metric: str) -> dict[int, float]:
-    """doc_id -> the metric's value (``name,filter`` as lm-eval's results key it)."""
+def leaf_tasks(results: Path, task: str) -> list[str]:
+    """The tasks that hold documents under ``task`` in the lm-eval results file ``results``: ``task`` itself, or
+    a group's subtasks (lm-eval's ``group_subtasks``, nested groups expanded)."""
+    subtasks = json.loads(results.read_text()).get("group_subtasks") or {}
+    if not subtasks.get(task):
+        return [task]
+    return [leaf for sub in subtasks[task] for leaf in leaf_tasks(results, sub)]
+
+
+def doc_key(task: str, doc_id: int) -> str:
+    """A document's identity across a group's subtasks (each numbers its documents from 0)."""
+    return f"{task}/{doc_id}"
+
+
+def per_doc_correct(run: files.Run, task: str, metric: str) -> dict[str, float]:
+    """:func:`doc_key` -> the metric's value (``name,filter`` as lm-eval's results key it), over ``task``'s
+    documents (a group's: every subtask's)."""
     name, _, flt = metric.partition(",")
-    out: dict[int, float] = {}
-    for line in _samples_file(run, task).read_text().splitlines():
-        s = json.loads(line)
-        if flt and s.get("filter") != flt:
-            continue
-        out[int(s["doc_id"])] = float(s[name])
+    out: dict[str, float] = {}
+    for leaf in leaf_tasks(run.path, task):
+        for line in _samples_file(run, leaf).read_text().splitlines():
+            s = json.loads(line)
+            if flt and s.get("filter") != flt:
+                continue
+            out[doc_key(leaf, int(s["doc_id"]))] = float(s[name])
     return out
 
 
@@ -235,12 +253,14 @@ def _wall_s(path: Path) -> float:
 
 def read_point(folder: Path, task: str, label: str, router: str, target: float | None, threshold: float | None,
                n_small: int, n_large: int, metric: str | None = None) -> F.Point:
-    """One finished cell as a :class:`~fsgen_eval.analysis.frontier.Point` (documents sorted by doc_id)."""
+    """One finished cell as a :class:`~fsgen_eval.analysis.frontier.Point` (documents sorted by
+    :func:`doc_key`, so every point of a frontier lists them in one order)."""
     (results,) = sorted(folder.rglob("results_*.json"))
     run = files.load_run(results)
     key = _metric_key(run, task, metric)
     correct = per_doc_correct(run, task, key)
-    recs = {int(r["doc_id"]): r["trace"] for r in files.run_records(run) if r.get("task") == task}
+    leaves = set(leaf_tasks(results, task))
+    recs = {doc_key(r["task"], int(r["doc_id"])): r["trace"] for r in files.run_records(run) if r.get("task") in leaves}
     if set(recs) != set(correct):
         raise ValueError(f"{results}: traces cover {len(recs)} documents, samples {len(correct)}")
     docs = np.array(sorted(recs))
