@@ -67,7 +67,8 @@ class Plan:
         if self.calibration_docs is not None:
             d = self.calibration_docs
             return f"documents {d[0]}..{d[-1]} ({len(d)}) of {self.task}, after the evaluated first {self.limit}"
-        return f"the first {self.calibration_limit or 'all'} documents of task {self.calibration_task}"
+        first = f"the first {self.calibration_limit}" if self.calibration_limit else "all"
+        return f"{first} documents of task {self.calibration_task} (of each subtask, for a group)"
 
 
 def check_plan(p: Plan) -> None:
@@ -332,7 +333,8 @@ def format_markdown(result: dict[str, Any]) -> str:
     """frontier.md: the table and the gap recovery, numbers as computed in frontier.json."""
     return "\n\n".join([
         f"# Frontier: {_short(result['small'])} -> {_short(result['large'])} on {result['task']}",
-        f"Evaluated: the first {result['limit']} documents. Thresholds calibrated on System 1 alone's statistics "
+        f"Evaluated: the first {result['limit'] or 'all'} documents (of each subtask, for a group; "
+        f"{result['points'][0]['n_docs']} in all). Thresholds calibrated on System 1 alone's statistics "
         f"over {result['calibration']} ({result['calibration_tokens']} tokens). param_cost = N_small + "
         f"llm_call_rate * N_large with N_small = {result['n_small']}, N_large = {result['n_large']}; wall s of "
         "System 2 alone is its own generation's (a replayed run).",
