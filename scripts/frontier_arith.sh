@@ -33,6 +33,6 @@ for pair in arith-s:arith-l arith-sm:arith-m; do
   learned=("$report/router_mismatch.json" ${!necessary_var:+"${!necessary_var}"})
   run fsgen-eval frontier --small "models/arith/$small" --large "models/arith/$large" --task fsgen_arith \
     --limit "$LIMIT" --calibration-task fsgen_arith_validation --learned "${learned[@]}" \
-    --model-args-extra "$EXTRA" --lm-eval-args '--include_path tasks/' -o "$OUT/$name"
+    --model-args-extra "$EXTRA" --lm-eval-args '--include_path tasks/' --n-boot 20000 -o "$OUT/$name"
   run cp "$OUT/$name"/frontier.{json,md,png} "$report/"
 done

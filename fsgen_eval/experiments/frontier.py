@@ -310,7 +310,8 @@ def run_frontier(p: Plan, out: Path, runner: Any = None, replay: bool = True, mo
     points = []
     for cell, router, rate, cal_rate in cells:
         label = {"never": "System 1 alone", "always": "System 2 alone"}.get(router) or f"{router}@{rate:g}"
-        pt = read_point(out / cell.relpath, p.task, label, router, rate, cell.threshold, n_small, n_large, metric)
+        threshold = learned[router[len("learned:"):]][rate][1] if router.startswith("learned:") else cell.threshold
+        pt = read_point(out / cell.relpath, p.task, label, router, rate, threshold, n_small, n_large, metric)
         pt.extra["calibration_call_rate"] = cal_rate
         points.append(pt)
     s1, s2, routed = points[0], points[1], points[2:]
