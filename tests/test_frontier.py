@@ -64,7 +64,7 @@ def test_gap_recovery_estimate_and_seeded_interval():
     assert F.gap_recovery(s1, s2, r, n_boot=300, seed=3) == rec  # seeded
     assert rec["50%"]["param_cost"] == pytest.approx(100 + rec["50%"]["call_rate"] * 1000)
     assert rec["50%"]["param_cost_ci"][0] == pytest.approx(100 + lo * 1000)
-    assert f"| {rec['50%']['param_cost']:.4g} [" in F.format_recovery({"entropy": rec})
+    assert f"| {rec['50%']['param_cost']:.4g} |" in F.format_recovery({"entropy": rec})
     assert s2.param_cost == 1100 and s1.param_cost == 100 and r[0].param_cost == 100 + 0.2 * 1000
 
 
