@@ -114,3 +114,21 @@ def test_the_task_runs_unchanged_through_hf_and_fsgen(tmp_path):
     hf = _lm_eval(tmp_path, "hf", f"pretrained={large},dtype=float32")
     fsgen = _lm_eval(tmp_path, "fsgen", f"small={small},large={large},method=oracle,router=always,dtype=float32")
     assert len(hf) == 6 and fsgen == hf  # the oracle emits the large model's greedy tokens
+
+
+def test_the_validation_variant_evaluates_the_validation_split_level_by_level():
+    """fsgen_arith_validation: the frontier's calibration documents, never an evaluated (test) one."""
+    from _lm_eval_helpers import task_manager
+
+    def leaves(group: str) -> dict[str, list[dict]]:
+        (subtasks,) = task_manager().load_task_or_group([group]).values()  # {group: {level task: Task}}
+        return {name: list(task.eval_docs) for name, task in subtasks.items()}
+
+    val, test = leaves("fsgen_arith_validation"), leaves("fsgen_arith")
+    assert sorted(val) == [f"fsgen_arith_validation_level{n}" for n in arith.LEVELS]
+    for n in arith.LEVELS:
+        docs = val[f"fsgen_arith_validation_level{n}"]
+        assert len(docs) == 100 and {d["level"] for d in docs} == {n}
+    val_questions = {d["question"] for docs in val.values() for d in docs}
+    assert len(val_questions) == 400
+    assert not val_questions & {d["question"] for docs in test.values() for d in docs}

@@ -62,6 +62,9 @@ def test_gap_recovery_estimate_and_seeded_interval():
     lo, hi = rec["50%"]["ci"]
     assert lo <= rec["50%"]["call_rate"] <= (hi if hi is not None else 1.0)
     assert F.gap_recovery(s1, s2, r, n_boot=300, seed=3) == rec  # seeded
+    assert rec["50%"]["param_cost"] == pytest.approx(100 + rec["50%"]["call_rate"] * 1000)
+    assert rec["50%"]["param_cost_ci"][0] == pytest.approx(100 + lo * 1000)
+    assert f"| {rec['50%']['param_cost']:.4g} |" in F.format_recovery({"entropy": rec})
     assert s2.param_cost == 1100 and s1.param_cost == 100 and r[0].param_cost == 100 + 0.2 * 1000
 
 
@@ -123,3 +126,46 @@ def test_learned_calibration_meets_target(tmp_path):
         copy = L.load(path)
         scores = np.concatenate([L.decision(copy, L.trace_features("scalar", tr)) for tr in traces])
         assert copy.threshold == t and abs(np.mean(scores > t) - rate) <= 1 / 200 and cal == np.mean(scores > t)
+
+
+def test_learned_router_on_topk_features_is_refused_before_anything_runs(tmp_path, capsys):
+    from fsgen_eval.core import learned as L
+
+    r = L.LearnedRouter("topk", 10, "logistic", np.zeros(10), np.ones(10), 0.0, 0.5, coef=np.ones(10))
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(L.to_json(r)))
+    rc = main(["frontier", "--small", "models/micro/micro-s", "--large", "models/micro/micro-l", "--task", "gsm8k",
+               "--limit", "10", "--calibration-docs", "20:30", "--learned", str(path), "-o", str(tmp_path / "f")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "scalar features only" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "f").exists()
+
+
+def _row(router, acc=0.5):
+    return {"label": router, "router": router, "accuracy": acc, "accuracy_ci": [0.4, 0.6], "llm_call_rate": 0.0,
+            "param_cost": 1.0}
+
+
+@pytest.mark.parametrize("obj, message", [
+    ({"points": "x"}, "not a frontier file"),
+    ({"points": [{"router": "never"}]}, "not a frontier file"),
+    ({"points": [_row("never"), _row("entropy")]}, "needs its end points"),
+])
+def test_malformed_frontier_file_is_one_line_in_the_report(tmp_path, capsys, obj, message):
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "frontier.json").write_text(json.dumps(obj))
+    with pytest.raises(ValueError, match=message):
+        F.find_frontiers([tmp_path / "f"])
+    rc = main(["report", str(tmp_path / "f"), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_find_frontiers_reads_each_file_once_in_path_order(tmp_path):
+    for name in ("b", "a", "a/deeper"):
+        (tmp_path / name).mkdir(parents=True, exist_ok=True)
+        (tmp_path / name / "frontier.json").write_text(json.dumps({"points": [_row("never"), _row("always", 0.9)]}))
+    found = F.find_frontiers([tmp_path])
+    assert [p.relative_to(tmp_path).as_posix() for p, _ in found] == ["a/deeper/frontier.json", "a/frontier.json",
+                                                                    "b/frontier.json"]
+    assert F.find_frontiers([tmp_path / "b" / "frontier.json"])[0][1]["points"][1]["accuracy"] == 0.9

@@ -175,10 +175,16 @@ def _curve(s1: Point, s2: Point, routed: Sequence[Point], w: np.ndarray) -> tupl
     return r, a, acc(s1), acc(s2)
 
 
+def _cost(p: Point, rate: float | None) -> float | None:
+    """Parameters activated per generated token at call rate ``rate`` (``None``/NaN: not reached)."""
+    return None if rate is None or not np.isfinite(rate) else p.n_small + rate * p.n_large
+
+
 def gap_recovery(s1: Point, s2: Point, routed: Sequence[Point], fractions: Sequence[float] = (0.5, 0.9),
                  n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Per fraction ``f``: the call rate at which ``routed``'s accuracy reaches ``acc_1 + f (acc_2 - acc_1)``
-    and its 95 % percentile interval over ``n_boot`` resamples of the documents (seeded). ``None`` for the
+    and its 95 % percentile interval over ``n_boot`` resamples of the documents (seeded), and the parameters
+    activated per token at those rates. ``None`` for the
     estimate when System 2 alone is not more accurate than System 1 alone (no gap to recover); NaN in a
     resample means the curve did not reach the goal there (counted, and the interval is then open above)."""
     check_same_docs([s1, s2, *routed])
@@ -198,8 +204,10 @@ def gap_recovery(s1: Point, s2: Point, routed: Sequence[Point], fractions: Seque
         missing = int(np.isnan(vals).sum())
         filled = np.where(np.isnan(vals), np.inf, vals)  # not reached: beyond any call rate
         lo, hi = np.quantile(filled, [0.025, 0.975])
-        out[key] = {"call_rate": est, "ci": [float(lo), float(hi) if np.isfinite(hi) else None],
-                    "boot_not_reached": missing}
+        ci = [float(lo), float(hi) if np.isfinite(hi) else None]
+        out[key] = {"call_rate": est, "ci": ci, "boot_not_reached": missing,
+                    # R2R's measure at that call rate (a monotone map of the rate, so its interval maps too)
+                    "param_cost": _cost(s1, est), "param_cost_ci": [_cost(s1, c) for c in ci]}
     return out
 
 
@@ -219,18 +227,69 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _rate_text(v: dict[str, Any]) -> tuple[str, str, str]:
+    """(estimate, interval, parameter cost with its interval) of one gap-recovery entry, as printed (rounded
+    once, here)."""
+    if v["call_rate"] is None:
+        return "—", v["reason"], "—"
+    est = "not reached" if np.isnan(v["call_rate"]) else f"{v['call_rate']:.3f}"
+    lo, hi = v["ci"]
+    cost = v.get("param_cost")
+    # interval ends one digit shorter than the estimate: percentiles of a resampled curve move in the third
+    # decimal between seeds even at 20,000 resamples, the second is stable. The cost's interval (in the JSON)
+    # maps the call rate's, N_small + rate * N_large, and is not printed: at any digits that say something
+    # its ends move between seeds
+    cost_s = "—" if cost is None else f"{cost:.4g}"
+    return est, f"[{lo:.2f}, {'not reached' if hi is None else f'{hi:.2f}'}]", cost_s
+
+
+def recovery_text(recovery: dict[str, dict[str, Any]]) -> str:
+    """One line: per router, the call rates recovering each fraction of the gap with their intervals."""
+    parts = [f"{router} {key} {' '.join(_rate_text(v)[:2])}" for router, rec in recovery.items()
+             for key, v in rec.items() if key.endswith("%")]
+    return "; ".join(parts) or "–"
+
+
 def format_recovery(recovery: dict[str, dict[str, Any]]) -> str:
     """Per router, the call rate recovering 50 % and 90 % of the accuracy gap, with its interval."""
-    lines = ["| router | gap recovered | call rate | 95 % interval (documents resampled) |", "|---|---|---|---|"]
+    lines = ["| router | gap recovered | call rate | 95 % interval (documents resampled) | param_cost at that rate |",
+             "|---|---|---|---|---|"]
     for router, rec in recovery.items():
         for key, v in rec.items():
             if not key.endswith("%"):
                 continue
-            if v["call_rate"] is None:
-                lines.append(f"| {router} | {key} | — | {v['reason']} |")
-                continue
-            est = "not reached" if np.isnan(v["call_rate"]) else f"{v['call_rate']:.3f}"
-            lo, hi = v["ci"]
-            hi_s = "not reached" if hi is None else f"{hi:.3f}"
-            lines.append(f"| {router} | {key} | {est} | [{lo:.3f}, {hi_s}] |")
+            est, ci, cost = _rate_text(v)
+            lines.append(f"| {router} | {key} | {est} | {ci} | {cost} |")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ reading frontiers
+POINT_KEYS = ("label", "router", "accuracy", "accuracy_ci", "llm_call_rate", "param_cost")
+
+
+def find_frontiers(folders: Sequence[Any]) -> list[tuple[Any, dict[str, Any]]]:
+    """Every ``frontier.json`` (written by ``fsgen-eval frontier``) below ``folders``, as (path, object), sorted by
+    path. ``ValueError`` naming the file for one that is not a frontier (no ``points`` rows with
+    :data:`POINT_KEYS`, or without its two end points)."""
+    import json
+    from pathlib import Path
+
+    found = []
+    for folder in map(Path, folders):
+        if folder.is_dir():
+            paths = sorted(p for p in folder.rglob("frontier.json") if not any(q.endswith(".tmp") for q in p.parts))
+        else:
+            paths = [folder] if folder.name == "frontier.json" else []
+        for path in paths:
+            try:
+                obj = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{path}: not a readable frontier file ({e})") from None
+            points = obj.get("points") if isinstance(obj, dict) else None
+            if not isinstance(points, list) or not all(isinstance(p, dict) and all(k in p for k in POINT_KEYS)
+                                                        for p in points):
+                raise ValueError(f"{path}: not a frontier file (needs 'points' rows with {', '.join(POINT_KEYS)})")
+            if not {"never", "always"} <= {p["router"] for p in points}:
+                raise ValueError(f"{path}: a frontier needs its end points (routers never and always)")
+            found.append((path, obj))
+    return found

@@ -7,7 +7,8 @@ rate by default; call rate, acceptance, accuracy or tokens/s at the user's choic
 95 % interval and its best value marked; its intervals as bars, and a pair × configuration matrix coloured by
 collaboration rate. Then the figures: collaboration rate vs parameter ratio with the power-law fit,
 System-1 uncertainty at handoffs vs agreements, handoff rate by relative position, and threshold-router
-trade-off curves. In the HTML page the leaderboard's columns sort on a click (a few lines of inline script).
+trade-off curves; the accuracy frontier of every ``frontier.json`` below the folders read. In the HTML
+page the leaderboard's columns sort on a click (a few lines of inline script).
 """
 
 from __future__ import annotations
@@ -438,11 +439,34 @@ def leaderboard_figures(tables: list[Table]) -> list[Plot]:
     return figs
 
 
+def frontier_figures(frontiers: list[tuple[Path, dict[str, Any]]]) -> list[Plot]:
+    """Per ``frontier.json`` (``fsgen-eval frontier``): accuracy against call rate and parameter cost, its points
+    as the data table and the gap recovery in the caption, as the frontier computed them."""
+    from fsgen_eval.analysis.frontier import recovery_text
+
+    figs = []
+    for path, obj in frontiers:
+        rows = obj["points"]
+        name = f"{_short_name(obj.get('small', '?'))} -> {_short_name(obj.get('large', '?'))} on {obj.get('task', '?')}"
+        caption = (f"{path}: bars 95 % Wilson intervals over {rows[0].get('n_docs', '?')} documents; dashed: the "
+                   f"straight line between System 1 alone and System 2 alone; thresholds calibrated on "
+                   f"{obj.get('calibration', '?')}. Call rate recovering 50 % / 90 % of the gap: "
+                   + recovery_text(obj.get("gap_recovery") or {}))
+        data = (["point", "target call rate", "accuracy", "95 % low", "95 % high", "llm_call_rate",
+                 "collaboration_rate", "param_cost"],
+                [[r["label"], _fmt(r.get("target_call_rate"), 2), _fmt(r["accuracy"], 3), _fmt(r["accuracy_ci"][0], 3),
+                  _fmt(r["accuracy_ci"][1], 3), _fmt(r["llm_call_rate"], 3), _fmt(r.get("collaboration_rate"), 3),
+                  f"{r['param_cost']:.4g}"] for r in rows])
+        figs.append(Plot(f"Accuracy frontier {name}", plots.to_png_bytes(plots.frontier_figure(rows)), caption, data))
+    return figs
+
+
 def build_report(runs: list[Run], params: ParamTable | None = None, title: str = "fsgen-eval report",
                  target_call_rate: float | None = None, n_boot: int = 200,
                  progress: Callable[[int, int, str], None] | None = None,
                  rank_by: str = "collaboration_rate", cost_ratio: float | None = None,
-                 learned: dict[str, Path] | None = None, pool: bool = False) -> Report:
+                 learned: dict[str, Path] | None = None, pool: bool = False,
+                 frontiers: list[tuple[Path, dict[str, Any]]] | None = None) -> Report:
     """The report over ``runs``: tables, the scaling figure (``params`` gives the parameter ratios; ``n_boot``
     bootstrap resamples for its fit) and the trace figures (``target_call_rate`` marks the what-if);
     ``ValueError`` without runs. What could not be drawn is said in ``notes``. ``progress(i, n, group)`` is
@@ -450,7 +474,9 @@ def build_report(runs: list[Run], params: ParamTable | None = None, title: str =
     (:data:`leaderboard.RANK_CHOICES` or a metric name); ``cost_ratio``: the speculative speed-up bound's
     System 1 / large cost per pass (default: each pair's parameter ratio); ``learned``: learned routers
     (name -> ``ROUTER.json``) drawn in the trade-off figure beside the threshold routers; ``pool``: also draw
-    the uncertainty histograms of all runs' tokens together (labelled as pooled; per run otherwise)."""
+    the uncertainty histograms of all runs' tokens together (labelled as pooled; per run otherwise);
+    ``frontiers``: ``frontier.json`` files (:func:`fsgen_eval.analysis.frontier.find_frontiers`), each drawn as
+    a figure."""
     if not runs:
         raise ValueError("report: no runs to report on")
     if learned:
@@ -465,6 +491,7 @@ def build_report(runs: list[Run], params: ParamTable | None = None, title: str =
                   "namespaces (fallback_no_namespaces): they could read what their user can read"
                   for r in runs if "fallback_no_namespaces" in (r.fsgen.code_eval_sandbox or [])]
     rep.figures += leaderboard_figures(rep.tables)
+    rep.figures += frontier_figures(frontiers or [])
     series = scaling_series(runs, params, n_boot, rep.notes, progress, rate_intervals(runs, records))
     if series:
         rep.figures.append(Plot("Collaboration rate vs parameter ratio",

@@ -490,17 +490,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     from fsgen_eval.analysis.files import find_runs
+    from fsgen_eval.analysis.frontier import find_frontiers
     from fsgen_eval.analysis.params import ParamTable
     from fsgen_eval.analysis.report import build_report, write_report
     from fsgen_eval.core.guards import writable_folder
 
     writable_folder(args.output, "report -o")  # before hours of fits, not after
+    frontiers = find_frontiers(args.results)  # a malformed frontier.json: one line before the fits
     progress = FitProgress("report: scaling fits")
     try:
         rep = build_report(find_runs(args.results), ParamTable.load(args.params), args.title, args.target_call_rate,
                            args.n_boot, progress=progress, rank_by=args.rank_by,
                            cost_ratio=args.cost_ratio, learned={p.stem: p for p in args.learned},
-                           pool=args.pool_runs)
+                           pool=args.pool_runs, frontiers=frontiers)
     finally:
         progress.close()
     md, page = write_report(rep, args.output)

@@ -67,7 +67,8 @@ class Plan:
         if self.calibration_docs is not None:
             d = self.calibration_docs
             return f"documents {d[0]}..{d[-1]} ({len(d)}) of {self.task}, after the evaluated first {self.limit}"
-        return f"the first {self.calibration_limit or 'all'} documents of task {self.calibration_task}"
+        first = f"the first {self.calibration_limit}" if self.calibration_limit else "all"
+        return f"{first} documents of task {self.calibration_task} (of each subtask, for a group)"
 
 
 def check_plan(p: Plan) -> None:
@@ -116,10 +117,15 @@ def _short(model: str) -> str:
 
 def check_router_pair(path: Path, small: str, large: str) -> None:
     """Refuse a learned router trained on another pair's traces (``pair`` in its file, written by
-    ``fsgen-eval router train``); a file without it cannot be checked and is taken as given."""
+    ``fsgen-eval router train``; a file without it cannot be checked and is taken as given) or on features the
+    calibration run does not record (``topk`` needs a top-K side file)."""
     from fsgen_eval.core import learned as L
 
-    pair = dict(L.load(path).info or {}).get("pair")
+    router = L.load(path)
+    if router.features != "scalar":
+        raise ValueError(f"{path}: frontier calibrates learned routers on scalar features only, this one uses "
+                         f"{router.features}")
+    pair = dict(router.info or {}).get("pair")
     if pair and (_short(pair.get("small", "")), _short(pair.get("large", ""))) != (_short(small), _short(large)):
         raise ValueError(f"{path}: a router of the pair {pair.get('small')} -> {pair.get('large')}, not "
                          f"{small} -> {large}")
@@ -157,10 +163,7 @@ def learned_thresholds(traces: list[dict[str, np.ndarray]], path: Path, rates: l
     calibration run's top-K side file)."""
     from fsgen_eval.core import learned as L
 
-    router = L.load(path)
-    if router.features != "scalar":
-        raise ValueError(f"{path}: frontier calibrates learned routers on scalar features only, this one uses "
-                         f"{router.features}")
+    router = L.load(path)  # scalar features: checked by check_router_pair before anything ran
     scores = np.concatenate([L.decision(router, L.trace_features("scalar", t)) for t in traces])
     obj = json.loads(Path(path).read_text())
     out = {}
@@ -213,15 +216,31 @@ def _samples_file(run: files.Run, task: str) -> Path:
     raise ValueError(f"{run.path}: no samples_{task}_*.jsonl beside it: run with --log_samples")
 
 
-def per_doc_correct(run: files.Run, task: str, metric: str) -> dict[int, float]:
-    """doc_id -> the metric's value (``name,filter`` as lm-eval's results key it)."""
+def leaf_tasks(results: Path, task: str) -> list[str]:
+    """The tasks that hold documents under ``task`` in the lm-eval results file ``results``: ``task`` itself, or
+    a group's subtasks (lm-eval's ``group_subtasks``, nested groups expanded)."""
+    subtasks = json.loads(results.read_text()).get("group_subtasks") or {}
+    if not subtasks.get(task):
+        return [task]
+    return [leaf for sub in subtasks[task] for leaf in leaf_tasks(results, sub)]
+
+
+def doc_key(task: str, doc_id: int) -> str:
+    """A document's identity across a group's subtasks (each numbers its documents from 0)."""
+    return f"{task}/{doc_id}"
+
+
+def per_doc_correct(run: files.Run, task: str, metric: str) -> dict[str, float]:
+    """:func:`doc_key` -> the metric's value (``name,filter`` as lm-eval's results key it), over ``task``'s
+    documents (a group's: every subtask's)."""
     name, _, flt = metric.partition(",")
-    out: dict[int, float] = {}
-    for line in _samples_file(run, task).read_text().splitlines():
-        s = json.loads(line)
-        if flt and s.get("filter") != flt:
-            continue
-        out[int(s["doc_id"])] = float(s[name])
+    out: dict[str, float] = {}
+    for leaf in leaf_tasks(run.path, task):
+        for line in _samples_file(run, leaf).read_text().splitlines():
+            s = json.loads(line)
+            if flt and s.get("filter") != flt:
+                continue
+            out[doc_key(leaf, int(s["doc_id"]))] = float(s[name])
     return out
 
 
@@ -235,12 +254,14 @@ def _wall_s(path: Path) -> float:
 
 def read_point(folder: Path, task: str, label: str, router: str, target: float | None, threshold: float | None,
                n_small: int, n_large: int, metric: str | None = None) -> F.Point:
-    """One finished cell as a :class:`~fsgen_eval.analysis.frontier.Point` (documents sorted by doc_id)."""
+    """One finished cell as a :class:`~fsgen_eval.analysis.frontier.Point` (documents sorted by
+    :func:`doc_key`, so every point of a frontier lists them in one order)."""
     (results,) = sorted(folder.rglob("results_*.json"))
     run = files.load_run(results)
     key = _metric_key(run, task, metric)
     correct = per_doc_correct(run, task, key)
-    recs = {int(r["doc_id"]): r["trace"] for r in files.run_records(run) if r.get("task") == task}
+    leaves = set(leaf_tasks(results, task))
+    recs = {doc_key(r["task"], int(r["doc_id"])): r["trace"] for r in files.run_records(run) if r.get("task") in leaves}
     if set(recs) != set(correct):
         raise ValueError(f"{results}: traces cover {len(recs)} documents, samples {len(correct)}")
     docs = np.array(sorted(recs))
@@ -289,7 +310,8 @@ def run_frontier(p: Plan, out: Path, runner: Any = None, replay: bool = True, mo
     points = []
     for cell, router, rate, cal_rate in cells:
         label = {"never": "System 1 alone", "always": "System 2 alone"}.get(router) or f"{router}@{rate:g}"
-        pt = read_point(out / cell.relpath, p.task, label, router, rate, cell.threshold, n_small, n_large, metric)
+        threshold = learned[router[len("learned:"):]][rate][1] if router.startswith("learned:") else cell.threshold
+        pt = read_point(out / cell.relpath, p.task, label, router, rate, threshold, n_small, n_large, metric)
         pt.extra["calibration_call_rate"] = cal_rate
         points.append(pt)
     s1, s2, routed = points[0], points[1], points[2:]
@@ -312,7 +334,8 @@ def format_markdown(result: dict[str, Any]) -> str:
     """frontier.md: the table and the gap recovery, numbers as computed in frontier.json."""
     return "\n\n".join([
         f"# Frontier: {_short(result['small'])} -> {_short(result['large'])} on {result['task']}",
-        f"Evaluated: the first {result['limit']} documents. Thresholds calibrated on System 1 alone's statistics "
+        f"Evaluated: the first {result['limit'] or 'all'} documents (of each subtask, for a group; "
+        f"{result['points'][0]['n_docs']} in all). Thresholds calibrated on System 1 alone's statistics "
         f"over {result['calibration']} ({result['calibration_tokens']} tokens). param_cost = N_small + "
         f"llm_call_rate * N_large with N_small = {result['n_small']}, N_large = {result['n_large']}; wall s of "
         "System 2 alone is its own generation's (a replayed run).",
