@@ -1,14 +1,31 @@
 """``fsgen-eval run ...``: lm-eval's own ``run`` command (same arguments, same behaviour), fsgen registered.
 
-Everything after ``run`` goes to lm-eval's parser unchanged, so ``fsgen-eval run --help`` is lm-eval's
-help and ``fsgen-eval run --model fsgen --model_args small=...,large=... --tasks gsm8k`` is exactly
-``lm_eval --model fsgen ...``.
+Everything after ``run`` goes to lm-eval's parser, so ``fsgen-eval run --help`` is lm-eval's help. For
+``--model fsgen`` with ``--output_path OUT`` on the command line, the run's folder is made explicit here
+instead of being looked up inside lm-eval while it runs (issue 21):
+
+- lm-eval gets ``--output_path OUT/<pair>/results.json``: by its documented rule for a ``.json`` path it writes
+  ``results_<date>.json`` and the ``samples_*.jsonl`` into ``OUT/<pair>/`` (``<pair>`` =
+  :func:`fsgen_eval.core.runs.pair_name`, e.g. ``arith-s__arith-l``);
+- the model gets ``trace=OUT/<pair>`` (unless ``--model_args`` set ``trace`` to a path or ``false``), so the
+  per-token traces lie beside the results;
+- ``--gen_kwargs`` and the folder are checked before lm-eval loads anything, and the fsgen summary table is
+  printed after lm-eval's own tables.
+
+Without ``--output_path`` lm-eval writes no results, and the model writes traces only where ``trace=PATH``
+says (docs/lm_eval.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fsgen_eval.core.runs import run_layout
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,12 +39,85 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _fsgen_options() -> argparse.ArgumentParser:
+    """The few lm-eval options this command reads (same spellings and aliases as lm-eval's ``run``)."""
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    p.add_argument("--model", "-M")
+    p.add_argument("--model_args", "-a", nargs="+", action="extend")
+    p.add_argument("--output_path", "-o")
+    p.add_argument("--gen_kwargs", nargs="+", action="extend")
+    return p
+
+
+def _joined(tokens: list[str] | None) -> str | dict[str, Any]:
+    """``--model_args`` / ``--gen_kwargs`` tokens as one ``k=v,...`` string, or the dict of a JSON token."""
+    tokens = tokens or []
+    if len(tokens) == 1 and tokens[0].lstrip().startswith("{"):
+        value = json.loads(tokens[0])
+        if not isinstance(value, dict):
+            raise ValueError(f"--model_args {tokens[0][:80]!r} is not a JSON object")
+        return value
+    return ",".join(t.strip().strip(",") for t in tokens if t.strip())
+
+
+def fsgen_argv(argv: list[str]) -> tuple[list[str], Path | None]:
+    """lm-eval's arguments for this run, and the run folder (``None``: not ``--model fsgen`` or no
+    ``--output_path``). Raises ``ValueError`` for ``--gen_kwargs`` the model refuses or an unwritable folder.
+
+    ``argv`` is lm-eval's ``run`` arguments; the options read here are taken out and put back once each, in
+    the form lm-eval parses (a single ``--model_args``: lm-eval 0.4.10 keeps only the last occurrence).
+    """
+    known, rest = _fsgen_options().parse_known_args(argv)
+    if known.model != "fsgen":
+        return list(argv), None
+    from fsgen_eval.core.guards import writable_folder
+    from fsgen_eval.core.runs import parse_model_args
+    from fsgen_eval.lm_eval.args import check_gen_kwargs
+
+    for token in known.gen_kwargs or []:
+        try:
+            gen = parse_model_args(_joined([token]))
+        except ValueError:
+            continue  # a form only lm-eval parses (a JSON list value): each request's kwargs are checked later
+        check_gen_kwargs(gen, where="--gen_kwargs")  # before any model loads
+    model_args = _joined(known.model_args)
+    out = ["--model", "fsgen"]
+    folder = None
+    if known.output_path:
+        layout = run_layout(known.output_path, model_args)
+        if layout is not None:
+            folder, lm_eval_path, model_args = layout
+            writable_folder(folder, "--output_path")
+            known.output_path = str(lm_eval_path)
+        out += ["--output_path", known.output_path]
+    if model_args:
+        out += ["--model_args", model_args if isinstance(model_args, str) else json.dumps(model_args)]
+    if known.gen_kwargs:
+        out += ["--gen_kwargs", *known.gen_kwargs]
+    return [*out, *rest], folder
+
+
 def run(args: argparse.Namespace) -> int:
     """Run lm-eval's command line with these arguments, ``--model fsgen`` registered."""
-    import fsgen_eval  # noqa: F401  (installs the hook that registers --model fsgen)
+    import fsgen_eval.lm_eval  # noqa: F401  (registers --model fsgen with lm-eval)
     from lm_eval.__main__ import cli_evaluate
 
-    argv = list(args.lm_eval_args)
+    argv, folder = fsgen_argv(list(args.lm_eval_args))
+    started = time.time()
     sys.argv = ["lm-eval", "run", *argv]  # lm-eval's parser reads sys.argv
     cli_evaluate()
+    if folder is not None:
+        print_summary(folder, started)
     return 0
+
+
+def print_summary(folder: Path, since: float) -> None:
+    """The fsgen table of the results file this run wrote into ``folder`` (after lm-eval's own tables)."""
+    from fsgen_eval.core.runs import results_files
+    from fsgen_eval.lm_eval.traces import format_summary
+
+    written = [f for f in results_files(folder) if f.stat().st_mtime >= since]
+    if written:
+        info = json.loads(written[-1].read_text(encoding="utf-8")).get("config", {}).get("fsgen")
+        if isinstance(info, dict):
+            print(format_summary(info))
