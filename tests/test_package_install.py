@@ -1,0 +1,71 @@
+"""A regular (non-editable) install carries the project's own files: from another directory, with no checkout
+on the path, ``fsgen-eval demo`` runs the arith pair and the family files give ``fit`` its parameter counts.
+
+The wheel is built from this checkout with the environment's setuptools and installed with ``--no-deps``
+into a fresh folder that comes first on ``PYTHONPATH`` (the dependencies are this environment's: no network).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 1800) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (cmd, proc.stdout[-2000:], proc.stderr[-3000:])
+    return proc
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """(site folder holding the installed package, environment that imports it first)."""
+    root = tmp_path_factory.mktemp("pkg")
+    code = f"from setuptools import build_meta as b; print(b.build_wheel({str(root / 'dist')!r}))"
+    name = _run([sys.executable, "-c", code], REPO, dict(os.environ), 600).stdout.strip().splitlines()[-1]
+    wheel = root / "dist" / name
+    with zipfile.ZipFile(wheel) as whl:
+        names = whl.namelist()
+    assert "fsgen_eval/_data/model_configs/arith.yaml" in names
+    assert "fsgen_eval/_data/tasks/fsgen_arith/_fsgen_arith.yaml" in names
+    assert any(n.startswith("fsgen_eval/_data/models/arith/arith-l/") for n in names)
+    assert not any(n.startswith("fsgen_eval/_data/models/micro/") for n in names)  # the demo does not need it
+    site = root / "site"
+    _run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
+         root, dict(os.environ), 600)
+    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return site, env
+
+
+def test_the_installed_package_finds_its_own_files(installed, tmp_path):
+    site, env = installed
+    code = ("import fsgen_eval, sys; from fsgen_eval.core.shipped import project_dir; "
+            "print(fsgen_eval.__file__); print(project_dir('model_configs')); print(project_dir('tasks')); "
+            "print('fsgen_eval.lm_eval' in sys.modules, 'lm_eval' in sys.modules)")
+    out = _run([sys.executable, "-c", code], tmp_path, env).stdout.split()
+    assert all(Path(p).is_relative_to(site) for p in out[:3]), out  # not the checkout
+    assert out[3:] == ["False", "False"]  # importing the package touches nothing of lm-eval
+
+
+def test_demo_and_fit_run_from_another_directory(installed, tmp_path):
+    site, env = installed
+    cli = [sys.executable, "-m", "fsgen_eval.cli"]
+    demo = _run([*cli, "demo", "--limit", "2", "--max-gen-toks", "8", "--target-call-rate", "0.3"], tmp_path, env)
+    assert "demo: report written to" in demo.stdout, demo.stdout[-2000:]
+    report = (tmp_path / "runs" / "demo" / "report.md").read_text()
+    assert "arith-s" in report and "arith-l" in report
+    # the installed family files give the fit its parameter counts (no --params): one point per run and task
+    fit = _run([*cli, "fit", str(tmp_path / "runs" / "demo" / "runs"), "--router", "any", "--json"], tmp_path, env)
+    params = json.loads((site / "fsgen_eval" / "_data" / "models" / "arith" / "family.json").read_text())
+    assert fit.stdout.strip(), fit.stderr[-2000:]
+    assert params  # the family card travelled with the models
