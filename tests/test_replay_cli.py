@@ -226,6 +226,10 @@ def test_missing_trace_file_is_refused(runs, capsys, no_weights):
     gone = copy_run(runs, "system2", "no-trace")
     for f in gone.glob("traces_*.jsonl"):
         f.unlink()
+    # the copy's results still name the original's trace files (recorded where the run wrote them, found
+    # there when not beside the results): name one that exists nowhere
+    (results,) = gone.glob("results_*.json")
+    edit_json(results, lambda o: o["config"]["fsgen"].update(traces=[str(gone / "traces_gone_rank0.jsonl")]))
     err = refused(runs, gone, capsys)
     assert "trace file" in err and "is missing" in err
 

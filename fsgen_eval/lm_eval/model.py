@@ -124,7 +124,7 @@ class AdapterState:
     run: RunInfo  # the run record: setup now, summary and trace names at the end
     config: Any  # the run's engine.config.DecodeConfig, made once (per-request settings derive from it)
     method_params: dict[str, Any]  # the method and router parameters the user set, threshold aside
-    trace_arg: str | None  # trace=: a path, "false", or None (beside lm-eval's results)
+    trace_arg: str | None  # trace=: a path, "false", or None (unset: no location, no traces)
     trace_append: bool  # trace_append=true: an existing trace file is appended to, not refused
     run_ts: str  # the run's start, shared by every rank: names the trace files
     book: SummaryBook = field(default_factory=SummaryBook)  # this rank's records, for the summary
