@@ -7,7 +7,6 @@ into a fresh folder that comes first on ``PYTHONPATH`` (the dependencies are thi
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -64,8 +63,19 @@ def test_demo_and_fit_run_from_another_directory(installed, tmp_path):
     assert "demo: report written to" in demo.stdout, demo.stdout[-2000:]
     report = (tmp_path / "runs" / "demo" / "report.md").read_text()
     assert "arith-s" in report and "arith-l" in report
-    # the installed family files give the fit its parameter counts (no --params): one point per run and task
-    fit = _run([*cli, "fit", str(tmp_path / "runs" / "demo" / "runs"), "--router", "any", "--json"], tmp_path, env)
-    params = json.loads((site / "fsgen_eval" / "_data" / "models" / "arith" / "family.json").read_text())
-    assert fit.stdout.strip(), fit.stderr[-2000:]
-    assert params  # the family card travelled with the models
+    # the installed family files give the fit its parameter counts (no --params): the demo's runs are one pair,
+    # too few for a law, so the fit stops after computing its points, and says so (not a missing count)
+    fit = subprocess.run([*cli, "fit", str(tmp_path / "runs" / "demo" / "runs"), "--router", "any"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert "parameter count" not in fit.stderr and "Traceback" not in fit.stderr, fit.stderr[-2000:]
+    assert fit.returncode in (0, 2) and (fit.stdout.strip() or fit.stderr.strip())
+
+
+def test_family_files_resolve_to_the_installed_models(installed, tmp_path):
+    site, env = installed
+    code = ("from fsgen_eval.analysis.params import ParamTable; from pathlib import Path; t = ParamTable.load(None); "
+            "m = {p.name: p for p in t.models()}; "
+            "print(t.get('arith-s'), t.get('arith-l'), Path(m['arith-l'].hub_id).is_dir(), m['arith-l'].hub_id)")
+    small, large, is_dir, path = _run([sys.executable, "-c", code], tmp_path, env).stdout.split()
+    assert (int(small), int(large)) == (80112, 492384)  # model_configs/arith.yaml's total_params
+    assert is_dir == "True" and Path(path).is_relative_to(site)  # the path resolves into the package data
