@@ -8,6 +8,7 @@ into a fresh folder that comes first on ``PYTHONPATH`` (the dependencies are thi
 from __future__ import annotations
 
 import os
+import site as site_module
 import subprocess
 import sys
 import zipfile
@@ -51,7 +52,10 @@ def test_the_installed_package_finds_its_own_files(installed, tmp_path):
     code = ("import fsgen_eval, sys; from fsgen_eval.core.shipped import project_dir; "
             "print(fsgen_eval.__file__); print(project_dir('model_configs')); print(project_dir('tasks')); "
             "print('fsgen_eval.lm_eval' in sys.modules, 'lm_eval' in sys.modules)")
-    out = _run([sys.executable, "-c", code], tmp_path, env).stdout.split()
+    # -S: no site-packages .pth runs first (an environment that once held an older fsgen-eval may keep one
+    # that imports it); the dependencies come from this interpreter's site-packages on the path instead
+    bare = {**env, "PYTHONPATH": os.pathsep.join([str(site), *site_module.getsitepackages()])}
+    out = _run([sys.executable, "-S", "-c", code], tmp_path, bare).stdout.split()
     assert all(Path(p).is_relative_to(site) for p in out[:3]), out  # not the checkout
     assert out[3:] == ["False", "False"]  # importing the package touches nothing of lm-eval
 
