@@ -91,7 +91,8 @@ def cli_runs(small: str, large: str, max_batch_size: int, max_length: int | None
     for model, args in (("hf", f"pretrained={large}"), ("fsgen", f"small={small},large={large}")):
         for bs in ("auto", "4"):
             with tempfile.TemporaryDirectory() as out:
-                cmd = [sys.executable, "-m", "lm_eval", "--model", model, "--model_args",
+                launcher = ["fsgen_eval.cli", "run"] if model == "fsgen" else ["lm_eval"]  # fsgen-eval run registers fsgen
+                cmd = [sys.executable, "-m", *launcher, "--model", model, "--model_args",
                        f"{args},device=cpu,batch_size={bs},max_batch_size={max_batch_size}{sizes}", *common,
                        "--output_path", out]
                 start = time.perf_counter()

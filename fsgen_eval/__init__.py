@@ -8,14 +8,12 @@ Public Python API (lm-eval not required)::
 
 Torch-heavy names are imported lazily so the analysis layer and ``fsgen-eval fit`` stay torch-free.
 
-Importing the package installs a post-import hook (``fsgen_eval.lm_eval.hook``, no cost until lm-eval is
-imported) that registers ``--model fsgen`` with lm-eval, so ``import fsgen_eval`` is enough for
-``lm_eval.simple_evaluate(model="fsgen", ...)``.
+Importing the package changes nothing outside it. ``import fsgen_eval.lm_eval`` registers ``--model fsgen``
+with lm-eval (for ``lm_eval.simple_evaluate(model="fsgen", ...)``); ``fsgen-eval run`` is lm-eval's command
+line with it registered.
 """
 
 from __future__ import annotations
-
-from fsgen_eval.lm_eval import hook as _lm_eval_hook
 
 __version__ = "0.1.0"
 
@@ -28,8 +26,6 @@ _LAZY = {
 }
 
 __all__ = ["__version__", *_LAZY]
-
-_lm_eval_hook.install()
 
 
 def __getattr__(name: str):

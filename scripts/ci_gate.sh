@@ -33,7 +33,7 @@ for config in "${CONFIGS[@]}"; do
     name=${config%%:*}
     # one thread: the reduction order of a multi-threaded matmul depends on the thread count; 10 problems per level
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
-        "$PYTHON" -m lm_eval --model fsgen --model_args "$PAIR,${config#*:}" --include_path tasks/ \
+        "$PYTHON" -m fsgen_eval.cli run --model fsgen --model_args "$PAIR,${config#*:}" --include_path tasks/ \
         --tasks fsgen_arith --limit 10 --batch_size 8 --output_path "$OUT/$name" > "$OUT/$name.log" 2>&1 \
         || { echo "ci_gate: lm-eval failed (log: $OUT/$name.log)" >&2; tail -5 "$OUT/$name.log" >&2; exit 2; }
 done

@@ -27,7 +27,7 @@ def offline_env() -> None:
 
 @functools.lru_cache(maxsize=1)
 def task_manager():
-    import fsgen_eval  # noqa: F401  (the hook: fsgen model, offline datasets and code_eval)
+    import fsgen_eval.lm_eval  # noqa: F401  (registers --model fsgen; the offline datasets and code_eval)
     from lm_eval.tasks import TaskManager
 
     return TaskManager(include_path=str(TASKS))

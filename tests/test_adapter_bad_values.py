@@ -40,7 +40,7 @@ CASES: dict[str, tuple[str, list[str], str]] = {
 DRIVER = r"""
 import contextlib, io, json, sys
 import transformers
-import fsgen_eval
+import fsgen_eval.lm_eval
 import lm_eval.tasks
 from lm_eval.__main__ import cli_evaluate
 

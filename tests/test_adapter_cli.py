@@ -1,4 +1,5 @@
-"""Command lines: ``fsgen-eval run`` = ``lm_eval run``; one-line errors; the installed registration hook."""
+"""Command lines: ``fsgen-eval run`` = ``lm_eval run``; one-line errors; registration by import, nothing installed
+into site-packages."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def test_fsgen_eval_run_takes_lm_evals_arguments(llama_pair, tmp_path):
 
 
 def test_lm_eval_reports_bad_model_args_in_one_line(llama_pair):
-    code = ("import sys, fsgen_eval; from lm_eval.__main__ import cli_evaluate; "
+    code = ("import sys, fsgen_eval.lm_eval; from lm_eval.__main__ import cli_evaluate; "
             f"sys.argv = ['lm_eval', '--model', 'fsgen', '--model_args', 'small={llama_pair[1]}', '--tasks', 'gsm8k']; "
             "cli_evaluate()")
     proc = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=300)
@@ -64,41 +65,20 @@ def _wheel(tmp_path: Path, editable: bool) -> Path:
     return tmp_path / proc.stdout.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("editable", [False, True])
-def test_wheels_install_the_registration_hook(tmp_path, editable, llama_pair):
-    with zipfile.ZipFile(_wheel(tmp_path / "dist", editable)) as whl:
-        assert "fsgen_eval_lm_eval.pth" in whl.namelist()  # top level: lands in site-packages
-        pth = whl.read("fsgen_eval_lm_eval.pth").decode()
-        if not editable:
-            assert "fsgen_eval/lm_eval/model.py" in whl.namelist()
-            # no lm_eval.models entry point: no lm-eval release reads one (the .pth hook registers the model)
-            entry_points = next(n for n in whl.namelist() if n.endswith("entry_points.txt"))
-            assert "lm_eval.models" not in whl.read(entry_points).decode()
-    site_dir = tmp_path / "site"
-    site_dir.mkdir()
-    (site_dir / "fsgen_eval_lm_eval.pth").write_text(pth)
-    # a fresh interpreter that processes the .pth as site-packages would, then uses lm-eval only
-    code = (f"import site; site.addsitedir({str(site_dir)!r}); "
-            "from lm_eval.api.registry import get_model, model_registry; "
-            "print(get_model('fsgen').__name__, get_model('hf').__name__, 'vllm' in model_registry)")
-    proc = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split() == ["FSGenLM", "HFLM", "True"]
-
-
-def test_without_the_hook_lm_eval_is_untouched():
-    code = ("import sys; from lm_eval.api.registry import get_model, model_registry; get_model('hf'); "
-            "print('fsgen' in model_registry, 'fsgen_eval' in sys.modules)")
-    plain = {k: v for k, v in env().items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-I", "-c", code], env=plain, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    installed = any(Path(p, "fsgen_eval_lm_eval.pth").exists() for p in sys.path if p.endswith("site-packages"))
-    assert proc.stdout.split() == ([str(installed)] * 2)
+def test_the_wheel_installs_nothing_outside_the_package(tmp_path):
+    with zipfile.ZipFile(_wheel(tmp_path / "dist", editable=False)) as whl:
+        tops = {n.split("/")[0] for n in whl.namelist()}
+        assert "fsgen_eval/lm_eval/model.py" in whl.namelist()
+        # no .pth (it ran fsgen_eval's code in every interpreter of the environment) and no lm_eval.models
+        # entry point (no lm-eval release reads one)
+        assert all(t == "fsgen_eval" or t.endswith(".dist-info") for t in tops), tops
+        entry_points = next(n for n in whl.namelist() if n.endswith("entry_points.txt"))
+        assert "lm_eval" not in whl.read(entry_points).decode()
 
 
 @pytest.mark.parametrize("order", ["fsgen_eval first", "lm_eval first"])
-def test_import_fsgen_eval_registers_in_either_order(order):
-    imports = ["import fsgen_eval", "import lm_eval.api.registry"]
+def test_import_fsgen_eval_lm_eval_registers_in_either_order(order):
+    imports = ["import fsgen_eval.lm_eval", "import lm_eval.api.registry"]
     if order == "lm_eval first":
         imports.reverse()
     code = "; ".join(imports) + ("; from lm_eval.api.registry import get_model; "
@@ -111,6 +91,6 @@ def test_import_fsgen_eval_registers_in_either_order(order):
 def test_the_hook_leaves_namesake_modules_alone(tmp_path):
     (tmp_path / "evaluate.py").write_text("X = 1\n")  # a user's own evaluate.py / datasets.py
     (tmp_path / "datasets.py").write_text("Y = 2\n")
-    code = "import fsgen_eval, evaluate, datasets; print(evaluate.X + datasets.Y)"
+    code = "import fsgen_eval.lm_eval, evaluate, datasets; print(evaluate.X + datasets.Y)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env(), capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "3" and not proc.stderr, proc.stderr

@@ -13,7 +13,7 @@ import pytest
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
-import fsgen_eval  # noqa: F401
+import fsgen_eval.lm_eval  # noqa: F401  (registers --model fsgen)
 from fsgen_eval.core.schema import RunInfo
 from fsgen_eval.lm_eval import args as margs
 from fsgen_eval.lm_eval.model import FSGenLM
@@ -134,7 +134,7 @@ def _env() -> dict[str, str]:
 
 
 def test_import_replaces_no_hook_and_patches_nothing_of_lm_eval():
-    code = ("import sys; before = sys.excepthook; import fsgen_eval; "
+    code = ("import sys; before = sys.excepthook; import fsgen_eval.lm_eval; "
             "import lm_eval.loggers.evaluation_tracker as et, lm_eval.api.registry as r; r.get_model('fsgen'); "
             "print(sys.excepthook is before, et.EvaluationTracker.__init__.__module__, "
             "et.GeneralConfigTracker.log_experiment_args.__module__)")
@@ -151,32 +151,6 @@ def test_one_line_error_without_an_excepthook():
 
 
 @pytest.mark.slow
-def test_python_dash_m_lm_eval_prints_the_fsgen_summary(llama_pair, tmp_path):
-    from _lm_eval_helpers import DATASETS
-
-    large, small = llama_pair
-    env = {**_env(), "FSGEN_DATASETS_DIR": str(DATASETS), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "lm_eval", "--model", "fsgen", "--model_args",
-           f"small={small},large={large},device=cpu,trace=false", "--tasks", "gsm8k", "--limit", "1",
-           "--num_fewshot", "0", "--gen_kwargs", "max_gen_toks=2"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert 0 <= proc.stdout.find("|gsm8k") < proc.stdout.find("fsgen: ") and "| all |" in proc.stdout
-
-
-def test_under_lm_eval_cli_sees_python_dash_m(monkeypatch):
-    import importlib.machinery
-    import types
-
-    fake_main = types.ModuleType("__main__")
-    monkeypatch.setitem(sys.modules, "__main__", fake_main)
-    monkeypatch.delitem(sys.modules, "lm_eval.__main__", raising=False)
-    assert not margs.under_lm_eval_cli()
-    fake_main.__spec__ = importlib.machinery.ModuleSpec("lm_eval.__main__", None)  # what `python -m` sets
-    assert margs.under_lm_eval_cli()
-
-
-@pytest.mark.slow
 def test_two_cpu_processes_under_torchrun_stop_in_one_line(llama_pair):
     import socket
 
@@ -185,7 +159,7 @@ def test_two_cpu_processes_under_torchrun_stop_in_one_line(llama_pair):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-           "-m", "lm_eval", "--model", "fsgen", "--model_args", f"small={small},large={large},device=cpu",
+           "-m", "fsgen_eval.cli", "run", "--model", "fsgen", "--model_args", f"small={small},large={large},device=cpu",
            "--tasks", "gsm8k", "--limit", "1"]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0

@@ -14,6 +14,7 @@ from lm_eval.loggers import EvaluationTracker
 from lm_eval.utils import hash_string
 
 from _lm_eval_helpers import offline_env, task_manager
+from fsgen_eval.core.runs import run_layout
 from fsgen_eval.lm_eval.args import ModelArgsError
 
 pytestmark = pytest.mark.slow
@@ -44,8 +45,10 @@ def hf_large(llama_pair):
 
 
 def test_oracle_equals_hf_large_and_writes_traces_beside_results(llama_pair, hf_large, tmp_path):
-    tracker = EvaluationTracker(output_path=str(tmp_path))
-    out = run("fsgen", fsgen_args(llama_pair, method="oracle", trace="None"), tracker,
+    # the layout fsgen-eval run gives it: results and traces in output_path/<pair>
+    folder, lm_eval_path, model_args = run_layout(tmp_path, fsgen_args(llama_pair, method="oracle", trace="None"))
+    tracker = EvaluationTracker(output_path=str(lm_eval_path))
+    out = run("fsgen", model_args, tracker,
               tasks=["gsm8k", "mmlu_abstract_algebra"])
     assert responses(out, "gsm8k") == responses(hf_large, "gsm8k")
     ours, theirs = responses(out, "mmlu_abstract_algebra"), responses(hf_large, "mmlu_abstract_algebra")
@@ -60,14 +63,14 @@ def test_oracle_equals_hf_large_and_writes_traces_beside_results(llama_pair, hf_
     tracker.save_results_aggregated(results=out, samples=samples)
     for task in out["configs"]:
         tracker.save_results_samples(task_name=task, samples=samples[task])
-    folder = tmp_path / "llama-small__llama-large"  # the pair, not lm-eval's random name
+    assert folder == tmp_path / "llama-small__llama-large"  # the pair, not lm-eval's random name
     (results_file,) = folder.glob("results_*.json")
     info = json.loads(results_file.read_text())["config"]["fsgen"]
     assert info["method"] == "oracle" and set(info["per_task"]) == {"gsm8k", "mmlu_abstract_algebra"}
     assert info["summary"]["llm_call_rate"] == 1.0
 
     (trace_file,) = folder.glob("traces_*.jsonl")
-    assert info["traces"] == [trace_file.name]  # which trace files belong to this results file
+    assert info["traces"] == [str(trace_file)]  # which trace files belong to this results file
     records = [json.loads(line) for line in trace_file.read_text().splitlines()]
     logged = {}
     for task in ("gsm8k", "mmlu_abstract_algebra"):

@@ -8,7 +8,7 @@ import pytest
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
-import fsgen_eval  # noqa: F401
+import fsgen_eval.lm_eval  # noqa: F401
 from fsgen_eval.lm_eval.model import FSGenLM
 
 

@@ -52,7 +52,7 @@ def test_grid_pairs_large_over_small():
 def test_command_line():
     cell = sweep.Cell("org/s", "org/l", "oracle", "always", None, "gsm8k")
     cmd = cell.command(Path("/out/c"), limit=5)
-    assert cmd[1:5] == ["-m", "lm_eval", "--model", "fsgen"]
+    assert cmd[1:6] == ["-m", "fsgen_eval.cli", "run", "--model", "fsgen"]
     assert cmd[cmd.index("--model_args") + 1] == "small=org/s,large=org/l,method=oracle,router=always,trace=true"
     assert cmd[cmd.index("--tasks") + 1] == "gsm8k" and cmd[-2:] == ["--limit", "5"]
 

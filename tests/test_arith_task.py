@@ -97,7 +97,8 @@ def test_the_strict_and_flexible_filters_extract_every_answer():
 
 def _lm_eval(tmp_path: Path, model: str, model_args: str) -> dict[int, str]:
     out = tmp_path / model
-    cmd = [sys.executable, "-m", "lm_eval", "--model", model, "--model_args", model_args, "--include_path", str(TASKS),
+    launcher = ["fsgen_eval.cli", "run"] if model == "fsgen" else ["lm_eval"]  # fsgen-eval run registers fsgen
+    cmd = [sys.executable, "-m", *launcher, "--model", model, "--model_args", model_args, "--include_path", str(TASKS),
            "--tasks", "fsgen_arith_level2", "--limit", "6", "--batch_size", "4", "--log_samples", "--output_path", str(out)]
     if model == "hf":
         cmd += ["--device", "cpu"]

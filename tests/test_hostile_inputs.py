@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -132,14 +131,18 @@ def test_echoed_values_are_cut():
 
 
 def test_lm_eval_output_checked_before_the_models(tmp_path):
+    from fsgen_eval.lm_eval.run import fsgen_argv
     from fsgen_eval.lm_eval.args import ModelArgsError
     from fsgen_eval.lm_eval.model import check_output
 
     (tmp_path / "f").write_text("x")
     for out in ("/proc/x", str(tmp_path / "f")):
         with pytest.raises(ModelArgsError):
-            check_output(None, SimpleNamespace(output_path=out))
-    check_output(None, SimpleNamespace(output_path=str(tmp_path / "new" / "results.json")))  # creatable: fine
+            check_output(out)  # trace=
+        with pytest.raises(ValueError, match="--output_path"):  # fsgen-eval run, before lm-eval starts
+            fsgen_argv(["--model", "fsgen", "--model_args", "small=s,large=l", "--output_path", out])
+    check_output(str(tmp_path / "new" / "t.jsonl"))  # creatable: fine
+    fsgen_argv(["--model", "fsgen", "--model_args", "small=s,large=l", "--output_path", str(tmp_path / "new")])
 
 
 # -------------------------------------------------------------------------------------------- router files

@@ -177,7 +177,7 @@ def test_lm_eval_runs_them_from_model_args(llama_pair, tmp_path):
     large, small = llama_pair
     calls = weights_file(tmp_path, "calls", [0, 0, 0], 1.0)
     args = f"small={small},large={large},method=mix,mix_weight=1.0,router=linear,router_weights={calls},device=cpu"
-    cmd = [sys.executable, "-m", "lm_eval", "--model", "fsgen", "--model_args", args, "--tasks", "gsm8k",
+    cmd = [sys.executable, "-m", "fsgen_eval.cli", "run", "--model", "fsgen", "--model_args", args, "--tasks", "gsm8k",
            "--limit", "2", "--num_fewshot", "0", "--gen_kwargs", "max_gen_toks=6", "--output_path", str(tmp_path)]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -187,7 +187,8 @@ def test_lm_eval_runs_them_from_model_args(llama_pair, tmp_path):
     assert fsgen["params"] == {"mix_weight": 1.0} and fsgen["router_params"] == {"router_weights": calls}
     assert fsgen["per_task"]["gsm8k"]["llm_call_rate"] == 1.0
     # an ill-typed parameter: one line naming it, before any model loads
-    bad = [*cmd[:6], args.replace("mix_weight=1.0", "mix_weight=heavy"), *cmd[7:]]
+    at = cmd.index("--model_args") + 1
+    bad = [*cmd[:at], args.replace("mix_weight=1.0", "mix_weight=heavy"), *cmd[at + 1:]]
     proc = subprocess.run(bad, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (

@@ -20,6 +20,7 @@ from _lm_eval_helpers import offline_env, task_manager
 from fsgen_eval.analysis.files import find_runs, read_trace_file
 from fsgen_eval.cli import main
 from fsgen_eval.core import schema
+from fsgen_eval.core.runs import run_layout
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +31,10 @@ EXACT = ("token_id", "handoff", "llm_called", "source", "accepted")
 def lm_eval_run(out: Path, model: str, model_args: str) -> Path:
     """One lm-eval run on 3 GSM8K + 2 MBPP prompts, saved as the CLI saves it (``--log_samples``)."""
     offline_env()
-    tracker = EvaluationTracker(output_path=str(out))
+    layout = run_layout(out, model_args) if model == "fsgen" else None  # as fsgen-eval run lays it out
+    if layout is not None:
+        _, lm_eval_path, model_args = layout
+    tracker = EvaluationTracker(output_path=str(lm_eval_path if layout else out))
     res = lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=["gsm8k", "mbpp"], limit=3,
                                   num_fewshot=1, gen_kwargs="max_gen_toks=20", batch_size=2, log_samples=True,
                                   confirm_run_unsafe_code=True, task_manager=task_manager(),
@@ -248,6 +252,10 @@ def test_missing_trace_file_is_refused(runs, capsys, no_weights):
     gone = copy_run(runs, "system2", "no-trace")
     for f in gone.glob("traces_*.jsonl"):
         f.unlink()
+    # the copy's results still name the original's trace files (recorded where the run wrote them, found
+    # there when not beside the results): name one that exists nowhere
+    (results,) = gone.glob("results_*.json")
+    edit_json(results, lambda o: o["config"]["fsgen"].update(traces=[str(gone / "traces_gone_rank0.jsonl")]))
     err = refused(runs, gone, capsys)
     assert "trace file" in err and "is missing" in err
 

@@ -64,7 +64,7 @@ def test_cells_of_a_pair_and_task_share_one_worker(tmp_path):
 
     out = sweep.run_sweep(grid, tmp_path / "sweep", runner, progress=False, in_process=True)
     assert len(out.ran) == 5 and not out.failed
-    assert [a[2] for a in calls] == ["fsgen_eval.experiments.cells", "lm_eval"]  # one worker, one lone cell
+    assert [a[2] for a in calls] == ["fsgen_eval.experiments.cells", "fsgen_eval.cli"]  # one worker, one lone cell
     assert all(sweep.is_done(tmp_path / "sweep" / c.relpath) for c in grid)
     assert not Path(calls[0][3]).exists()  # the worker's folder is removed once every cell of the group finished
     assert len((tmp_path / "log.txt").read_text().splitlines()) == 4  # each cell's own lm-eval argv, once
@@ -120,7 +120,7 @@ def test_per_process_is_still_one_lm_eval_per_cell(tmp_path):
         return 0
 
     assert len(sweep.run_sweep(_grid(), tmp_path, runner, progress=False).ran) == 4
-    assert [a[2] for a in calls] == ["lm_eval"] * 4
+    assert [a[2] for a in calls] == ["fsgen_eval.cli"] * 4
 
 
 # ------------------------------------------------------------------------------ lm-eval's batch size

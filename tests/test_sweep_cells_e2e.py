@@ -30,8 +30,10 @@ def _cell_files(out: Path) -> dict[str, object]:
     files: dict[str, object] = {}
     for results in sorted(out.glob("*__*/*/*/*/results_*.json")):
         cell = str(results.parent.parent.relative_to(out))
-        # a task function's repr holds its address in that process (two processes per cell differ there too)
-        data = json.loads(re.sub(r" at 0x[0-9a-f]+", " at 0x?", results.read_text()))
+        # a task function's repr holds its address in that process (two processes per cell differ there too);
+        # the trace location fsgen-eval run passes (trace=OUT/<pair>) holds the sweep's own output folder
+        text = re.sub(r" at 0x[0-9a-f]+", " at 0x?", results.read_text()).replace(str(out), "OUT")
+        data = json.loads(text)
         for k in VOLATILE:
             data.pop(k, None)
         for k in VOLATILE_FSGEN:

@@ -23,6 +23,7 @@ import numpy as np
 from fsgen_eval.analysis.consistency import check_summary, refuse_duplicate_records, refuse_duplicate_runs
 from fsgen_eval.core import traces_io
 from fsgen_eval.core.jsonl import read_json  # noqa: F401 - re-exported (gate reads it here)
+from fsgen_eval.core.runs import recorded_trace, results_files
 from fsgen_eval.core.schema import RunInfo, Trace, topk_path
 from fsgen_eval.core.traces_io import TraceTable
 
@@ -112,20 +113,19 @@ def _trace_files_for(results_path: Path, fsgen: dict[str, Any]) -> tuple[list[Pa
     """The trace files a results file names (``config.fsgen.traces``), as ``(present, missing)``.
 
     Only those: never matched by timestamp (results are stamped at the end of a run, traces at its start),
-    never every trace of the folder (a killed run's traces beside a rerun's belong to no results file). A bare
-    name lies beside the results file; ``trace=PATH`` was recorded as given (absolute, or relative to where
-    the run started: tried beside the results file first, then from here).
+    never every trace of the folder (a killed run's traces beside a rerun's belong to no results file). Each is
+    looked for by its name beside the results file first (``fsgen-eval run`` writes them there, and a folder
+    may have moved since: a sweep cell's is renamed when it finishes), then as recorded (absolute, or relative
+    to the results file's folder or to where the run started).
     """
     names = fsgen.get("traces", [])
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
         raise ValueError(f"{results_path}: config['fsgen']['traces'] must be a list of file names")
     present, missing = [], []
     for name in names:
-        given = Path(name)
-        candidates = [given] if given.is_absolute() else [results_path.parent / given, given]
-        hit = next((c for c in candidates if c.is_file()), None)
+        recorded, hit = recorded_trace(results_path, name)
         if hit is None:
-            missing.append(candidates[0])
+            missing.append(recorded)
         elif hit not in present:
             present.append(hit)
     for path in missing:
@@ -156,8 +156,7 @@ def find_runs(folders: list[Path]) -> list[Run]:
         if not folder.exists():
             raise FileNotFoundError(f"{folder}: no such file or folder")
         # a sweep's unfinished cells (``*.tmp`` folders) hold no trustworthy results
-        files = [folder] if folder.is_file() else sorted(
-            f for f in folder.rglob("results_*.json") if not any(p.endswith(".tmp") for p in f.parts))
+        files = results_files(folder)
         if not files:
             orphans = incomplete_traces([folder], [])
             what = (f": only an incomplete run's traces ({', '.join(map(str, orphans))}: killed or unfinished, "
@@ -243,7 +242,7 @@ def _is_none(values: np.ndarray) -> np.ndarray:
 def _runs_below(folder: Path) -> list[Run]:
     """Every finished run below ``folder`` (unfinished sweep cells, ``*.tmp``, are not); ``ValueError`` when
     there is none with traces, naming what is there instead."""
-    results = [f for f in sorted(folder.rglob("results_*.json")) if not any(x.endswith(".tmp") for x in f.parts)]
+    results = results_files(folder)
     runs = [load_run(f) for f in results]
     refuse_duplicate_runs(runs)
     orphans = warn_incomplete([folder], runs)

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import yaml
 
-# the repository's model_configs/ (present in a checkout or an editable install)
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "model_configs"
+from fsgen_eval.core.shipped import project_dir
+
+# the project's family files: the checkout's model_configs/, else the installed package data (core.shipped)
+DEFAULT_DIR = project_dir("model_configs")
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,16 @@
 """``fsgen-eval run ...``: lm-eval's own ``run`` command (same arguments, same behaviour), fsgen registered.
 
-Everything after ``run`` goes to lm-eval's parser unchanged, so ``fsgen-eval run --help`` is lm-eval's
-help and ``fsgen-eval run --model fsgen --model_args small=...,large=... --tasks gsm8k`` is exactly
-``lm_eval --model fsgen ...``.
+Everything after ``run`` goes to lm-eval's parser, so ``fsgen-eval run --help`` is lm-eval's help. For
+``--model fsgen`` with ``--output_path OUT`` on the command line, the run's folder is made explicit here
+instead of being looked up inside lm-eval while it runs (issue 21): :mod:`fsgen_eval.lm_eval.run` says how.
+
+Without ``--output_path`` lm-eval writes no results, and the model writes traces only where ``trace=PATH``
+says (docs/lm_eval.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,10 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run lm-eval's command line with these arguments, ``--model fsgen`` registered."""
-    import fsgen_eval  # noqa: F401  (installs the hook that registers --model fsgen)
-    from lm_eval.__main__ import cli_evaluate
+    from fsgen_eval.lm_eval.run import run_lm_eval  # lm-eval loads only when this command runs
 
-    argv = list(args.lm_eval_args)
-    sys.argv = ["lm-eval", "run", *argv]  # lm-eval's parser reads sys.argv
-    cli_evaluate()
+    run_lm_eval(list(args.lm_eval_args))
     return 0

@@ -136,13 +136,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
+    from fsgen_eval.core.shipped import project_dir
     from fsgen_eval.experiments.zoo.build import rewrite_card
     from fsgen_eval.experiments.zoo.evaluate import evaluate_family
     from fsgen_eval.experiments.zoo.export import load_exported, param_counts
 
     torch.set_num_threads(args.threads)
     hf_logging.disable_progress_bar()
-    tasks_dir = Path(__file__).resolve().parents[2] / "tasks"
+    tasks_dir = project_dir("tasks")
     members = [(s.name, models_dir / s.name, param_counts(load_exported(models_dir / s.name))[0]) for s in family.models]
     summaries = evaluate_family(members, family.task, tasks_dir, out, args.limit, args.batch_size,
                                 log=lambda m: print(m, flush=True))

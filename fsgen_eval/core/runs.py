@@ -96,3 +96,63 @@ def pair_name_from_model_args(model_args: Any) -> str | None:
     if isinstance(small, str) and isinstance(large, str) and small and large:
         return pair_name(small, large)
     return None
+
+
+# ------------------------------------------------------------------------------------------- layout
+def with_trace(model_args: str | Mapping[str, Any], folder: Path) -> str | dict[str, Any]:
+    """``model_args`` with ``trace=folder``, unless they set ``trace`` to a path or ``false`` themselves
+    (``true``, ``None`` or empty: the default location, which is this one)."""
+    given = parse_model_args(model_args).get("trace")
+    unset = given is None or (isinstance(given, str) and given.strip().lower() in ("", "none"))
+    if not unset and not (is_bool_word(given) and parse_bool("trace", given)):
+        return model_args if isinstance(model_args, str) else dict(model_args)  # the user's own choice
+    if isinstance(model_args, Mapping):
+        return {**model_args, "trace": str(folder)}
+    kept = [p for p in model_args.split(",") if p.strip() and p.partition("=")[0].strip() != "trace"]
+    return ",".join([*kept, f"trace={folder}"])
+
+
+def run_layout(output_path: str | Path, model_args: str | Mapping[str, Any]) -> tuple[Path, Path, Any] | None:
+    """Where an fsgen run below lm-eval's ``--output_path`` puts its files: ``(folder, lm-eval's output_path,
+    model_args)``, or ``None`` when ``output_path`` is already a ``.json`` file or the pair is incomplete.
+
+    ``folder`` = ``output_path/<pair>``; lm-eval is given ``folder/results.json`` (its documented rule for a
+    ``.json`` path: ``results_<date>.json`` and ``samples_*.jsonl`` in ``folder``) and the model
+    ``trace=folder``, so results, samples and traces lie together, as ``fsgen-eval run`` arranges it. From
+    Python: ``EvaluationTracker(output_path=str(lm_eval_path))`` and ``simple_evaluate(model_args=model_args)``.
+    """
+    pair = pair_name_from_model_args(model_args)
+    if pair is None or Path(output_path).suffix == ".json":
+        return None
+    folder = Path(output_path) / pair
+    return folder, folder / "results.json", with_trace(model_args, folder)
+
+
+# ---------------------------------------------------------------------------------------- discovery
+def results_files(folder: Path) -> list[Path]:
+    """The lm-eval results files (``results_*.json``) of finished runs below ``folder``, sorted by path.
+
+    The one discovery rule: any depth (lm-eval writes into ``OUT/<model name>/``, ``fsgen-eval run`` into
+    ``OUT/<pair>/``), and nothing inside a ``*.tmp`` folder below ``folder`` (a sweep cell or demo configuration
+    still running or killed: its results are not trustworthy; ``folder`` itself may be one, to check whether
+    a finished run left a results file). A file ``folder`` is returned as the only result.
+    """
+    folder = Path(folder)
+    if folder.is_file():
+        return [folder]
+    return sorted(f for f in folder.rglob("results_*.json")
+                  if not any(p.endswith(".tmp") for p in f.relative_to(folder).parts[:-1]))
+
+
+def recorded_trace(results_path: Path, name: str) -> tuple[Path, Path | None]:
+    """A trace file a results file names (``config.fsgen.traces``): ``(as recorded, found)``, ``found`` ``None``
+    when absent.
+
+    Looked for by its name beside the results file first (``fsgen-eval run`` writes traces there, and the
+    folder may have moved since: a sweep cell's is renamed when it finishes), then as recorded: absolute, or
+    relative to the results file's folder, or to where the run started.
+    """
+    given = Path(name)
+    recorded = given if given.is_absolute() else Path(results_path).parent / given
+    candidates = [Path(results_path).parent / given.name, recorded, given]
+    return recorded, next((c for c in candidates if c.is_file()), None)

@@ -6,7 +6,7 @@ here knows a method's or router's name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -58,6 +58,23 @@ class DecodeConfig:
         """The router function ``[B, V] log-probs -> Bool[B]`` built from ``router_params``."""
         return self.router_spec.build(self.router_params)
 
+    def for_request(self, max_new_tokens: int | None = None, temperature: float = 0.0, top_p: float = 1.0,
+                    top_k: int = 0, stop: str | list[str] | tuple[str, ...] | None = None,
+                    seed: int | None = None) -> "DecodeConfig":
+        """This run's config with one request's decoding settings (checked as ``make_config`` checks them).
+
+        The method, router and their parameters were checked once, when the run's config was made; the router
+        built then is kept (a learned router's weights file is not read again per batch).
+        """
+        max_new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
+        _check_decoding(max_new_tokens, temperature, top_p, top_k)
+        stops = _stops(stop)
+        new = replace(self, max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_p=float(top_p),
+                      top_k=int(top_k), stop=stops, seed=seed)
+        if "route" in self.__dict__:  # cached_property's slot: carried over, not rebuilt
+            new.__dict__["route"] = self.__dict__["route"]
+        return new
+
     def route_at(self, small: Tensor, position: int | Tensor) -> Tensor:
         """The router's answer ``[B]`` for System 1's log-probs ``small`` ``[B, V]``; a router that uses the
         position (a learned one with scalar features: tokens generated before this one) is given it too."""
@@ -97,14 +114,19 @@ def make_config(
     if isinstance(trace_topk, bool) or not isinstance(trace_topk, (int, float)) or int(trace_topk) != trace_topk \
             or trace_topk < 0:
         raise ValueError(f"trace_topk must be an integer >= 0, got {trace_topk!r}")
-    stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
-    if any(not s for s in stops):
-        raise ValueError("stop strings must be non-empty")
+    stops = _stops(stop)
     cfg = DecodeConfig(method, router, method_params, int(max_new_tokens),
                        float(temperature), float(top_p), int(top_k), stops, seed, record_trace, router_params,
                        int(trace_topk))
     cfg.route  # build the router now: a factory's error (a bad weights file) comes before any model runs
     return cfg
+
+
+def _stops(stop: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+    if any(not s for s in stops):
+        raise ValueError("stop strings must be non-empty")
+    return stops
 
 
 def _check_decoding(max_new_tokens: int, temperature: float, top_p: float, top_k: int) -> None:

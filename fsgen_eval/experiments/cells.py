@@ -1,9 +1,9 @@
 """In-process cells: a sweep's cells that share a pair and a task run in ONE process, the models loaded once.
 
-A fresh ``python -m lm_eval`` per cell spends most of a small cell starting Python, importing lm-eval and
+A fresh ``fsgen-eval run`` per cell spends most of a small cell starting Python, importing lm-eval and
 torch, building the task index and loading both models. Here one worker process (``python -m
-fsgen_eval.experiments.cells SPEC``) runs each cell's own lm-eval command line in turn through lm-eval's
-command-line entry (``lm_eval.__main__.cli_evaluate``), inside :meth:`FSGenLM.reusing_weights`, so the
+fsgen_eval.experiments.cells SPEC``) runs each cell's own ``fsgen-eval run`` command line in turn, as that
+command runs it (:func:`fsgen_eval.lm_eval.run.run_lm_eval`: the run's folder, lm-eval, the summary), inside :meth:`FSGenLM.reusing_weights`, so the
 second and later cells of the group run on the weights the first one loaded (:meth:`FSGenLM.for_run`).
 Everything else is the per-process run's: the same argv, the same results, samples and trace files in the
 same folders, each cell's output in its own ``lm_eval.log``.
@@ -16,7 +16,6 @@ leaves its finished cells finished and a rerun runs only the rest.
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import shutil
@@ -144,34 +143,23 @@ def _output_to(log: Path) -> Iterator[None]:
 
 
 def in_process_runner(argv: list[str], output: Path) -> int:
-    """Run one cell's ``python -m lm_eval ...`` argv in this process through lm-eval's command-line entry, its
-    output to ``<output>/lm_eval.log``; returns its exit status as the process would have."""
-    from lm_eval.__main__ import cli_evaluate
+    """Run one cell's ``python -m fsgen_eval.cli run ...`` argv in this process as ``fsgen-eval run`` runs it,
+    its output to ``<output>/lm_eval.log``; returns its exit status as the process would have."""
+    from fsgen_eval.lm_eval.run import run_lm_eval
 
-    from fsgen_eval.lm_eval.traces import format_summary
-
-    if argv[1:3] != ["-m", "lm_eval"]:
-        raise ValueError(f"not an lm-eval command line: {argv[:3]}")
+    prefix = sweep.lm_eval_command("fsgen")[1:]
+    if argv[1:len(prefix) + 1] != prefix:
+        raise ValueError(f"not an fsgen-eval run command line: {argv[:len(prefix) + 1]}")
     output.mkdir(parents=True, exist_ok=True)
-    saved_argv = sys.argv
-    sys.argv = ["lm_eval", *argv[3:]]
     with _output_to(output / "lm_eval.log"):
         try:
-            cli_evaluate()
+            run_lm_eval(argv[len(prefix) + 1:])
             rc = 0
         except SystemExit as exit_:
             rc = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
         except Exception:  # noqa: BLE001 -- a cell's failure is its exit status, as in its own process
             traceback.print_exc()
             rc = 1
-        finally:
-            sys.argv = saved_argv
-        # the fsgen summary a per-process run prints at exit, after lm-eval's tables: printed now, per cell
-        atexit.unregister(print)
-        for results in sorted(output.rglob("results_*.json")):
-            info = json.loads(results.read_text()).get("config", {}).get("fsgen")
-            if info:
-                print(format_summary(info), flush=True)
     return rc
 
 

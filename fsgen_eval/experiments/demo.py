@@ -3,7 +3,7 @@
 The configurations are the FS-GEN comparison in miniature: System 1 alone (``router=never``), System 2 alone
 (the oracle), greedy speculative decoding, contrastive decoding, and the oracle behind an entropy router whose
 threshold is read off the oracle run's own traces (the router what-if at a target large-model call rate).
-Each configuration is one ``python -m lm_eval --model fsgen`` run (the sweep's runner: a temporary folder
+Each configuration is one ``fsgen-eval run --model fsgen`` (lm-eval) run (the sweep's runner: a temporary folder
 renamed on success), so lm-eval writes its real results and our traces, a crash in one run loses no other,
 and a rerun skips every configuration that is already complete. The report is the project's own
 (:mod:`fsgen_eval.analysis.report`): Markdown plus one standalone HTML page.
@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fsgen_eval.core.shipped import CHECKOUT, project_dir
 from fsgen_eval.experiments.sweep import Cell, run_cell, subprocess_runner
 
-REPO = Path(__file__).resolve().parents[2]
-FAMILY_YAML = REPO / "model_configs" / "arith.yaml"  # the demo's pair; micro names resolve too (FAMILY_YAMLS)
-FAMILY_YAMLS = (FAMILY_YAML, REPO / "model_configs" / "micro.yaml")
+REPO = CHECKOUT  # a source checkout's root (the default datasets folder lies beside it)
+FAMILY_YAML = project_dir("model_configs") / "arith.yaml"  # the demo's pair; micro names resolve too (FAMILY_YAMLS)
+FAMILY_YAMLS = (FAMILY_YAML, project_dir("model_configs") / "micro.yaml")
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class DemoSetup:
     num_fewshot: int = 0  # the arith family is trained on the zero-shot format
     # the entropy router's large-model call rates on the oracle's traces: one routed run per rate
     call_rates: tuple[float, ...] = (0.05, 0.15)
-    include_path: Path | None = REPO / "tasks"  # --include_path for a task of the project's tasks/
+    include_path: Path | None = project_dir("tasks")  # --include_path for a task of the project's tasks/
 
 
 DEMO = DemoSetup()
@@ -174,6 +175,7 @@ def completed(folder: Path) -> bool:
     """A configuration is complete when its results file exists and every trace file it names does too
     (traces are not committed, so a fresh clone reruns the runs instead of reporting without them)."""
     from fsgen_eval.core.jsonl import read_json
+    from fsgen_eval.core.runs import recorded_trace
 
     results = sorted(folder.glob("*/results_*.json"))
     if len(results) != 1:
@@ -183,7 +185,7 @@ def completed(folder: Path) -> bool:
     except (ValueError, KeyError, TypeError):
         return False
     return isinstance(names, list) and bool(names) and all(
-        isinstance(n, str) and (results[0].parent / n).is_file() for n in names)
+        isinstance(n, str) and recorded_trace(results[0], n)[1] is not None for n in names)
 
 
 def entropy_threshold(oracle_folder: Path, target: float) -> tuple[float, dict[str, Any]]:

@@ -26,6 +26,7 @@ import numpy as np
 from fsgen_eval.analysis import files
 from fsgen_eval.analysis import frontier as F
 from fsgen_eval.core import registry
+from fsgen_eval.core.runs import results_files
 from fsgen_eval.experiments.sweep import Cell
 
 DEFAULT_RATES = (0.05, 0.1, 0.2, 0.3, 0.5)
@@ -134,7 +135,7 @@ def check_router_pair(path: Path, small: str, large: str) -> None:
 # ------------------------------------------------------------------------------------------ calibration
 def calibration_statistics(run_folder: Path) -> list[dict[str, np.ndarray]]:
     """System 1's per-token statistics (traces [T_i]) of the finished calibration run in ``run_folder``."""
-    (results, *rest) = sorted(run_folder.rglob("results_*.json")) or [None]
+    (results, *rest) = results_files(run_folder) or [None]
     if results is None or rest:
         raise ValueError(f"{run_folder}: expected one finished calibration run")
     run = files.load_run(results)
@@ -256,7 +257,7 @@ def read_point(folder: Path, task: str, label: str, router: str, target: float |
                n_small: int, n_large: int, metric: str | None = None) -> F.Point:
     """One finished cell as a :class:`~fsgen_eval.analysis.frontier.Point` (documents sorted by
     :func:`doc_key`, so every point of a frontier lists them in one order)."""
-    (results,) = sorted(folder.rglob("results_*.json"))
+    (results,) = results_files(folder)
     run = files.load_run(results)
     key = _metric_key(run, task, metric)
     correct = per_doc_correct(run, task, key)

@@ -2,7 +2,7 @@
 
 A cell is one (small, large) pair of a family (large has more parameters) × method (with its parameters) ×
 router (with its threshold and parameters) × task; the names and parameters are checked against the
-registries (:mod:`fsgen_eval.core.registry`) before anything runs. Each runs ``python -m lm_eval --model fsgen ...`` with ``--output_path`` a temporary
+registries (:mod:`fsgen_eval.core.registry`) before anything runs. Each runs ``python -m fsgen_eval.cli run --model fsgen ...`` (lm-eval) with ``--output_path`` a temporary
 folder that is renamed to the cell's folder once lm-eval exits 0 and a ``results_*.json`` exists, so a
 killed sweep leaves no half-finished cell behind and a rerun starts from the first unfinished cell. lm-eval dies
 with the sweep (a supervisor with a parent-death signal kills its process group), and each cell holds a lock
@@ -30,6 +30,7 @@ from typing import Any
 
 from fsgen_eval.analysis.params import ParamCount
 from fsgen_eval.core import registry
+from fsgen_eval.core.runs import parse_model_args, results_files
 
 Params = tuple[tuple[str, str], ...]  # (name, value as written) pairs, in the order given
 Runner = Callable[[list[str], Path], int]  # (argv, cell's temporary output folder) -> exit code
@@ -67,7 +68,7 @@ class Cell:
                 model_args_extra: str = "", lm_eval_args: list[str] | None = None) -> list[str]:
         """The lm-eval command line that runs this cell into ``output``."""
         model_args = self.model_args(trace_arg, model_args_extra)
-        cmd = [sys.executable, "-m", "lm_eval", "--model", "fsgen", "--model_args", model_args,
+        cmd = [*lm_eval_command("fsgen"), "--model", "fsgen", "--model_args", model_args,
                "--tasks", self.task, "--output_path", str(output)]
         if limit is not None:
             cmd += ["--limit", str(limit)]
@@ -78,11 +79,19 @@ def batch_size_flag(model_args: str, lm_eval_args: list[str] | None = None) -> l
     """``--batch_size N`` for lm-eval when ``model_args`` sets ``batch_size=N`` and ``lm_eval_args`` does not:
     lm-eval records its own ``--batch_size`` (1 unless given) as ``config.batch_size`` and in its header line,
     so without it the record says 1 while the run used N."""
-    given = [a.partition("=")[2].strip() for a in model_args.split(",") if a.partition("=")[0].strip() == "batch_size"]
+    given = parse_model_args(model_args).get("batch_size")
     args = list(lm_eval_args or [])
-    if not given or any(a == "--batch_size" or a.startswith("--batch_size=") for a in args):
+    if given is None or any(a == "--batch_size" or a.startswith("--batch_size=") for a in args):
         return []
-    return ["--batch_size", given[-1]]
+    return ["--batch_size", str(given)]
+
+
+def lm_eval_command(model_class: str) -> list[str]:
+    """The command that runs lm-eval for ``model_class``: ``fsgen-eval run`` for fsgen (it registers the model,
+    and puts results and traces into ``--output_path``/<pair>), lm-eval itself for its own models."""
+    if model_class == "fsgen":
+        return [sys.executable, "-m", "fsgen_eval.cli", "run"]
+    return [sys.executable, "-m", "lm_eval"]
 
 
 def _label(model: str) -> str:
@@ -156,7 +165,7 @@ def build_grid(models: list[ParamCount], methods: list[str], routers: list[str],
 
 def is_done(folder: Path) -> bool:
     """A cell folder is finished when it holds a ``results_*.json``."""
-    return folder.is_dir() and any(folder.rglob("results_*.json"))
+    return folder.is_dir() and bool(results_files(folder))
 
 
 # The supervisor between the sweep and lm-eval: it asks the kernel for SIGTERM when the sweep dies (even by
@@ -500,7 +509,7 @@ class System2Job:
         flags = [] if model_class == "fsgen" else [a for a in extra if a.partition("=")[0].strip() in LM_EVAL_FLAGS]
         flag = batch_size_flag(model_args_extra, lm_eval_args) if model_class == "fsgen" else []
         args += [a for a in extra if a not in flags]
-        cmd = [sys.executable, "-m", "lm_eval", "--model", model_class, "--model_args", ",".join(a for a in args if a),
+        cmd = [*lm_eval_command(model_class), "--model", model_class, "--model_args", ",".join(a for a in args if a),
                "--tasks", self.task, "--output_path", str(output), "--log_samples"]
         for a in flags:
             key, _, value = a.partition("=")
@@ -545,7 +554,7 @@ def replay_command(system2_folder: Path, smalls: list[str], large: str, output: 
 
 
 def _results_folder(folder: Path) -> Path:
-    (results, *rest) = sorted(folder.rglob("results_*.json"))
+    (results, *rest) = results_files(folder)
     if rest:
         raise ValueError(f"{folder}: more than one results_*.json: remove the stale one")
     return results.parent

@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -131,14 +130,16 @@ def resolve_device(device: str | None, cuda_available: bool) -> str:
 
 
 def check_trace_arg(trace: Any) -> str | None:
-    """``trace``: a path (file ``*.jsonl`` or folder), ``false`` to write none, or unset (beside results).
+    """``trace``: a path (file ``*.jsonl`` or folder), ``false`` to write none, or unset / ``true``: the location
+    ``fsgen-eval run --output_path OUT`` passes (``OUT/<pair>``, beside the results); without one, none is written
+    (a warning says so).
 
     A path is refused up front when its folder cannot be created or written (the first batch would fail).
     """
     if trace is None or (isinstance(trace, str) and trace.strip().lower() == "none"):
         return None
     if isinstance(trace, bool) or (isinstance(trace, str) and is_bool_word(trace)):
-        # true: beside the results (the default); false: none
+        # true: the location fsgen-eval run passes (the default); false: none
         return None if parse_bool("trace", trace) else "false"
     if not isinstance(trace, str) or not trace.strip():
         raise ModelArgsError(f"trace must be a path, true or false, got {trace!r}")
@@ -297,7 +298,7 @@ NOOP_GEN: dict[str, Any] = {"num_beams": 1, "repetition_penalty": 1.0}
 def check_gen_kwargs(gen: Mapping[str, Any] | None, where: str = "--gen_kwargs") -> None:
     """Refuse unsupported generation kwargs and bad sampling values, naming the key and the value.
 
-    Runs on ``--gen_kwargs`` before any model loads (see ``running_gen_kwargs``) and again on each
+    Runs on ``--gen_kwargs`` before any model loads (``fsgen-eval run``) and again on each
     request's kwargs (the task's YAML merged with the command line).
     """
     gen = dict(gen or {})
@@ -347,25 +348,6 @@ def sampling(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {"temperature": temperature, "top_p": top_p, "top_k": top_k}
 
 
-def running_gen_kwargs() -> dict[str, Any] | None:
-    """``--gen_kwargs`` of the ``simple_evaluate`` call constructing this model, or ``None``.
-
-    lm-eval hands them to the tasks, which pass them to the model only with each request, after every model
-    has loaded. ``simple_evaluate`` has parsed its ``gen_kwargs`` argument into a dict before it builds the
-    model, so we read it from that frame on the call stack: read-only, nothing patched or kept.
-    """
-    evaluator = sys.modules.get("lm_eval.evaluator")
-    target = getattr(evaluator, "simple_evaluate", None)
-    while getattr(target, "__wrapped__", None) is not None:
-        target = target.__wrapped__
-    code = getattr(target, "__code__", None)
-    frame = sys._getframe(1)
-    while frame is not None and code is not None:
-        if frame.f_code is code:
-            gen = frame.f_locals.get("gen_kwargs")
-            return dict(gen) if isinstance(gen, Mapping) else None
-        frame = frame.f_back
-    return None
 def check_trace_file(trace_arg: str | None, append: bool) -> None:
     """``trace=FILE.jsonl`` refuses an existing file (two runs would mix) unless ``trace_append=true``."""
     if trace_arg and trace_arg != "false" and Path(trace_arg).suffix == ".jsonl" and not append:
@@ -407,10 +389,3 @@ def check_remote_code(role: str, path: str, trust_remote_code: bool) -> None:
     if needs_code:
         raise ModelArgsError(f"{role}={path!r} runs custom code from its folder (config.json has auto_map); "
                              "pass trust_remote_code=true in --model_args if you trust it")
-
-
-def under_lm_eval_cli() -> bool:
-    """Whether lm-eval's command line runs this process (``lm_eval``, ``python -m lm_eval``,
-    ``fsgen-eval run``): it prints its tables after the run, and the fsgen summary goes after them."""
-    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    return "lm_eval.__main__" in sys.modules or getattr(main_spec, "name", None) == "lm_eval.__main__"

@@ -1,19 +1,10 @@
-"""Make ``--model fsgen`` (and the offline switches) exist in every lm-eval process, without editing lm-eval.
+"""The offline switches for lm-eval's unchanged tasks, installed by ``import fsgen_eval.lm_eval``.
 
-lm-eval 0.4.13 has no plugin discovery for models: ``get_model`` imports ``lm_eval.models`` (which registers
-the built-ins) only while the model registry is empty. So registering ``fsgen`` *before* that would hide
-``hf`` and every other built-in. We therefore wait until lm-eval's registry module has been imported, then
-register the built-ins first and ``fsgen`` after them, as a lazy placeholder (no torch is imported here).
-
-The waiting is done by a post-import hook on ``sys.meta_path``: it does nothing until a watched module is
-imported, so it costs nothing in processes that never import lm-eval. It is installed by
-``import fsgen_eval`` and, for lm-eval's own console scripts, by the ``fsgen_eval_lm_eval.pth`` file that
-``pip install`` puts into site-packages (see setup.py).
-
-Nothing of lm-eval is patched: the model finds its results folder itself (``model.running_tracker``).
+Still a post-import hook on ``sys.meta_path`` (issue 21 item 4 replaces it with task YAMLs pointing at local
+files): it does nothing until a watched module is imported. ``--model fsgen`` itself is registered by
+importing :mod:`fsgen_eval.lm_eval`, not by this hook; nothing is written into site-packages.
 Watched modules and what happens once each has been imported:
 
-- ``lm_eval.api.registry``: register ``fsgen`` (built-ins first).
 - ``datasets``: with ``FSGEN_DATASETS_DIR`` set, hub dataset ids found in that folder load from it.
 - ``evaluate``: offline, ``evaluate.load("code_eval")`` returns fsgen_eval's local pass@k.
 """
@@ -30,22 +21,10 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-MODEL_NAME = "fsgen"
-MODEL_TARGET = "fsgen_eval.lm_eval.model:FSGenLM"
-
 _lock = threading.RLock()
 
 
 # --------------------------------------------------------------------------------------- what to do
-def register_fsgen(_registry_module: ModuleType | None = None) -> None:
-    """Register ``fsgen`` in lm-eval's model registry, after the built-ins so ``hf`` etc. stay visible."""
-    import lm_eval.models  # noqa: F401  (registers the built-in models as lazy placeholders)
-    from lm_eval.api.registry import model_registry
-
-    if MODEL_NAME not in model_registry:
-        model_registry.register(MODEL_NAME, target=MODEL_TARGET)
-
-
 def patch_datasets(module: ModuleType) -> None:
     """With ``FSGEN_DATASETS_DIR`` set, let Hugging Face ``datasets.load_dataset`` read hub ids from that folder."""
     if callable(getattr(module, "load_dataset", None)):  # Hugging Face datasets, not a namesake
@@ -63,7 +42,6 @@ def patch_evaluate(module: ModuleType) -> None:
 
 
 WATCHED: dict[str, Callable[[ModuleType], None]] = {
-    "lm_eval.api.registry": register_fsgen,
     "datasets": patch_datasets,
     "evaluate": patch_evaluate,
 }

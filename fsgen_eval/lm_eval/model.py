@@ -17,11 +17,9 @@ constructor's keywords are the ``--model_args`` schema (see docs/lm_eval.md).
 
 from __future__ import annotations
 
-import atexit
 import copy
 import inspect
 import logging
-import sys
 import time
 import uuid
 from collections import defaultdict
@@ -53,7 +51,6 @@ from fsgen_eval.lm_eval.traces import (
     TraceWriter,
     all_rank_paths,
     conventions_note,
-    format_summary,
     make_record,
     timestamp,
     trace_path,
@@ -129,14 +126,14 @@ class AdapterState:
     """What an fsgen model keeps between lm-eval's calls (everything else is ``HFLM``'s)."""
 
     run: RunInfo  # the run record: setup now, summary and trace names at the end
+    config: Any  # the run's engine.config.DecodeConfig, made once (per-request settings derive from it)
     method_params: dict[str, Any]  # the method and router parameters the user set, threshold aside
-    trace_arg: str | None  # trace=: a path, "false", or None (beside lm-eval's results)
+    trace_arg: str | None  # trace=: a path, "false", or None (unset: no location, no traces)
     trace_append: bool  # trace_append=true: an existing trace file is appended to, not refused
     run_ts: str  # the run's start, shared by every rank: names the trace files
     book: SummaryBook = field(default_factory=SummaryBook)  # this rank's records, for the summary
     engine_seconds: float = 0.0  # time spent in the engine (throughput)
-    target: Path | None = None  # where traces go, once decided
-    target_decided: bool = False
+    warned_no_trace: bool = False  # the "no trace location" warning is given once
     writer: TraceWriter | None = None
     auto_batch_sizes: list[int] = field(default_factory=list)  # what batch_size=auto picked, in order
 
@@ -165,7 +162,6 @@ class FSGenLM(HFLM):
         trace_topk: int = 0,  # > 0: top-K ids/probabilities of both systems per token, in a Parquet side file
         **params: Any,  # the method's and router's parameters (threshold, num_draft, alpha, ...): the registry's
     ) -> None:
-        from fsgen_eval.engine.config import make_config
         from fsgen_eval.engine.pair import ModelPair
 
         # everything that can be wrong is checked before a weight is read (the Python API too, not only
@@ -187,12 +183,14 @@ class FSGenLM(HFLM):
                   for role, path in run["roles"].items() if role != "large"}
         self.pair = ModelPair.from_models(loaded["small"], self.model, run["toks"]["small"],
                                           small_base=loaded.get("small_base"), names=dict(run["roles"]))
-        self._make_config = make_config
         self._load_key = _load_key(load)
         self._start_run(run)
 
     def _start_run(self, run: dict[str, Any]) -> None:
-        """A fresh run record and state (run id, stamp, summary, trace file) on the loaded models."""
+        """A fresh run record and state (run id, stamp, summary, trace file, the run's one DecodeConfig) on the
+        loaded models."""
+        from fsgen_eval.engine.config import make_config
+
         load = run["load"]
         # lm-eval records, from this public attribute, the sizes really used as config.batch_sizes and in its
         # header ("batch_size: 8 (8)"); batch_size=auto fills it as it detects (a fresh dict: a copy's own)
@@ -201,9 +199,12 @@ class FSGenLM(HFLM):
         info = RunInfo(small=load["small"], large=load["large"], small_base=load["small_base"], method=run["method"],
                        router=run["router"], threshold=run["threshold"], run_id=run_id, batch_size=load["batch_size"],
                        trace_topk=run["trace_topk"])
-        self.state = AdapterState(run=info, method_params=run["method_params"], trace_arg=run["trace_arg"],
-                                  trace_append=run["trace_append"], run_ts=run_ts)
-        cfg = self._decode_config()
+        # the run's one DecodeConfig (method, router, parameters); each batch derives its decoding settings
+        cfg = make_config(method=run["method"], router=run["router"], threshold=run["threshold"],
+                          has_small_base=self.pair.small_base is not None, trace_topk=run["trace_topk"],
+                          **run["method_params"])
+        self.state = AdapterState(run=info, config=cfg, method_params=run["method_params"],
+                                  trace_arg=run["trace_arg"], trace_append=run["trace_append"], run_ts=run_ts)
         info.params, info.router_params = dict(cfg.params), dict(cfg.router_params)
 
     def for_run(self, **model_args: Any) -> "FSGenLM":
@@ -236,7 +237,7 @@ class FSGenLM(HFLM):
     def create_from_arg_obj(cls, arg_dict: dict[str, Any], additional_config: dict | None = None) -> "FSGenLM":
         """lm-eval's entry for a dict of model_args; lm-eval's device/batch_size defaults lose to them."""
         given = margs.check_values(margs.merge_args(arg_dict, additional_config, cls.model_arg_names()))
-        margs.check_gen_kwargs(margs.running_gen_kwargs())  # they reach the model only with the requests
+        # --gen_kwargs reach the model only with the requests: `fsgen-eval run` checks them before this
         held = _REUSE.get()
         if held is None:
             return cls(**given)
@@ -275,11 +276,8 @@ class FSGenLM(HFLM):
         return stamp[0], stamp[1]
 
     def _decode_config(self, **decoding: Any) -> Any:
-        """The engine's config: this run's method and router, plus a batch's decoding settings."""
-        run = self.state.run
-        return self._make_config(method=run.method, router=run.router, threshold=run.threshold,
-                                 has_small_base=self.pair.small_base is not None, trace_topk=run.trace_topk,
-                                 **self.state.method_params, **decoding)
+        """The engine's config: this run's, with a batch's decoding settings (if any)."""
+        return self.state.config.for_request(**decoding) if decoding else self.state.config
 
     @property
     def run_ts(self) -> str:
@@ -294,42 +292,20 @@ class FSGenLM(HFLM):
 
     # ------------------------------------------------------------------------------------ traces
     def trace_target(self) -> Path | None:
-        """The file or folder traces go to: ``trace=PATH``, else beside lm-eval's results (if any)."""
-        st = self.state
-        if not st.target_decided:
-            st.target, st.target_decided = self._find_target(), True
-        return st.target
-
-    def _find_target(self) -> Path | None:
-        if self.state.trace_arg == "false":
-            return None
-        if self.state.trace_arg:
-            return Path(self.state.trace_arg)
-        tracker = self._name_results_folder()
-        out = getattr(tracker, "output_path", None)
-        if not out:
-            return None
-        out = Path(out)
-        if out.suffix == ".json":  # lm-eval then writes results_<stem>_<ts>.json beside it
-            return out.parent
-        return out / margs.pair_name(self.state.run.small, self.state.run.large)
-
-    def _name_results_folder(self) -> Any:
-        """lm-eval's tracker of this run, its results folder named after the pair (not a random name)."""
-        tracker = running_tracker()
-        config = getattr(tracker, "general_config_tracker", None)
-        if config is not None and getattr(config, "model_source", None) == "fsgen":
-            config.model_name = config.model_name_sanitized = margs.pair_name(self.state.run.small,
-                                                                              self.state.run.large)
-        return tracker
+        """The file or folder traces go to: ``trace=PATH`` (``fsgen-eval run --output_path OUT`` sets it to
+        ``OUT/<pair>``, beside the results), or ``None`` (``trace=false``, or no location given)."""
+        arg = self.state.trace_arg
+        return Path(arg) if arg not in (None, "false") else None
 
     def _trace_writer(self) -> TraceWriter | None:
         st = self.state
         if st.writer is None:
             target = self.trace_target()
             if target is None:
-                if st.trace_arg != "false":
-                    log.warning("fsgen: no --output_path and no trace=PATH: per-token traces are not written")
+                if st.trace_arg != "false" and not st.warned_no_trace:
+                    log.warning("fsgen: no trace=PATH in --model_args (fsgen-eval run sets it from --output_path): "
+                                "per-token traces are not written")
+                    st.warned_no_trace = True
                 return None
             path = trace_path(target, st.run_ts, self.process_index, self.world_size)
             st.writer = TraceWriter(path, append=st.trace_append)
@@ -610,8 +586,8 @@ class FSGenLM(HFLM):
         run.summary, run.per_task = summary["summary"], summary["per_task"]
         # this rank's throughput: its tokens over the time it spent in the engine
         run.tokens_per_second = own_tokens / st.engine_seconds if st.engine_seconds else None
-        # beside the results: bare names (the folder may move); trace=PATH: as given
-        run.traces = [p.name if st.trace_arg is None else str(p) for p in paths if p.exists()]
+        # as written; readers look for each by name beside the results file first (the folder may move)
+        run.traces = [str(p) for p in paths if p.exists()]
         run.auto_batch_sizes = list(st.auto_batch_sizes)
         # code tasks (MBPP): the sandbox layers generated programs ran under (None: no program ran)
         run.code_eval_sandbox = used_layers()
@@ -622,12 +598,9 @@ class FSGenLM(HFLM):
     def get_model_info(self) -> dict[str, Any]:
         """HFLM's model info plus ``fsgen``: lm-eval puts it into the results' ``config``."""
         info = super().get_model_info()
-        self._name_results_folder()  # lm-eval saves the results after this returns
         info["fsgen"] = self.fsgen_info()
         if self.state.writer is not None:
             self.state.writer.close()
-        if margs.under_lm_eval_cli():  # the CLI prints its tables after this returns
-            atexit.register(print, format_summary(info["fsgen"]))
         return info
 
 
@@ -658,7 +631,7 @@ def _check_run(small: str | None = None, large: str | None = None, small_base: s
                              checked["trust_remote_code"])
     trace_arg = margs.check_trace_arg(trace)
     margs.check_trace_file(trace_arg, checked["trace_append"])
-    check_output(trace_arg, running_tracker())  # an unwritable --output_path is refused before the weights
+    check_output(trace_arg)  # an unwritable trace location is refused before the weights
     trace_topk = margs.check_trace_topk(trace_topk, trace_arg)
     load = {"small": small, "large": large, "small_base": small_base,
             "device": margs.resolve_device(device, torch.cuda.is_available()),
@@ -672,36 +645,17 @@ def _load_key(load: dict[str, Any]) -> tuple:
     return tuple(str(load[k]) for k in _LOAD_ARGS)
 
 
-def check_output(trace_arg: str | None, tracker: Any) -> None:
-    """Refuse, in one line, a trace or results location that cannot be written (a file given as folder, under
-    ``/proc``, read-only): lm-eval would find out only after the whole run, when it writes the results."""
-    out = getattr(tracker, "output_path", None)
-    for given, what in ((trace_arg if trace_arg not in (None, "false") else None, "trace="), (out, "--output_path")):
-        if given:
-            path = Path(given)
-            try:
-                writable_folder(path.parent if path.suffix in (".json", ".jsonl") else path, what)
-            except ValueError as err:
-                raise ModelArgsError(str(err)) from None
-
-
-def running_tracker() -> Any:
-    """lm-eval's ``EvaluationTracker`` of the ``simple_evaluate`` call running this model, or ``None``.
-
-    The one private seam left (docs/lm_eval.md): ``simple_evaluate`` takes the tracker as its public
-    ``evaluation_tracker`` argument but does not hand it to the model, and the trace files belong in its
-    results folder. We read that argument from ``simple_evaluate``'s frame on the call stack while the model
-    runs inside it: read-only, nothing patched, nothing kept after the call.
-    """
-    import lm_eval.evaluator as evaluator
-
-    code = inspect.unwrap(evaluator.simple_evaluate).__code__
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code is code:
-            return frame.f_locals.get("evaluation_tracker")
-        frame = frame.f_back
-    return None
+def check_output(trace_arg: str | None) -> None:
+    """Refuse, in one line, a trace location that cannot be written (a file given as folder, under ``/proc``,
+    read-only): the first batch would find out only after the models loaded. (``fsgen-eval run`` checks
+    ``--output_path`` itself; lm-eval alone finds an unwritable one when it writes the results.)"""
+    if trace_arg in (None, "false"):
+        return
+    path = Path(trace_arg)
+    try:
+        writable_folder(path.parent if path.suffix in (".json", ".jsonl") else path, "trace=")
+    except ValueError as err:
+        raise ModelArgsError(str(err)) from None
 
 
 def check_pair(small: Any, large: Any, small_base: str | None, method: str, router: str, threshold: Any,

@@ -27,7 +27,7 @@ from lm_eval.utils import hash_string
 
 from fsgen_eval.core.guards import cut
 from fsgen_eval.core.jsonl import read_json, read_jsonl
-from fsgen_eval.core.runs import parse_model_args
+from fsgen_eval.core.runs import parse_model_args, recorded_trace, results_files
 from fsgen_eval.core.schema import RunInfo, trace_from_json
 
 # runs of --model fsgen whose emitted tokens are one model's greedy tokens: (method, router) -> the model
@@ -93,7 +93,7 @@ def _results_file(folder: Path) -> Path:
         return folder
     if not folder.exists():
         raise FileNotFoundError(f"{folder}: no such file or folder")
-    found = sorted(f for f in folder.rglob("results_*.json") if not any(p.endswith(".tmp") for p in f.parts))
+    found = results_files(folder)
     if not found:
         raise ValueError(f"{folder}: no results_*.json below this folder (not an lm-eval output folder)")
     if len(found) > 1:
@@ -183,15 +183,13 @@ def _samples_requests(results_path: Path, tasks: list[str], eos_text: str | None
 
 
 def _trace_files(results_path: Path, run: RunInfo) -> list[Path]:
-    """The trace files ``config.fsgen.traces`` names: a bare name beside the results file, a path as given
-    (absolute, or relative to where the run started). A replay needs every token, so a missing one is refused."""
+    """The trace files ``config.fsgen.traces`` names (found by :func:`fsgen_eval.core.runs.recorded_trace`). A
+    replay needs every token, so a missing one is refused."""
     files = []
     for name in run.traces:
-        given = Path(name)
-        candidates = [given] if given.is_absolute() else [results_path.parent / given, given]
-        hit = next((c for c in candidates if c.is_file()), None)
+        recorded, hit = recorded_trace(results_path, name)
         if hit is None:
-            raise FileNotFoundError(f"{results_path}: its trace file {candidates[0]} is missing")
+            raise FileNotFoundError(f"{results_path}: its trace file {recorded} is missing")
         if hit not in files:
             files.append(hit)
     return files
