@@ -85,6 +85,8 @@ def bench_scoring(folder: Path, models: list[str]) -> dict:
 
 def bench_generation(large: str, limit: int, max_gen_toks: int, out_dir: Path) -> dict:
     """Wall seconds of lm-eval's System 2 run of ``large`` through hf, fsgen (router never) and vllm."""
+    from fsgen_eval.experiments.sweep import lm_eval_command
+
     env = dict(os.environ, OMP_NUM_THREADS="1", VLLM_CPU_KVCACHE_SPACE="1", HF_ALLOW_CODE_EVAL="1",
                PYTHONPATH=str(REPO))
     common = ["--tasks", "gsm8k", "--limit", str(limit), "--num_fewshot", "3", "--gen_kwargs",
@@ -99,7 +101,7 @@ def bench_generation(large: str, limit: int, max_gen_toks: int, out_dir: Path) -
     out = {}
     for name, (margs, batch) in args.items():
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "lm_eval", "--model", name, "--model_args", margs,
+        proc = subprocess.run([*lm_eval_command(name), "--model", name, "--model_args", margs,
                                *batch, "--output_path", str(out_dir / name), *common], env=env,
                               capture_output=True, text=True, cwd=REPO)
         if proc.returncode != 0:

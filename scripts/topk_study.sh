@@ -21,7 +21,7 @@ mkdir -p "$OUT" "$REPORT"
 run() {  # name, model_args: one lm-eval run, its log beside it; a finished run (results file present) is kept
     if compgen -G "$OUT/$1/**/results_*.json" > /dev/null || compgen -G "$OUT/$1/results_*.json" > /dev/null; then
         echo "$1: already complete"; return; fi
-    "$PY" -m lm_eval --model fsgen --model_args "$2" --include_path tasks --tasks fsgen_arith --limit "$LIMIT" --batch_size 8 \
+    "$PY" -m fsgen_eval.cli run --model fsgen --model_args "$2" --include_path tasks --tasks fsgen_arith --limit "$LIMIT" --batch_size 8 \
         --output_path "$OUT/$1" > "$OUT/$1.log" 2>&1 || { echo "$1: failed, see $OUT/$1.log" >&2; exit 1; }
     echo "$1: done"
 }

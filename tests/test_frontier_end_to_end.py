@@ -32,7 +32,7 @@ def _env() -> dict[str, str]:
 
 def _lm_eval(router: str, out: Path) -> Path:
     """lm-eval itself, not the sweep: one lockstep run of the pair with ``router``; its results file."""
-    cmd = [sys.executable, "-m", "lm_eval", "--model", "fsgen", "--model_args",
+    cmd = [sys.executable, "-m", "fsgen_eval.cli", "run", "--model", "fsgen", "--model_args",
            f"small={SMALL},large={LARGE},method=oracle,router={router},trace=true,dtype=float32",
            "--tasks", TASK, "--include_path", str(REPO / "tasks"), "--limit", str(LIMIT), "--log_samples",
            "--output_path", str(out)]

@@ -14,7 +14,9 @@ from lm_eval.loggers import EvaluationTracker
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from _lm_eval_helpers import TASKS, offline_env, task_manager
+import fsgen_eval.lm_eval  # noqa: F401  (registers --model fsgen with lm-eval)
 from fsgen_eval.cli import main
+from fsgen_eval.core.runs import run_layout
 from fsgen_eval.experiments import label as LB
 from fsgen_eval.experiments import label_run as R
 
@@ -25,9 +27,10 @@ torch.set_num_threads(1)
 def _oracle_run(out: Path, small: Path, large: Path) -> Path:
     """A lockstep oracle run (router always, traced) on 3 GSM8K + 2 MBPP prompts, saved as the CLI saves it."""
     offline_env()
-    tracker = EvaluationTracker(output_path=str(out))
-    res = lm_eval.simple_evaluate(model="fsgen", model_args=f"small={small},large={large},method=oracle,device=cpu,"
-                                  "dtype=float32,trace=None", tasks=["gsm8k", "mbpp"], limit=3, num_fewshot=1,
+    _, lm_eval_path, model_args = run_layout(out, f"small={small},large={large},method=oracle,device=cpu,"
+                                             "dtype=float32,trace=None")  # as fsgen-eval run lays it out
+    tracker = EvaluationTracker(output_path=str(lm_eval_path))
+    res = lm_eval.simple_evaluate(model="fsgen", model_args=model_args, tasks=["gsm8k", "mbpp"], limit=3, num_fewshot=1,
                                   gen_kwargs="max_gen_toks=16", batch_size=2, log_samples=True,
                                   confirm_run_unsafe_code=True, task_manager=task_manager(), evaluation_tracker=tracker)
     samples = res.pop("samples")

@@ -21,6 +21,7 @@ from _lm_eval_helpers import DATASETS, offline_env
 from fsgen_eval.analysis.files import find_runs, read_trace_file
 from fsgen_eval.cli import main
 from fsgen_eval.core import schema
+from fsgen_eval.experiments.sweep import lm_eval_command
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -43,7 +44,7 @@ def env(tp: int = 1) -> dict[str, str]:
 
 
 def lm_eval(out: Path, model: str, model_args: str, tp: int = 1) -> Path:
-    cmd = [sys.executable, "-m", "lm_eval", "--model", model, "--model_args", model_args, "--output_path", str(out),
+    cmd = [*lm_eval_command(model), "--model", model, "--model_args", model_args, "--output_path", str(out),
            *LM_EVAL_ARGS]
     proc = subprocess.run(cmd, env=env(tp), capture_output=True, text=True, timeout=900, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
