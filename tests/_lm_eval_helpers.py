@@ -31,3 +31,28 @@ def task_manager():
     from lm_eval.tasks import TaskManager
 
     return TaskManager(include_path=str(TASKS))
+
+
+def lm_eval_run(out: Path, model: str, model_args: str, max_gen_toks: int = 20) -> Path:
+    """One lm-eval run on 3 GSM8K + 2 MBPP prompts (1-shot, batch 2), saved as the CLI saves it
+    (``--log_samples``); an fsgen run laid out as ``fsgen-eval run`` lays it out. Returns the results' folder."""
+    import lm_eval
+    from lm_eval.loggers import EvaluationTracker
+
+    from fsgen_eval.core.runs import run_layout
+
+    offline_env()
+    layout = run_layout(out, model_args) if model == "fsgen" else None
+    if layout is not None:
+        _, lm_eval_path, model_args = layout
+    tracker = EvaluationTracker(output_path=str(lm_eval_path if layout else out))
+    res = lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=["gsm8k", "mbpp"], limit=3,
+                                  num_fewshot=1, gen_kwargs=f"max_gen_toks={max_gen_toks}", batch_size=2,
+                                  log_samples=True, confirm_run_unsafe_code=True, task_manager=task_manager(),
+                                  evaluation_tracker=tracker)
+    samples = res.pop("samples")
+    tracker.save_results_aggregated(results=res, samples=samples)
+    for task in res["configs"]:
+        tracker.save_results_samples(task_name=task, samples=samples[task])
+    (results,) = out.rglob("results_*.json")
+    return results.parent

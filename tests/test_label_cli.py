@@ -7,16 +7,12 @@ import json
 import shutil
 from pathlib import Path
 
-import lm_eval
 import pytest
 import torch
-from lm_eval.loggers import EvaluationTracker
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from _lm_eval_helpers import TASKS, offline_env, task_manager
-import fsgen_eval.lm_eval  # noqa: F401  (registers --model fsgen with lm-eval)
+from _lm_eval_helpers import TASKS, lm_eval_run
 from fsgen_eval.cli import main
-from fsgen_eval.core.runs import run_layout
 from fsgen_eval.experiments import label as LB
 from fsgen_eval.experiments import label_run as R
 
@@ -24,28 +20,12 @@ pytestmark = pytest.mark.slow
 torch.set_num_threads(1)
 
 
-def _oracle_run(out: Path, small: Path, large: Path) -> Path:
-    """A lockstep oracle run (router always, traced) on 3 GSM8K + 2 MBPP prompts, saved as the CLI saves it."""
-    offline_env()
-    _, lm_eval_path, model_args = run_layout(out, f"small={small},large={large},method=oracle,device=cpu,"
-                                             "dtype=float32,trace=None")  # as fsgen-eval run lays it out
-    tracker = EvaluationTracker(output_path=str(lm_eval_path))
-    res = lm_eval.simple_evaluate(model="fsgen", model_args=model_args, tasks=["gsm8k", "mbpp"], limit=3, num_fewshot=1,
-                                  gen_kwargs="max_gen_toks=16", batch_size=2, log_samples=True,
-                                  confirm_run_unsafe_code=True, task_manager=task_manager(), evaluation_tracker=tracker)
-    samples = res.pop("samples")
-    tracker.save_results_aggregated(results=res, samples=samples)
-    for task in res["configs"]:
-        tracker.save_results_samples(task_name=task, samples=samples[task])
-    (results,) = out.rglob("results_*.json")
-    return results.parent
-
-
 @pytest.fixture(scope="module")
 def run(llama_pair, tmp_path_factory):
     large, small = llama_pair
     root = tmp_path_factory.mktemp("label")
-    return {"folder": _oracle_run(root / "oracle", small, large), "root": root, "small": small, "large": large}
+    return {"folder": lm_eval_run(root / "oracle", "fsgen", f"small={small},large={large},method=oracle,device=cpu,"
+                                      "dtype=float32,trace=None", max_gen_toks=16), "root": root, "small": small, "large": large}
 
 
 def _label(run, out: str, *extra: str) -> int:

@@ -11,40 +11,18 @@ import json
 import shutil
 from pathlib import Path
 
-import lm_eval
 import numpy as np
 import pytest
-from lm_eval.loggers import EvaluationTracker
 
-from _lm_eval_helpers import offline_env, task_manager
+from _lm_eval_helpers import lm_eval_run
 from fsgen_eval.analysis.files import find_runs, read_trace_file
 from fsgen_eval.cli import main
 from fsgen_eval.core import schema
-from fsgen_eval.core.runs import run_layout
 
 pytestmark = pytest.mark.slow
 
 FLOATS = [k for k in schema.TOKEN_FIELDS if schema.FIELD_DTYPES[k] is np.float32]
 EXACT = ("token_id", "handoff", "llm_called", "source", "accepted")
-
-
-def lm_eval_run(out: Path, model: str, model_args: str) -> Path:
-    """One lm-eval run on 3 GSM8K + 2 MBPP prompts, saved as the CLI saves it (``--log_samples``)."""
-    offline_env()
-    layout = run_layout(out, model_args) if model == "fsgen" else None  # as fsgen-eval run lays it out
-    if layout is not None:
-        _, lm_eval_path, model_args = layout
-    tracker = EvaluationTracker(output_path=str(lm_eval_path if layout else out))
-    res = lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=["gsm8k", "mbpp"], limit=3,
-                                  num_fewshot=1, gen_kwargs="max_gen_toks=20", batch_size=2, log_samples=True,
-                                  confirm_run_unsafe_code=True, task_manager=task_manager(),
-                                  evaluation_tracker=tracker)
-    samples = res.pop("samples")
-    tracker.save_results_aggregated(results=res, samples=samples)
-    for task in res["configs"]:
-        tracker.save_results_samples(task_name=task, samples=samples[task])
-    (results,) = out.rglob("results_*.json")
-    return results.parent
 
 
 @pytest.fixture(scope="module")
