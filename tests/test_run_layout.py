@@ -90,3 +90,17 @@ def test_recorded_traces_are_found_beside_a_moved_results_file(tmp_path):
     assert found == moved / "traces_t_rank0.jsonl" and recorded == tmp_path / "cell.tmp" / "traces_t_rank0.jsonl"
     recorded, found = recorded_trace(results, "traces_gone.jsonl")
     assert found is None and recorded == moved / "traces_gone.jsonl"
+
+
+@pytest.mark.parametrize("given, expected", [([], ["--batch_size", "8"]), (["--batch_size", "8"], []),
+                                             (["-b", "4"], []), (["--batch_size=2"], [])])
+def test_a_model_args_batch_size_reaches_lm_evals_own_record(tmp_path, given, expected):
+    """lm-eval records its own --batch_size (1 unless given) as config.batch_size and in its header line:
+    `fsgen-eval run` passes the model's batch_size on unless the command line already names one (issue 25)."""
+    argv, _ = fsgen_argv(["--model", "fsgen", "--model_args", "small=s,large=l,batch_size=8", "--output_path",
+                          str(tmp_path), *given])
+    assert argv.count("--batch_size") + argv.count("-b") + sum(a.startswith("--batch_size=") for a in argv) == 1
+    if expected:
+        assert argv[argv.index("--batch_size") + 1] == "8"
+    argv, _ = fsgen_argv(["--model", "fsgen", "--model_args", "small=s,large=l", "--output_path", str(tmp_path)])
+    assert "--batch_size" not in argv  # none given: lm-eval's default 1 and the model's default 1 agree

@@ -30,7 +30,7 @@ from typing import Any
 
 from fsgen_eval.analysis.params import ParamCount
 from fsgen_eval.core import registry
-from fsgen_eval.core.runs import parse_model_args, results_files
+from fsgen_eval.core.runs import results_files
 
 Params = tuple[tuple[str, str], ...]  # (name, value as written) pairs, in the order given
 Runner = Callable[[list[str], Path], int]  # (argv, cell's temporary output folder) -> exit code
@@ -72,18 +72,9 @@ class Cell:
                "--tasks", self.task, "--output_path", str(output)]
         if limit is not None:
             cmd += ["--limit", str(limit)]
+        from fsgen_eval.lm_eval.run import batch_size_flag  # lm-eval's record of the batch size (issue 25)
+
         return cmd + batch_size_flag(model_args, lm_eval_args) + list(lm_eval_args or [])
-
-
-def batch_size_flag(model_args: str, lm_eval_args: list[str] | None = None) -> list[str]:
-    """``--batch_size N`` for lm-eval when ``model_args`` sets ``batch_size=N`` and ``lm_eval_args`` does not:
-    lm-eval records its own ``--batch_size`` (1 unless given) as ``config.batch_size`` and in its header line,
-    so without it the record says 1 while the run used N."""
-    given = parse_model_args(model_args).get("batch_size")
-    args = list(lm_eval_args or [])
-    if given is None or any(a == "--batch_size" or a.startswith("--batch_size=") for a in args):
-        return []
-    return ["--batch_size", str(given)]
 
 
 def lm_eval_command(model_class: str) -> list[str]:
@@ -507,6 +498,8 @@ class System2Job:
         # model_args they would be given twice (a TypeError): there they go on lm-eval's command line instead;
         # for fsgen, --batch_size is added so that lm-eval's own record of the batch size is true
         flags = [] if model_class == "fsgen" else [a for a in extra if a.partition("=")[0].strip() in LM_EVAL_FLAGS]
+        from fsgen_eval.lm_eval.run import batch_size_flag
+
         flag = batch_size_flag(model_args_extra, lm_eval_args) if model_class == "fsgen" else []
         args += [a for a in extra if a not in flags]
         cmd = [*lm_eval_command(model_class), "--model", model_class, "--model_args", ",".join(a for a in args if a),

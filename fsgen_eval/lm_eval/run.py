@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fsgen_eval.core.runs import run_layout
+from fsgen_eval.core.runs import parse_model_args, run_layout
 
 
 def run_lm_eval(argv: list[str]) -> None:
@@ -65,6 +65,17 @@ def _joined(tokens: list[str] | None) -> str | dict[str, Any]:
     return ",".join(t.strip().strip(",") for t in tokens if t.strip())
 
 
+def batch_size_flag(model_args: str, lm_eval_args: list[str] | None = None) -> list[str]:
+    """``--batch_size N`` for lm-eval when ``model_args`` sets ``batch_size=N`` and ``lm_eval_args`` does not:
+    lm-eval records its own ``--batch_size`` (1 unless given) as ``config.batch_size`` and in its header line,
+    so without it the record says 1 while the run used N."""
+    given = parse_model_args(model_args).get("batch_size")
+    args = list(lm_eval_args or [])
+    if given is None or any(a in ("--batch_size", "-b") or a.startswith("--batch_size=") for a in args):
+        return []
+    return ["--batch_size", str(given)]
+
+
 def fsgen_argv(argv: list[str]) -> tuple[list[str], Path | None]:
     """lm-eval's arguments for this run, and the run folder (``None``: not ``--model fsgen`` or no
     ``--output_path``). Raises ``ValueError`` for ``--gen_kwargs`` the model refuses or an unwritable folder.
@@ -76,7 +87,6 @@ def fsgen_argv(argv: list[str]) -> tuple[list[str], Path | None]:
     if known.model != "fsgen":
         return list(argv), None
     from fsgen_eval.core.guards import writable_folder
-    from fsgen_eval.core.runs import parse_model_args
     from fsgen_eval.lm_eval.args import check_gen_kwargs
 
     for token in known.gen_kwargs or []:
@@ -97,6 +107,8 @@ def fsgen_argv(argv: list[str]) -> tuple[list[str], Path | None]:
         out += ["--output_path", known.output_path]
     if model_args:
         out += ["--model_args", model_args if isinstance(model_args, str) else json.dumps(model_args)]
+        if isinstance(model_args, str):  # lm-eval's own record of the batch size (config.batch_size, header)
+            out += batch_size_flag(model_args, rest)
     if known.gen_kwargs:
         out += ["--gen_kwargs", *known.gen_kwargs]
     return [*out, *rest], folder
