@@ -56,7 +56,8 @@ def frontier_run(tmp_path_factory):
         for k in ("PYTHONPATH", "OMP_NUM_THREADS"):
             mp.setenv(k, _env()[k])
         result = X.run_frontier(plan, out, model_args_extra="dtype=float32",
-                                lm_eval_args=["--include_path", str(REPO / "tasks")], n_boot=50, progress=False)
+                                lm_eval_args=["--include_path", str(REPO / "tasks")], n_boot=50, progress=False,
+                                in_process=True)  # the CLI's default: the points share one process
     return out, result
 
 

@@ -27,6 +27,8 @@ def register(sub: Any) -> None:
     p.add_argument("--model-args-extra", default="", help="appended to --model_args, e.g. dtype=float32")
     p.add_argument("--lm-eval-args", default="", help="more lm-eval arguments, e.g. '--include_path tasks/'")
     p.add_argument("--no-replay", action="store_true", help="decode System 2 alone lockstep instead of replaying")
+    p.add_argument("--per-process", action="store_true", help="one lm-eval process per point (default: the "
+                   "points run in one process, the pair loaded once, as the sweep's in-process cells)")
     p.add_argument("--n-boot", type=int, default=2000, help="document resamples for the gap-recovery intervals")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output-path", type=Path, required=True)
@@ -47,7 +49,8 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     X.param_counts(args.small, args.large, args.params)  # a missing count: one line before anything runs
     result = X.run_frontier(plan, args.output_path, replay=not args.no_replay,
                             model_args_extra=args.model_args_extra, lm_eval_args=shlex.split(args.lm_eval_args),
-                            metric=args.metric, params=args.params, n_boot=args.n_boot, seed=args.seed)
+                            metric=args.metric, params=args.params, n_boot=args.n_boot, seed=args.seed,
+                            in_process=not args.per_process)
     print(F.format_table(result["points"]))
     print(F.format_recovery(result["gap_recovery"]))
     print(f"written: {args.output_path / 'frontier.json'}, frontier.md, frontier.png")

@@ -287,9 +287,11 @@ def param_counts(small: str, large: str, params: list[Path] | None = None) -> tu
 
 def run_frontier(p: Plan, out: Path, runner: Any = None, replay: bool = True, model_args_extra: str = "",
                  lm_eval_args: list[str] | None = None, metric: str | None = None, params: list[Path] | None = None,
-                 n_boot: int = 2000, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+                 n_boot: int = 2000, seed: int = 0, progress: bool = True, in_process: bool = False) -> dict[str, Any]:
     """Calibrate, run every point (finished cells are reused) and write ``OUT/frontier.json``, ``frontier.md``
-    and ``frontier.png``; returns the JSON object. ``RuntimeError`` naming the failed cells."""
+    and ``frontier.png``; returns the JSON object. ``RuntimeError`` naming the failed cells. ``in_process``: the
+    lockstep points (one pair, one task) run in one process with the models loaded once (the sweep's
+    in-process cells, :mod:`fsgen_eval.experiments.cells`)."""
     from fsgen_eval.analysis.plots import frontier_figure, to_png_bytes
     from fsgen_eval.experiments import sweep
 
@@ -306,7 +308,7 @@ def run_frontier(p: Plan, out: Path, runner: Any = None, replay: bool = True, mo
     learned = {Path(path).stem: learned_thresholds(traces, Path(path), p.rates, out) for path in p.learned}
     cells = point_cells(p, thr, learned)
     done = sweep.run_sweep([c for c, *_ in cells], out, runner, progress, replay=replay, limit=p.limit,
-                           model_args_extra=model_args_extra, lm_eval_args=["--log_samples", *extra_args])
+                           in_process=in_process, model_args_extra=model_args_extra, lm_eval_args=["--log_samples", *extra_args])
     _raise_failed(done)
     points = []
     for cell, router, rate, cal_rate in cells:
