@@ -53,6 +53,7 @@ def bench_scoring(folder: Path, models: list[str]) -> dict:
     import torch
 
     from fsgen_eval.engine import replay as rp
+    from fsgen_eval.engine.backend import TransformersBackend
     from fsgen_eval.engine.backends import vllm_backend as vs
     from fsgen_eval.engine.pair import load_model
 
@@ -61,9 +62,9 @@ def bench_scoring(folder: Path, models: list[str]) -> dict:
     for m in models:
         trajs, tok = _trajectories(folder, m)
         vocab, pad = len(tok), tok.pad_token_id or 0
-        model = load_model(m, "small", "float32", "cpu", False)
+        model = TransformersBackend.for_role(load_model(m, "small", "float32", "cpu", False), "small", vocab)
         t0 = time.perf_counter()
-        ref = rp.score_trajectories(model, trajs, vocab, pad, 8)
+        ref = rp.score_trajectories(model, trajs, pad, 8)
         tf = time.perf_counter() - t0
         del model
         t0 = time.perf_counter()

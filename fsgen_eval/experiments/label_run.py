@@ -186,13 +186,15 @@ def read_label_run(path: Path, prompts: Path | None = None, cache: dict[Path, An
 def system1_tokens(model: Any, tok: Any, run: LabelRun, handoffs: list[LB.Handoff], batch_size: int
                    ) -> tuple[list[LB.Handoff], list[LB.Handoff]]:
     """(handoffs with System 1's teacher-forced argmax token filled in, handoffs where it equals System 2's)."""
+    from fsgen_eval.engine.backend import TransformersBackend
     from fsgen_eval.engine.replay import Trajectory, score_trajectories
 
     keys = sorted({(h.task, h.doc_id) for h in handoffs})
     trajs = [Trajectory(run.docs[k].prompt, run.docs[k].generation, len(run.docs[k].generation),
                         len(run.docs[k].generation), run.docs[k].max_gen_toks) for k in keys]
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    stats = dict(zip(keys, score_trajectories(model, trajs, len(tok), pad, batch_size)))
+    backend = TransformersBackend.for_role(model, "small", len(tok))  # replay's teacher forcing, on the seam
+    stats = dict(zip(keys, score_trajectories(backend, trajs, pad, batch_size)))
     good, bad = [], []
     for h in handoffs:
         s1 = int(stats[(h.task, h.doc_id)]["argmax"][h.position])
