@@ -163,7 +163,8 @@ def test_two_cpu_processes_under_torchrun_stop_in_one_line(llama_pair):
            "--tasks", "gsm8k", "--limit", "1"]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
-    ours = [line for line in proc.stderr.splitlines() if line.startswith("lm_eval --model fsgen: error: ")]
+    prefixes = ("lm_eval --model fsgen: error: ", "fsgen-eval run: error: ")  # the model's check, as the CLI says it
+    ours = [line for line in proc.stderr.splitlines() if line.startswith(prefixes)]
     # each worker stops in one line; torchrun terminates the other worker once one fails, so the second line
     # appears only when it got there first
     assert 1 <= len(ours) <= 2, proc.stderr[-3000:]
@@ -176,7 +177,7 @@ def test_mbpp_without_the_code_eval_switch_is_one_line():
     """lm-eval's mbpp runs code_eval once when it loads the task: refused in one line naming both switches."""
     env = {k: v for k, v in _env().items() if k != "HF_ALLOW_CODE_EVAL"}
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    code = "import fsgen_eval, lm_eval.tasks.mbpp.utils"
+    code = "import fsgen_eval.lm_eval, lm_eval.tasks.mbpp.utils"  # the package's lm-eval layer, as fsgen-eval run
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
