@@ -238,5 +238,6 @@ def test_replay_through_the_seam_equals_lockstep_exactly(pair):
                     np.testing.assert_array_equal(got[field], v, err_msg=field)
             engine = generate_ids(pair, [p], spec, batch_size=1).counters[0]
             counters = rp.speculative_counters(a["argmax"] == t.tokens, t.finish, N, k)
-            assert counters.pop("accepted_per_round") is not None  # replay's finer record (spec_metrics)
+            rounds = counters.pop("accepted_per_round")  # replay's finer record (core/spec_metrics.py)
             assert counters == engine
+            assert sum(rounds) == engine["accepted_tokens"] and len(rounds) == engine["verification_steps"]
