@@ -186,8 +186,15 @@ if plan["stage"] == "outer":
     if plan["uid"] is not None:  # the fallback under a root harness: never run the program as root
         # the interpreter may live where the fresh uid cannot pass (/root/.pyenv): its import folders are
         # opened now and reached through /proc/self/fd, which checks no permission above the opened folder
-        sys.path[:] = [f"/proc/self/fd/{os.open(p, os.O_RDONLY | os.O_DIRECTORY)}" if os.path.isdir(p) else p
-                       for p in sys.path]
+        fds = {p: f"/proc/self/fd/{os.open(p, os.O_RDONLY | os.O_DIRECTORY)}" for p in sys.path if os.path.isdir(p)}
+        sys.path[:] = [fds.get(p, p) for p in sys.path]
+        # packages imported already (collections, by json's imports above) find their submodules through
+        # __path__: point it into the opened folders too, longest folder first
+        for mod in list(sys.modules.values()):
+            paths = getattr(mod, "__path__", None)
+            if isinstance(paths, list):
+                paths[:] = [next((fds[p] + q[len(p):] for p in sorted(fds, key=len, reverse=True)
+                                  if q == p or q.startswith(p + "/")), q) for q in paths]
         try:
             drop_privileges()
         except OSError as err:
