@@ -1,4 +1,6 @@
-"""Replay's output is the same, byte for byte, as the replay code of main at c3f9bac wrote it on a fixed run.
+"""Replay's output is the same, byte for byte, as the replay code of main at c3f9bac wrote it on a fixed run, plus
+the speculative metrics issue 22 added (per-position rates, histograms, macro means, request counts: the golden
+files were rewritten when they landed, with no line of the old ones changed or removed).
 
 The golden files (tests/data/replay_golden/) hold every trace line, top-K side-file row and ``config.fsgen``
 (ids, times and paths left out) of ``fsgen-eval replay`` on a hand-built System 2 run of the committed arith
