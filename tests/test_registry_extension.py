@@ -192,7 +192,7 @@ def test_lm_eval_runs_them_from_model_args(llama_pair, tmp_path):
     proc = subprocess.run(bad, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        "lm_eval --model fsgen: error: mix_weight must be in [0, 1], got 'heavy'")
+        "fsgen-eval run: error: mix_weight must be in [0, 1], got 'heavy'")  # the model's check, said by the CLI
 
 
 @pytest.mark.slow

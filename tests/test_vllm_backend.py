@@ -63,6 +63,9 @@ def test_score_is_the_models_distribution_at_every_real_column_of_a_left_padded_
     torch.testing.assert_close(out[0], truth(rows[0]), atol=1e-6, rtol=0)
     torch.testing.assert_close(out[1, 2:], truth(rows[1]), atol=1e-6, rtol=0)
     assert torch.isinf(out[1, :2]).all()  # padding: no distribution
+    torch.testing.assert_close(be.score(ids, mask, None, keep=2), out[:, 3:])  # the seam's last-columns-only
+    with pytest.raises(NotImplementedError):
+        be.fork(torch.tensor([0]))  # vLLM keeps its own cache: no rows to copy
 
 
 def test_score_trajectories_equals_the_statistics_of_the_true_distribution():

@@ -108,6 +108,9 @@ class VLLMBackend:
     def select(self, rows: Tensor) -> None:
         raise NotImplementedError(DECODE_REFUSED.format(what="select (keeping cache rows)"))
 
+    def fork(self, rows: Tensor) -> "VLLMBackend":
+        raise NotImplementedError(DECODE_REFUSED.format(what="fork (copying cache rows)"))
+
     def rewind(self, length: int) -> None:
         raise NotImplementedError(DECODE_REFUSED.format(what="rewind (dropping cached columns)"))
 
@@ -164,16 +167,18 @@ class VLLMBackend:
             out = out.log_softmax(-1)
         return out
 
-    def score(self, ids: Tensor, mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
-        """The seam's scoring: ``[B, T, V]`` next-token log-probs of ``ids`` ``[B, T]`` (left-padded where
-        ``mask`` ``[B, T]`` is 0; pad positions ``-inf``). ``positions`` are vLLM's own (0 at each row's first
-        real token), so they are not needed."""
+    def score(self, ids: Tensor, mask: Tensor | None = None, positions: Tensor | None = None,
+              keep: int | None = None) -> Tensor:
+        """The seam's scoring: ``[B, keep, V]`` next-token log-probs at the last ``keep`` columns (``None``: all
+        ``T``) of ``ids`` ``[B, T]`` (left-padded where ``mask`` ``[B, T]`` is 0; pad positions ``-inf``; no
+        ``mask``: every column scored, right-padded rows' pads only feeding their own outputs). ``positions``
+        are vLLM's own (0 at each row's first real token), so they are not needed."""
         mask = torch.ones_like(ids) if mask is None else mask
         seqs = [row[m.bool()].tolist() for row, m in zip(ids, mask)]
         out = torch.full((*ids.shape, self.vocab_size), -math.inf, dtype=torch.float32)
         for b, (dense, m) in enumerate(zip(self.score_rows(seqs), mask)):
             out[b, m.bool()] = dense
-        return out
+        return out if keep is None else out[:, ids.shape[1] - keep:]
 
     def greedy(self, prompts: Sequence[Sequence[int]], max_tokens: Sequence[int],
                stops: Sequence[Sequence[str]] = (), eos: Sequence[int] = ()) -> list[list[int]]:
