@@ -241,3 +241,84 @@ def test_replay_through_the_seam_equals_lockstep_exactly(pair):
             rounds = counters.pop("accepted_per_round")  # replay's finer record (core/spec_metrics.py)
             assert counters == engine
             assert sum(rounds) == engine["accepted_tokens"] and len(rounds) == engine["verification_steps"]
+
+
+class CountingBackend(TableBackend):
+    """A table backend that counts the real tokens fed into its caches (``fed`` counts columns, pad too),
+    over every copy it ``empty``-s or ``fork``-s (a shared list)."""
+
+    def __init__(self, model, vocab_size, fed_tokens: list[int] | None = None):
+        super().__init__(model, vocab_size)
+        self.fed_tokens = fed_tokens if fed_tokens is not None else [0]
+
+    @classmethod
+    def for_role(cls, model, role, vocab_size):
+        return cls(model, vocab_size, COUNTED)
+
+    def empty(self) -> "CountingBackend":
+        return CountingBackend((self.table, self.bias), self.vocab_size, self.fed_tokens)
+
+    def fork(self, rows: Tensor) -> "CountingBackend":
+        new = self.empty()
+        new.tokens, new.positions, new.fed = self.tokens[rows], self.positions[rows], self.fed
+        return new
+
+    def advance(self, tokens: Tensor, mask: Tensor, positions: Tensor, keep: int) -> Tensor:
+        self.fed_tokens[0] += int(mask[:, self.fed:].sum())
+        return super().advance(tokens, mask, positions, keep)
+
+
+COUNTED = [0]  # real tokens fed by every CountingBackend that for_role built
+
+
+def continuation_cases(pair: ModelPair) -> tuple[list[list[int]], list[tuple[int, int]], list[int]]:
+    """Handoff-like prefixes: per prompt, the large table's greedy generation up to a position, then another
+    token; request keys; how many leading tokens the rows of each request share (its prompt + the earliest
+    position's tokens)."""
+    prefixes, keys, shared = [], [], {}
+    for r, p in enumerate(PROMPTS):
+        gen = by_hand(pair, p, lambda s1, large: int(large.argmax()))
+        positions = [j for j in (0, 1, 3, 4) if j < len(gen)]
+        for j in positions:
+            prefixes.append(p + gen[:j] + [(gen[j] + 1) % pair.vocab_size])
+            keys.append((r, 0))
+        shared[(r, 0)] = len(p) + positions[0]
+    return prefixes, keys, [shared[k] for k in keys]
+
+
+def test_continuations_through_the_seam_equal_plain_greedy_from_each_prefix(pair, tokenizer):
+    """Any backend continues (here the logits table), the handoffs of one request forked from its prompt's
+    cache, each row decoded by the engine's loop with its own budget: every row is the table's greedy
+    decoding from its prefix, as if alone."""
+    from fsgen_eval.engine.continuation import continue_greedy
+
+    prefixes, keys, _ = continuation_cases(pair)
+    budgets = [(3 * i) % (N + 1) for i in range(len(prefixes))]  # 0 (nothing) .. N, ragged within a batch
+    large = pair.large
+    for requests in (keys, None):
+        got = continue_greedy(large, tokenizer, prefixes, budgets, batch_size=3, requests=requests,
+                              backend=TableBackend.for_role)
+        for p, b, (ids, text) in zip(prefixes, budgets, got):
+            want = by_hand(pair, p, lambda s1, lg: int(lg.argmax()))[:b]  # EOS or N, then cut to the budget
+            assert ids == want and text == tokenizer.decode(want, skip_special_tokens=True)
+    assert len({len(w) for w, _ in got}) > 2  # rows end at different steps
+
+
+def test_continuations_feed_each_requests_prompt_once(pair, tokenizer):
+    """Counting every real token fed to the model: with request keys each request's shared prefix is fed
+    once and each handoff only its own suffix, then its generated tokens; without them, every prefix whole."""
+    from fsgen_eval.engine.continuation import continue_greedy
+
+    prefixes, keys, shared = continuation_cases(pair)
+    budgets = [N] * len(prefixes)
+    fed = {}
+    for name, requests in (("shared", keys), ("alone", None)):
+        COUNTED[0] = 0
+        got = continue_greedy(pair.large, tokenizer, prefixes, budgets, batch_size=3, requests=requests,
+                              backend=CountingBackend.for_role)
+        decoded = sum(max(len(ids) - 1, 0) for ids, _ in got)  # each emitted token but the last is fed back
+        fed[name] = COUNTED[0] - decoded
+    once = {k: s for k, s in zip(keys, shared)}
+    assert fed["alone"] == sum(len(p) for p in prefixes)
+    assert fed["shared"] == sum(once.values()) + sum(len(p) - s for p, s in zip(prefixes, shared))
+    assert fed["shared"] < fed["alone"] - (len(prefixes) - len(once)) * min(len(p) for p in PROMPTS)

@@ -10,6 +10,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
+from fsgen_eval.engine.backend import Backend
 from fsgen_eval.engine.config import DecodeConfig
 from fsgen_eval.engine.pair import ModelPair
 from fsgen_eval.core.sampling import pick
@@ -76,13 +77,15 @@ ROUNDS = {"step": plain_step, "speculative": speculative_round}
 
 
 def decode_batch(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg: DecodeConfig,
-                 generator: torch.Generator | None = None) -> list[RowResult]:
+                 generator: torch.Generator | None = None, small: Backend | None = None) -> list[RowResult]:
     """Decode a left-padded batch ``input_ids``/``attention_mask`` ``[B, T]``; one ``RowResult`` per row.
 
-    ``generator`` drives sampling; by default a new one seeded with ``cfg.seed``.
+    ``generator`` drives sampling; by default a new one seeded with ``cfg.seed``. ``small``: System 1's
+    backend already holding the first ``small.fed`` columns of the batch (``Backend.fork`` of a prefix fed
+    once); the loop feeds the rest (default: an empty cache, the whole prompt fed).
     """
     check_topk(pair, cfg)
-    st = init_state(pair, input_ids, attention_mask, cfg, generator or make_generator(pair, cfg))
+    st = init_state(pair, input_ids, attention_mask, cfg, generator or make_generator(pair, cfg), small)
     step = choose_step(cfg)
     with torch.inference_mode():
         # a row finishes at EOS, a stop string or max_new_tokens (Finisher), then leaves the batch

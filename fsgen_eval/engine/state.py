@@ -342,14 +342,19 @@ def make_generator(pair: ModelPair, cfg: DecodeConfig) -> torch.Generator | None
 
 
 def init_state(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg: DecodeConfig,
-          gen: torch.Generator | None) -> DecodeState:
-    """The loop's state for a left-padded batch ``input_ids``/``attention_mask`` ``[B, T]``: empty caches, no
-    row finished."""
+               gen: torch.Generator | None, small: Backend | None = None) -> DecodeState:
+    """The loop's state for a left-padded batch ``input_ids``/``attention_mask`` ``[B, T]``: no row finished,
+    empty caches — except System 1's when ``small`` is given: a backend already holding the first
+    ``small.fed`` columns (a shared prefix fed once and forked over the batch), which the loop then goes on
+    from."""
     dev = pair.device
     ids, mask = input_ids.to(dev), attention_mask.to(dev)
     rows = torch.arange(ids.shape[0], device=dev)
+    if small is not None and small.fed >= ids.shape[1]:
+        raise ValueError(f"System 1's backend holds {small.fed} columns of a {ids.shape[1]}-column prompt: "
+                         "the loop needs at least one column to feed")
     return DecodeState(
-        Sequences.from_prompt(ids, mask), pair.open("small"), pair.open("large"),
+        Sequences.from_prompt(ids, mask), small if small is not None else pair.open("small"), pair.open("large"),
         pair.open("small_base") if pair.small_base is not None else None,
         Recorder(cfg.record_trace, rows, cfg.trace_topk), Finisher(pair, cfg.stop, cfg.max_new_tokens), gen, rows,
         torch.zeros(ids.shape[0], dtype=torch.long, device=dev),

@@ -6,7 +6,8 @@ to the task's own end (stop strings, EOS, the rest of ``max_gen_toks``) and scor
 scorer. **necessary** where the outcome differs from System 2's own (direction ``correct->wrong``,
 ``wrong->correct`` or ``wrong->other wrong``: both wrong, another answer), **neutral** otherwise.
 
-Continuations run in batches (:func:`fsgen_eval.engine.continuation.continue_greedy`). Labels are appended to a
+Continuations run in batches (:func:`fsgen_eval.engine.continuation.iter_continuations`), the handoffs of one
+request sharing its prompt's cache (fed once, forked per handoff). Labels are appended to a
 side file keyed by ``(run_id, task, doc_id, position)``, one flushed batch at a time; a rerun skips the keys already
 there (a killed run resumes without duplicates; a torn last line is dropped by :func:`read_labels`).
 """
@@ -128,7 +129,7 @@ def label_handoffs(model: Any, tokenizer: Any, handoffs: Sequence[Handoff], docs
     filter and metric; ``docs`` holds every handoff's request."""
     import time
 
-    from fsgen_eval.engine.continuation import continue_greedy
+    from fsgen_eval.engine.continuation import iter_continuations
 
     have = {record_key(r) for r in read_labels(out)}
     drop_torn_tail(out)
@@ -139,33 +140,30 @@ def label_handoffs(model: Any, tokenizer: Any, handoffs: Sequence[Handoff], docs
     out.parent.mkdir(parents=True, exist_ok=True)
     # rows of one stop rule together (a batch decodes under one rule); (task, doc, position) order within
     todo.sort(key=lambda h: (docs[(h.task, h.doc_id)].stop, h.task, h.doc_id, h.position))
+    groups: dict[tuple[str, ...], list[Handoff]] = {}
+    for h in todo:
+        groups.setdefault(docs[(h.task, h.doc_id)].stop, []).append(h)
     with out.open("a") as fh:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
-            groups: dict[tuple[str, ...], list[int]] = {}
-            for j, h in enumerate(batch):
-                groups.setdefault(docs[(h.task, h.doc_id)].stop, []).append(j)
-            conts: list[Any] = [None] * len(batch)
-            for stop, rows in groups.items():
-                ds = [docs[(batch[j].task, batch[j].doc_id)] for j in rows]
-                heads = [d.generation[:batch[j].position] + [batch[j].s1_token] for j, d in zip(rows, ds)]
-                got = continue_greedy(model, tokenizer, [d.prompt + hd for d, hd in zip(ds, heads)],
-                                      [0 if batch[j].s1_token == tokenizer.eos_token_id  # EOS ends it
-                                       else d.max_gen_toks - batch[j].position - 1 for j, d in zip(rows, ds)],
-                                      list(stop), batch_size)
-                for j, hd, (toks, _) in zip(rows, heads, got):
-                    conts[j] = (hd, toks)
-            for h, (hd, toks) in zip(batch, conts):
-                k = (h.task, h.doc_id)
-                decoded += len(toks)
-                new = score(k, cut_at_stop(tokenizer.decode(hd + toks), docs[k].stop))
-                label, direction = outcome(own[k], new)
-                rec = {"run_id": h.run_id, "task": h.task, "doc_id": h.doc_id, "position": h.position,
-                       "length": h.length, "s1_token": h.s1_token, "s2_token": h.s2_token, "label": label,
-                       "direction": direction, "own_score": own[k][0], "own_answer": own[k][1],
-                       "new_score": new[0], "new_answer": new[1], "s2_tokens_decoded": len(toks),
-                       **(extra(h) if extra else {})}
-                fh.write(json.dumps(rec) + "\n")
-            fh.flush()
+        for stop, hs in groups.items():
+            ds = [docs[(h.task, h.doc_id)] for h in hs]
+            heads = [d.generation[:h.position] + [h.s1_token] for h, d in zip(hs, ds)]
+            budgets = [0 if h.s1_token == tokenizer.eos_token_id else d.max_gen_toks - h.position - 1  # EOS ends it
+                       for h, d in zip(hs, ds)]
+            # the handoffs of one request share its prompt's cache: fed once, forked per handoff
+            for rows, conts in iter_continuations(model, tokenizer, [d.prompt + hd for d, hd in zip(ds, heads)],
+                                                  budgets, list(stop), batch_size,
+                                                  requests=[(h.task, h.doc_id) for h in hs]):
+                for j, (toks, _) in zip(rows, conts):
+                    h, k = hs[j], (hs[j].task, hs[j].doc_id)
+                    decoded += len(toks)
+                    new = score(k, cut_at_stop(tokenizer.decode(heads[j] + toks), docs[k].stop))
+                    label, direction = outcome(own[k], new)
+                    rec = {"run_id": h.run_id, "task": h.task, "doc_id": h.doc_id, "position": h.position,
+                           "length": h.length, "s1_token": h.s1_token, "s2_token": h.s2_token, "label": label,
+                           "direction": direction, "own_score": own[k][0], "own_answer": own[k][1],
+                           "new_score": new[0], "new_answer": new[1], "s2_tokens_decoded": len(toks),
+                           **(extra(h) if extra else {})}
+                    fh.write(json.dumps(rec) + "\n")
+                fh.flush()  # one decoded batch at a time: a killed run keeps every finished batch
     return {"labelled": len(todo), "already": len(handoffs) - len(todo), "s2_tokens_decoded": decoded,
             "seconds": time.perf_counter() - t0}
