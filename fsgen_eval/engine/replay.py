@@ -54,7 +54,7 @@ from fsgen_eval.core import schema
 from fsgen_eval.engine.backend import Backend
 from fsgen_eval.engine.columns import STAT_FIELDS, model_columns, trace_columns  # noqa: F401 (replay's names)
 from fsgen_eval.engine.finish import ends_at, finish_index, stop_window, trim_at_stop  # noqa: F401 (replay's names)
-from fsgen_eval.engine.speculative import draft_room
+from fsgen_eval.engine.speculative import accepted, draft_room
 from fsgen_eval.engine.state import Sequences, positions_from_mask
 
 
@@ -372,14 +372,15 @@ def oracle_trace(traj: Trajectory, s1: dict[str, np.ndarray], s2: dict[str, np.n
     return trace
 
 
-def match_runs(match: np.ndarray) -> np.ndarray:
-    """``run[j]`` ``[L]``: how many consecutive ``True`` start at ``j`` (up to the next ``False`` or the end):
-    the accepted length of a draft starting at ``j`` before its room caps it (``speculative.leading``)."""
-    n = len(match)
-    false_at = np.flatnonzero(~np.asarray(match, dtype=bool))
-    nxt = np.searchsorted(false_at, np.arange(n))  # the first False at or after each j
-    end = np.append(false_at, n)[nxt]
-    return end - np.arange(n)
+def accepted_at(match: np.ndarray, rounds_end: int, max_new_tokens: int, k: int) -> list[int]:
+    """``n[g]`` for every ``g < rounds_end``: the drafts a round starting at ``g`` generated tokens accepts, by
+    the loop's own rule (:func:`speculative.accepted`): draft ``i`` of it is position ``g + i`` (``match``
+    ``[L]``, False past ``L``), among the ``speculative.draft_room`` drafts the round makes there."""
+    m = torch.as_tensor(np.asarray(match, dtype=bool))
+    m = torch.cat([m, torch.zeros(rounds_end + k, dtype=torch.bool)])
+    g = torch.arange(rounds_end)
+    windows = m[g[:, None] + torch.arange(k)[None]]  # (G, k): the checks of a draft starting at each g
+    return accepted(windows, draft_room(torch.tensor(max_new_tokens), g, k)).tolist()
 
 
 def speculative_counters(match: np.ndarray, finish: int, max_new_tokens: int, k: int) -> dict[str, Any]:
@@ -387,20 +388,20 @@ def speculative_counters(match: np.ndarray, finish: int, max_new_tokens: int, k:
 
     ``match[j]`` ``[L]``: System 1's argmax at trajectory position ``j`` equals the trajectory's token
     (positions past ``L`` count as rejections). As ``engine.speculative``: a round at ``g`` generated
-    tokens drafts ``speculative.draft_room`` tokens, accepts the ``n`` leading matches, emits ``n + 1``
-    tokens; rounds go on until ``finish`` tokens are out.
+    tokens drafts ``speculative.draft_room`` tokens, accepts the leading matches among them
+    (:func:`accepted_at`), emits ``n + 1`` tokens; rounds go on until ``finish`` tokens are out.
     ``accepted_per_round`` lists each round's accepted count (the per-position rates and histograms of
     :func:`speculative_profile` come from it).
     """
-    drafted = accepted = steps = 0
-    g, run, rounds = 0, match_runs(match).tolist(), []
-    while g < finish and g < max_new_tokens:
-        d = int(draft_room(np.int64(max_new_tokens), np.int64(g), k))
-        n = min(run[g] if g < len(run) else 0, d)  # the draft's leading matches
-        drafted, accepted, steps = drafted + d, accepted + n, steps + 1
-        rounds.append(n)
-        g += n + 1
-    return {"drafted_tokens": drafted, "accepted_tokens": accepted, "verification_steps": steps,
+    end = max(0, min(finish, max_new_tokens))
+    acc = accepted_at(match, end, max_new_tokens, k)
+    drafted = steps = 0
+    g, rounds = 0, []
+    while g < end:
+        drafted, steps = drafted + int(draft_room(np.int64(max_new_tokens), np.int64(g), k)), steps + 1
+        rounds.append(acc[g])
+        g += acc[g] + 1
+    return {"drafted_tokens": drafted, "accepted_tokens": sum(rounds), "verification_steps": steps,
             "accepted_per_round": rounds}
 
 

@@ -70,6 +70,13 @@ def drafted(x: Tensor, n: Tensor) -> Tensor:
     return torch.arange(x.shape[1], device=x.device)[None] < n[:, None]
 
 
+def accepted(agree: Tensor, n: Tensor) -> Tensor:
+    """Drafts accepted per row ``[B]``: the leading True of ``agree`` ``[B, d]`` (draft j passed its check)
+    among each row's first ``n`` ``[B]`` drafts. The one acceptance count of greedy and sampled verification
+    and of replay's counters (``engine/replay.py``)."""
+    return leading(agree & drafted(agree, n))
+
+
 def verify_greedy(p: Tensor, x: Tensor, n: Tensor) -> tuple[Tensor, Tensor]:
     """Greedy: a draft survives while it equals the large model's argmax.
 
@@ -77,7 +84,7 @@ def verify_greedy(p: Tensor, x: Tensor, n: Tensor) -> tuple[Tensor, Tensor]:
     (accepted count ``[B]``, the large model's token at the first rejected or the bonus position ``[B]``).
     """
     top = p.argmax(-1)  # (B, d+1)
-    acc = leading((x == top[:, : x.shape[1]]) & drafted(x, n))
+    acc = accepted(x == top[:, : x.shape[1]], n)
     return acc, top.gather(1, acc[:, None]).squeeze(1)
 
 
@@ -96,7 +103,7 @@ def verify_sampling(p: Tensor, q: Tensor, x: Tensor, n: Tensor, cfg: DecodeConfi
     u = torch.rand(px.shape, generator=gen, device=px.device)
     # Keep draft x ~ q with probability min(1, p(x)/q(x)); after the first rejection draw from
     # norm(max(0, p − q)). Then P(emit y) = min(p,q)(y) + (1 − Σ min(p,q))·(p−q)⁺(y)/Σ(p−q)⁺ = p(y).
-    acc = leading((u * qx < px) & drafted(x, n))
+    acc = accepted(u * qx < px, n)
     idx = acc.view(-1, 1, 1).expand(-1, 1, pw.shape[-1])
     pj, qj = pw.gather(1, idx).squeeze(1), qw.gather(1, idx).squeeze(1)
     resid = torch.where((acc < n)[:, None], (pj - qj).clamp_min(0), pj)  # bonus position: plain p
