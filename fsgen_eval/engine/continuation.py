@@ -81,17 +81,10 @@ def _left_padded(seqs: Sequence[Sequence[int]], pad: int) -> tuple[Tensor, Tenso
 
 
 def _chunks(groups: list[_Group], batch_size: int) -> list[list[_Group]]:
-    """Groups that share a root: added until the chunk holds ``batch_size`` rows or ``batch_size`` groups (the
-    root has at most ``batch_size`` rows; one request of many rows is a chunk of its own)."""
-    out: list[list[_Group]] = []
-    rows = 0
-    for g in sorted(groups, key=lambda g: g.shared):  # similar prefix lengths share a root: less padding
-        if not out or rows >= batch_size or len(out[-1]) >= batch_size:
-            out.append([])
-            rows = 0
-        out[-1].append(g)
-        rows += len(g.rows)
-    return out
+    """Groups that share a root, ``batch_size`` at a time (the root is a batch of ``batch_size`` rows at most),
+    similar prefix lengths together (less padding)."""
+    ordered = sorted(groups, key=lambda g: g.shared)
+    return [ordered[s:s + batch_size] for s in range(0, len(ordered), batch_size)]
 
 
 def _decode_chunk(pair: ModelPair, prefixes: Sequence[Sequence[int]], budgets: Sequence[int], chunk: list[_Group],
@@ -105,7 +98,9 @@ def _decode_chunk(pair: ModelPair, prefixes: Sequence[Sequence[int]], budgets: S
         root = pair.open("small")
         with torch.inference_mode():
             root.advance(root_ids, root_mask, positions_from_mask(root_mask), 1)
-    members = [(i, k) for k, g in enumerate(chunk) for i in g.rows]  # (row, its group's root row)
+    # (row, its group's root row); batches across the chunk's requests by prefix length: a handoff's position
+    # predicts how long it goes on, and a batch runs as long as its longest row
+    members = sorted(((i, k) for k, g in enumerate(chunk) for i in g.rows), key=lambda m: len(prefixes[m[0]]))
     for start in range(0, len(members), batch_size):
         batch = members[start:start + batch_size]
         src = torch.tensor([k for _, k in batch])
