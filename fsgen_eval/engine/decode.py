@@ -23,7 +23,16 @@ def system2_step(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, s1: Tensor
     untuned base's log-probs ``[B, V]`` for proxy tuning (``None`` otherwise)."""
     large = st.seq.feed(st.large, 1)[:, -1]
     base = st.seq.feed(st.small_base, 1)[:, -1] if cfg.method_spec.needs_small_base else None
-    return cfg.method_spec.fn(s1, large, base, **cfg.params).log_softmax(-1), base
+    return system2_logprobs(cfg, s1, large, base), base
+
+
+def system2_logprobs(cfg: DecodeConfig, s1: Tensor, large: Tensor, base: Tensor | None) -> Tensor:
+    """System 2's log-probs ``[B, V]``: the method's output, normalised — unless the method hands back the
+    large model's log-probs themselves (the oracle, speculative decoding): a backend returns them normalised
+    already (``engine/backend.py``), and normalising again would move every value by float rounding. So the
+    loop's System 2 under the oracle is the large model's log-probs, bit for bit what replay reads."""
+    out = cfg.method_spec.fn(s1, large, base, **cfg.params)
+    return out if out is large else out.log_softmax(-1)
 
 
 def base_handoffs(called: Tensor, tok: Tensor, base: Tensor | None) -> Tensor | None:
