@@ -28,6 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DIGITS = 2  # significant digits of the report's intervals (stability.txt checks them)
 TASKS = ("gsm8k", "mmlu_stem", "mbpp", "mtbench")
 METHODS = ("oracle", "contrastive", "proxy")
+# how the report names each method: FS-GEN's contrastive decoding is its own variant, s + beta (l - s) over the
+# plausible tokens (its fsgen_opensource_logits.py), this project's contrastive_variant=fsgen; its proxy-tuning
+# rate counts handoffs against the untuned base (points.csv's header), this project's base_collaboration_rate
+SHOWN = {"oracle": "oracle", "contrastive": "contrastive[fsgen]", "proxy": "proxy (base_collaboration_rate)"}
 
 
 def main() -> None:
@@ -57,7 +61,7 @@ def figure(rows: list[dict], fits: list[GroupFit]):
             g = by[(t, m)]
             ns, nl, r, y = group_points(rows, g)
             two = None if g.two_factor is None else two_factor_law(ns, nl, **g.two_factor.params)
-            panels.append({"title": f"{t} / {m} ({g.n_points} points)", "r": r, "y": y,
+            panels.append({"title": f"{t} / {SHOWN[m]} ({g.n_points} points)", "r": r, "y": y,
                            "power": g.power.params, "power_degenerate": bool(g.power.degenerate),
                            "log_ratio": g.log_ratio.params if g.log_ratio else None, "two": two,
                            "note": f"held-out best: {g.better}"})
@@ -89,7 +93,10 @@ def report(rows: list[dict], fits: list[GroupFit], stab: list[dict], args: argpa
     out = ["# FS-GEN's published collaboration rates, refitted", "",
            f"Points: [points.csv](points.csv), {len(rows)} (task, method, small, large) rates transcribed from "
            "FS-GEN's `visualize/data.py` (commit and definitions in the file's header). Models: Qwen1.5 "
-           "0.5B-72B by their nominal sizes. Regenerate: `python scripts/paper_refit.py` "
+           "0.5B-72B by their nominal sizes. Methods: oracle; contrastive[fsgen], FS-GEN's own contrastive "
+           "decoding, s + beta (l - s) over the plausible tokens (its `fsgen_opensource_logits.py`; this project's "
+           "`contrastive_variant=fsgen`); proxy, whose published rate counts a handoff against the untuned base "
+           "small model's greedy token (this project's `base_collaboration_rate`). Regenerate: `python scripts/paper_refit.py` "
            f"(`--n-boot {n_boot} --seed {args.seed}`; the numbers: [fit.txt](fit.txt), [fit.json](fit.json)).", "",
            f"Intervals: 95 % percentile, {n_boot} bootstrap resamples of *models* (a resample draws the group's "
            "Qwen1.5 models with replacement and keeps every pair of two drawn models; pairs share models, so "
@@ -116,7 +123,7 @@ def report(rows: list[dict], fits: list[GroupFit], stab: list[dict], args: argpa
         _, _, r, y = group_points(rows, g)
         proc = fsgen_procedure(r, y)
         p_text = "failed" if proc.params is None else ", ".join(f"{v:.4g}" for v in proc.params)
-        out.append(f"| {g.settings['task']} | {g.settings['method']} | {g.n_points} | "
+        out.append(f"| {g.settings['task']} | {SHOWN[g.settings['method']]} | {g.n_points} | "
                    + " | ".join(f"{f.params[k]:.3g} {_ci(ends, g, 'power', k)}" for k in ("a", "alpha", "b"))
                    + f" | {f.r2:.3f} | {f.loo_rmse:.4f} | {', '.join(f.at_bound) or 'none'} | "
                    f"{', '.join(f.ci_at_bound) or 'none'} | {p_text} | {sse_of(f.params, r, y):.6f} | "
@@ -127,7 +134,7 @@ def report(rows: list[dict], fits: list[GroupFit], stab: list[dict], args: argpa
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for g in fits:
         t, lr = g.two_factor, g.log_ratio
-        out.append(f"| {g.settings['task']} | {g.settings['method']} | {t.params['alpha']:.3g} {_ci(ends, g, 'two_factor', 'alpha')} | "
+        out.append(f"| {g.settings['task']} | {SHOWN[g.settings['method']]} | {t.params['alpha']:.3g} {_ci(ends, g, 'two_factor', 'alpha')} | "
                    f"{t.params['beta']:.3g} {_ci(ends, g, 'two_factor', 'beta')} | {t.extra['alpha_minus_beta']:.3g} "
                    f"{_ci(ends, g, 'two_factor', 'alpha_minus_beta')} | {t.r2:.3f} | {t.loo_rmse:.4f} | {t.verdict} | "
                    f"{lr.params['c']:.3g} {_ci(ends, g, 'log_ratio', 'c')} | {lr.params['d']:.3g} {_ci(ends, g, 'log_ratio', 'd')} | {lr.r2:.3f} | "
@@ -140,7 +147,7 @@ def report(rows: list[dict], fits: list[GroupFit], stab: list[dict], args: argpa
             f"interval reaches its 0.05 bound in {reach} of {len(fits)} groups. The verdicts on alpha = beta are "
             f"the first bootstrap's; the second gives the same verdict in {agree} of {len(fits)} groups.", "",
             "## Figure", "", "![the three laws per group](figure_laws.png)", "",
-            "Rows: oracle, contrastive, proxy; columns: GSM8K, MMLU-STEM, MBPP, MT-Bench. Black: the published "
+            "Rows: oracle, contrastive[fsgen], proxy (base_collaboration_rate); columns: GSM8K, MMLU-STEM, MBPP, MT-Bench. Black: the published "
             "points; blue: the power law (dotted where degenerate: a parameter or its interval at a bound, an "
             "unbounded interval, R² <= 0); orange dashed: c + d ln r; green squares: the two-factor law at each "
             "point. It redraws the scaling-law figure of FS-GEN's `visualize/scaling_law.py` (the script names its "

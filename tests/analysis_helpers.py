@@ -24,7 +24,8 @@ def make_trace(s1_entropy: list[float], handoff: list[bool], llm_called: list[bo
              s1_margin=np.asarray(margin if margin is not None else np.exp(-2 * ent), np.float32),
              s2_entropy=np.where(called, 0.5, np.nan).astype(np.float32),
              s2_top1_prob=np.where(called, 0.8, np.nan).astype(np.float32),
-             s2_margin=np.where(called, 0.6, np.nan).astype(np.float32), accepted=np.full(n, -1, np.int8))
+             s2_margin=np.where(called, 0.6, np.nan).astype(np.float32), accepted=np.full(n, -1, np.int8),
+             base_handoff=np.full(n, -1, np.int8))  # -1: no untuned base (every method but proxy), as written
     return t
 
 
@@ -43,7 +44,8 @@ def random_traces(n: int, length: int, seed: int, router: str = "always", shift:
 def write_run(folder: Path, small: str, large: str, method: str = "oracle", router: str = "always",
               threshold: float | None = None, tasks: dict[str, dict[str, Any]] | None = None,
               traces: dict[str, list[dict]] | None = None, ts: str = "2026-01-01T00-00-00.000000",
-              summary_override: dict[str, dict[str, Any]] | None = None) -> Path:
+              summary_override: dict[str, dict[str, Any]] | None = None,
+              params: dict[str, Any] | None = None) -> Path:
     """Write ``folder/<small>__<large>/results_<ts>.json`` (+ ``traces_<ts>.jsonl``) as the adapter would."""
     tasks = tasks or {"gsm8k": {"exact_match,strict-match": 0.5, "exact_match_stderr,strict-match": 0.05}}
     traces = traces or {}
@@ -53,7 +55,7 @@ def write_run(folder: Path, small: str, large: str, method: str = "oracle", rout
     for t, s in (summary_override or {}).items():
         per_task[t] = {**per_task.get(t, {}), **s}
     fsgen = {"small": small, "large": large, "small_base": None, "method": method, "router": router,
-             "threshold": threshold, "params": {}, "summary": summarize([tr for v in traces.values() for tr in v]),
+             "threshold": threshold, "params": params or {}, "summary": summarize([tr for v in traces.values() for tr in v]),
              "per_task": per_task, "tokens_per_second": 123.4,
              "traces": [f"traces_{ts}.jsonl"] if traces else []}
     results = {"results": {t: {"alias": t, **m} for t, m in tasks.items()}, "config": {"model": "fsgen", "fsgen": fsgen}}

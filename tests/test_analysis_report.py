@@ -273,3 +273,82 @@ def test_scaling_points_carry_their_clustered_intervals(runs_dir):
     assert oracle.ci.shape == (4, 2) and np.isfinite(oracle.ci).all()
     assert ((oracle.ci[:, 0] <= oracle.y) & (oracle.y <= oracle.ci[:, 1])).all()
     assert np.isnan(scaling_series(runs, _params(), 20, [])[0].ci).all()  # no intervals given: no bars
+
+
+def _proxy_traces(n: int, length: int, seed: int) -> list[dict]:
+    """``random_traces`` with proxy tuning's count: a handoff against the untuned base on about 40 % of tokens
+    (independent of the handoff against System 1), so the two rates differ."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for tr in random_traces(n, length, seed):
+        tr["base_handoff"] = (rng.random(length) < 0.4).astype(np.int8)
+        out.append(tr)
+    return out
+
+
+def test_proxy_row_shows_fsgen_base_rate_named_beside_ours(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root / "oracle", "org/s1", "org/l1", traces={"gsm8k": random_traces(6, 30, seed=1)}, tasks={"gsm8k": ACC})
+    proxy = _proxy_traces(6, 30, seed=2)
+    write_run(root / "proxy", "org/s2", "org/l1", method="proxy", traces={"gsm8k": proxy}, tasks={"gsm8k": ACC},
+              params={"alpha": 1.0})
+    rep = build_report(find_runs([root]), _params(), n_boot=20)
+    (table,) = rep.tables
+    base = next(c for c in table.columns if c.key == "base_collaboration_rate")
+    assert "FS-GEN" in base.title and "proxy" in base.title
+    row = next(r for r in table.rows if r["config"] == "proxy/always")
+    want = sum(int((t["base_handoff"] == 1).sum()) for t in proxy) / (6 * 30)
+    ours = sum(int(t["handoff"].sum()) for t in proxy) / (6 * 30)
+    assert row["base_collaboration_rate"] == pytest.approx(want) and row["collaboration_rate"] == pytest.approx(ours)
+    assert want != pytest.approx(ours)
+    lo, hi = row["ci"]["base_collaboration_rate"]  # requests as clusters, from the traces' base_handoff
+    assert lo < want < hi
+    oracle = next(r for r in table.rows if r["config"] == "oracle/always")
+    assert oracle["base_collaboration_rate"] is None and "base_collaboration_rate" not in oracle["ci"]
+    # the matrix shows each configuration's rate as its method defines it, and says so
+    matrix = next(f for f in rep.figures if f.title.startswith("Collaboration rate gsm8k: pair"))
+    head, cells = matrix.data
+    by = {c[0]: dict(zip(head, c)) for c in cells}
+    assert by[row["pair"]]["proxy/always"] == f"{want:.4f}"
+    assert by[oracle["pair"]]["oracle/always"] == f"{oracle['collaboration_rate']:.4f}"
+    assert "proxy/always: base_collaboration_rate" in matrix.caption
+    assert main(["report", str(root), "-o", str(tmp_path / "rep"), "--n-boot", "20",
+                 "--rank-by", "base_collaboration_rate"]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| rank (base collaboration rate (FS-GEN's proxy count)) |" in md
+
+
+def test_a_table_without_proxy_has_no_base_rate_column(runs_dir):
+    rep = build_report(find_runs([runs_dir]), _params(), n_boot=20)
+    assert all(c.key != "base_collaboration_rate" for c in rep.tables[0].columns)
+    matrix = next(f for f in rep.figures if f.title.startswith("Collaboration rate gsm8k: pair"))
+    assert matrix.caption == "empty cell: that pair did not run that configuration"
+
+
+def test_contrastive_runs_are_labelled_with_their_variant_and_never_share_a_series(tmp_path):
+    root = tmp_path / "runs"
+    for variant in ("fsgen", "obrien"):
+        for i, (s, l) in enumerate([("org/s1", "org/l1"), ("org/s1", "org/l2"), ("org/s2", "org/l1")]):
+            write_run(root / f"{variant}{i}", s, l, method="contrastive", tasks={"gsm8k": ACC},
+                      traces={"gsm8k": random_traces(6, 30, seed=10 * i + len(variant))},
+                      params={"alpha": 0.1, "beta": 0.5, "contrastive_variant": variant})
+    write_run(root / "old", "org/s2", "org/l2", method="contrastive", tasks={"gsm8k": ACC},
+              traces={"gsm8k": random_traces(6, 30, seed=5)})  # written before the variant was recorded
+    runs = find_runs([root])
+    assert sorted({r.label for r in runs}) == ["contrastive/always", "contrastive[fsgen]/always",
+                                               "contrastive[obrien]/always"]
+    rep = build_report(runs, _params(), n_boot=20)
+    configs = {r["config"] for r in rep.tables[0].rows}
+    assert {"contrastive[fsgen]/always", "contrastive[obrien]/always"} <= configs
+    (scaling,) = [f for f in rep.figures if f.title == "Collaboration rate vs parameter ratio"]
+    assert "scaling_law.py" in scaling.caption and "not checked against the paper" in scaling.caption
+    # one fit group per variant: 3 pairs each, fitted apart; the unrecorded run is a group of its own
+    from fsgen_eval.analysis.report import scaling_series
+    series = scaling_series(runs, _params(), 20, [])
+    labels = sorted(s.label for s in series)
+    assert labels == ["task=gsm8k method=contrastive", "task=gsm8k method=contrastive[fsgen]",
+                      "task=gsm8k method=contrastive[obrien]"]
+    assert sorted(len(s.r) for s in series) == [1, 3, 3]
+    cube = next(f for f in rep.figures if f.title.startswith("Collaboration rate over model sizes"))
+    assert {c[1] for c in cube.data[1]} == {"contrastive", "contrastive[fsgen]", "contrastive[obrien]"}
+    assert "3d_scattar_plot_fig1.py" in cube.caption and "not checked against the paper" in cube.caption

@@ -13,8 +13,8 @@ from fsgen_eval.cli import main
 from _lm_eval_helpers import offline_env
 
 CONFIG_LABELS = {"system1": "oracle/never", "system2": "oracle/never", "oracle": "oracle/always",
-                 "speculative": "speculative/always",
-                 "contrastive": "contrastive/always", "oracle-entropy": "oracle/entropy@"}
+                 "speculative": "speculative[bild]/always",  # a method with variants is named with the one it ran
+                 "contrastive": "contrastive[obrien]/always", "oracle-entropy": "oracle/entropy@"}
 
 
 def _table_rows(markdown: str) -> dict[str, dict[str, str]]:
@@ -59,14 +59,14 @@ def test_demo_end_to_end_then_resumes(tmp_path, capsys):
     by_config = lambda label: [k for k in rows if k.split(" ")[-1].startswith(label)]  # noqa: E731
     (entropy,) = by_config("oracle/entropy@")
     (oracle,) = by_config("oracle/always")
-    (speculative,) = by_config("speculative/always")
+    (speculative,) = by_config(CONFIG_LABELS["speculative"])
     # System 1 alone and System 2 alone never ask System 2; the oracle does at every token and is overruled at
     # some of them; greedy speculative emits the large model's tokens, so it hands off exactly where the oracle does
     assert len(by_config("oracle/never")) == 2
     assert all(rate[k] == 0.0 and call[k] == 0.0 for k in by_config("oracle/never"))
     assert 0.0 < rate[oracle] < 1.0 and call[oracle] == 1.0
     assert rate[speculative] == rate[oracle]
-    assert 0.0 < call[entropy] < 1.0 and rate[by_config("contrastive/always")[0]] > 0.0
+    assert 0.0 < call[entropy] < 1.0 and rate[by_config(CONFIG_LABELS["contrastive"])[0]] > 0.0
     html = (out / "report.html").read_text()
     assert html.count("<tr>") >= n + 1 and "data:image/png;base64," in html
 

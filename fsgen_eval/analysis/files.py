@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 
 from fsgen_eval.analysis.consistency import check_summary, refuse_duplicate_records, refuse_duplicate_runs
+from fsgen_eval.analysis.points import method_label
 from fsgen_eval.core import traces_io
 from fsgen_eval.core.jsonl import read_json  # noqa: F401 - re-exported (gate reads it here)
+from fsgen_eval.core.registry import METHODS
 from fsgen_eval.core.runs import recorded_trace, results_files
 from fsgen_eval.core.schema import RunInfo, Trace, topk_path
 from fsgen_eval.core.traces_io import TraceTable
@@ -62,15 +64,24 @@ class Run:
         dtype = str(dtype).removeprefix("torch.") if dtype is not None else None
         half = dtype in ("float16", "bfloat16", "half", "auto")
         batch = self.config.get("batch_size")
-        return {"task": task, "method": self.fsgen.method, "router": self.fsgen.router,
+        return {"task": task, "method": self.fsgen.method, "variant": self.variant, "router": self.fsgen.router,
                 "threshold": self.fsgen.threshold, "dtype": dtype, "num_fewshot": self.n_shot.get(task),
                 "batch_size": str(batch) if half and batch is not None else None}
 
     @property
+    def variant(self) -> str | None:
+        """The method's variant as the run recorded it (``contrastive_variant=fsgen``: ``fsgen``); ``None`` for a
+        method without variants or a run that did not record one."""
+        spec = METHODS.get(self.fsgen.method)
+        return spec.variant_of(self.fsgen.params or {}) if spec is not None else None
+
+    @property
     def label(self) -> str:
-        """``method/router[@threshold]``: the collaborative configuration."""
+        """``method[variant]/router[@threshold]``: the collaborative configuration (the variant where the method
+        has published variants, e.g. ``contrastive[fsgen]/always``)."""
         thr = self.fsgen.threshold
-        return f"{self.fsgen.method}/{self.fsgen.router}" + ("" if thr is None else f"@{thr}")
+        return (f"{method_label(self.fsgen.method, self.variant)}/{self.fsgen.router}"
+                + ("" if thr is None else f"@{thr}"))
 
     @property
     def pair(self) -> str:

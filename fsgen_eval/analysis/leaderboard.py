@@ -4,7 +4,8 @@ value marked.
 A row is one run on one task (a pair and a configuration). Its columns: lm-eval's metrics (a proportion —
 a value in [0, 1] with lm-eval's sample count — gets a Wilson interval, which stays in [0, 1]; any other
 metric ± 1.96 stderr), ``collaboration_rate`` and ``llm_call_rate`` (intervals with requests as clusters, from
-the traces: :func:`fsgen_eval.analysis.gate.ratio_ci`, clipped to [0, 1]), ``acceptance_rate`` (accepted /
+the traces: :func:`fsgen_eval.analysis.gate.ratio_ci`, clipped to [0, 1]), in a table with a proxy-tuning run also
+``base_collaboration_rate`` (FS-GEN's proxy count, against the untuned base's greedy token, the same way), ``acceptance_rate`` (accepted /
 drafted, the same way, for speculative runs), ``mean_acceptance_length`` and ``tokens_per_second`` (no
 interval: one number per run). With fewer than :data:`MIN_REQUESTS` requests a cell says so instead of
 printing an interval.
@@ -81,14 +82,19 @@ class Column:
 
 RATE_COLUMNS = (
     Column("collaboration_rate", "collaboration rate ↓", "low", starred=False),
+    # proxy tuning's rate as FS-GEN defines it: handoffs against the untuned base's greedy token; shown only in a
+    # table with a proxy row (every other method has none), beside collaboration_rate (against System 1's)
+    Column("base_collaboration_rate", "base collaboration rate (FS-GEN's proxy count) ↓", "low", starred=False),
     Column("llm_call_rate", "LLM call rate ↓", "low", starred=False),
     Column("acceptance_rate", "acceptance rate ↑", "high"),
     Column("mean_acceptance_length", "acceptance length ↑", "high", 2),
     Column("tokens_per_second", "tokens/s ↑", "high", 1, starred=False),
 )
-INTERVAL_RATES = ("collaboration_rate", "llm_call_rate", "acceptance_rate")
-NO_SYSTEM2_COLUMNS = ("collaboration_rate", "llm_call_rate")
-RANK_CHOICES = ("collaboration_rate", "llm_call_rate", "acceptance_rate", "accuracy", "tokens_per_second")
+INTERVAL_RATES = ("collaboration_rate", "base_collaboration_rate", "llm_call_rate", "acceptance_rate")
+NO_SYSTEM2_COLUMNS = ("collaboration_rate", "base_collaboration_rate", "llm_call_rate")
+OPTIONAL_COLUMNS = ("base_collaboration_rate",)  # a column only where some row of the table has a value
+RANK_CHOICES = ("collaboration_rate", "base_collaboration_rate", "llm_call_rate", "acceptance_rate", "accuracy",
+                "tokens_per_second")
 
 
 @dataclass
@@ -104,8 +110,11 @@ class Table:
 
     @property
     def columns(self) -> list[Column]:
-        """One column per metric (higher is better), then the rate columns."""
-        return [Column(f"metric:{m}", f"{m} ↑", "high") for m in self.metrics] + list(RATE_COLUMNS)
+        """One column per metric (higher is better), then the rate columns (an :data:`OPTIONAL_COLUMNS` one only
+        where a row has a value: ``base_collaboration_rate`` in a table with a proxy run)."""
+        rates = [c for c in RATE_COLUMNS if c.key not in OPTIONAL_COLUMNS
+                 or any(r.get(c.key) is not None for r in self.rows)]
+        return [Column(f"metric:{m}", f"{m} ↑", "high") for m in self.metrics] + rates
 
     def column(self, key: str) -> Column:
         """The column keyed ``key`` (``metric:<name>`` or a rate); ``KeyError`` if there is none."""
@@ -118,7 +127,7 @@ class Table:
 def rank_column(table_metrics: list[str], rank_by: str) -> str:
     """The column key ranking a task: a rate column, ``accuracy`` (the task's first metric) or a metric name
     (``exact_match,strict-match``). Raises naming the choices when the task has no such column."""
-    if rank_by in ("collaboration_rate", "llm_call_rate", "acceptance_rate", "tokens_per_second"):
+    if rank_by in RANK_CHOICES and rank_by != "accuracy":  # a rate column, ranked by its own key
         return rank_by
     if rank_by == "accuracy":
         if not table_metrics:
@@ -173,10 +182,19 @@ def trace_intervals(records: TraceTable) -> dict[str, Interval]:
     n = records.lengths.astype(float)
     for key, fld in (("collaboration_rate", "handoff"), ("llm_call_rate", "llm_called")):
         out[key] = _clip01(ratio_ci(records.per_record_sum(fld).astype(float), n))
+    if "base_handoff" in records.tokens and (records.tokens["base_handoff"] >= 0).any():
+        # proxy tuning (FS-GEN's count against the untuned base): -1 marks a token without a base model
+        out["base_collaboration_rate"] = _clip01(ratio_ci(_per_record_count(records, "base_handoff"), n))
     drafted = _counter(records, "drafted_tokens")
     if drafted.sum() > 0:
         out["acceptance_rate"] = _clip01(ratio_ci(_counter(records, "accepted_tokens"), drafted))
     return out
+
+
+def _per_record_count(records: TraceTable, name: str) -> np.ndarray:
+    """[R] per record, the tokens whose int8 flag ``name`` is 1 (-1, "not applicable", counts as 0)."""
+    c = np.concatenate([[0], np.cumsum(records.tokens[name] == 1, dtype=np.int64)])
+    return (c[records.offsets[1:]] - c[records.offsets[:-1]]).astype(float)
 
 
 def _counter(records: TraceTable, name: str) -> np.ndarray:

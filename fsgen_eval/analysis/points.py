@@ -16,6 +16,12 @@ from typing import Any
 RATE_BY_METHOD = {"proxy": "base_collaboration_rate"}  # every other method: collaboration_rate
 
 
+def method_label(method: Any, variant: Any = None) -> str:
+    """``method`` or ``method[variant]``: how tables, legends and fit groups name a method (a method with
+    published variants, e.g. ``contrastive[fsgen]``, is never shown without the one it ran)."""
+    return str(method) if variant is None else f"{method}[{variant}]"
+
+
 def rate_field(method: str | None) -> str:
     """The summary field holding the collaboration rate as ``method`` defines it."""
     return RATE_BY_METHOD.get(method or "", "collaboration_rate")

@@ -25,7 +25,7 @@ from fsgen_eval.analysis import paper, plots
 from fsgen_eval.analysis.files import ANALYSIS_COLUMNS, Run, is_metric, read_trace_file, run_records
 from fsgen_eval.analysis.leaderboard import Table, format_rows, header, rank_table, trace_intervals
 from fsgen_eval.analysis.params import ParamTable
-from fsgen_eval.analysis.points import fit_points
+from fsgen_eval.analysis.points import fit_points, method_label, rate_field
 from fsgen_eval.analysis.scaling import GROUP_FIELDS, MIN_PAIRS, fit_groups, group_key
 from fsgen_eval.analysis.signals import called_tokens, rate_by_decile, summarize_signals
 from fsgen_eval.analysis.whatif import tradeoff_curves
@@ -33,7 +33,31 @@ from fsgen_eval.core.guards import atomic_write
 from fsgen_eval.core.registry import METHODS, ROUTERS, RouterSpec
 from fsgen_eval.core.traces_io import TraceTable, concat
 
-SUMMARY_RATES = ("collaboration_rate", "llm_call_rate", "acceptance_rate", "mean_acceptance_length")
+SUMMARY_RATES = ("collaboration_rate", "base_collaboration_rate", "llm_call_rate", "acceptance_rate",
+                 "mean_acceptance_length")
+# the token fields the report reads: the analysis' own and proxy tuning's base_handoff (for its interval)
+REPORT_COLUMNS = (*ANALYSIS_COLUMNS, "base_handoff")
+
+
+# The FS-GEN figure each report figure redraws, by the script that draws it there (TsinghuaC3I/FS-GEN, visualize/).
+# The scripts name their outputs fig1..fig7.pdf, which are not the paper's figure numbers; the paper's own numbers
+# (arXiv 2406.12295) were not checked against the paper (docs/analysis.md: no stored copy of its body was
+# reachable). Every other figure of the report (leaderboards, matrix, frontier, uncertainty, trade-off,
+# speculative) has no FS-GEN counterpart.
+FSGEN_SCRIPTS = {
+    "scaling": "visualize/scaling_law.py (its output: fig4.pdf)",
+    "3d": "visualize/3d_scattar_plot_fig1.py and 3d_scattar_plot_fig2.py (fig1.pdf, fig2.pdf)",
+    "position": "visualize/mismatch_position_heatmap.py (fig3.pdf)",
+    "topk": "visualize/mismatch_sample.py (fig5-*.pdf)",
+    "tsne": "visualize/kde_scattar_1&5_tokens.py (fig6.pdf, fig7.pdf)",
+}
+
+
+def fsgen_counterpart(key: str) -> str:
+    """The caption sentence naming a figure's FS-GEN counterpart (:data:`FSGEN_SCRIPTS`) and what is known of
+    its number in the paper."""
+    return (f"FS-GEN counterpart: {FSGEN_SCRIPTS[key]}; its figure number in the paper not checked against "
+            "the paper")
 
 
 @dataclass
@@ -88,6 +112,7 @@ def _row(run: Run, task: str, records: TraceTable | None) -> dict[str, Any]:
         metrics[m] = (float(res[m]), float(se) if isinstance(se, (int, float)) else None)
     row = {"role": role(run), "pair": run.pair, "config": run.label, "metrics": metrics}
     row.update({k: summary.get(k) for k in SUMMARY_RATES})
+    row["rate_field"] = rate_field(run.fsgen.method)  # the collaboration rate as the run's method defines it
     row["tokens_per_second"] = run.fsgen.tokens_per_second
     mine = _of_task(records, task) if records is not None else None
     row["ci"] = trace_intervals(mine) if mine is not None else {}
@@ -137,7 +162,7 @@ def build_tables(runs: list[Run], records: list[TraceTable] | None = None,
 class ScalingGroup:
     """One group of the scaling plot: ratios r [N], rates y [N], its ``fit_groups`` entry (``error`` set
     when the group was not fitted) and ``ci`` [N, 2], each rate's 95 % interval with requests as clusters
-    (NaN where the run has no traces or its rate is not the traced ``collaboration_rate``)."""
+    (NaN where the run has no traces)."""
 
     label: str
     r: np.ndarray
@@ -161,12 +186,13 @@ def scaling_points(runs: list[Run], params: ParamTable | None, notes: list[str])
 
 
 def rate_intervals(runs: list[Run], records: list[TraceTable]) -> dict[tuple[str, str], tuple[float, float]]:
-    """(run path, task) -> the 95 % interval of the run's ``collaboration_rate`` on the task, requests as
-    clusters (:func:`leaderboard.trace_intervals`); absent where the run has too few traced requests."""
+    """(run path, task) -> the 95 % interval of the run's collaboration rate on the task as its method defines
+    it (:func:`points.rate_field`: proxy's ``base_collaboration_rate``), requests as clusters
+    (:func:`leaderboard.trace_intervals`); absent where the run has too few traced requests."""
     out = {}
     for run, recs in zip(runs, records):
         for task in run.results:
-            ci = trace_intervals(_of_task(recs, task)).get("collaboration_rate") if len(recs) else None
+            ci = trace_intervals(_of_task(recs, task)).get(rate_field(run.fsgen.method)) if len(recs) else None
             if ci is not None:
                 out[(str(run.path), task)] = ci
     return out
@@ -177,7 +203,8 @@ def scaling_series(runs: list[Run], params: ParamTable | None, n_boot: int, note
                    intervals: dict[tuple[str, str], tuple[float, float]] | None = None) -> list[ScalingGroup]:
     """Per group of runs that share every setting (task, method, router and threshold, dtype, few-shot,
     batch size in half precision): ratios, rates, both laws' fits where the group has >= 3 pairs, and each
-    rate's interval from ``intervals`` (:func:`rate_intervals`) where its method's rate is the traced one."""
+    rate's interval from ``intervals`` (:func:`rate_intervals`); a group fitted on another rate than
+    ``collaboration_rate`` (proxy's ``base_collaboration_rate``) names it in its label."""
     rows = scaling_points(runs, params, notes)
     if not rows:
         return []
@@ -185,9 +212,10 @@ def scaling_series(runs: list[Run], params: ParamTable | None, n_boot: int, note
     out = []
     for g in (f.to_dict() for f in fits):
         mine = [r for r in rows if group_key(r) == tuple((k, g[k]) for k in GROUP_FIELDS if g.get(k) is not None)]
-        ci = np.array([(intervals or {}).get((r["run_path"], r["task"]), (np.nan, np.nan))
-                       if r.get("rate_field") == "collaboration_rate" else (np.nan, np.nan) for r in mine], float)
-        out.append(ScalingGroup(g["label"], np.array([r["large_params"] / r["small_params"] for r in mine]),
+        ci = np.array([(intervals or {}).get((r["run_path"], r["task"]), (np.nan, np.nan)) for r in mine], float)
+        fields = sorted({r["rate_field"] for r in mine})
+        label = g["label"] + ("" if fields == ["collaboration_rate"] else f" ({', '.join(fields)})")
+        out.append(ScalingGroup(label, np.array([r["large_params"] / r["small_params"] for r in mine]),
                                 np.array([r["collaboration_rate"] for r in mine]), g, ci.reshape(-1, 2)))
         if "error" in g:
             notes.append(f"scaling fit for [{g['label']}]: not fitted: {g['error']}")
@@ -200,7 +228,7 @@ def scaling_series(runs: list[Run], params: ParamTable | None, n_boot: int, note
 def position_plot(per_task: list[tuple[Run, TraceTable]]) -> Plot:
     """Both normalisations of where handoffs fall, one row per (task, run): P(handoff | decile), the rate
     within each tenth of the generation, and P(decile | handoff), the share of the row's handoffs in each
-    tenth (FS-GEN's mismatch_position_heatmap.py)."""
+    tenth (:data:`FSGEN_SCRIPTS` ``position``)."""
     labels, rates, shares, counts = [], [], [], []
     for run, recs in per_task:
         labels.append(f"{recs.get('task')[0]} | {run.pair} | {run.label}")
@@ -215,28 +243,30 @@ def position_plot(per_task: list[tuple[Run, TraceTable]]) -> Plot:
     return Plot("Handoff position: P(handoff | decile) and P(decile | handoff)",
                 plots.to_png_bytes(plots.position_pair_figure(labels, np.array(rates), np.array(shares))),
                 "left: the handoff rate within each tenth of the generation (ours); right: where a row's handoffs "
-                "fall, each row summing to 1 (the normalisation of FS-GEN's visualize/mismatch_position_heatmap.py; FS-GEN names figures by script output file, not by the paper's numbering); d0 = first 10 %",
+                "fall, each row summing to 1 (FS-GEN's normalisation); d0 = first 10 %. " + fsgen_counterpart("position"),
                 (head, cells))
 
 
 def scatter3d_plot(rows: list[dict[str, Any]]) -> Plot | None:
-    """Collaboration rate over (log N_small, log N_large), one panel per (task, method) (FS-GEN's 3d_scattar_plot_fig1.py / _fig2.py)."""
+    """Collaboration rate over (log N_small, log N_large), one panel per (task, method) (:data:`FSGEN_SCRIPTS`
+    ``3d``); each point the rate its method defines (``rate_field``)."""
     groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r.get("task"), r.get("method")), []).append(r)
+        groups.setdefault((r.get("task"), method_label(r.get("method"), r.get("variant"))), []).append(r)
     if not groups:
         return None
     panels = [(f"{task} / {method}", np.array([r["small_params"] for r in g], float),
                np.array([r["large_params"] for r in g], float), np.array([r["collaboration_rate"] for r in g]))
               for (task, method), g in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))]
-    data = (["task", "method", "router", "small", "large", "N_small", "N_large", "collaboration rate"],
-            [[str(r.get("task")), str(r.get("method")), str(r.get("router")), _short_name(r.get("small")),
-              _short_name(r.get("large")), f"{r['small_params']:.4g}", f"{r['large_params']:.4g}",
-              _fmt(r["collaboration_rate"])] for r in sorted(rows, key=lambda r: (str(r.get("task")),
-              str(r.get("method")), r["small_params"], r["large_params"]))])
+    data = (["task", "method", "router", "small", "large", "N_small", "N_large", "collaboration rate", "rate field"],
+            [[str(r.get("task")), method_label(r.get("method"), r.get("variant")), str(r.get("router")),
+              _short_name(r.get("small")), _short_name(r.get("large")), f"{r['small_params']:.4g}",
+              f"{r['large_params']:.4g}", _fmt(r["collaboration_rate"]), r["rate_field"]]
+             for r in sorted(rows, key=lambda r: (str(r.get("task")), str(r.get("method")), r["small_params"],
+                                                  r["large_params"]))])
     return Plot("Collaboration rate over model sizes (3-D)", plots.to_png_bytes(plots.scatter3d_figure(panels)),
-                "one panel per task and method (every router's runs); planes at collaboration rate 0.05, 0.10 and 0.20 "
-                "(FS-GEN's 3d_scattar_plot_fig1.py / _fig2.py)",
+                "one panel per task and method (every router's runs), each point the collaboration rate its method "
+                "defines (rate field); planes at collaboration rate 0.05, 0.10 and 0.20. " + fsgen_counterpart("3d"),
                 data)
 
 
@@ -245,8 +275,8 @@ def _short_name(model: Any) -> str:
 
 
 def topk_figures(runs: list[Run], notes: list[str], random_state: int = 0) -> list[Plot]:
-    """System 1's top-10 probabilities along one generation (FS-GEN's mismatch_sample.py) and the t-SNE of its top-100
-    probability vectors (FS-GEN's kde_scattar_1&5_tokens.py), from the top-K side files beside the traces; none without them."""
+    """System 1's top-10 probabilities along one generation and the t-SNE of its top-100 probability vectors
+    (:data:`FSGEN_SCRIPTS` ``topk``, ``tsne``), from the top-K side files beside the traces; none without them."""
     parts: list[tuple[Run, paper.TopK]] = []
     for run in runs:
         for f in run.trace_files:
@@ -268,7 +298,7 @@ def topk_figures(runs: list[Run], notes: list[str], random_state: int = 0) -> li
         figs.append(Plot("System 1's top-10 probabilities along one generation",
                          plots.to_png_bytes(plots.topk_generation_figure(probs, hand, ids, title)),
                          f"{title}: System 1's ten most likely tokens at each evaluated position, red where System "
-                         "2's token differed (a handoff)", (head, cells)))
+                         "2's token differed (a handoff). " + fsgen_counterpart("topk"), (head, cells)))
     pooled = paper.concat_topk([t for _, t in parts])
     try:
         embs = paper.embed_topk(pooled, random_state=random_state)
@@ -284,7 +314,7 @@ def topk_figures(runs: list[Run], notes: list[str], random_state: int = 0) -> li
                      "tokens where System 2 was evaluated, an equal sample of handoffs (System 2's token differs: "
                      "FS-GEN's 'mismatch') and agreements ('match'), PCA to 10 dimensions, then t-SNE; k-means "
                      "(k = 2) on the embedding, scored by silhouette and Davies-Bouldin, and against the handoff "
-                     "labels by the adjusted Rand index (0: chance)", (head, cells)))
+                     "labels by the adjusted Rand index (0: chance). " + fsgen_counterpart("tsne"), (head, cells)))
     return figs
 
 
@@ -406,7 +436,7 @@ def _speculative_figures(runs: list[Run], params: ParamTable | None, cost_ratio:
 
 def leaderboard_figures(tables: list[Table]) -> list[Plot]:
     """Per task: the ranked column's values with their 95 % intervals as bars, and the pair × configuration
-    matrix of collaboration rates (each with its data table)."""
+    matrix of collaboration rates, each as its method defines it (each figure with its data table)."""
     figs = []
     for t in tables:
         col = t.column(t.rank_by)
@@ -427,13 +457,17 @@ def leaderboard_figures(tables: list[Table]) -> list[Plot]:
         pairs = sorted({r["pair"] for r in t.rows})
         configs = sorted({r["config"] for r in t.rows})
         matrix = np.full((len(pairs), len(configs)), np.nan)
-        for r in t.rows:
-            if r.get("collaboration_rate") is not None:
-                matrix[pairs.index(r["pair"]), configs.index(r["config"])] = r["collaboration_rate"]
+        for r in t.rows:  # each cell the rate its method defines (proxy: against the untuned base)
+            if r.get(r["rate_field"]) is not None:
+                matrix[pairs.index(r["pair"]), configs.index(r["config"])] = r[r["rate_field"]]
+        other = sorted({f"{r['config']}: {r['rate_field']}" for r in t.rows if r["rate_field"] != "collaboration_rate"})
         if np.isfinite(matrix).any():
             figs.append(Plot(f"Collaboration rate {t.task}: pair × configuration",
                              plots.to_png_bytes(plots.matrix_figure(pairs, configs, matrix, "collaboration rate")),
-                             "empty cell: that pair did not run that configuration",
+                             "empty cell: that pair did not run that configuration" + (
+                                 "; each cell the rate its method defines, collaboration_rate except "
+                                 + ", ".join(other) + " (FS-GEN's proxy count, against the untuned base's greedy "
+                                 "token)" if other else ""),
                              (["pair", *configs], [[p, *(_fmt(v) if np.isfinite(v) else "–" for v in row)]
                                                     for p, row in zip(pairs, matrix)])))
     return figs
@@ -485,7 +519,7 @@ def build_report(runs: list[Run], params: ParamTable | None = None, title: str =
         for path in learned.values():
             core_learned.load(path)  # a bad router file fails here, before any trace is read
     build_tables(runs, None, rank_by)  # a bad rank_by fails here, before the traces are read
-    records = [run_records(r, ANALYSIS_COLUMNS) for r in runs]
+    records = [run_records(r, REPORT_COLUMNS) for r in runs]
     rep = Report(title, build_tables(runs, records, rank_by))
     rep.notes += [f"{r.pair} | {r.label}: its generated programs ran in the code_eval sandbox's fallback WITHOUT "
                   "namespaces (fallback_no_namespaces): they could read what their user can read"
@@ -500,8 +534,9 @@ def build_report(runs: list[Run], params: ParamTable | None = None, title: str =
                                   f"where a group has >= {MIN_PAIRS} distinct pairs; a degenerate fit (a parameter "
                                   "at its bound, R² <= 0, an unbounded interval) is dotted and named so in the "
                                   "legend; bars: each rate's 95 % interval with requests as clusters (none where "
-                                  "the run has no traces); FS-GEN's scaling-law figure (visualize/scaling_law.py, "
-                                  "output fig4.pdf) in the ratio itself"))
+                                  "the run has no traces); x: the ratio itself on a log axis; each point the "
+                                  "collaboration rate its method defines (a group on another rate names it). "
+                                  + fsgen_counterpart("scaling")))
         cube = scatter3d_plot(scaling_points(runs, params, []))
         if cube is not None:
             rep.figures.append(cube)

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 
+from fsgen_eval.analysis.points import method_label
+
 PARAM_NAMES_POWER = ("a", "alpha", "b")
 PARAM_NAMES_TWO = ("c", "alpha", "beta")
 BOUND_RTOL = 1e-3  # a parameter within 0.1 % of a bound is at it (MBPP's a = 0.0500033 with bound 0.05)
@@ -520,7 +522,7 @@ def _percentile_ci(boot: np.ndarray, names: tuple[str, ...], level: float) -> di
 # ---------------------------------------------------------------- grouped fits over rows of points
 
 # the settings that make two points incomparable: a fit never mixes points that differ in one of them
-GROUP_FIELDS = ("task", "method", "router", "threshold", "dtype", "num_fewshot", "batch_size")
+GROUP_FIELDS = ("task", "method", "variant", "router", "threshold", "dtype", "num_fewshot", "batch_size")
 MIN_PAIRS = 3
 
 
@@ -530,11 +532,14 @@ def group_key(row: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 
 def group_label(key: tuple[tuple[str, Any], ...], varying: set[str] | None = None) -> str:
-    """``task=gsm8k method=oracle router=entropy@1.5 dtype=float16``: task and method always, the router
+    """``task=gsm8k method=oracle router=entropy@1.5 dtype=float16``: task and method (``contrastive[fsgen]``
+    where the method has variants) always, the router
     (with its threshold) and the other settings when ``varying`` (the settings that differ between groups)
     names them or is ``None``."""
     d = dict(key)
-    parts = [f"{k}={d[k]}" for k in ("task", "method") if k in d]
+    parts = [f"task={d['task']}"] if "task" in d else []
+    if "method" in d:
+        parts.append(f"method={method_label(d['method'], d.get('variant'))}")
     if "router" in d and (varying is None or {"router", "threshold"} & varying):
         parts.append(f"router={d['router']}" + (f"@{d['threshold']:g}" if isinstance(d.get("threshold"), (int, float))
                                                  else f"@{d['threshold']}" if "threshold" in d else ""))

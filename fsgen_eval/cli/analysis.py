@@ -441,7 +441,8 @@ def _add_report(sub: Any) -> None:
     p.add_argument("--cost-ratio", type=float, help="speculative speed-up bound: System 1's cost per forward pass "
                    "over the large model's (default: each pair's parameter ratio)")
     p.add_argument("--rank-by", default="collaboration_rate",
-                   help="leaderboard ranking: collaboration_rate (default), llm_call_rate, acceptance_rate, "
+                   help="leaderboard ranking: collaboration_rate (default), base_collaboration_rate (FS-GEN's "
+                        "proxy count), llm_call_rate, acceptance_rate, "
                         "accuracy (the task's first metric), tokens_per_second, or a metric name such as "
                         "exact_match,strict-match")
     p.add_argument("--learned", nargs="+", type=Path, default=[], metavar="ROUTER.json",

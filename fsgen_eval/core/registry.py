@@ -130,6 +130,9 @@ class MethodSpec:
     # (parameter, value) under which System 1's tokens pass unverified where the router does not fire
     # (FS-GEN's lossy speculative decoding): the loop and teacher forcing read it instead of the name
     lossy_if: tuple[str, Any] | None = None
+    # the parameter choosing between published variants of the method (contrastive: O'Brien & Lewis's or
+    # FS-GEN's formula): reports name a run's method with it, and a fit never mixes two variants
+    variant: str | None = None
 
     @property
     def fn(self) -> Callable:
@@ -149,6 +152,11 @@ class MethodSpec:
     def lossy(self, params: dict[str, Any]) -> bool:
         """Whether, with these parameters, System 1's tokens pass unverified where the router does not fire."""
         return self.lossy_if is not None and params.get(self.lossy_if[0]) == self.lossy_if[1]
+
+    def variant_of(self, params: Mapping[str, Any]) -> str | None:
+        """The variant these parameters choose (``None``: the method has no variants, or none is recorded)."""
+        v = params.get(self.variant) if self.variant is not None else None
+        return None if v is None else str(v)
 
 
 @dataclass(frozen=True)
@@ -412,7 +420,7 @@ for _m in (
                 Param("speculative_variant", "bild", one_of("speculative_variant", SPECULATIVE_VARIANTS),
                       "bild: every token verified, a router ends drafts early; fsgen: FS-GEN's code, LOSSY: "
                       "System 1's tokens unverified where the router does not fire")),
-               loop="speculative", lossy_if=("speculative_variant", "fsgen"), doc="System 1 drafts num_draft tokens, the large model verifies them "
+               loop="speculative", lossy_if=("speculative_variant", "fsgen"), variant="speculative_variant", doc="System 1 drafts num_draft tokens, the large model verifies them "
                                        "(speculative_variant 'bild': every token verified; 'fsgen': lossy)"),
     MethodSpec("contrastive", "fsgen_eval.core.methods:contrastive", (
         Param("alpha", 0.1, number("contrastive alpha (plausibility cut-off) must be in [0, 1], got {v!r}",
@@ -421,7 +429,7 @@ for _m in (
               "strength of the small model's penalty"),
         Param("contrastive_variant", "obrien", one_of("contrastive_variant", CONTRASTIVE_VARIANTS),
               "obrien: (1+beta) l - beta s; fsgen: s + beta (l - s)"),
-    ), doc="contrastive decoding (variant 'obrien' or 'fsgen')"),
+    ), variant="contrastive_variant", doc="contrastive decoding (variant 'obrien' or 'fsgen')"),
     MethodSpec("proxy", "fsgen_eval.core.methods:proxy",
                (Param("alpha", 1.0, number("proxy alpha must be a finite number, got {v!r}"),
                       "strength of the tuned-minus-base offset"),),
