@@ -8,9 +8,11 @@ issue's 4 M-token probe):
   JSON reader with a dict of numpy arrays per record) and ``after`` (this checkout), and the same trace as
   Parquet read by ``after-parquet``: the ratios come from this size;
 - ``--tokens`` (default 10 M, the issue's goal: each command within 1 GiB and one minute): a Parquet study
-  (``traces_X.parquet``, what ``fsgen-eval traces convert`` makes of a JSONL study) read by ``after-parquet``.
-  It is written from arrays, not through JSONL: a 10 M-token JSONL (2 GB) takes ~10 min to write on the
-  loaded machine, and the JSONL reader's cost per million tokens is measured at the first size.
+  (``traces_X.parquet``, what ``fsgen-eval traces convert`` makes of a JSONL study) read by ``after-parquet``,
+  and with ``--previous REF`` also by ``previous-parquet`` (the package as of REF), command by command side by
+  side: the ratios at this size come from these two. It is written from arrays, not through JSONL: a 10 M-token
+  JSONL (2 GB) takes ~10 min to write on the loaded machine, and the JSONL reader's cost per million tokens is
+  measured at the first size (``--before-tokens 0`` skips it).
 
 Each command runs in a fresh subprocess per case; its peak RSS (``VmHWM`` of /proc/self/status; ``ru_maxrss``
 of such a child starts at its parent's RSS, which put 2 GiB on every 10 M-token case) and wall time are recorded.
@@ -20,6 +22,8 @@ over-states large runs and the whole-run peak is printed beside it. One thread (
 
     python benchmarks/bench_analysis_memory.py --before-tokens 1000000 --tokens 10000000 \
         --write benchmarks/results/analysis_memory_10m.json
+    python benchmarks/bench_analysis_memory.py --before-tokens 0 --tokens 10000000 --previous b520170 \
+        --write benchmarks/results/analysis_memory_10m_columns.json
 """
 
 from __future__ import annotations
@@ -159,17 +163,27 @@ def run_case(code_dir: Path, argv: list[str]) -> dict:
 
 
 def extract(ref: str, dest: Path) -> Path:
-    """The package (and its family files) as of git ``ref``, in ``dest``."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "fsgen_eval", "model_configs"],
+    """The package (its shipped folders, and pyproject.toml: a checkout finds them by it) as of git
+    ``ref``, in ``dest``."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "fsgen_eval", "model_configs", "models", "tasks",
+                              "pyproject.toml"],
                              capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     return dest
 
 
+def run_child_if_asked(argv: list[str]) -> bool:
+    """Run the case :func:`run_case` started this script for (``--child CODE_DIR -- ARGV``); ``False`` when
+    ``argv`` is not one (the benchmark itself then runs)."""
+    if "--child" not in argv:
+        return False
+    i = argv.index("--child")
+    child(argv[i + 1], argv[argv.index("--") + 1:])
+    return True
+
+
 def main() -> int:
-    if "--child" in sys.argv:
-        i = sys.argv.index("--child")
-        child(sys.argv[i + 1], sys.argv[sys.argv.index("--") + 1:])
+    if run_child_if_asked(sys.argv):
         return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tokens", type=int, default=10_000_000, help="the Parquet study's size (this checkout)")
@@ -177,6 +191,7 @@ def main() -> int:
     p.add_argument("--before", default="1b6533c", help="git ref of today's reader (before the columnar one)")
     p.add_argument("--commands", default="analyze,check,report")
     p.add_argument("--readers", default="before,after", help="before,after (side by side) or after alone")
+    p.add_argument("--previous", help="git ref whose package also reads the --tokens study, side by side")
     p.add_argument("--write", type=Path, help="keep every unrounded figure in this JSON")
     args = p.parse_args()
     commands = args.commands.split(",")
@@ -213,9 +228,19 @@ def main() -> int:
             size["tokens_parquet_bytes"] = trace.stat().st_size
             print(f"{args.tokens} tokens as Parquet: {trace.stat().st_size / 2**20:.0f} MiB, written in "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
+            previous = extract(args.previous, _mkdir(tmp / "previous")) if args.previous else None
             for cmd in commands:
+                if previous is not None:
+                    rows.append(_measure(previous, cmd, "previous-parquet", tmp / "large", args.tokens, tmp))
                 rows.append(_measure(ROOT, cmd, "after-parquet", tmp / "large", args.tokens, tmp))
     ratios = {}
+    for cmd in commands if args.previous and args.tokens else []:
+        a, b = (next(r for r in rows if r["command"] == cmd and r["reader"] == label and r["tokens"] == args.tokens)
+                for label in ("after-parquet", "previous-parquet"))
+        ratios[f"{cmd} after-parquet over previous-parquet"] = {
+            "memory": a["peak_rss_mib"] / b["peak_rss_mib"], "time": a["seconds"] / b["seconds"]}
+        print(f"{cmd} at {args.tokens} tokens: memory {a['peak_rss_mib'] / b['peak_rss_mib']:.3f}x, time "
+              f"{a['seconds'] / b['seconds']:.3f}x of {args.previous}'s")
     for cmd in commands if "before" in args.readers.split(",") and args.before_tokens else []:
         b = next(r for r in rows if r["command"] == cmd and r["reader"] == "before")
         for label in ("after", "after-parquet"):
@@ -227,13 +252,18 @@ def main() -> int:
     if args.write:
         args.write.parent.mkdir(parents=True, exist_ok=True)
         args.write.write_text(json.dumps({"tokens": args.tokens, "before_tokens": args.before_tokens,
-                                          "before": args.before, **size, "cases": rows, "ratios": ratios,
+                                          "before": args.before, "previous": args.previous, **size, "cases": rows, "ratios": ratios,
                                           "threads": 1, "cpus": os.cpu_count(), "python": platform.python_version(),
                                           "note": "peak RSS per subprocess (VmHWM); per-million figures are "
                                                   "the run's value divided by tokens / 1e6; measured on a "
                                                   "2-core machine shared with other sessions (loaded)"},
                                          indent=1) + "\n")
     return 0
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
 
 
 def _measure(code: Path, cmd: str, label: str, study: Path, tokens: int, tmp: Path) -> dict:
@@ -248,6 +278,7 @@ def _measure(code: Path, cmd: str, label: str, study: Path, tokens: int, tmp: Pa
     print(f"{tokens:9d} {cmd:8} {label:14} {r['peak_rss_mib']:12.0f} {r['peak_rss_mib'] / per_m:11.0f} "
           f"{r['seconds']:7.1f} {r['seconds'] / per_m:9.1f}", flush=True)
     return row
+
 
 if __name__ == "__main__":
     sys.exit(main())

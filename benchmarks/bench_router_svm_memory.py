@@ -28,12 +28,7 @@ from bench_analysis_memory import ROOT, extract, generate, run_case  # noqa: E40
 
 
 def main() -> int:
-    if "--child" in sys.argv:
-        from bench_analysis_memory import child
-
-        i = sys.argv.index("--child")
-        child(sys.argv[i + 1], sys.argv[sys.argv.index("--") + 1:])
-        return 0
+    # each case runs as bench_analysis_memory.py --child (run_case), never through this script
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tokens", type=int, default=400_000)
     p.add_argument("--before-tokens", type=int, default=40_000)

@@ -186,3 +186,31 @@ def test_convert_refuses_to_overwrite_a_parquet_file(tmp_path, capsys):
     (folder / "traces_A.parquet").write_bytes(b"mine")
     one_line_error(capsys, ["traces", "convert", str(folder)], "traces_A.parquet: exists already")
     assert (folder / "traces_A.jsonl").exists() and (folder / "traces_A.parquet").read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_grid_points_are_the_points_thin_keeps_of_the_full_curve(seed):
+    from fsgen_eval.analysis.whatif import thin, tradeoff_curve
+
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.normal(size=3000), 2) * np.where(rng.random(3000) < 0.5, 1.0, -1.0)  # ties, signed zeros
+    handoff = rng.random(3000) < 0.3
+    full = tradeoff_curve("-s1_margin", scores, handoff, max_points=10**9)
+    for max_points in (2, 3, 17, 101):
+        keep = thin(full.call_rate, max_points)
+        thinned = tradeoff_curve("-s1_margin", scores, handoff, max_points=max_points)
+        for name in ("thresholds", "call_rate", "caught"):  # bit for bit, zeros' signs included
+            assert getattr(thinned, name).tobytes() == getattr(full, name)[keep].tobytes(), (max_points, name)
+
+
+def test_per_record_sums_in_blocks_equal_one_running_sum():
+    from fsgen_eval.core.traces_io import TraceTable
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 6, 500)  # empty records too
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    handoff = rng.random(int(offsets[-1])) < 0.4
+    table = TraceTable(offsets, {"handoff": handoff}, {}, np.arange(500), np.zeros(500, np.int64))
+    expected = [int(handoff[a:b].sum()) for a, b in zip(offsets[:-1], offsets[1:])]
+    for block in (1, 7, 64, 10**6):
+        assert table.per_record_sum("handoff", block_tokens=block).tolist() == expected

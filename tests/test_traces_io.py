@@ -98,3 +98,14 @@ def test_svm_decision_in_chunks_equals_one_block():
     z = (x - router.mean) / router.scale
     k = np.exp(-0.4 * ((z[:, None, :] - sv[None]) ** 2).sum(-1))
     np.testing.assert_allclose(whole, k @ router.dual_coef + 0.3, rtol=1e-10, atol=1e-10)
+
+
+def test_a_bad_value_in_a_later_parquet_row_group_is_named_by_its_record(trace_file, tmp_path):
+    table = T.read_trace_file(trace_file)
+    table.tokens["s1_entropy"][table.offsets[23] + 1] = -2.0  # record 23, in the third row group of 10
+    pq = T.write_parquet(table, tmp_path / "traces_A.parquet", records_per_group=10)
+    with pytest.raises(ValueError, match=r"traces_A.parquet: record 23: .*s1_entropy"):
+        T.read_trace_file(pq)
+    # the other row groups' columns are read the same whatever the group size
+    good = T.read_trace_file(trace_file)
+    _assert_same(T.read_trace_file(T.write_parquet(good, tmp_path / "traces_B.parquet", records_per_group=7)), good)

@@ -199,7 +199,10 @@ def _per_record_count(records: TraceTable, name: str) -> np.ndarray:
 
 def _counter(records: TraceTable, name: str) -> np.ndarray:
     """[R] a speculative counter per record as floats (0 where absent)."""
-    return np.array([float(v or 0) for v in records.get(name).tolist()])
+    values = records.get(name)
+    if values.dtype != object:  # the reader's int64 column: no Python number per record
+        return values.astype(float)
+    return np.array([float(v or 0) for v in values.tolist()])
 
 
 def _clip01(ci: Interval) -> Interval:

@@ -39,11 +39,17 @@ def auroc(scores: np.ndarray, labels: np.ndarray, block: int = 1 << 20) -> float
     positive, and half those equal to it): one sorted copy of the scores and [block] counts, where ranking
     all N scores held four [N] arrays (10 M tokens: ~300 MB)."""
     labels = np.asarray(labels, bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if not labels.any() or labels.all():
+        return float("nan")
+    return auroc_sorted(np.sort(np.asarray(scores)[labels]), np.sort(np.asarray(scores)[~labels]), block)
+
+
+def auroc_sorted(pos: np.ndarray, neg: np.ndarray, block: int = 1 << 20) -> float:
+    """:func:`auroc` from the positives' [P] and the negatives' [Q] scores, each sorted ascending (sorted
+    needles: the binary searches walk memory in order)."""
+    n_pos, n_neg = len(pos), len(neg)
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    neg = np.sort(np.asarray(scores)[~labels])
-    pos = np.sort(np.asarray(scores)[labels])  # sorted needles: the binary searches walk memory in order
     u = 0.0
     for a in range(0, n_pos, block):
         p = pos[a:a + block]
@@ -77,13 +83,28 @@ def called_tokens(traces: TraceTable | list[Mapping[str, np.ndarray]]) -> Called
     """Pool the tokens of per-generation traces (a table, or each field [T_i]) where ``llm_called`` is true."""
     t = as_table(traces)
     called = t.tokens["llm_called"].astype(bool) if t.n_tokens else np.zeros(0, bool)
-    # positions as int32 and deciles as int8: at 10 M tokens, int64 copies alone would take 160 MB more
-    pos = t.position().astype(np.int32)[called]
-    decile = np.minimum(pos * 10 // np.maximum(np.repeat(t.lengths.astype(np.int32), t.lengths)[called], 1),
-                        9).astype(np.int8)
+    every = bool(called.all())  # router=always: the token arrays themselves, no [N] copies
+    pos, length = _positions(t)
+    if not every:
+        pos, length = pos[called], length[called]
+    decile = np.empty(len(pos), np.int8)
+    for a in range(0, len(pos), 1 << 16):  # in int64 a block at a time: position * 10 may pass int32
+        p, n = pos[a:a + (1 << 16)].astype(np.int64), length[a:a + (1 << 16)]
+        decile[a:a + len(p)] = np.minimum(p * 10 // np.maximum(n, 1), 9)
+    del length
     scores = _LazyScores(t.tokens, called)
-    handoff = t.tokens["handoff"][called].astype(bool) if t.n_tokens else np.zeros(0, bool)
-    return CalledTokens(scores, handoff, pos, decile, t.n_tokens)
+    handoff = t.tokens["handoff"].astype(bool, copy=False) if t.n_tokens else np.zeros(0, bool)
+    return CalledTokens(scores, handoff if every else handoff[called], pos, decile, t.n_tokens)
+
+
+def _positions(t: TraceTable) -> tuple[np.ndarray, np.ndarray]:
+    """([N] each token's index in its generation, [N] its generation's length), int32 where N allows it: at
+    10 M tokens int64 copies would take 160 MB more."""
+    kind = np.int32 if t.n_tokens < 2**31 else np.int64
+    lengths = t.lengths.astype(kind)
+    pos = np.arange(t.n_tokens, dtype=kind)
+    pos -= np.repeat(t.offsets[:-1].astype(kind), lengths)
+    return pos, np.repeat(lengths, lengths)
 
 
 class _LazyScores(Mapping[str, np.ndarray]):
@@ -130,13 +151,27 @@ class SignalSummary:
 
 
 def summarize_signal(name: str, scores: np.ndarray, handoff: np.ndarray, bins: int = 20) -> SignalSummary:
-    """AUROC and distributions of one signal's [M] scores split by [M] handoff (NaN scores dropped)."""
+    """AUROC and distributions of one signal's [M] scores split by [M] handoff (NaN scores dropped).
+
+    The two classes are copied and sorted once each; AUROC, histograms and quantiles all read those two
+    arrays (the quantiles last: they partition their input in place), so the working memory is one copy of
+    the scores, where sorting, histogramming and taking quantiles of each class made four."""
     ok = np.isfinite(scores)
     s, h = (scores, handoff) if ok.all() else (scores[ok], handoff[ok])
+    del ok
     edges = np.histogram_bin_edges(s if len(s) else np.zeros(1), bins=bins)
-    q = lambda x: [float(v) for v in np.quantile(x, QUANTILES)] if len(x) else [float("nan")] * len(QUANTILES)  # noqa: E731
-    return SignalSummary(name, auroc(s, h), int(h.sum()), int((~h).sum()), q(s[h]), q(s[~h]), edges,
-                         np.histogram(s[h], edges)[0], np.histogram(s[~h], edges)[0])
+    pos, neg = s[h], s[~h]
+    pos.sort()
+    neg.sort()
+
+    def q(x: np.ndarray) -> list[float]:
+        if not len(x):
+            return [float("nan")] * len(QUANTILES)
+        return [float(v) for v in np.quantile(x, QUANTILES, overwrite_input=True)]
+
+    area = auroc_sorted(pos, neg)
+    hist_pos, hist_neg = np.histogram(pos, edges)[0], np.histogram(neg, edges)[0]
+    return SignalSummary(name, area, len(pos), len(neg), q(pos), q(neg), edges, hist_pos, hist_neg)
 
 
 def summarize_signals(tokens: CalledTokens, bins: int = 20) -> list[SignalSummary]:
@@ -144,12 +179,16 @@ def summarize_signals(tokens: CalledTokens, bins: int = 20) -> list[SignalSummar
     return [summarize_signal(n, tokens.scores[n], tokens.handoff, bins) for n in SIGNALS]
 
 
-def rate_by(index: np.ndarray, handoff: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+def rate_by(index: np.ndarray, handoff: np.ndarray, n_bins: int, block: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
     """Handoff rate and token count per bin: index [M] in 0..n_bins-1 (larger values go to the last bin),
-    handoff [M] -> (rate [n_bins] with NaN for empty bins, count [n_bins])."""
-    idx = np.minimum(np.asarray(index, int), n_bins - 1)
-    count = np.bincount(idx, minlength=n_bins)
-    hits = np.bincount(idx, weights=np.asarray(handoff, float), minlength=n_bins)
+    handoff [M] -> (rate [n_bins] with NaN for empty bins, count [n_bins]). Counted ``block`` tokens at a time:
+    bincount wants int64 indices and float weights, [M] copies of each (160 MB at 10 M tokens)."""
+    count = np.zeros(n_bins, np.int64)
+    hits = np.zeros(n_bins, np.int64)
+    for a in range(0, len(index), block):
+        idx = np.minimum(np.asarray(index[a:a + block], np.int64), n_bins - 1)
+        count += np.bincount(idx, minlength=n_bins)
+        hits += np.bincount(idx[np.asarray(handoff[a:a + block], bool)], minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, hits / np.maximum(count, 1), np.nan), count
 

@@ -65,25 +65,56 @@ def tradeoff_curve(signal: str, scores: np.ndarray, handoff: np.ndarray,
     """Call rate and handoffs caught at every distinct threshold of [N] ``scores`` for [N] ``handoff``; a
     curve of more than ``max_points`` thresholds is thinned by :func:`thin` (``TradeoffCurve.at_target`` is
     then exact for targets on its grid and within one grid step below the exact call rate otherwise)."""
-    scores, handoff = np.asarray(scores, float), np.asarray(handoff, bool)
+    return _curve(signal, np.array(scores, float), np.asarray(handoff, bool), max_points)
+
+
+def _curve(signal: str, scores: np.ndarray, handoff: np.ndarray, max_points: int) -> TradeoffCurve:
+    """:func:`tradeoff_curve` over ``scores`` [N] float64 that it may sort in place (the caller's own copy).
+
+    Everything comes from the one ascending sort: the count called at threshold ``t`` (``s >= t``) is N minus
+    the first index of a value >= t, so a curve of K points needs [K] arrays, never the [K] distinct values
+    of millions of tokens (a curve thinned to a grid is found from the grid itself: :func:`_grid_points`)."""
     ok = np.isfinite(scores)
     if not ok.all():
         raise ValueError(f"{signal}: {int((~ok).sum())} token(s) lack a value; the trace is incomplete")
-    all_sorted = np.sort(scores)[::-1]  # descending; count of s >= t = first index of a value below t
-    distinct = np.concatenate([[True], all_sorted[1:] != all_sorted[:-1]]) if len(all_sorted) else np.zeros(0, bool)
-    thresholds = np.concatenate([[np.inf], all_sorted[distinct]])
-    del distinct
-    n, nh = len(scores), int(handoff.sum())
-    called = np.concatenate([[0], np.searchsorted(-all_sorted, -thresholds[1:], side="right")]) \
-        if len(thresholds) > 1 else np.zeros(1, np.int64)
-    del all_sorted
-    keep = thin(called / max(n, 1), max_points)
-    thresholds, called = thresholds[keep], called[keep]
-    hand_sorted = np.sort(-scores[handoff])
-    caught = np.searchsorted(hand_sorted, -thresholds, side="right")
+    del ok
+    hand = scores[handoff]
+    hand.sort()
+    scores.sort()  # ascending, in place
+    n, nh = len(scores), len(hand)
+    distinct = 1 + int(np.count_nonzero(scores[1:] != scores[:-1])) if n else 0
+    if distinct + 1 <= max_points:  # every distinct value, descending; each run's value as sorted last
+        desc = scores[::-1]
+        values = desc[np.concatenate([[True], desc[1:] != desc[:-1]])] if n else np.zeros(0)
+        called = n - np.searchsorted(scores, values, side="left")
+    else:
+        values, called = _grid_points(scores, max_points)
+    thresholds = np.concatenate([[np.inf], values])
+    called = np.concatenate([[0], called]).astype(np.int64)
+    caught = nh - np.searchsorted(hand, thresholds, side="left")  # handoffs with s >= t
     with np.errstate(invalid="ignore", divide="ignore"):
         caught_share = caught / nh if nh else np.full(len(thresholds), np.nan)
     return TradeoffCurve(signal, thresholds, called / max(n, 1), caught_share, n, nh)
+
+
+def _grid_points(ascending: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """The thresholds (descending, +inf left out) and counts called that :func:`thin` keeps of the full curve
+    of ``ascending`` [N] (sorted scores, more than ``max_points`` - 1 distinct): for each grid value g, the
+    point of most calls whose call rate ``called / N`` is <= g (+1e-12), and the last point (every token)."""
+    n = len(ascending)
+    grid = np.linspace(0.0, 1.0, max_points) + 1e-12
+    c = np.minimum(np.floor(grid * n).astype(np.int64) + 1, n)  # an upper bound of the largest c with c/n <= g
+    for _ in range(3):  # float rounding moves the bound by one at most
+        c = np.where(c / n > grid, c - 1, c)
+    c = np.unique(np.concatenate([c[c > 0], [n]]))
+    # a count c is a point of the curve where index n - c starts a run of equal values; else the next run's start
+    i = n - c
+    value = ascending[i]
+    run_start = (i == 0) | (ascending[np.maximum(i - 1, 0)] != value)
+    i = np.where(run_start, i, np.searchsorted(ascending, value, side="right"))
+    i = np.unique(i[i < n])[::-1]  # descending thresholds = ascending counts; i == n is the +inf point (0 calls)
+    value = ascending[np.searchsorted(ascending, ascending[i], side="right") - 1]  # each run's last, as sorted
+    return value, n - i
 
 
 def thin(call_rate: np.ndarray, max_points: int) -> np.ndarray:
@@ -115,7 +146,8 @@ def tradeoff_curves(traces: TraceTable | list[Mapping[str, np.ndarray]]) -> list
     t = as_table(traces)
     require_always(t)
     handoff = t.tokens["handoff"].astype(bool)
-    return [tradeoff_curve(name, fn(t.tokens), handoff) for name, fn in SIGNALS.items()]
+    # each signal's values are a fresh float64 array (computed from a float32 field): sorted in place
+    return [_curve(name, fn(t.tokens), handoff, MAX_CURVE_POINTS) for name, fn in SIGNALS.items()]
 
 
 @dataclass

@@ -82,11 +82,22 @@ class TraceTable:
         """[N] each token's index within its record (tokens generated before it)."""
         return np.arange(self.n_tokens, dtype=np.int64) - np.repeat(self.offsets[:-1], self.lengths)
 
-    def per_record_sum(self, name: str) -> np.ndarray:
-        """[R] sum of token field ``name`` over each record."""
-        c = np.concatenate([[0], np.cumsum(self.tokens[name], dtype=np.int64 if self.tokens[name].dtype.kind in
-                                           "biu" else np.float64)])
-        return c[self.offsets[1:]] - c[self.offsets[:-1]]
+    def per_record_sum(self, name: str, block_tokens: int = 1 << 16) -> np.ndarray:
+        """[R] sum of token field ``name`` over each record. Integers and flags are summed a block of records
+        (about ``block_tokens`` tokens) at a time: one [N] int64 running sum took 80 MB at 10 M tokens, twice
+        over with its differences; floats keep the one running sum (a blockwise one would round differently)."""
+        v = self.tokens[name]
+        if v.dtype.kind not in "biu":
+            c = np.concatenate([[0], np.cumsum(v, dtype=np.float64)])
+            return c[self.offsets[1:]] - c[self.offsets[:-1]]
+        out = np.empty(len(self), np.int64)
+        starts = record_blocks(self.offsets, block_tokens)
+        for a, b in zip(starts[:-1], starts[1:]):
+            lo = self.offsets[a]
+            c = np.concatenate([[0], np.cumsum(v[lo:self.offsets[b]], dtype=np.int64)])
+            local = self.offsets[a:b + 1] - lo
+            out[a:b] = c[local[1:]] - c[local[:-1]]
+        return out
 
     def trace(self, i: int) -> dict[str, np.ndarray]:
         """Record ``i``'s per-token arrays (views, ``[T_i]``)."""
@@ -104,7 +115,7 @@ class TraceTable:
 
     def get(self, name: str) -> np.ndarray:
         """[R] per-record field ``name`` (``None`` everywhere when no record has it)."""
-        return self.records.get(name, np.full(len(self), None, dtype=object))
+        return self.records.get(name, object_column(len(self), None))
 
     def select(self, keep: np.ndarray) -> "TraceTable":
         """The records where ``keep`` [R] (bool) is true, in order (this table itself when every record is:
@@ -120,8 +131,23 @@ class TraceTable:
 
     def with_record_field(self, name: str, value: Any) -> "TraceTable":
         """A copy (arrays shared) whose every record has ``name`` = ``value``."""
-        col = np.full(len(self), value, dtype=object)
+        col = object_column(len(self), value)
         return TraceTable(self.offsets, self.tokens, {**self.records, name: col}, self.line, self.file, self.files)
+
+
+def record_blocks(offsets: np.ndarray, chunk_tokens: int) -> list[int]:
+    """Record indices cutting a table of ``offsets`` [R+1] into blocks of about ``chunk_tokens`` tokens (at least
+    one record each): bounded working memory for per-token passes."""
+    cuts = np.searchsorted(offsets, np.arange(chunk_tokens, int(offsets[-1]), chunk_tokens), side="right") - 1
+    return sorted({0, len(offsets) - 1, *[int(c) for c in cuts if 0 < c < len(offsets) - 1]})
+
+
+def object_column(n: int, value: Any) -> np.ndarray:
+    """[n] object array whose every cell is ``value`` itself: ``np.full`` stores a new copy of a string per
+    cell (a label on 2.5 M records took 300 MB)."""
+    col = np.empty(n, dtype=object)
+    col.fill(value)
+    return col
 
 
 def _item(v: Any) -> Any:
@@ -312,80 +338,177 @@ def _concat_consuming(parts: list[TraceTable], cols: tuple[str, ...]) -> TraceTa
 
 
 def _read_parquet(path: Path, cols: tuple[str, ...]) -> TraceTable:
+    """A Parquet trace file a column at a time, each row group's piece checked and copied into the column's
+    final array (allocated once): the peak is the table and one row group's column, and no long-lived piece
+    sits between freed ones (row-major batches kept every batch's pieces until a last concatenation, which
+    left ~400 MB of freed-but-held heap at 10 M tokens)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
+        have = set(pq.read_schema(str(path)).names)
         # no pre-buffering: pyarrow otherwise holds every row group read so far until the file is closed
-        # (the whole file's bytes: 141 MiB of a 144 MiB file at 4 M tokens)
-        pf = pq.ParquetFile(str(path), pre_buffer=False, buffer_size=1 << 20)
+        # (the whole file's bytes: 141 MiB of a 144 MiB file at 4 M tokens); strings read as dictionaries
+        pf = pq.ParquetFile(str(path), pre_buffer=False, buffer_size=1 << 20,
+                            read_dictionary=[k for k in STRING_FIELDS if k in have])
     except (pa.ArrowInvalid, OSError) as err:
         raise ValueError(f"{path}: not a readable Parquet trace file ({str(err).splitlines()[0]})") from None
-    have = set(pf.schema_arrow.names)
     missing = [k for k in TOKEN_FIELDS if k not in have and k not in OPTIONAL_FIELDS]
     if missing:
         raise ValueError(f"{path}: trace file lacks column(s) {', '.join(missing)}")
-    names = [n for n in _arrow_schema().names if n in have]
-    parts = []
-    for batch in pf.iter_batches(batch_size=1 << 14, columns=names):
-        try:
-            parts.append(_from_arrow(batch, cols))
-        except _Fallback:
-            raise ValueError(f"{path}: {_first_problem(batch)}") from None
-    pf.close()
-    table = _concat_consuming(parts, cols)
+    groups = _ParquetGroups(pf)
+    try:
+        table = _parquet_table(groups, cols, have)
+    except _Fallback:
+        raise ValueError(f"{path}: {_first_problem(pf, groups)}") from None
+    finally:
+        pf.close()
     pa.default_memory_pool().release_unused()
-    table.line = np.arange(len(table), dtype=np.int64)
-    table.file = np.zeros(len(table), np.int64)
     table.files = [str(path)]
     return table
 
 
-def _first_problem(batch: Any) -> str:
-    """What :func:`schema.check_record` says of the first bad record of an Arrow batch."""
-    for i, rec in enumerate(batch.to_pylist()):
+class _ParquetGroups:
+    """The row groups of a Parquet trace file, read a column at a time; ``bad``: the group that failed a rule."""
+
+    def __init__(self, pf: Any):
+        self.pf = pf
+        sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
+        self.starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)  # [G+1] records
+        self.bad: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def column(self, g: int, name: str) -> Any:
+        """Column ``name`` of row group ``g`` as one Arrow array (``bad`` set to ``g`` until it is checked)."""
+        self.bad = g
+        return self.pf.read_row_group(g, columns=[name]).column(0).combine_chunks()
+
+
+def _parquet_table(groups: _ParquetGroups, cols: tuple[str, ...], have: set[str]) -> TraceTable:
+    """Every column of the file checked (row group by row group), the token fields ``cols`` and the record
+    fields kept; raises :class:`_Fallback` at the first rule broken (``groups.bad`` says where)."""
+    n = int(groups.starts[-1])
+    if "schema_version" in have:
+        for g in range(len(groups)):
+            _check_version(groups.column(g, "schema_version"))
+    lengths = np.empty(n, np.int64)  # tokens per record, from token_id; every other list column must match
+    for g in range(len(groups)):
+        col = groups.column(g, "token_id")
+        if col.null_count:
+            raise _Fallback
+        lengths[groups.starts[g]:groups.starts[g + 1]] = _list_lengths(col)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    tokens = {}
+    for k in TOKEN_FIELDS:
+        out = np.empty(int(offsets[-1]), FIELD_DTYPES[k]) if k in cols else None
+        for g in range(len(groups)):
+            a, b = groups.starts[g], groups.starts[g + 1]
+            col = groups.column(g, k) if k in have else None
+            values = _token_column(k, col, lengths[a:b], int(offsets[b] - offsets[a]))
+            if out is not None:
+                out[offsets[a]:offsets[b]] = values
+            del values, col
+        if out is not None:
+            tokens[k] = out
+    records = {}
+    for k in RECORD_FIELDS:
+        if k not in have:
+            if k in COUNTERS:
+                records[k] = np.zeros(n, np.int64)
+            continue
+        pieces, held = [], False  # held: some record has the field (a string field none holds is left out)
+        for g in range(len(groups)):
+            col = groups.column(g, k)
+            _check_record_field(k, col)
+            pieces.append(_record_column(k, col))
+            held |= col.null_count < len(col)
+        if k in COUNTERS or held:
+            records[k] = _join_record_pieces(pieces, n)
+    groups.bad = None
+    return TraceTable(offsets, tokens, records, np.arange(n, dtype=np.int64), np.zeros(n, np.int64), [])
+
+
+def _join_record_pieces(pieces: list[np.ndarray], n: int) -> np.ndarray:
+    """One per-record column [n] from its row groups' pieces (object when any piece is: a ``doc_id`` missing
+    somewhere), written into one array allocated once."""
+    dtype = object if any(p.dtype == object for p in pieces) else (pieces[0].dtype if pieces else np.int64)
+    out = np.empty(n, dtype)
+    at = 0
+    for p in pieces:
+        out[at:at + len(p)] = p  # into an object column: Python ints, as astype(object) gives
+        at += len(p)
+    return out
+
+
+def _list_lengths(col: Any) -> np.ndarray:
+    """[R] the lengths of an Arrow list array's lists (a slice's too)."""
+    return np.diff(np.asarray(col.offsets, dtype=np.int64))
+
+
+def _check_version(col: Any) -> None:
+    import pyarrow.compute as pc
+
+    if len(col) and pc.any(pc.not_equal(col, SCHEMA_VERSION)).as_py():
+        raise _Fallback
+
+
+def _token_column(k: str, col: Any, lengths: np.ndarray, n_tokens: int) -> np.ndarray:
+    """Token field ``k``'s checked values [n_tokens] from list column ``col`` (``None``: the file has no such
+    column) of the records of ``lengths`` [R]: the field's default where no record holds an optional field."""
+    if col is None or col.null_count == len(col):
+        if k not in OPTIONAL_FIELDS:
+            if col is None or len(col):
+                raise _Fallback  # a missing or null field
+            return np.zeros(0, FIELD_DTYPES[k])
+        return np.full(n_tokens, OPTIONAL_FIELDS[k], FIELD_DTYPES[k])
+    if col.null_count or not np.array_equal(_list_lengths(col), lengths):
+        raise _Fallback
+    return _values(k, col.flatten())
+
+
+def _check_record_field(k: str, col: Any) -> None:
+    """check_record's request rules: ``doc_id`` and counters are integers >= 0 (the exact path names a bad one)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if k in ("doc_id", *COUNTERS) and col.null_count < len(col) and (
+            not pa.types.is_integer(col.type) or pc.min(col).as_py() < 0):
+        raise _Fallback
+
+
+def _first_problem(pf: Any, groups: _ParquetGroups) -> str:
+    """What :func:`schema.check_record` says of the first bad record of the row group that failed a rule
+    (numbered from 0 in the file)."""
+    g = groups.bad if groups.bad is not None else 0
+    first = int(groups.starts[g])
+    for i, rec in enumerate(pf.read_row_group(g).to_pylist()):
         try:
             trace_from_json({k: v for k, v in rec.items() if v is not None or k not in OPTIONAL_FIELDS})
         except ValueError as err:
-            return f"record {i}: {err}"
+            return f"record {first + i}: {err}"
     return "a value out of its range"
 
 
 def _from_arrow(batch: Any, cols: tuple[str, ...]) -> TraceTable:
-    """Check one Arrow batch of records by the rules of ``schema.check_record`` (all fields) and keep ``cols``;
-    raises :class:`_Fallback` where a rule fails (the exact path then names it)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
+    """Check one Arrow batch of records (the JSON reader's) by the rules of ``schema.check_record`` (all fields)
+    and keep ``cols``; raises :class:`_Fallback` where a rule fails (the exact path then names it)."""
     names = batch.schema.names
-    version = batch.column("schema_version") if "schema_version" in names else None
-    if version is not None and pc.any(pc.not_equal(version, SCHEMA_VERSION)).as_py():
+    if "schema_version" in names:
+        _check_version(batch.column("schema_version"))
+    if batch.column("token_id").null_count if "token_id" in names else True:
         raise _Fallback
-    lists = {}
-    for k in TOKEN_FIELDS:
-        col = batch.column(k) if k in names else pa.nulls(batch.num_rows, pa.list_(pa.int64()))
-        if col.null_count and k not in OPTIONAL_FIELDS:
-            raise _Fallback  # a missing or null field
-        lists[k] = col
-    offsets = np.asarray(lists["token_id"].offsets, dtype=np.int64)
-    offsets = offsets - offsets[0]
-    lengths = np.diff(offsets)
+    lengths = _list_lengths(batch.column("token_id"))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     tokens = {}
-    for k, col in lists.items():
-        if col.null_count == len(col):  # an optional field no record holds (a file from before it)
-            if k in cols:
-                tokens[k] = np.full(int(offsets[-1]), OPTIONAL_FIELDS[k], FIELD_DTYPES[k])
-            continue
-        if col.null_count or not np.array_equal(np.diff(np.asarray(col.offsets, np.int64)), lengths):
-            raise _Fallback
-        values = _values(k, col.flatten())
+    for k in TOKEN_FIELDS:
+        values = _token_column(k, batch.column(k) if k in names else None, lengths, int(offsets[-1]))
         if k in cols:
             tokens[k] = values
-    for k in ("doc_id", *COUNTERS):  # check_record's request rules: integers >= 0 (the exact path names a bad one)
-        col = batch.column(k) if k in names else None
-        if col is not None and col.null_count < len(col) and (
-                not pa.types.is_integer(col.type) or pc.min(col).as_py() < 0):
-            raise _Fallback
+    for k in ("doc_id", *COUNTERS):
+        if k in names:
+            _check_record_field(k, batch.column(k))
     records = {k: _record_column(k, batch.column(k) if k in names else None) for k in RECORD_FIELDS
                if k in COUNTERS or (k in names and batch.column(k).null_count < batch.num_rows)}
     n = len(lengths)
@@ -412,16 +535,17 @@ def _values(k: str, flat: Any) -> np.ndarray:
         if (k == "token_id" and ((v < 0) | (v >= 2**31)).any()) or (k == "source" and ((v != 1) & (v != 2)).any()):
             raise _Fallback
         return v.astype(FIELD_DTYPES[k])
-    v = np.asarray(flat.fill_null(math.nan), np.float64)
-    ok = np.isfinite(v) | (nulls if nulls is not None else False)
-    if not ok.all():
+    # in the column's own type (float32 in Parquet, float64 from JSON), bounds compared in float64
+    v = flat.to_numpy(zero_copy_only=False) if nulls is None else np.asarray(flat.fill_null(math.nan))
+    finite = np.isfinite(v)
+    if not (finite | (nulls if nulls is not None else False)).all():
         raise _Fallback
-    present = v[np.isfinite(v)]
-    if k in _PROB_FIELDS and ((present < -_EPS) | (present > 1 + _EPS)).any():
+    present = v if nulls is None else v[finite]
+    if k in _PROB_FIELDS and ((present < np.float64(-_EPS)) | (present > np.float64(1 + _EPS))).any():
         raise _Fallback
-    if k.endswith("_entropy") and (present < -_EPS).any():
+    if k.endswith("_entropy") and (present < np.float64(-_EPS)).any():
         raise _Fallback
-    return v.astype(np.float32)
+    return v.astype(np.float32, copy=False)
 
 
 def _record_column(k: str, col: Any) -> np.ndarray:
