@@ -200,3 +200,18 @@ def test_auto_batch_size_probes_the_models_not_the_collaboration_and_is_recorded
     assert "Determined Largest batch size: 4" in capsys.readouterr().out
     info = lm.fsgen_info()
     assert info["batch_size"] == "auto" and info["auto_batch_sizes"] == [4, 4]
+
+
+def test_auto_n_schedules_loglikelihood_batches_as_hf(llama_pair):
+    """batch_size=auto:3 through Collator's batch_fn: three parts, sized at their first batch, the third taken
+    from the second (already at max_batch_size) without a probe; lm-eval's batch_sizes equal --model hf's."""
+    large, small = llama_pair
+    kw = "device=cpu,batch_size=auto:3,max_batch_size=4,max_length=64"
+    ours = FSGenLM.create_from_arg_string(f"small={small},large={large},{kw},trace=false")
+    hf = HFLM.create_from_arg_string(f"pretrained={large},{kw}")
+    reqs = [Instance("loglikelihood", {}, (f"Question: {i} + {i} ={' ' * (i % 3)}", f" {2 * i}"), idx=0,
+                     metadata=("sched_task", i, 1)) for i in range(12)]
+    scores = ours.loglikelihood(reqs)
+    assert [s[0] for s in scores] == pytest.approx([s[0] for s in hf.loglikelihood(reqs)], abs=1e-4)
+    assert ours.batch_sizes == hf.batch_sizes == {0: 4, 1: 4, 2: 4}
+    assert ours.fsgen_info()["auto_batch_sizes"] == [4, 4]  # parts 0 and 1 probed, part 2 not

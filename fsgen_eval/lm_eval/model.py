@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -448,7 +448,7 @@ class FSGenLM(HFLM):
     def _encode_request(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """As ``TemplateLM.loglikelihood``: an empty context becomes the prefix (BOS/EOS) token."""
         if context != "":
-            return self._encode_pair(context, continuation)
+            return split_pair(self.tok_encode, context, continuation)
         cont = self.tok_encode(continuation, add_special_tokens=False)
         return ([self.prefix_token_id], cont) if self.prefix_token_id != cont[0] else (cont[:1], cont[1:])
 
@@ -513,7 +513,7 @@ class FSGenLM(HFLM):
         batch_fn = None
         if self.batch_size == "auto" and len(collator) > 0 and not override_bs:
             self.batch_sizes = {}  # as HFLM: detect again for this set of requests
-            batch_fn = self._batch_scheduler
+            batch_fn = self._scheduled_batch_size
         res: list[tuple[float, bool]] = []
         pbar = tqdm(total=len(requests), disable=(disable_tqdm or self.rank != 0),
                     desc="Running loglikelihood requests")
@@ -523,6 +523,22 @@ class FSGenLM(HFLM):
             pbar.update(len(res) - pbar.n)
         pbar.close()
         return collator.get_original(res)
+
+    def _scheduled_batch_size(self, pos: int, requests: Sequence[Any]) -> int:
+        """``batch_size=auto:N`` as ``--model hf`` schedules it, through ``Collator.get_batched``'s documented
+        ``batch_fn(pos, requests)``: the sorted requests (longest first) fall into N equal parts, and the size
+        is detected at the first batch of each part, unless the part before already reached ``max_batch_size``
+        (shorter rows cannot need a smaller batch). Each part's size is kept in ``batch_sizes`` (lm-eval reports
+        it as ``config.batch_sizes``)."""
+        part = pos // int(len(requests) / self.batch_schedule)
+        if part not in self.batch_sizes:
+            if len(self.batch_sizes) > 1 and self.batch_sizes.get(part - 1) == self.max_batch_size:
+                self.batch_sizes[part] = self.max_batch_size
+            else:
+                print(f"Passed argument batch_size = auto:{self.batch_schedule}. Detecting largest batch size")
+                self.batch_sizes[part] = self._detect_batch_size(requests, pos)
+                print(f"Determined largest batch size: {self.batch_sizes[part]}")
+        return self.batch_sizes[part]
 
     def _score_batch(self, chunk: list, collator: Collator, owners: list[Owner],
                      res: list[tuple[float, bool]]) -> list[_Request]:
@@ -602,6 +618,17 @@ class FSGenLM(HFLM):
         if self.state.writer is not None:
             self.state.writer.close()
         return info
+
+
+def split_pair(encode: Callable[[str], list[int]], context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """loglikelihood's (context, continuation) token split, the rule ``--model hf`` follows (lm-eval's
+    ``TemplateLM`` documents it): the context's trailing whitespace moves to the continuation (so " 7" after
+    "Answer:" stays one word), and the continuation's tokens are what follows the context's own tokens in the
+    encoding of the whole text. ``context`` is not empty (the caller gives an empty one the prefix token)."""
+    kept = context.rstrip()
+    continuation = context[len(kept):] + continuation
+    context_ids = encode(kept)
+    return context_ids, encode(kept + continuation)[len(context_ids):]
 
 
 # ------------------------------------------------------------------------------------- run arguments
