@@ -45,7 +45,7 @@ from fsgen_eval.core.guards import writable_folder
 from fsgen_eval.core.schema import RunInfo
 from fsgen_eval.lm_eval import args as margs
 from fsgen_eval.lm_eval.args import ModelArgsError
-from fsgen_eval.lm_eval.sandbox import used_layers
+from fsgen_eval.lm_eval.code_eval import sandbox_layers
 from fsgen_eval.lm_eval.traces import (
     SummaryBook,
     TraceWriter,
@@ -187,10 +187,8 @@ class FSGenLM(HFLM):
         self._start_run(run)
 
     def _start_run(self, run: dict[str, Any]) -> None:
-        """A fresh run record and state (run id, stamp, summary, trace file, the run's one DecodeConfig) on the
-        loaded models."""
-        from fsgen_eval.engine.config import make_config
-
+        """A fresh run record and state (run id, stamp, summary, trace file, the run's one DecodeConfig, made
+        when the arguments were checked) on the loaded models."""
         load = run["load"]
         # lm-eval records, from this public attribute, the sizes really used as config.batch_sizes and in its
         # header ("batch_size: 8 (8)"); batch_size=auto fills it as it detects (a fresh dict: a copy's own)
@@ -199,10 +197,7 @@ class FSGenLM(HFLM):
         info = RunInfo(small=load["small"], large=load["large"], small_base=load["small_base"], method=run["method"],
                        router=run["router"], threshold=run["threshold"], run_id=run_id, batch_size=load["batch_size"],
                        trace_topk=run["trace_topk"])
-        # the run's one DecodeConfig (method, router, parameters); each batch derives its decoding settings
-        cfg = make_config(method=run["method"], router=run["router"], threshold=run["threshold"],
-                          has_small_base=self.pair.small_base is not None, trace_topk=run["trace_topk"],
-                          **run["method_params"])
+        cfg = run["config"]  # the run's one DecodeConfig; each batch derives its decoding settings from it
         self.state = AdapterState(run=info, config=cfg, method_params=run["method_params"],
                                   trace_arg=run["trace_arg"], trace_append=run["trace_append"], run_ts=run_ts)
         info.params, info.router_params = dict(cfg.params), dict(cfg.router_params)
@@ -605,8 +600,9 @@ class FSGenLM(HFLM):
         # as written; readers look for each by name beside the results file first (the folder may move)
         run.traces = [str(p) for p in paths if p.exists()]
         run.auto_batch_sizes = list(st.auto_batch_sizes)
-        # code tasks (MBPP): the sandbox layers generated programs ran under (None: no program ran)
-        run.code_eval_sandbox = used_layers()
+        # code tasks (MBPP): the sandbox layers this run's generated programs get on this machine, probed now
+        # (None: code evaluation not allowed, no program could run); lm-eval's task configs say which tasks ran any
+        run.code_eval_sandbox = sandbox_layers()
         # where a number follows FS-GEN's convention instead of ours (lossy variant, margin's factor 2)
         run.conventions = conventions_note(run.to_json())
         return run.to_json()
@@ -654,18 +650,18 @@ def _check_run(small: str | None = None, large: str | None = None, small_base: s
     margs.check_launch()
     threshold = params.get("threshold")
     method_params = margs.method_params(params)
-    roles, toks = check_pair(small, large, small_base, method, router, threshold, method_params,
-                             checked["trust_remote_code"])
     trace_arg = margs.check_trace_arg(trace)
     margs.check_trace_file(trace_arg, checked["trace_append"])
     check_output(trace_arg)  # an unwritable trace location is refused before the weights
     trace_topk = margs.check_trace_topk(trace_topk, trace_arg)
+    roles, toks, config = check_pair(small, large, small_base, method, router, threshold, method_params,
+                                     checked["trust_remote_code"], trace_topk)
     load = {"small": small, "large": large, "small_base": small_base,
             "device": margs.resolve_device(device, torch.cuda.is_available()),
             **{k: checked[k] for k in own if k != "trace_append"}}
     return {"load": load, "roles": roles, "toks": toks, "method": method, "router": router, "threshold": threshold,
             "method_params": method_params, "trace_arg": trace_arg, "trace_append": checked["trace_append"],
-            "trace_topk": trace_topk}
+            "trace_topk": trace_topk, "config": config}
 
 
 def _load_key(load: dict[str, Any]) -> tuple:
@@ -686,8 +682,10 @@ def check_output(trace_arg: str | None) -> None:
 
 
 def check_pair(small: Any, large: Any, small_base: str | None, method: str, router: str, threshold: Any,
-               method_params: dict[str, Any], trust_remote_code: bool) -> tuple[dict[str, str], dict[str, Any]]:
-    """Validate the pair and the method before any weight is read; return the roles and their tokenizers.
+               method_params: dict[str, Any], trust_remote_code: bool, trace_topk: int = 0
+               ) -> tuple[dict[str, str], dict[str, Any], Any]:
+    """Validate the pair and the method before any weight is read; return the roles, their tokenizers and the
+    run's one ``DecodeConfig`` (made here, where it is checked; each batch derives its settings from it).
 
     Every problem is a one-line ``ModelArgsError``: a missing model, a path that is not a model, a model
     with custom code without ``trust_remote_code=true``, a method lacking what it needs (or given parameters
@@ -699,15 +697,15 @@ def check_pair(small: Any, large: Any, small_base: str | None, method: str, rout
     margs.require_pair(small, large)
     margs.check_distinct_pair(small, large, method, router)
     try:
-        make_config(method=method, router=router, threshold=threshold, has_small_base=bool(small_base),
-                    **method_params)
+        config = make_config(method=method, router=router, threshold=threshold, has_small_base=bool(small_base),
+                             trace_topk=trace_topk, **method_params)
     except ValueError as err:
         raise ModelArgsError(str(err)) from None
     roles = {"small": small, "large": large, **({"small_base": small_base} if small_base else {})}
     for role, path in roles.items():
         margs.check_remote_code(role, path, trust_remote_code)
     try:
-        return roles, pair_tokenizers(roles, trust_remote_code)
+        return roles, pair_tokenizers(roles, trust_remote_code), config
     except ValueError as err:
         if "trust_remote_code" in str(err) and not trust_remote_code:  # a hub model with custom code
             raise ModelArgsError(f"{str(err).splitlines()[0]}: it runs custom code; pass trust_remote_code=true "
