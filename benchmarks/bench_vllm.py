@@ -4,7 +4,7 @@ Parts (``--parts``, comma-separated):
 
 - ``scoring``: the replay's teacher-forced scoring pass of each ``--score-models`` model over System 2's
   generations in ``--system2`` (an lm-eval ``--log_samples`` folder): ``engine.replay.score_trajectories``
-  (transformers) against ``vllm_backend.score_trajectories`` (vLLM ``prompt_logprobs``, whole vocabulary:
+  (transformers) against the same function on ``vllm_backend.VLLMBackend`` (vLLM ``prompt_logprobs``, whole vocabulary:
   exact). Timed after each model is loaded; the engine's start is reported apart.
 - ``generation``: System 2's generation for ``--large`` through ``lm_eval --model hf``, ``--model fsgen``
   (the large model as its own System 1, router ``never``) and ``--model vllm`` on the same problems; wall
@@ -71,7 +71,7 @@ def bench_scoring(folder: Path, models: list[str]) -> dict:
         scorer = vs.VLLMBackend.load(m, vocab, vs.ScoringSpec(0, {"max_model_len": 2048}))
         start = time.perf_counter() - t0
         t0 = time.perf_counter()
-        got = vs.score_trajectories(scorer, trajs)
+        got = rp.score_trajectories(scorer, trajs, pad, vs.SCORE_BATCH)
         vl = time.perf_counter() - t0
         scorer.close()
         same = all((a["argmax"] == b["argmax"]).all() for a, b in zip(ref, got))

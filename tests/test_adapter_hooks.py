@@ -200,3 +200,61 @@ def test_auto_batch_size_probes_the_models_not_the_collaboration_and_is_recorded
     assert "Determined Largest batch size: 4" in capsys.readouterr().out
     info = lm.fsgen_info()
     assert info["batch_size"] == "auto" and info["auto_batch_sizes"] == [4, 4]
+
+
+def test_auto_n_schedules_loglikelihood_batches_as_hf(llama_pair):
+    """batch_size=auto:3 through Collator's batch_fn: three parts, sized at their first batch, the third taken
+    from the second (already at max_batch_size) without a probe; lm-eval's batch_sizes equal --model hf's."""
+    large, small = llama_pair
+    kw = "device=cpu,batch_size=auto:3,max_batch_size=4,max_length=64"
+    ours = FSGenLM.create_from_arg_string(f"small={small},large={large},{kw},trace=false")
+    hf = HFLM.create_from_arg_string(f"pretrained={large},{kw}")
+    reqs = [Instance("loglikelihood", {}, (f"Question: {i} + {i} ={' ' * (i % 3)}", f" {2 * i}"), idx=0,
+                     metadata=("sched_task", i, 1)) for i in range(12)]
+    scores = ours.loglikelihood(reqs)
+    assert [s[0] for s in scores] == pytest.approx([s[0] for s in hf.loglikelihood(reqs)], abs=1e-4)
+    assert ours.batch_sizes == hf.batch_sizes == {0: 4, 1: 4, 2: 4}
+    assert ours.fsgen_info()["auto_batch_sizes"] == [4, 4]  # parts 0 and 1 probed, part 2 not
+
+
+def test_sandbox_layers_are_each_runs_own(llama_pair, monkeypatch):
+    """Two runs in one process: the first's metric runs a program under the full sandbox; the second, under the
+    fallback, records the fallback's layers, and a third, where code may not run, none (the layers were once a
+    module global: the last program's, whichever run ran it)."""
+    from fsgen_eval.lm_eval.code_eval import CodeEval
+    from fsgen_eval.lm_eval.sandbox import protections
+
+    large, small = llama_pair
+    args = {"small": str(small), "large": str(large), "device": "cpu", "trace": "false"}
+    monkeypatch.setenv("HF_ALLOW_CODE_EVAL", "1")
+    monkeypatch.setenv("FSGEN_CODE_EVAL_SANDBOX", "auto")
+    first = FSGenLM.create_from_arg_obj(args)
+    scores, _ = CodeEval().compute(predictions=[["def f():\n    return 1"]], references=["assert f() == 1"], k=[1])
+    assert scores == {"pass@1": 1.0}
+    assert first.fsgen_info()["code_eval_sandbox"] == list(protections("auto"))
+    monkeypatch.setenv("FSGEN_CODE_EVAL_SANDBOX", "basic")
+    second = first.for_run(**args)
+    assert second.fsgen_info()["code_eval_sandbox"] == list(protections("basic"))
+    assert "fallback_no_namespaces" in second.fsgen_info()["code_eval_sandbox"]
+    monkeypatch.delenv("HF_ALLOW_CODE_EVAL")
+    assert first.for_run(**args).fsgen_info()["code_eval_sandbox"] is None
+    assert first.fsgen_info()["code_eval_sandbox"] is None  # asked when written, never kept from before
+
+
+def test_one_decode_config_per_run(llama_pair, monkeypatch):
+    """The run's config is made once, where the arguments are checked, and every batch derives from it."""
+    import fsgen_eval.engine.config as config
+
+    made = []
+    real = config.make_config
+    monkeypatch.setattr(config, "make_config", lambda **kw: made.append(real(**kw)) or made[-1])
+    large, small = llama_pair
+    args = {"small": str(small), "large": str(large), "device": "cpu", "trace": "false", "router": "entropy",
+            "threshold": 0.5}
+    lm = FSGenLM.create_from_arg_obj(args)
+    assert len(made) == 1 and lm.state.config is made[0]
+    other = lm.for_run(**{**args, "threshold": 0.25})
+    assert len(made) == 2 and other.state.config is made[1] and other.state.config.threshold == 0.25
+    assert lm.state.config.threshold == 0.5
+    lm.generate_until([gen(0, "Question: 2 + 2 =", 2)])
+    assert len(made) == 2  # batches derive their settings (for_request), nothing made again

@@ -94,7 +94,7 @@ def test_one_token_continuations_share_a_row_and_each_get_a_record(models):
     """lm-eval scores one-token continuations of one context with a single row (its logits cache)."""
     fsgen, hf, trace = models
     context = "Question: What is 3 + 4? Answer:"
-    conts = [c for c in (" 7", " 8", "A", "B", "7") if len(fsgen._encode_pair(context, c)[1]) == 1]
+    conts = [c for c in (" 7", " 8", "A", "B", "7") if len(fsgen._encode_request(context, c)[1]) == 1]
     assert len(conts) >= 2  # otherwise this test would not exercise the shared row
     reqs = [Instance("loglikelihood", {}, (context, c), idx=i, metadata=("mc_task", 0, 1)) for i, c in enumerate(conts)]
     ours = fsgen.loglikelihood(reqs)
@@ -104,6 +104,26 @@ def test_one_token_continuations_share_a_row_and_each_get_a_record(models):
     assert [r[1] for r in ours] == [r[1] for r in theirs]
     records = [json.loads(x) for x in trace.read_text().splitlines() if '"mc_task"' in x]
     assert sorted(r["logprob"] for r in records) == pytest.approx(sorted(r[0] for r in ours), abs=1e-5)
+
+
+# contexts ending in nothing, one or several spaces, a tab, newlines; continuations with and without a space
+PAIRS = [(ctx, cont) for ctx in ("Question: What is 3 + 4? Answer:", "Answer: ", "Answer:  ", "x =\t", "[BEGIN]\n",
+                                 "def f():\n    ", "Q:\n\n", "é ")
+         for cont in (" 7", "7", "\n7", " seven eight", "é")]
+
+
+def test_the_pair_split_is_hfs_on_contexts_with_trailing_whitespace(models):
+    """loglikelihood's split (public tok_encode with the whitespace rule) equals --model hf's, token for token,
+    and so do the scores: a context's trailing whitespace goes to the continuation."""
+    fsgen, hf, _ = models
+    for ctx, cont in PAIRS:
+        assert fsgen._encode_request(ctx, cont) == hf._encode_pair(ctx, cont), (ctx, cont)  # lm-eval's own split
+    moved = [(ctx, cont) for ctx, cont in PAIRS if ctx != ctx.rstrip()]
+    assert len(moved) >= 6 and all(fsgen._encode_request(c, x)[0] == fsgen.tok_encode(c.rstrip()) for c, x in moved)
+    reqs = [Instance("loglikelihood", {}, pair, idx=0, metadata=("split_task", i, 1)) for i, pair in enumerate(PAIRS)]
+    ours, theirs = fsgen.loglikelihood(reqs), hf.loglikelihood(reqs)
+    assert [r[0] for r in ours] == pytest.approx([r[0] for r in theirs], abs=1e-4)
+    assert [r[1] for r in ours] == [r[1] for r in theirs]
 
 
 def test_proxy_tuning_loads_the_base_model(llama_pair, llama_base):

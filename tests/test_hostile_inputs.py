@@ -188,4 +188,8 @@ def test_a_report_says_when_programs_ran_in_the_sandbox_fallback(tmp_path):
     obj["config"]["fsgen"]["code_eval_sandbox"] = ["session", "rlimits", "fallback_no_namespaces"]
     res.write_text(json.dumps(obj))
     rep = build_report(find_runs([tmp_path / "runs"]), n_boot=20)
+    assert not any("fallback WITHOUT" in n for n in rep.notes), rep.notes  # no task of the run runs programs
+    obj["configs"] = {task: {"task": task, "unsafe_code": True} for task in obj["results"]}  # as lm-eval writes them
+    res.write_text(json.dumps(obj))
+    rep = build_report(find_runs([tmp_path / "runs"]), n_boot=20)
     assert any("fallback WITHOUT namespaces" in n for n in rep.notes), rep.notes

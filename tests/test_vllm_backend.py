@@ -17,9 +17,16 @@ from transformers import AutoTokenizer
 
 from fsgen_eval.core.sampling import stats
 from fsgen_eval.engine.backend import Backend
-from fsgen_eval.engine.backends.vllm_backend import VLLMBackend, score_trajectories
+from fsgen_eval.engine.backends.vllm_backend import SCORE_BATCH, ScoringSpec, VLLMBackend
 from fsgen_eval.engine.replay import Trajectory
+from fsgen_eval.engine.replay import score_trajectories as engine_scores
 from fsgen_eval.lm_eval.samples import generated_ids
+
+
+def score_trajectories(be: VLLMBackend, trajs: list, topk: int = 0, batch_size: int = SCORE_BATCH) -> list:
+    """Replay's teacher forcing on vLLM: the engine's own function, rows of any id padded on the right."""
+    return engine_scores(be, trajs, 0, batch_size, topk)
+
 
 V = 7
 TABLE = torch.randn(V, V, generator=torch.Generator().manual_seed(0)) * 3  # next-token logits after a token
@@ -72,6 +79,9 @@ def test_score_trajectories_equals_the_statistics_of_the_true_distribution():
     be = VLLMBackend(BigramLLM(V), V, V, dict)
     trajs = [Trajectory([3, 1], [4, 1, 5], 3, 3, 8), Trajectory([2], [6], 1, 1, 8)]
     got = score_trajectories(be, trajs, topk=2)
+    assert be.llm.calls == 1  # one vLLM call for the batch, rows of different lengths padded on the right
+    assert [g["argmax"].tolist() for g in score_trajectories(be, trajs, batch_size=1)] == [g["argmax"].tolist()
+                                                                                          for g in got]
     for t, g in zip(trajs, got):
         logp = truth(t.prompt + t.tokens[:-1])[-len(t.tokens):]  # the positions predicting each token
         ent, top1, margin = stats(logp)
@@ -94,7 +104,7 @@ def test_top_k_keeps_argmax_top1_and_margin_and_bounds_the_entropy_from_below():
     torch.testing.assert_close(torch.from_numpy(got["margin"]), margin, atol=1e-6, rtol=0)
     assert (torch.from_numpy(got["entropy"]) < ent).all()  # K < V tokens with mass: strictly below
     with pytest.raises(ValueError, match="--trace-topk 4 is more than the 3 log-probs"):
-        score_trajectories(be, trajs, topk=4)
+        ScoringSpec(k).check(V, trace_topk=4)  # before any engine starts
 
 
 @pytest.mark.parametrize("call", [

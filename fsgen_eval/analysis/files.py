@@ -53,6 +53,7 @@ class Run:
     config: dict[str, Any] = field(default_factory=dict)  # lm-eval's ``config`` (model_args, batch_size, ...)
     n_shot: dict[str, Any] = field(default_factory=dict)  # lm-eval's ``n-shot``: task -> few-shot count
     n_samples: dict[str, Any] = field(default_factory=dict)  # lm-eval's ``n-samples``: task -> {effective, ...}
+    code_tasks: list[str] = field(default_factory=list)  # tasks whose lm-eval config says unsafe_code: they run programs
 
     def settings(self, task: str) -> dict[str, Any]:
         """What makes this run's points comparable or not with another's (besides the pair): ``task``,
@@ -117,7 +118,9 @@ def load_run(path: Path) -> Run:
     config = {k: v for k, v in (obj.get("config") or {}).items() if k != "fsgen"}
     n_shot = obj.get("n-shot") if isinstance(obj.get("n-shot"), dict) else {}
     n_samples = obj.get("n-samples") if isinstance(obj.get("n-samples"), dict) else {}
-    return Run(Path(path), run_info, obj["results"], present, missing, config, n_shot, n_samples)
+    configs = obj.get("configs") if isinstance(obj.get("configs"), dict) else {}
+    code_tasks = sorted(t for t, c in configs.items() if isinstance(c, dict) and c.get("unsafe_code") is True)
+    return Run(Path(path), run_info, obj["results"], present, missing, config, n_shot, n_samples, code_tasks)
 
 
 def _trace_files_for(results_path: Path, fsgen: dict[str, Any]) -> tuple[list[Path], list[Path]]:

@@ -523,7 +523,7 @@ def build_report(runs: list[Run], params: ParamTable | None = None, title: str =
     rep = Report(title, build_tables(runs, records, rank_by))
     rep.notes += [f"{r.pair} | {r.label}: its generated programs ran in the code_eval sandbox's fallback WITHOUT "
                   "namespaces (fallback_no_namespaces): they could read what their user can read"
-                  for r in runs if "fallback_no_namespaces" in (r.fsgen.code_eval_sandbox or [])]
+                  for r in runs if r.code_tasks and "fallback_no_namespaces" in (r.fsgen.code_eval_sandbox or [])]
     rep.figures += leaderboard_figures(rep.tables)
     rep.figures += frontier_figures(frontiers or [])
     series = scaling_series(runs, params, n_boot, rep.notes, progress, rate_intervals(runs, records))

@@ -91,13 +91,13 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 def _label_all(args: argparse.Namespace, cache: dict, book: dict, runs_path: Path, labels_path: Path) -> None:
     from fsgen_eval.core.guards import atomic_write
-    from fsgen_eval.engine.pair import load_model
+    from fsgen_eval.engine.pair import load_backend, load_model
     from fsgen_eval.experiments import label_run as R
 
     scorer = R.TaskScorer(sorted({t for s2 in cache.values() for t in s2.tasks}), args.include_path)
     for path in args.runs:
         run, tok = R.read_label_run(path, args.prompts, cache)
-        small = load_model(run.info.small, "small", args.dtype, args.device, False)
+        small = load_backend(run.info.small, "small", len(tok), args.dtype, args.device)  # scored only
         large = load_model(run.info.large, "large", args.dtype, args.device, False)
         entry = R.label_run(run, tok, small, large, scorer, labels_path, args.sample, args.seed, args.batch_size)
         book[run.run_id] = _merge(book.get(run.run_id), entry)

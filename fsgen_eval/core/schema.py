@@ -309,7 +309,7 @@ class RunInfo:
     traces: list[str] = field(default_factory=list)  # this run's trace files (names beside the results)
     batch_size: int | str | None = None  # as given: an int, auto or auto:N
     auto_batch_sizes: list[int] = field(default_factory=list)  # what batch_size=auto picked, in order
-    code_eval_sandbox: list[str] | None = None  # code tasks: the sandbox layers programs ran under (None: none ran)
+    code_eval_sandbox: list[str] | None = None  # the sandbox layers generated programs get (None: none may run)
     replay: dict[str, Any] | None = None  # `fsgen-eval replay`: which System 2 run, how faithful (None: lockstep)
     speculative: dict[str, Any] | None = None  # replay --draft-lengths: greedy speculative counters per draft length
     trace_topk: int = 0  # K > 0: top-K ids and probabilities per token in each trace's Parquet side file

@@ -114,6 +114,13 @@ def load_model(path: str, role: str, dtype: str, device: str | None, trust_remot
     return model.eval()
 
 
+def load_backend(path: str, role: str, vocab_size: int, dtype: str, device: str | None,
+                 trust_remote_code: bool = False) -> TransformersBackend:
+    """One model for ``role`` behind the transformers backend, cut to the tokenizer's ``vocab_size``: a
+    scoring pass outside a pair (replay's System 1 and large-model passes, label's System 1 tokens)."""
+    return TransformersBackend.for_role(load_model(path, role, dtype, device, trust_remote_code), role, vocab_size)
+
+
 @dataclass
 class ModelPair:
     """System 1 (``small``), the large model, and for proxy tuning the untuned ``small_base``.

@@ -244,7 +244,9 @@ def score_trajectories(backend: Backend, trajs: Sequence[Trajectory], pad: int, 
     out: list[dict[str, np.ndarray] | None] = [None] * len(trajs)
     roots: dict[int, Backend] = {}
     with torch.inference_mode():
-        for rows, p in _batches(trajs, batch_size, share=isinstance(backend, Backend)):
+        # a backend whose decoding methods only refuse (vLLM's scorer) says scores_only
+        share = isinstance(backend, Backend) and not getattr(backend, "scores_only", False)
+        for rows, p in _batches(trajs, batch_size, share=share):
             if p == 0:  # nothing shared: rows from column 0, no mask
                 ids, keep, starts = right_padded([trajs[i] for i in rows], pad)
                 st = _stats(backend.score(ids, None, None, keep), topk)

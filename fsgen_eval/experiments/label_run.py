@@ -183,17 +183,16 @@ def read_label_run(path: Path, prompts: Path | None = None, cache: dict[Path, An
                     s2_tokens, _recorded(src)), tok
 
 
-def system1_tokens(model: Any, tok: Any, run: LabelRun, handoffs: list[LB.Handoff], batch_size: int
+def system1_tokens(backend: Any, tok: Any, run: LabelRun, handoffs: list[LB.Handoff], batch_size: int
                    ) -> tuple[list[LB.Handoff], list[LB.Handoff]]:
-    """(handoffs with System 1's teacher-forced argmax token filled in, handoffs where it equals System 2's)."""
-    from fsgen_eval.engine.backend import TransformersBackend
+    """(handoffs with System 1's teacher-forced argmax token filled in, handoffs where it equals System 2's);
+    ``backend`` is System 1 on the engine's seam (``engine.pair.load_backend``), scored as replay scores it."""
     from fsgen_eval.engine.replay import Trajectory, score_trajectories
 
     keys = sorted({(h.task, h.doc_id) for h in handoffs})
     trajs = [Trajectory(run.docs[k].prompt, run.docs[k].generation, len(run.docs[k].generation),
                         len(run.docs[k].generation), run.docs[k].max_gen_toks) for k in keys]
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    backend = TransformersBackend.for_role(model, "small", len(tok))  # replay's teacher forcing, on the seam
     stats = dict(zip(keys, score_trajectories(backend, trajs, pad, batch_size)))
     good, bad = [], []
     for h in handoffs:
@@ -259,14 +258,14 @@ class TaskScorer:
         return float(np.mean(value) if isinstance(value, (list, tuple)) else value), answer
 
 
-def label_run(run: LabelRun, tok: Any, model_s1: Any, model_s2: Any, score: TaskScorer, out: Path, n: int | None,
+def label_run(run: LabelRun, tok: Any, backend_s1: Any, model_s2: Any, score: TaskScorer, out: Path, n: int | None,
               seed: int, batch_size: int) -> dict[str, Any]:
     """Sample, find System 1's tokens, label (resumable); returns this run's record for ``runs.json``."""
     t0 = time.perf_counter()
     sample = LB.sample_handoffs(run.handoffs, n, seed)
     have = {LB.record_key(r) for r in LB.read_labels(out)}
     todo = [h for h in sample if h.key not in have]
-    filled, unknown = system1_tokens(model_s1, tok, run, todo, batch_size) if todo else ([], [])
+    filled, unknown = system1_tokens(backend_s1, tok, run, todo, batch_size) if todo else ([], [])
     t1 = time.perf_counter()
 
     def extra(h: LB.Handoff) -> dict[str, Any]:

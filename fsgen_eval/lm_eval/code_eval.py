@@ -39,6 +39,19 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - comb(n - c, k) / comb(n, k)
 
 
+def allowed() -> bool:
+    """Whether generated programs may run in this process: ``HF_ALLOW_CODE_EVAL=1``, as the hub metric asks."""
+    return os.environ.get(GATE_ENV) == "1"
+
+
+def sandbox_layers() -> list[str] | None:
+    """For a run's results: the layers each generated program gets here (:func:`protections`, a probe of this
+    machine and ``FSGEN_CODE_EVAL_SANDBOX``, the same call :meth:`CodeEval.compute` makes), or ``None`` where no
+    program may run (:func:`allowed`). Asked by each run when it writes its info: nothing one run's metric did
+    is carried to another's results."""
+    return list(protections()) if allowed() else None
+
+
 def run_program(program: str, timeout: float = 3.0, memory_mb: int | None = None) -> str:
     """Run ``program`` contained (:mod:`fsgen_eval.lm_eval.sandbox`); ``"passed"`` (it reached its last line
     and exited 0), ``"timed out"`` or ``"failed: <last line of its stderr>"``. A harness error for one
@@ -75,7 +88,7 @@ class CodeEval:
         Returns ``({"pass@k": mean over problems}, {problem: [(candidate, {"passed", "result"}), ...]})``;
         ``pass@k`` is reported only for the ``k`` not above every problem's number of candidates.
         """
-        if os.environ.get(GATE_ENV) != "1":
+        if not allowed():
             from fsgen_eval.lm_eval.args import OneLineError  # lm-eval loads mbpp: one line, no traceback
 
             raise OneLineError(

@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -45,7 +45,7 @@ from fsgen_eval.core.guards import writable_folder
 from fsgen_eval.core.schema import RunInfo
 from fsgen_eval.lm_eval import args as margs
 from fsgen_eval.lm_eval.args import ModelArgsError
-from fsgen_eval.lm_eval.sandbox import used_layers
+from fsgen_eval.lm_eval.code_eval import sandbox_layers
 from fsgen_eval.lm_eval.traces import (
     SummaryBook,
     TraceWriter,
@@ -187,10 +187,8 @@ class FSGenLM(HFLM):
         self._start_run(run)
 
     def _start_run(self, run: dict[str, Any]) -> None:
-        """A fresh run record and state (run id, stamp, summary, trace file, the run's one DecodeConfig) on the
-        loaded models."""
-        from fsgen_eval.engine.config import make_config
-
+        """A fresh run record and state (run id, stamp, summary, trace file, the run's one DecodeConfig, made
+        when the arguments were checked) on the loaded models."""
         load = run["load"]
         # lm-eval records, from this public attribute, the sizes really used as config.batch_sizes and in its
         # header ("batch_size: 8 (8)"); batch_size=auto fills it as it detects (a fresh dict: a copy's own)
@@ -199,10 +197,7 @@ class FSGenLM(HFLM):
         info = RunInfo(small=load["small"], large=load["large"], small_base=load["small_base"], method=run["method"],
                        router=run["router"], threshold=run["threshold"], run_id=run_id, batch_size=load["batch_size"],
                        trace_topk=run["trace_topk"])
-        # the run's one DecodeConfig (method, router, parameters); each batch derives its decoding settings
-        cfg = make_config(method=run["method"], router=run["router"], threshold=run["threshold"],
-                          has_small_base=self.pair.small_base is not None, trace_topk=run["trace_topk"],
-                          **run["method_params"])
+        cfg = run["config"]  # the run's one DecodeConfig; each batch derives its decoding settings from it
         self.state = AdapterState(run=info, config=cfg, method_params=run["method_params"],
                                   trace_arg=run["trace_arg"], trace_append=run["trace_append"], run_ts=run_ts)
         info.params, info.router_params = dict(cfg.params), dict(cfg.router_params)
@@ -448,7 +443,7 @@ class FSGenLM(HFLM):
     def _encode_request(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """As ``TemplateLM.loglikelihood``: an empty context becomes the prefix (BOS/EOS) token."""
         if context != "":
-            return self._encode_pair(context, continuation)
+            return split_pair(self.tok_encode, context, continuation)
         cont = self.tok_encode(continuation, add_special_tokens=False)
         return ([self.prefix_token_id], cont) if self.prefix_token_id != cont[0] else (cont[:1], cont[1:])
 
@@ -513,7 +508,7 @@ class FSGenLM(HFLM):
         batch_fn = None
         if self.batch_size == "auto" and len(collator) > 0 and not override_bs:
             self.batch_sizes = {}  # as HFLM: detect again for this set of requests
-            batch_fn = self._batch_scheduler
+            batch_fn = self._scheduled_batch_size
         res: list[tuple[float, bool]] = []
         pbar = tqdm(total=len(requests), disable=(disable_tqdm or self.rank != 0),
                     desc="Running loglikelihood requests")
@@ -523,6 +518,22 @@ class FSGenLM(HFLM):
             pbar.update(len(res) - pbar.n)
         pbar.close()
         return collator.get_original(res)
+
+    def _scheduled_batch_size(self, pos: int, requests: Sequence[Any]) -> int:
+        """``batch_size=auto:N`` as ``--model hf`` schedules it, through ``Collator.get_batched``'s documented
+        ``batch_fn(pos, requests)``: the sorted requests (longest first) fall into N equal parts, and the size
+        is detected at the first batch of each part, unless the part before already reached ``max_batch_size``
+        (shorter rows cannot need a smaller batch). Each part's size is kept in ``batch_sizes`` (lm-eval reports
+        it as ``config.batch_sizes``)."""
+        part = pos // int(len(requests) / self.batch_schedule)
+        if part not in self.batch_sizes:
+            if len(self.batch_sizes) > 1 and self.batch_sizes.get(part - 1) == self.max_batch_size:
+                self.batch_sizes[part] = self.max_batch_size
+            else:
+                print(f"Passed argument batch_size = auto:{self.batch_schedule}. Detecting largest batch size")
+                self.batch_sizes[part] = self._detect_batch_size(requests, pos)
+                print(f"Determined largest batch size: {self.batch_sizes[part]}")
+        return self.batch_sizes[part]
 
     def _score_batch(self, chunk: list, collator: Collator, owners: list[Owner],
                      res: list[tuple[float, bool]]) -> list[_Request]:
@@ -589,8 +600,9 @@ class FSGenLM(HFLM):
         # as written; readers look for each by name beside the results file first (the folder may move)
         run.traces = [str(p) for p in paths if p.exists()]
         run.auto_batch_sizes = list(st.auto_batch_sizes)
-        # code tasks (MBPP): the sandbox layers generated programs ran under (None: no program ran)
-        run.code_eval_sandbox = used_layers()
+        # code tasks (MBPP): the sandbox layers this run's generated programs get on this machine, probed now
+        # (None: code evaluation not allowed, no program could run); lm-eval's task configs say which tasks ran any
+        run.code_eval_sandbox = sandbox_layers()
         # where a number follows FS-GEN's convention instead of ours (lossy variant, margin's factor 2)
         run.conventions = conventions_note(run.to_json())
         return run.to_json()
@@ -602,6 +614,17 @@ class FSGenLM(HFLM):
         if self.state.writer is not None:
             self.state.writer.close()
         return info
+
+
+def split_pair(encode: Callable[[str], list[int]], context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """loglikelihood's (context, continuation) token split, the rule ``--model hf`` follows (lm-eval's
+    ``TemplateLM`` documents it): the context's trailing whitespace moves to the continuation (so " 7" after
+    "Answer:" stays one word), and the continuation's tokens are what follows the context's own tokens in the
+    encoding of the whole text. ``context`` is not empty (the caller gives an empty one the prefix token)."""
+    kept = context.rstrip()
+    continuation = context[len(kept):] + continuation
+    context_ids = encode(kept)
+    return context_ids, encode(kept + continuation)[len(context_ids):]
 
 
 # ------------------------------------------------------------------------------------- run arguments
@@ -627,18 +650,18 @@ def _check_run(small: str | None = None, large: str | None = None, small_base: s
     margs.check_launch()
     threshold = params.get("threshold")
     method_params = margs.method_params(params)
-    roles, toks = check_pair(small, large, small_base, method, router, threshold, method_params,
-                             checked["trust_remote_code"])
     trace_arg = margs.check_trace_arg(trace)
     margs.check_trace_file(trace_arg, checked["trace_append"])
     check_output(trace_arg)  # an unwritable trace location is refused before the weights
     trace_topk = margs.check_trace_topk(trace_topk, trace_arg)
+    roles, toks, config = check_pair(small, large, small_base, method, router, threshold, method_params,
+                                     checked["trust_remote_code"], trace_topk)
     load = {"small": small, "large": large, "small_base": small_base,
             "device": margs.resolve_device(device, torch.cuda.is_available()),
             **{k: checked[k] for k in own if k != "trace_append"}}
     return {"load": load, "roles": roles, "toks": toks, "method": method, "router": router, "threshold": threshold,
             "method_params": method_params, "trace_arg": trace_arg, "trace_append": checked["trace_append"],
-            "trace_topk": trace_topk}
+            "trace_topk": trace_topk, "config": config}
 
 
 def _load_key(load: dict[str, Any]) -> tuple:
@@ -659,8 +682,10 @@ def check_output(trace_arg: str | None) -> None:
 
 
 def check_pair(small: Any, large: Any, small_base: str | None, method: str, router: str, threshold: Any,
-               method_params: dict[str, Any], trust_remote_code: bool) -> tuple[dict[str, str], dict[str, Any]]:
-    """Validate the pair and the method before any weight is read; return the roles and their tokenizers.
+               method_params: dict[str, Any], trust_remote_code: bool, trace_topk: int = 0
+               ) -> tuple[dict[str, str], dict[str, Any], Any]:
+    """Validate the pair and the method before any weight is read; return the roles, their tokenizers and the
+    run's one ``DecodeConfig`` (made here, where it is checked; each batch derives its settings from it).
 
     Every problem is a one-line ``ModelArgsError``: a missing model, a path that is not a model, a model
     with custom code without ``trust_remote_code=true``, a method lacking what it needs (or given parameters
@@ -672,15 +697,15 @@ def check_pair(small: Any, large: Any, small_base: str | None, method: str, rout
     margs.require_pair(small, large)
     margs.check_distinct_pair(small, large, method, router)
     try:
-        make_config(method=method, router=router, threshold=threshold, has_small_base=bool(small_base),
-                    **method_params)
+        config = make_config(method=method, router=router, threshold=threshold, has_small_base=bool(small_base),
+                             trace_topk=trace_topk, **method_params)
     except ValueError as err:
         raise ModelArgsError(str(err)) from None
     roles = {"small": small, "large": large, **({"small_base": small_base} if small_base else {})}
     for role, path in roles.items():
         margs.check_remote_code(role, path, trust_remote_code)
     try:
-        return roles, pair_tokenizers(roles, trust_remote_code)
+        return roles, pair_tokenizers(roles, trust_remote_code), config
     except ValueError as err:
         if "trust_remote_code" in str(err) and not trust_remote_code:  # a hub model with custom code
             raise ModelArgsError(f"{str(err).splitlines()[0]}: it runs custom code; pass trust_remote_code=true "

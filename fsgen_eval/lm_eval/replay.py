@@ -89,7 +89,8 @@ def check_inputs(run: System2Run, setup: ReplaySetup) -> tuple[Any, dict[str, An
         pair_tokenizers({"small": first, "large": setup.large}, setup.trust_remote_code)
     tok = toks[first]
     if setup.scoring == "vllm":
-        setup.vllm_spec().check(len(tok))  # a max_logprobs below the K asked for, before any engine starts
+        # a max_logprobs below the K asked for, or a trace top-K beyond it, before any engine starts
+        setup.vllm_spec().check(len(tok), setup.trace_topk)
     system2_tok = run.model_args.get("tokenizer") or run.model
     try:
         other = load_tokenizer(system2_tok, "System 2", setup.trust_remote_code)
@@ -166,11 +167,9 @@ def _needs_tail(r: Any, tok: Any, eos: list[int], lookahead: int) -> bool:
 def scoring_backend(setup: ReplaySetup, path: str, role: str, vocab: int) -> Any:
     """The backend that scores ``role``'s model (``small`` or ``large``) at ``path``: the engine's
     transformers backend (a scoring-only backend with the seam's ``score`` plugs in here)."""
-    from fsgen_eval.engine.backend import TransformersBackend
-    from fsgen_eval.engine.pair import load_model
+    from fsgen_eval.engine.pair import load_backend
 
-    return TransformersBackend.for_role(load_model(path, role, setup.dtype, setup.device, setup.trust_remote_code),
-                                        role, vocab)
+    return load_backend(path, role, vocab, setup.dtype, setup.device, setup.trust_remote_code)
 
 
 def _system2_side(run: System2Run, setup: ReplaySetup, own: bool, tok: Any, eos: list[int], vocab: int,
@@ -247,14 +246,16 @@ def _steps(setup: ReplaySetup, vocab: int, pad: int) -> tuple[Callable[..., Any]
     """The replay's two steps for ``--scoring``'s backend, one signature for both:
     ``score_trajectories(model, trajs, topk)`` and ``score_and_complete(model, given, prompts, tokenizer, eos,
     stops, max_new, lookahead, topk)``."""
-    if setup.scoring == "vllm":
-        from fsgen_eval.engine.backends import vllm_backend as vs
-
-        return vs.score_trajectories, vs.score_and_complete
     from fsgen_eval.engine import replay as rp
+    from fsgen_eval.engine.backends import vllm_backend as vs  # imports no vLLM
 
-    def score(model: Any, trajs: Any, topk: int) -> Any:
-        return rp.score_trajectories(model, trajs, pad, setup.batch_size, topk)
+    batch = vs.SCORE_BATCH if setup.scoring == "vllm" else setup.batch_size  # vLLM batches within a call
+
+    def score(model: Any, trajs: Any, topk: int) -> Any:  # teacher forcing: the engine's, on either backend
+        return rp.score_trajectories(model, trajs, pad, batch, topk)
+
+    if setup.scoring == "vllm":
+        return score, vs.score_and_complete
 
     def score_and_complete(model: Any, given: Any, prompts: Any, tok: Any, eos: Any, stops: Any, max_new: Any,
                            look: int, topk: int) -> Any:

@@ -3,7 +3,9 @@
 Layers, each used where the machine offers it (:func:`protections` names those active; the first program run
 logs them, and every candidate's result in :class:`~fsgen_eval.lm_eval.code_eval.CodeEval` carries them):
 
-The results of an lm-eval run record them too, as ``config["fsgen"]["code_eval_sandbox"]``.
+The results of an lm-eval run record them too, as ``config["fsgen"]["code_eval_sandbox"]``: the model asks
+:func:`~fsgen_eval.lm_eval.code_eval.sandbox_layers` (a probe of this machine, no record of earlier runs) when
+it writes its info.
 
 - ``session``: its own session and process group, killed as a group at the timeout.
 - ``rlimits``: address space, CPU seconds, processes, file size and core dumps capped before it starts.
@@ -290,17 +292,9 @@ def protections(mode: str | None = None) -> tuple[str, ...]:
     return BASE_LAYERS + bounds + NS_LAYERS + _uid_layer()
 
 
-_used: list[tuple[str, ...]] = []  # the layers of the programs this process ran (for the results)
-
-
-def used_layers() -> list[str] | None:
-    """The layers of the last program this process ran (``None`` if it ran none): written to the results."""
-    return list(_used[-1]) if _used else None
-
-
 @functools.cache
 def _announce(layers: tuple[str, ...]) -> None:
-    _used.append(layers)
+    """Log, once per process and set of layers, what programs run under (the results record it per run)."""
     missing = [name for name in (*NS_LAYERS, *_uid_layer(), "cgroup_memory", "cgroup_pids") if name not in layers]
     log.warning("code_eval sandbox: %s%s", ", ".join(layers),
                 f"; NOT active: {', '.join(missing)}" if missing else "")

@@ -13,9 +13,11 @@ stay exact (``K >= 2``) but the entropy is summed over ``K`` tokens only: a **lo
 :class:`VLLMBackend` is a scoring-only backend of the engine's seam (``engine.backend.Backend``):
 ``score(ids, mask, positions) -> [B, T, V]``, ``vocab_size``, ``exact``; the decoding methods (``advance``,
 ``select``, ``rewind``, ``compact``) refuse in one line, since vLLM keeps its KV cache to itself (System 2's
-decoding on vLLM is ``lm_eval --model vllm``'s). :func:`score_trajectories` and :func:`score_and_complete`
-are the replay's two scoring steps (``engine.replay``'s functions of the same names) on it; replay chooses it
-with ``--scoring vllm``. ``vllm`` is imported only when a backend is built.
+decoding on vLLM is ``lm_eval --model vllm``'s), and ``scores_only`` tells the engine so. Replay's teacher
+forcing is the engine's own ``engine.replay.score_trajectories`` on it (one ``score`` call per batch);
+:func:`score_and_complete` decodes the large model's tails with vLLM's generation instead of the engine's
+cached loop, then scores through that same function. Replay chooses it with ``--scoring vllm``. ``vllm`` is
+imported only when a backend is built.
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fsgen_eval.core.sampling import stats
-from fsgen_eval.engine.replay import STAT_FIELDS, Trajectory, finish_index, trim_at_stop
+from fsgen_eval.engine.replay import Trajectory, finish_index, score_trajectories, trim_at_stop
 
 VLLM_MISSING = ("vLLM is not installed in this Python: install the extra, `pip install 'fsgen-eval[vllm]'` "
                 "on a GPU machine, or vLLM's CPU build on a CPU one (docs/vllm.md)")
+SCORE_BATCH = 64  # trajectories per vLLM call: vLLM batches within a call, so more per call is faster
 APPROXIMATION = ("top-{k} of {v} log-probs per position: argmax, top1_prob and margin exact; entropy summed "
                  "over the top {k} tokens only, a lower bound of the true entropy")
 
@@ -62,11 +64,14 @@ class ScoringSpec:
     def k(self, vocab: int) -> int:
         return vocab if self.topk <= 0 or self.topk >= vocab else self.topk
 
-    def check(self, vocab: int) -> None:
-        """Refuse (one line) a ``max_logprobs`` below the ``K`` asked for, and ``K`` < 2 (no margin)."""
+    def check(self, vocab: int, trace_topk: int = 0) -> None:
+        """Refuse (one line) a ``max_logprobs`` below the ``K`` asked for, ``K`` < 2 (no margin), and a trace
+        top-K beyond ``K`` (the ids past it would be -inf fillers, not the model's)."""
         k = self.k(vocab)
         if k < 2:
             raise ValueError(f"--scoring-topk {self.topk}: the margin needs the top 2 log-probs at least")
+        if trace_topk > k:
+            raise ValueError(f"--trace-topk {trace_topk} is more than the {k} log-probs vLLM returns per position")
         cap = self.engine_args.get("max_logprobs")
         if cap is not None and int(cap) != -1 and int(cap) < k:
             need = f"the whole vocabulary ({vocab}) an exact scoring needs" if k == vocab else f"--scoring-topk {k}"
@@ -90,6 +95,7 @@ class VLLMBackend:
     side. ``exact``: ``K`` covers the vocabulary, so :meth:`score` is the model's whole distribution."""
 
     fed = 0  # no cache this side of vLLM
+    scores_only = True  # the decoding methods refuse: the engine scores every row through score()
     device = torch.device("cpu")  # where score()'s inputs and outputs live (vLLM places the model itself)
 
     def __init__(self, llm: Any, vocab: int, k: int, sampling: Callable[..., Any]):
@@ -153,7 +159,7 @@ class VLLMBackend:
             n = len(s) if keep is None else keep[b]
             # prompt_logprobs[t] is the distribution at position t - 1 (entry 0 is None); the generated token's
             # logprobs[0] is the one at the last position
-            dists = list(out.prompt_logprobs[len(s) - n + 1:]) + [out.outputs[0].logprobs[0]]
+            dists = list(out.prompt_logprobs[len(s) - n + 1:]) + [out.outputs[0].logprobs[0]] if n else []
             rows.append(self._dense(dists))
         return rows
 
@@ -174,11 +180,15 @@ class VLLMBackend:
         ``mask``: every column scored, right-padded rows' pads only feeding their own outputs). ``positions``
         are vLLM's own (0 at each row's first real token), so they are not needed."""
         mask = torch.ones_like(ids) if mask is None else mask
+        keep = ids.shape[1] if keep is None else keep
         seqs = [row[m.bool()].tolist() for row, m in zip(ids, mask)]
-        out = torch.full((*ids.shape, self.vocab_size), -math.inf, dtype=torch.float32)
-        for b, (dense, m) in enumerate(zip(self.score_rows(seqs), mask)):
-            out[b, m.bool()] = dense
-        return out if keep is None else out[:, ids.shape[1] - keep:]
+        kept = mask[:, ids.shape[1] - keep:].bool()  # [B, keep]: the kept columns holding a token
+        # only those are made dense (the costly part: V Python log-prob objects per position); with left or no
+        # padding they are each row's last tokens
+        out = torch.full((ids.shape[0], keep, self.vocab_size), -math.inf, dtype=torch.float32)
+        for b, dense in enumerate(self.score_rows(seqs, kept.sum(-1).tolist())):
+            out[b, kept[b]] = dense
+        return out
 
     def greedy(self, prompts: Sequence[Sequence[int]], max_tokens: Sequence[int],
                stops: Sequence[Sequence[str]] = (), eos: Sequence[int] = ()) -> list[list[int]]:
@@ -197,34 +207,6 @@ class VLLMBackend:
 
 
 # ------------------------------------------------------------------------------------------ replay steps
-def _row_stats(logp: Tensor, topk: int) -> dict[str, np.ndarray]:
-    """``argmax``, ``entropy``, ``top1_prob``, ``margin`` ``[n]`` (and ``topk_ids``/``topk_probs`` ``[n, K]``)
-    of ``[n, V]`` log-probs, as ``engine.replay.position_stats`` takes them."""
-    ent, top1, margin = stats(logp)
-    out = dict(zip(STAT_FIELDS, (logp.argmax(-1).numpy(), ent.numpy(), top1.numpy(), margin.numpy())))
-    if topk:
-        lp, ids = logp.topk(topk, -1)
-        out["topk_ids"], out["topk_probs"] = ids.int().numpy(), lp.exp().numpy()
-    return out
-
-
-def score_trajectories(scorer: VLLMBackend, trajs: Sequence[Trajectory], topk: int = 0,
-                       batch_size: int = 64) -> list[dict[str, np.ndarray]]:
-    """``engine.replay.score_trajectories`` on vLLM: each trajectory's statistics ``{field: [len(tokens)]}``.
-
-    ``topk`` (trace top-K) must not exceed the scorer's ``K``."""
-    if topk > scorer.k:
-        raise ValueError(f"--trace-topk {topk} is more than the {scorer.k} log-probs vLLM returns per position")
-    out = []
-    for s in range(0, len(trajs), batch_size):
-        chunk = trajs[s: s + batch_size]
-        # the positions predicting each token: the prompt's last one and every token's but the last
-        seqs = [list(t.prompt) + list(t.tokens[:-1]) if t.tokens else list(t.prompt) for t in chunk]
-        rows = scorer.score_rows(seqs, [len(t.tokens) or 1 for t in chunk])
-        out += [_row_stats(r[: len(t.tokens)], topk) for r, t in zip(rows, chunk)]
-    return out
-
-
 def complete_all(scorer: VLLMBackend, given: Sequence[Sequence[int]], prompts: Sequence[Sequence[int]],
                  tokenizer: Any, eos: Sequence[int], stops: Sequence[tuple[str, ...]], max_new: Sequence[int],
                  lookahead: int = 0) -> list[Trajectory]:
@@ -260,4 +242,5 @@ def score_and_complete(scorer: VLLMBackend, given: Sequence[Sequence[int]], prom
     trajs = complete_all(scorer, given, prompts, tokenizer, eos, stops, max_new, lookahead)
     keep = [Trajectory(t.prompt, t.tokens[: max(t.emitted, len(g))], 0, 0, t.max_new_tokens)
             for t, g in zip(trajs, given)]
-    return trajs, score_trajectories(scorer, keep, topk)
+    # pad: any token id (right pads only feed their own, unused, outputs)
+    return trajs, score_trajectories(scorer, keep, 0, SCORE_BATCH, topk)
