@@ -9,6 +9,8 @@
 # logistic on scalar features) is fitted on the oracle's traces of that same validation split.
 # Resumable: rerun to continue (finished cells are reused; cells are locked, so two copies may run at once).
 # NECESSARY_ROUTER_<pair>=ROUTER.json adds a router trained on outcome labels (fsgen-eval label) beside it.
+# The third field of a pair names the routers whose thresholds also run FS-GEN's lossy speculative decoding
+# (--speculative-fsgen; measured for arith-s -> arith-l with entropy, num_draft 5).
 # FSGEN_DRY_RUN=1 prints the commands and runs nothing.
 set -euo pipefail
 if [ "${FSGEN_DRY_RUN:-0}" = 1 ]; then run() { echo "$@"; }; else run() { "$@"; }; fi
@@ -16,8 +18,8 @@ cd "$(dirname "$0")/.."
 LIMIT=${LIMIT:-50}
 OUT=${OUT:-runs/frontier}
 EXTRA=dtype=float32,batch_size=${BATCH:-64}
-for pair in arith-s:arith-l arith-sm:arith-m; do
-  small=${pair%%:*} large=${pair##*:}
+for pair in arith-s:arith-l:entropy arith-sm:arith-m:; do
+  IFS=: read -r small large spec <<< "$pair"
   name=${small}__${large}
   report=reports/arith/frontier/$name
   # the learned router's training traces: the oracle on the validation split (System 2 once, replayed)
@@ -33,6 +35,7 @@ for pair in arith-s:arith-l arith-sm:arith-m; do
   learned=("$report/router_mismatch.json" ${!necessary_var:+"${!necessary_var}"})
   run fsgen-eval frontier --small "models/arith/$small" --large "models/arith/$large" --task fsgen_arith \
     --limit "$LIMIT" --calibration-task fsgen_arith_validation --learned "${learned[@]}" \
-    --model-args-extra "$EXTRA" --lm-eval-args '--include_path tasks/' --n-boot 20000 -o "$OUT/$name"
+    --model-args-extra "$EXTRA" --lm-eval-args '--include_path tasks/' --n-boot 20000 \
+    ${spec:+--speculative-fsgen "$spec"} -o "$OUT/$name"
   run cp "$OUT/$name"/frontier.{json,md,png} "$report/"
 done

@@ -4,6 +4,7 @@ document bootstrap, and the command's one-line refusals (no model runs here)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ import pytest
 from fsgen_eval.analysis import frontier as F
 from fsgen_eval.cli import main
 from fsgen_eval.experiments import frontier as X
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("calls_when", ["above", "below"])
@@ -96,6 +99,35 @@ def test_bad_input_is_one_line_before_anything_runs(tmp_path, capsys, argv, mess
     err = capsys.readouterr().err.strip()
     assert rc == 2 and message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "f").exists()
+
+
+@pytest.mark.parametrize("task, calibration", [
+    ("fsgen_arith", "fsgen_arith_level2"),  # the evaluated group contains the calibration task
+    ("fsgen_arith_level2", "fsgen_arith"),  # the calibration group contains the evaluated task
+])
+def test_calibration_task_sharing_a_task_is_one_line_before_anything_runs(tmp_path, capsys, task, calibration):
+    rc = main(["frontier", "--small", "models/arith/arith-s", "--large", "models/arith/arith-l", "--task", task,
+               "--limit", "10", "--calibration-task", calibration, "--lm-eval-args", f"--include_path {REPO / 'tasks'}",
+               "-o", str(tmp_path / "f")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "shares fsgen_arith_level2 with the evaluated task" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "f").exists()
+
+
+def test_task_members_expand_groups_and_tags_in_both_index_layouts(tmp_path):
+    group = tmp_path / "g.yaml"
+    group.write_text("group: g\ntask:\n  - a\n  - inner\n  - task: inline\n    process_docs: !function u.f\n")
+    inner = tmp_path / "inner.yaml"
+    inner.write_text("group: inner\ntask: [b]\n")
+    old = {"g": {"type": "group", "task": -1, "yaml_path": str(group)},  # lm-eval 0.4.10's index
+           "inner": {"type": "group", "task": -1, "yaml_path": str(inner)},
+           "t": {"type": "tag", "task": ["a", "c"], "yaml_path": -1}, "a": {"type": "task", "yaml_path": "x"}}
+    assert X.task_members(old, "g") == {"a", "b", "inline"}
+    assert X.task_members(old, "t") == {"a", "c"} and X.task_members(old, "a") == {"a"}
+    from lm_eval.tasks import TaskManager
+
+    new = TaskManager(include_path=str(REPO / "tasks")).task_index  # this lm-eval's own index
+    assert X.task_members(new, "fsgen_arith") == {f"fsgen_arith_level{i}" for i in range(1, 5)}
 
 
 def test_learned_router_of_another_pair_is_refused(tmp_path, capsys):

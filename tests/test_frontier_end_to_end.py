@@ -30,10 +30,10 @@ def _env() -> dict[str, str]:
             "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
-def _lm_eval(router: str, out: Path) -> Path:
+def _lm_eval(router: str, out: Path, method: str = "method=oracle") -> Path:
     """lm-eval itself, not the sweep: one lockstep run of the pair with ``router``; its results file."""
     cmd = [sys.executable, "-m", "fsgen_eval.cli", "run", "--model", "fsgen", "--model_args",
-           f"small={SMALL},large={LARGE},method=oracle,router={router},trace=true,dtype=float32",
+           f"small={SMALL},large={LARGE},{method},router={router},trace=true,dtype=float32",
            "--tasks", TASK, "--include_path", str(REPO / "tasks"), "--limit", str(LIMIT), "--log_samples",
            "--output_path", str(out)]
     subprocess.run(cmd, cwd=REPO, env=_env(), check=True, capture_output=True)
@@ -51,7 +51,7 @@ def _tokens(results: Path) -> dict[str, list[int]]:
 def frontier_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("frontier")
     plan = X.Plan(SMALL, LARGE, TASK, ["entropy"], [0.3], LIMIT, calibration_task="fsgen_arith_validation",
-                  calibration_limit=LIMIT)
+                  calibration_limit=LIMIT, speculative_fsgen=["entropy"], num_draft=3)
     with pytest.MonkeyPatch.context() as mp:  # the sweep's lm-eval processes import this tree, one thread each
         for k in ("PYTHONPATH", "OMP_NUM_THREADS"):
             mp.setenv(k, _env()[k])
@@ -106,3 +106,24 @@ def test_outputs_and_report_draw_the_frontier(frontier_run, tmp_path):
     assert "## Accuracy frontier arith-xxs -> arith-xs on fsgen_arith" in md
     never = next(p for p in result["points"] if p["router"] == "never")
     assert f"| System 1 alone | – | {never['accuracy']:.3f} |" in md
+
+
+def test_fsgen_speculative_point_is_lm_evals_lossy_speculative_run_at_the_routers_threshold(frontier_run, tmp_path):
+    out, result = frontier_run
+    (entropy,) = [p for p in result["points"] if p["router"] == "entropy"]
+    (spec,) = [p for p in result["points"] if p["router"] == X.SPEC_SERIES + "entropy"]
+    assert spec["label"] == "fsgen-spec:entropy@0.3" and spec["threshold"] == entropy["threshold"]
+    results = _lm_eval(f"entropy,threshold={spec['threshold']:g}", tmp_path / "spec",
+                       "method=speculative,speculative_variant=fsgen,num_draft=3")
+    run = files.load_run(results)
+    assert spec["accuracy"] == run.results[TASK][METRIC]
+    assert spec["llm_call_rate"] == run.fsgen.summary["llm_call_rate"]
+    assert spec["mean_acceptance_length"] == run.fsgen.summary["mean_acceptance_length"]
+    assert spec["s2_passes_per_token"] == pytest.approx(spec["llm_call_rate"] / spec["mean_acceptance_length"])
+    cell = X.Cell(SMALL, LARGE, "speculative", "entropy", spec["threshold"], TASK,
+                  method_params=(("num_draft", 3), ("speculative_variant", "fsgen")))
+    (mine,) = sorted((out / cell.relpath).rglob("results_*.json"))
+    assert _tokens(mine) == _tokens(results)
+    assert spec["router"] in result["gap_recovery"]  # its own series, beside the oracle routers
+    md = (out / "frontier.md").read_text()
+    assert "| fsgen-spec:entropy@0.3 |" in md and "System 2 passes per token" in md

@@ -12,6 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from _lm_eval_helpers import TASKS, lm_eval_run
+from fsgen_eval.analysis import files
 from fsgen_eval.cli import main
 from fsgen_eval.experiments import label as LB
 from fsgen_eval.experiments import label_run as R
@@ -61,6 +62,30 @@ def test_every_handoff_labelled_with_system1s_own_token_and_independent_continua
     stats = json.loads((out / "labels.json").read_text())["runs"][0]
     assert stats["labelled"] == len(recs) == stats["handoffs"]
     assert "necessary_rate" in (out / "labels.md").read_text()
+
+
+def _labels_by_position(folder: Path) -> dict[tuple[str, int, int], tuple[int, int, str, str]]:
+    return {(r["task"], r["doc_id"], r["position"]): (r["s1_token"], r["s2_token"], r["label"], r["direction"])
+            for r in LB.read_labels(folder / "labels.jsonl")}
+
+
+def test_labels_of_a_replayed_run_equal_the_lockstep_oracle_runs(run):
+    """System 2 alone (the large model as System 1, router never) replayed with the small model is the same
+    oracle run as the lockstep one, so labelling it gives the same handoffs, System 1 tokens and labels."""
+    root, small, large = run["root"], run["small"], run["large"]
+    s2 = lm_eval_run(root / "system2", "fsgen", f"small={large},large={large},method=oracle,router=never,"
+                     "device=cpu,dtype=float32,trace=None", max_gen_toks=16)
+    assert main(["replay", str(s2), "--small", str(small), "--large", str(large), "-o", str(root / "replay")]) == 0
+    (replayed,) = (root / "replay").rglob("results_*.json")
+    assert files.load_run(replayed).fsgen.replay  # a replayed run, not a lockstep one
+    assert main(["label", str(replayed.parent), "-o", str(root / "replay-labels"), "--include_path", str(TASKS),
+                 "--n-boot", "100", "--batch-size", "3"]) == 0
+    assert _label(run, "all") == 0  # the lockstep run's labels (resumed: nothing left if already labelled)
+    lockstep, replay = _labels_by_position(root / "all"), _labels_by_position(root / "replay-labels")
+    assert lockstep and replay == lockstep
+    book = json.loads((root / "replay-labels" / "runs.json").read_text())
+    (entry,) = book.values()
+    assert entry["own_score_mismatches"] == 0 and entry["handoffs"] >= len(replay)
 
 
 def test_sample_resumes_and_refuses_another_sample_in_the_same_folder(run, capsys):

@@ -183,7 +183,9 @@ def format_markdown(stats: Sequence[dict[str, Any]]) -> str:
                      + " | ".join(au) + " |")
     lines += ["", "Cost (wall times on a loaded 2-core machine; labelling = System 1's teacher-forced pass + "
               "System 2's continuations; the System 2 run's time is lm-eval's total_evaluation_time_seconds of "
-              "the run that generated System 2's tokens):", "",
+              "the run that generated System 2's tokens; not timed side by side, an order of magnitude: for "
+              "labelling timed beside the System 2 generation of its run in one process, see "
+              "benchmarks/results/label_cost.md):", "",
               "| pair | System 2 tokens per label | seconds per label | System 2 run seconds | "
               "all handoffs (extrapolated) seconds | all handoffs / System 2 run |", "|---|---|---|---|---|---|"]
     for s in stats:

@@ -21,6 +21,10 @@ def register(sub: Any) -> None:
     p.add_argument("--calibration-limit", type=int, help="with --calibration-task: its first N documents")
     p.add_argument("--routers", default="max_prob,margin,entropy", help="threshold routers (comma-separated)")
     p.add_argument("--rates", default="0.05,0.1,0.2,0.3,0.5", help="target large-model call rates")
+    p.add_argument("--speculative-fsgen", default="", help="routers (comma-separated, among --routers) whose "
+                   "calibrated thresholds also run FS-GEN's LOSSY speculative decoding (method=speculative, "
+                   "speculative_variant=fsgen), a series of its own")
+    p.add_argument("--num-draft", type=int, default=5, help="draft tokens per verification of those points")
     p.add_argument("--learned", nargs="*", type=Path, default=[], help="ROUTER.json files (router=learned)")
     p.add_argument("--metric", help="lm-eval's results key, e.g. exact_match,strict-match (default: the first)")
     p.add_argument("--params", nargs="*", type=Path, help="parameter-count YAMLs (default: model_configs/)")
@@ -45,7 +49,8 @@ def cmd_frontier(args: argparse.Namespace) -> int:
         raise ValueError(f"--rates must be numbers, got {args.rates!r}") from None
     plan = X.Plan(args.small, args.large, args.task, [r for r in args.routers.split(",") if r], rates, args.limit,
                   X.parse_docs(args.calibration_docs) if args.calibration_docs else None, args.calibration_task,
-                  args.calibration_limit, list(args.learned))
+                  args.calibration_limit, list(args.learned),
+                  [r for r in args.speculative_fsgen.split(",") if r], args.num_draft)
     X.param_counts(args.small, args.large, args.params)  # a missing count: one line before anything runs
     result = X.run_frontier(plan, args.output_path, replay=not args.no_replay,
                             model_args_extra=args.model_args_extra, lm_eval_args=shlex.split(args.lm_eval_args),

@@ -10,7 +10,10 @@ Steps (each resumable, since each is a sweep cell with its own results file):
    (:func:`fsgen_eval.analysis.frontier.native_threshold`); a learned router's decision threshold the same way,
    written into a copy of its file under ``OUT/_routers/``;
 3. **points** — router ``never``, oracle/``always`` and every calibrated router on the evaluated documents
-   (``--limit``), with ``--log_samples`` (per-document correctness for the intervals);
+   (``--limit``), with ``--log_samples`` (per-document correctness for the intervals); optionally FS-GEN's
+   lossy speculative variant (``method=speculative``, ``speculative_variant=fsgen``) at a router's calibrated
+   thresholds, its own series: where the router fires System 1 drafts ``num_draft`` tokens that System 2
+   verifies, elsewhere System 1's token is emitted unverified;
 4. **the frontier** — :func:`collect` reads the runs into points.
 """
 
@@ -19,9 +22,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
+import yaml
 
 from fsgen_eval.analysis import files
 from fsgen_eval.analysis import frontier as F
@@ -31,6 +35,7 @@ from fsgen_eval.experiments.sweep import Cell
 
 DEFAULT_RATES = (0.05, 0.1, 0.2, 0.3, 0.5)
 CALIBRATION = "_calibration"
+SPEC_SERIES = "fsgen-spec:"  # the router column of FS-GEN's lossy speculative points: their own series
 
 
 @dataclass
@@ -47,6 +52,8 @@ class Plan:
     calibration_task: str | None = None  # ... or another task's documents
     calibration_limit: int | None = None
     learned: list[Path] = field(default_factory=list)
+    speculative_fsgen: list[str] = field(default_factory=list)  # routers whose thresholds also run lossy speculative
+    num_draft: int = 5  # the speculative points' draft length
 
     def __post_init__(self) -> None:
         check_plan(self)
@@ -79,6 +86,12 @@ def check_plan(p: Plan) -> None:
         if spec.signal is None:
             raise ValueError(f"router {name!r} thresholds no System 1 signal; frontier routers: "
                              + ", ".join(n for n, s in registry.ROUTERS.items() if s.signal))
+    for name in p.speculative_fsgen:
+        if name not in p.routers:
+            raise ValueError(f"--speculative-fsgen {name}: not among --routers ({','.join(p.routers)}); its points "
+                             "run at those routers' calibrated thresholds")
+    if p.num_draft < 1:
+        raise ValueError(f"--num-draft must be >= 1, got {p.num_draft}")
     for r in p.rates:
         if not 0.0 < r < 1.0:
             raise ValueError(f"target call rates must lie in (0, 1), got {r}")
@@ -98,6 +111,53 @@ def check_plan(p: Plan) -> None:
                          "use --calibration-docs for a disjoint slice")
     for path in p.learned:
         check_router_pair(path, p.small, p.large)
+
+
+def check_calibration_tasks(p: Plan, lm_eval_args: list[str] | None = None) -> None:
+    """Refuse a ``calibration_task`` that shares a task with the evaluated one (a group containing it, one of
+    its subtasks, two groups with a subtask in common): those documents would be evaluated ones. Names are
+    expanded through lm-eval's task index, before any model loads."""
+    if p.calibration_task is None:
+        return
+    from lm_eval.tasks import TaskManager
+
+    from fsgen_eval.experiments.sweep import check_tasks, include_path
+
+    check_tasks([p.task, p.calibration_task], lm_eval_args)  # unknown names: the sweep's one line
+    index = TaskManager(verbosity="ERROR", include_path=include_path(lm_eval_args)).task_index
+    shared = sorted(task_members(index, p.task) & task_members(index, p.calibration_task))
+    if shared:
+        raise ValueError(f"--calibration-task {p.calibration_task} shares {', '.join(shared)} with the evaluated "
+                         f"task {p.task}: its documents would be evaluated ones; calibrate on another split's task "
+                         "or use --calibration-docs")
+
+
+class _AnyTagLoader(yaml.SafeLoader):
+    """A task YAML's ``!function`` values read as None: only the group's ``task`` list is needed."""
+
+
+_AnyTagLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def task_members(index: Mapping[str, Any], name: str, seen: frozenset[str] = frozenset()) -> set[str]:
+    """The task names under ``name`` in lm-eval's ``TaskManager.task_index`` (lm-eval 0.4.10 indexes dicts with
+    ``type``/``yaml_path``/``task``, 0.4.11+ ``Entry`` objects with ``kind``/``yaml_path``/``tags``): a task
+    itself, a group's ``task`` list from its YAML and a tag's members, nested groups expanded."""
+    entry = index.get(name)
+    if entry is None or name in seen:
+        return {name}
+    as_dict = isinstance(entry, dict)
+    kind = entry["type"] if as_dict else entry.kind.name.lower()
+    if kind == "tag":
+        members = list(entry["task"] if as_dict else entry.tags)
+    elif kind == "group":
+        path = entry["yaml_path"] if as_dict else entry.yaml_path
+        cfg = yaml.load(Path(path).read_text(), Loader=_AnyTagLoader) or {}
+        subs = cfg.get("task") or []
+        members = [t if isinstance(t, str) else t.get("task") or t.get("group") for t in subs]
+    else:
+        return {name}
+    return set().union(set(), *(task_members(index, str(m), seen | {name}) for m in members if m))
 
 
 def parse_docs(spec: str) -> list[int]:
@@ -189,6 +249,11 @@ def point_cells(p: Plan, thr: dict[tuple[str, float], tuple[float, float]],
         for rate, (path, _, cal) in by_rate.items():
             cells.append((Cell(p.small, p.large, "oracle", "learned", None, p.task,
                                router_params=(("router_path", str(path)),)), f"learned:{stem}", rate, cal))
+    lossy = (("num_draft", p.num_draft), ("speculative_variant", "fsgen"))
+    for (name, rate), (t, cal) in thr.items():
+        if name in p.speculative_fsgen:
+            cells.append((Cell(p.small, p.large, "speculative", name, t, p.task, method_params=lossy),
+                          f"{SPEC_SERIES}{name}", rate, cal))
     return cells
 
 
@@ -273,7 +338,18 @@ def read_point(folder: Path, task: str, label: str, router: str, target: float |
     if run.fsgen.replay and run.fsgen.replay.get("system2_results"):
         wall = _wall_s(Path(run.fsgen.replay["system2_results"]))  # System 2's own generation
     return F.Point(label, router, target, threshold, docs, np.array([correct[d] for d in docs]), tok, calls, hand,
-                   n_small, n_large, wall, {"metric": key, "run_id": run.fsgen.run_id})
+                   n_small, n_large, wall, {"metric": key, "run_id": run.fsgen.run_id, **speculative_extra(run)})
+
+
+def speculative_extra(run: files.Run) -> dict[str, float]:
+    """A speculative run's ``mean_acceptance_length`` and ``s2_passes_per_token`` (System 2's verification
+    passes per generated token = ``llm_call_rate`` / ``mean_acceptance_length``: each pass checks the accepted
+    drafts and its own token); nothing for other runs."""
+    s = run.fsgen.summary
+    mal, rate = s.get("mean_acceptance_length"), s.get("llm_call_rate")
+    if mal is None or rate is None:
+        return {}
+    return {"mean_acceptance_length": float(mal), "s2_passes_per_token": float(rate) / float(mal)}
 
 
 # ------------------------------------------------------------------------------------------ the whole run
@@ -298,6 +374,7 @@ def run_frontier(p: Plan, out: Path, runner: Any = None, replay: bool = True, mo
     runner = runner or sweep.subprocess_runner
     n_small, n_large = param_counts(p.small, p.large, params)  # before anything runs
     extra_args = list(lm_eval_args or [])
+    check_calibration_tasks(p, extra_args)
     cal = p.calibration_cell()
     cal_limit, cal_args = p.calibration_args()
     done = sweep.run_sweep([cal], out / CALIBRATION, runner, progress, limit=cal_limit,
@@ -323,7 +400,8 @@ def run_frontier(p: Plan, out: Path, runner: Any = None, replay: bool = True, mo
     result = {"small": p.small, "large": p.large, "task": p.task, "limit": p.limit,
               "calibration": p.describe_calibration(), "calibration_tokens": int(sum(len(t["s1_entropy"]) for t in traces)),
               "n_small": n_small, "n_large": n_large, "points": [q.row() for q in points],
-              "gap_recovery": recovery, "n_boot": n_boot, "seed": seed}
+              "gap_recovery": recovery, "n_boot": n_boot, "seed": seed,
+              **({"num_draft": p.num_draft} if p.speculative_fsgen else {})}
     write_outputs(out, result, frontier_figure, to_png_bytes)
     return result
 
@@ -346,7 +424,23 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"Call rate recovering 50 % and 90 % of the accuracy gap (linear between points; interval: "
         f"{result['n_boot']} resamples of the documents, seed {result['seed']}):",
         F.format_recovery(result["gap_recovery"]),
+        *speculative_markdown(result),
         "![frontier](frontier.png)"]) + "\n"
+
+
+def speculative_markdown(result: dict[str, Any]) -> list[str]:
+    """What FS-GEN's lossy speculative points are, and their System 2 passes (none without such points)."""
+    rows = [r for r in result["points"] if r["router"].startswith(SPEC_SERIES)]
+    if not rows:
+        return []
+    lines = ["| point | llm_call_rate | mean_acceptance_length | System 2 passes per token |", "|---|---|---|---|"]
+    lines += [f"| {r['label']} | {r['llm_call_rate']:.3f} | {r['mean_acceptance_length']:.3f} | "
+              f"{r['s2_passes_per_token']:.3f} |" for r in rows]
+    return [f"`{SPEC_SERIES}ROUTER@RATE`: FS-GEN's lossy speculative decoding (method=speculative, "
+            f"speculative_variant=fsgen, num_draft={result.get('num_draft')}) at ROUTER's threshold for RATE: where "
+            "the router fires, System 1 drafts and System 2 verifies the draft in one pass (every verified token "
+            "counts in llm_call_rate), elsewhere System 1's token is emitted unverified. Its System 2 passes:",
+            "\n".join(lines)]
 
 
 def write_outputs(out: Path, result: dict[str, Any], figure: Any, png: Any) -> None:

@@ -293,14 +293,19 @@ def _run_then_rename(final: Path, command: Callable[[Path], list[str]], runner: 
     return None
 
 
+def include_path(lm_eval_args: list[str] | None) -> str | None:
+    """The ``--include_path`` among lm-eval's arguments (either spelling), or None."""
+    args = list(lm_eval_args or [])
+    include = args[args.index("--include_path") + 1] if "--include_path" in args[:-1] else None
+    return next((a.partition("=")[2] for a in args if a.startswith("--include_path=")), include)
+
+
 def check_tasks(tasks: list[str], lm_eval_args: list[str] | None = None) -> None:
     """Refuse, in one line naming them, task names lm-eval does not know (its ``TaskManager`` index, with the
     ``--include_path`` of ``lm_eval_args`` if any), before any cell starts; a path to a task YAML passes."""
     from lm_eval.tasks import TaskManager
 
-    args = list(lm_eval_args or [])
-    include = args[args.index("--include_path") + 1] if "--include_path" in args[:-1] else None
-    include = next((a.partition("=")[2] for a in args if a.startswith("--include_path=")), include)
+    include = include_path(lm_eval_args)
     unknown = [t for t in tasks if not Path(t).exists()]
     if not unknown:
         return
