@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fsgen_eval.cli import main
-from fsgen_eval.lm_eval.offline import CODE_EVAL_SOURCE, build_offline_cache
+from fsgen_eval.lm_eval.offline import CODE_EVAL_SOURCE, build_offline_cache, cache_code_eval
 
 REPO = Path(__file__).resolve().parents[1]
 ADD = "assert add(2, 3) == 5"
@@ -97,6 +97,21 @@ def test_code_eval_keeps_its_gate(built):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env={
         **env, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "HF_MODULES_CACHE": str(caches / "modules")})
     assert proc.returncode == 1 and "HF_ALLOW_CODE_EVAL=1" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_a_code_eval_cached_later_does_not_win_offline(tmp_path):
+    """evaluate takes the newest cached script offline: one cached after ours (the hub's, from an online run)
+    makes the next offline-cache put ours on top again."""
+    ours = cache_code_eval(tmp_path)
+    assert ours.built and not cache_code_eval(tmp_path).built
+    hub = ours.path.parent / ("0" * 64) / "code_eval.py"
+    hub.parent.mkdir()
+    hub.write_text("# the hub's script\n", encoding="utf-8")
+    os.utime(hub, ((ours.path / "code_eval.py").stat().st_mtime + 10,) * 2)  # cached later
+    again = cache_code_eval(tmp_path)
+    assert again.built and again.path == ours.path
+    assert (again.path / "code_eval.py").stat().st_mtime > hub.stat().st_mtime
+    assert not cache_code_eval(tmp_path).built
 
 
 def test_command_reports_and_refuses_a_bad_folder(built, tmp_path, capsys):

@@ -64,16 +64,19 @@ def hub_folders(source: Path) -> list[tuple[str, Path]]:
     return found
 
 
-def cached_config(repo_id: str, config: str, cache_root: Path) -> Path | None:
-    """A prepared copy of ``repo_id``'s ``config`` in datasets' cache ``cache_root`` (the newest), else ``None``.
-
-    datasets' cache layout: ``<namespace>___<name>/<config>/<version>/<hash>/dataset_info.json``; whether it
-    came from the hub or from :func:`cache_dataset`, offline loading takes the newest.
-    """
+def dataset_folder(repo_id: str, cache_root: Path) -> Path:
+    """Where datasets keeps a hub dataset in its cache: ``<namespace>___<snake_case name>`` (its naming rule for
+    a hub id, the folder its offline fallback searches); below it ``<config>/<version>/<hash>/``."""
     from datasets.naming import camelcase_to_snakecase
 
     namespace, name = repo_id.split("/")
-    found = (cache_root / f"{namespace}___{camelcase_to_snakecase(name)}" / config).glob("*/*/dataset_info.json")
+    return cache_root / f"{namespace}___{camelcase_to_snakecase(name)}"
+
+
+def cached_config(repo_id: str, config: str, cache_root: Path) -> Path | None:
+    """The newest prepared copy of ``repo_id``'s ``config`` in datasets' cache ``cache_root``, else ``None``
+    (whether it came from the hub or from :func:`cache_dataset`: offline loading takes the newest too)."""
+    found = (dataset_folder(repo_id, cache_root) / config).glob("*/*/dataset_info.json")
     newest = max(found, key=lambda info: info.stat().st_mtime, default=None)
     return newest.parent if newest is not None else None
 
@@ -86,15 +89,12 @@ def cache_dataset(repo_id: str, folder: Path, config: str, cache_root: Path) -> 
     only the folder's name is chosen here: the one ``load_dataset(repo_id, config)`` reads offline.
     """
     import datasets
-    from datasets.naming import camelcase_to_snakecase
 
     present = cached_config(repo_id, config, cache_root)
     if present is not None:
         return CacheEntry(f"{repo_id}:{config}", present, built=False)
     builder = datasets.load_dataset_builder(str(folder), config, cache_dir=str(cache_root))
-    namespace, name = repo_id.split("/")
-    target = (cache_root / f"{namespace}___{camelcase_to_snakecase(name)}" / builder.config_id
-              / str(builder.config.version) / builder.hash)
+    target = dataset_folder(repo_id, cache_root) / builder.config_id / str(builder.config.version) / builder.hash
     builder.download_and_prepare(output_dir=str(target))
     return CacheEntry(f"{repo_id}:{config}", target, built=True)
 
@@ -103,13 +103,16 @@ def cache_code_eval(modules_root: Path) -> CacheEntry:
     """Put the sandboxed ``code_eval`` metric where ``evaluate.load("code_eval")`` finds it offline.
 
     evaluate's module cache keeps each canonical metric as ``evaluate-metric--<name>/<64-hex hash>/<name>.py``
-    (and uses the newest); the hash here is the file's own SHA-256, so a changed metric is a new entry.
+    and offline uses the newest script; the hash here is the file's own SHA-256, so a changed metric is a new
+    entry. A script cached after ours (the hub's, unsandboxed, from an online run) would win offline: ours is
+    then made the newest again.
     """
     text = CODE_EVAL_SOURCE.read_text(encoding="utf-8")
     metrics = modules_root / "evaluate_modules" / "metrics"
     target = metrics / f"evaluate-metric--{CODE_EVAL}" / hashlib.sha256(text.encode()).hexdigest()
     script = target / f"{CODE_EVAL}.py"
-    if script.is_file() and script.read_text(encoding="utf-8") == text:
+    others = max((s.stat().st_mtime for s in target.parent.glob(f"*/{CODE_EVAL}.py") if s != script), default=0.0)
+    if script.is_file() and script.read_text(encoding="utf-8") == text and script.stat().st_mtime > others:
         return CacheEntry(CODE_EVAL, target, built=False)
     target.mkdir(parents=True, exist_ok=True)
     for package in (modules_root / "evaluate_modules", metrics, target.parent, target):
@@ -117,6 +120,8 @@ def cache_code_eval(modules_root: Path) -> CacheEntry:
     tmp = script.with_suffix(".py.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(script)  # whole or absent: a reader never sees half a script
+    if script.stat().st_mtime <= others:  # another script's time lies ahead of ours (a clock set differently)
+        os.utime(script, (others + 1, others + 1))
     return CacheEntry(CODE_EVAL, target, built=True)
 
 
