@@ -28,7 +28,7 @@ from typing import Any
 from fsgen_eval.core.shipped import CHECKOUT, project_dir
 from fsgen_eval.experiments.sweep import Cell, run_cell, subprocess_runner
 
-REPO = CHECKOUT  # a source checkout's root (the default datasets folder lies beside it)
+REPO = CHECKOUT  # a source checkout's root
 FAMILY_YAML = project_dir("model_configs") / "arith.yaml"  # the demo's pair; micro names resolve too (FAMILY_YAMLS)
 FAMILY_YAMLS = (FAMILY_YAML, project_dir("model_configs") / "micro.yaml")
 
