@@ -83,8 +83,11 @@ def before_probe(fs, hf, repeats: int) -> None:
 
 
 def cli_runs(small: str, large: str, max_batch_size: int, max_length: int | None) -> None:
+    from fsgen_eval.lm_eval.offline import build_offline_cache, default_source
+
+    build_offline_cache(default_source())  # lm-eval's gsm8k offline: datasets' own cache
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1", "FSGEN_DATASETS_DIR": str(REPO.parent / "shared" / "hf-datasets")}
+           "HF_DATASETS_OFFLINE": "1"}
     common = ["--tasks", "gsm8k", "--limit", "8", "--num_fewshot", "3"]
     runs = {}
     sizes = f",max_length={max_length}" if max_length else ""

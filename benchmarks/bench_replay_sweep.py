@@ -26,13 +26,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("FSGEN_DATASETS_DIR", str(REPO.parent / "shared" / "hf-datasets"))
 for k, v in {"HF_ALLOW_CODE_EVAL": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
              "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
     os.environ[k] = v
 
 from fsgen_eval.analysis.files import find_runs  # noqa: E402
 from fsgen_eval.cli import main as cli  # noqa: E402
+from fsgen_eval.lm_eval.offline import build_offline_cache, default_source  # noqa: E402
 
 
 def sweep(out: Path, limit: str, jobs: int, replay: bool, tasks: str = "gsm8k,mbpp", models: str | None = None
@@ -105,6 +105,7 @@ def main() -> None:
     modes = [m for m in args.modes.split(",") if m]
     if not modes or set(modes) - {"replay", "lockstep"}:
         raise SystemExit(f"--modes: replay and/or lockstep, got {args.modes!r}")
+    build_offline_cache(default_source())  # lm-eval's gsm8k/mbpp offline: datasets' and evaluate's own caches
     record = args.out / "times.json"
     times: dict[str, list[float]] = {"replay": [], "lockstep": []}
     saved = json.loads(record.read_text()) if record.is_file() else {}

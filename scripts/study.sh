@@ -37,8 +37,10 @@ if [ "${FORCE:-0}" != 1 ] && command -v git > /dev/null && git ls-files --error-
     exit 2
 fi
 if [ "${FSGEN_DRY_RUN:-0}" != 1 ]; then mkdir -p "$(dirname "$OUT")" "$REPORT"; fi
-export FSGEN_DATASETS_DIR=${FSGEN_DATASETS_DIR:-$(cd .. && pwd)/shared/hf-datasets}
 export HF_ALLOW_CODE_EVAL=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+# lm-eval's gsm8k/mbpp read datasets' own cache offline: fill it from the hub-like folder ($FSGEN_DATASETS_DIR, else
+# ../shared/hf-datasets; entries already cached are kept)
+if [ "$FAMILY" = micro ] && [ "${FSGEN_DRY_RUN:-0}" != 1 ]; then fsgen-eval offline-cache; fi
 limit=()
 [ "$LIMIT" = all ] || limit=(--limit "$LIMIT")
 # One sweep for every task, JOBS cells at a time (one thread each): System 2 decodes once per (large, task) and

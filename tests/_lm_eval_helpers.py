@@ -16,10 +16,10 @@ TASKS = REPO / "tasks"  # the paper's setups, as users pass them: --include_path
 
 
 def offline_env() -> None:
-    """The switches every lm-eval test here runs under: no hub, local datasets, code execution allowed."""
+    """The switches every lm-eval test here runs under: no hub (the datasets and code_eval come from the caches
+    conftest filled from the offline folder), code execution allowed."""
     if not DATASETS.is_dir():
         skip_or_fail(f"offline datasets folder {DATASETS} is absent")
-    os.environ["FSGEN_DATASETS_DIR"] = str(DATASETS)
     os.environ["HF_ALLOW_CODE_EVAL"] = "1"  # mbpp's utils runs code_eval once when it is imported
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -27,7 +27,7 @@ def offline_env() -> None:
 
 @functools.lru_cache(maxsize=1)
 def task_manager():
-    import fsgen_eval.lm_eval  # noqa: F401  (registers --model fsgen; the offline datasets and code_eval)
+    import fsgen_eval.lm_eval  # noqa: F401  (registers --model fsgen)
     from lm_eval.tasks import TaskManager
 
     return TaskManager(include_path=str(TASKS))

@@ -10,15 +10,30 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the tests' own Hugging Face caches, filled from ../shared/hf-datasets (below): an offline lm-eval run here then
+# never takes a dataset or a code_eval script from a developer's own cache (a hub code_eval runs unsandboxed)
+os.environ.setdefault("HF_DATASETS_CACHE", str(Path.home() / ".cache" / "fsgen-eval-tests" / "datasets"))
+os.environ.setdefault("HF_MODULES_CACHE", str(Path.home() / ".cache" / "fsgen-eval-tests" / "modules"))
 
 import pytest
 
 from fsgen_eval.experiments import fixtures as testing
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-# the standard datasets, laid out like the hub, beside the checkout (as in CI)
+# the standard datasets, laid out like the hub, beside the checkout (as in CI); fsgen-eval's own commands (zoo)
+# read them from FSGEN_DATASETS_DIR, lm-eval through the caches filled at the session's start
 if (SHARED / "hf-datasets").is_dir():
     os.environ.setdefault("FSGEN_DATASETS_DIR", str(SHARED / "hf-datasets"))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Fill the tests' HF caches from ../shared/hf-datasets (``fsgen-eval offline-cache``; a second session
+    finds them filled in about a second), so that lm-eval's unchanged gsm8k/mbpp/mmlu load offline in this
+    process and in every subprocess the tests start."""
+    if (SHARED / "hf-datasets").is_dir():
+        from fsgen_eval.lm_eval.offline import build_offline_cache
+
+        build_offline_cache(SHARED / "hf-datasets")
 
 
 def skip_or_fail(reason: str) -> None:

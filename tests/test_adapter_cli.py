@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 def env() -> dict[str, str]:
     if not DATASETS.is_dir():
         skip_or_fail(f"offline datasets folder {DATASETS} is absent")
-    return {**os.environ, "PYTHONPATH": str(REPO), "FSGEN_DATASETS_DIR": str(DATASETS), "HF_HUB_OFFLINE": "1",
+    return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1",
             "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 

@@ -174,10 +174,11 @@ def test_two_cpu_processes_under_torchrun_stop_in_one_line(llama_pair):
 
 
 def test_mbpp_without_the_code_eval_switch_is_one_line():
-    """lm-eval's mbpp runs code_eval once when it loads the task: refused in one line naming both switches."""
+    """lm-eval's mbpp runs code_eval once when it loads the task: offline, evaluate finds the sandboxed script in
+    its module cache (conftest filled it) by itself, which refuses in one line naming both switches."""
     env = {k: v for k, v in _env().items() if k != "HF_ALLOW_CODE_EVAL"}
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    code = "import fsgen_eval.lm_eval, lm_eval.tasks.mbpp.utils"  # the package's lm-eval layer, as fsgen-eval run
+    code = "import lm_eval.tasks.mbpp.utils"  # no fsgen_eval import: evaluate's own offline cache
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]

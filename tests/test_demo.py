@@ -95,7 +95,9 @@ def test_a_demo_task_with_a_dataset_checks_it_in_one_line(tmp_path, monkeypatch,
     assert len(err.splitlines()) == 1 and "no offline datasets" in err and "nowhere" in err
     assert not (tmp_path / "out").exists()  # nothing started
     monkeypatch.delenv("FSGEN_DATASETS_DIR", raising=False)
-    monkeypatch.setattr(demo, "REPO", tmp_path / "repo")
+    import fsgen_eval.lm_eval.offline as offline  # the one default-folder rule (offline-cache's and the demo's)
+
+    monkeypatch.setattr(offline, "CHECKOUT", tmp_path / "repo")
     with pytest.raises(FileNotFoundError, match="shared/hf-datasets.*default beside the repository"):
         demo.datasets_dir()
 

@@ -1,12 +1,10 @@
-"""The offline pass@k that stands in for the hub's code_eval in lm-eval's MBPP task."""
+"""The sandboxed pass@k behind fsgen_mbpp and, offline, lm-eval's MBPP (tests/test_offline_cache.py: how)."""
 
 from __future__ import annotations
 
-import types
-
 import pytest
 
-from fsgen_eval.lm_eval.code_eval import CodeEval, pass_at_k, patch_evaluate_load
+from fsgen_eval.lm_eval.code_eval import CodeEval, pass_at_k
 
 ADD_TEST = "assert add(2, 3) == 5"
 
@@ -51,16 +49,3 @@ def test_nothing_runs_without_the_gate(monkeypatch):
     with pytest.raises(ValueError, match="HF_ALLOW_CODE_EVAL=1"):
         CodeEval().compute(predictions=[["def add(a, b): return a + b"]], references=[ADD_TEST], k=[1])
 
-
-def test_evaluate_load_gives_the_offline_metric_only_offline(monkeypatch):
-    calls = []
-    fake = types.SimpleNamespace(load=lambda path, *a, **k: calls.append(path) or "hub")
-    patch_evaluate_load(fake)
-    patch_evaluate_load(fake)  # idempotent
-    for name in ("FSGEN_DATASETS_DIR", "HF_HUB_OFFLINE", "HF_EVALUATE_OFFLINE"):
-        monkeypatch.delenv(name, raising=False)
-    assert fake.load("code_eval") == "hub"
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert isinstance(fake.load("code_eval"), CodeEval)
-    assert fake.load("exact_match") == "hub"
-    assert calls == ["code_eval", "exact_match"]

@@ -1,4 +1,5 @@
-"""FSGEN_DATASETS_DIR: lm-eval's *unchanged* gsm8k, mmlu and mbpp read the local hub-like folder.
+"""Offline, lm-eval's *unchanged* gsm8k, mmlu and mbpp read the local hub-like folder through datasets' and
+evaluate's own caches (filled by conftest with ``fsgen-eval offline-cache``; nothing patched).
 
 Expectations are derived from lm-eval's own task definitions (its YAML files, read from the installed
 package) applied to the raw rows of the local files, so nothing here is a copy that could drift.
@@ -49,7 +50,7 @@ def test_configs_are_lm_evals_own_files(loaded):
         entry = tm.task_index[name]
         assert Path(entry.yaml_path).is_relative_to(LM_EVAL_TASKS), name  # not a copy of ours
         hub_id = {"gsm8k": "openai/gsm8k", "mbpp": "google-research-datasets/mbpp"}.get(name, "cais/mmlu")
-        assert task.config.dataset_path == hub_id  # the config still names the hub; the switch redirects
+        assert task.config.dataset_path == hub_id  # the config names the hub; datasets' offline cache serves it
 
 
 def test_gsm8k_docs_and_fewshots_come_from_the_local_files(loaded):
@@ -101,15 +102,18 @@ def test_mbpp_prompt_and_scoring_are_lm_evals(loaded):
 
 def test_every_mmlu_subtask_resolves_locally(loaded):
     tm, _ = loaded
-    from fsgen_eval.lm_eval.offline import local_dataset_path
+    import datasets
+
+    from fsgen_eval.lm_eval.offline import cached_config
 
     subtasks = {n: e for n, e in tm.task_index.items()
                 if n.startswith("mmlu_") and e.cfg and e.cfg.get("dataset_name") and e.yaml_path
                 and Path(e.yaml_path).parent.name == "default"}
     assert len(subtasks) == 57
-    assert local_dataset_path("cais/mmlu") == str(DATASETS / "cais/mmlu")
+    cache = Path(datasets.config.HF_DATASETS_CACHE)
     for name, entry in subtasks.items():
         assert (DATASETS / "cais/mmlu" / entry.cfg["dataset_name"] / "test.jsonl").is_file(), name
+        assert cached_config("cais/mmlu", entry.cfg["dataset_name"], cache) is not None, name
 
 
 @pytest.mark.slow

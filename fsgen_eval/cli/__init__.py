@@ -15,7 +15,7 @@ import sys
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "fsgen_eval.cli.demo", "fsgen_eval.cli.run", "fsgen_eval.cli.analysis", "fsgen_eval.cli.replay",
     "fsgen_eval.cli.router", "fsgen_eval.cli.frontier", "fsgen_eval.cli.label", "fsgen_eval.cli.zoo",
-    "fsgen_eval.cli.registry", "fsgen_eval.cli.traces",
+    "fsgen_eval.cli.registry", "fsgen_eval.cli.traces", "fsgen_eval.cli.offline",
 )
 
 

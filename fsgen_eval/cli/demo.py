@@ -43,10 +43,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """``fsgen-eval demo``: run the demo's configurations through lm-eval offline and write the report."""
     t0 = time.monotonic()
     data, small, large = check_args(args)  # one-line errors before anything runs
-    # the lm-eval subprocesses inherit these: local datasets, no hub
+    # the lm-eval subprocesses inherit these: no hub (a dataset comes from datasets' own cache, filled below)
     os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     if data is not None:  # a task with a dataset (not fsgen_arith, which generates its problems)
-        os.environ["FSGEN_DATASETS_DIR"] = str(data)
+        from fsgen_eval.lm_eval.offline import build_offline_cache
+
+        build_offline_cache(data)
     runs_dir = args.out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     print(f"demo: {small.name} -> {large.name}, {DEMO.task} x {args.limit}, "

@@ -8,8 +8,9 @@ renamed on success), so lm-eval writes its real results and our traces, a crash 
 and a rerun skips every configuration that is already complete. The report is the project's own
 (:mod:`fsgen_eval.analysis.report`): Markdown plus one standalone HTML page.
 
-Everything is offline: the models are the committed micro family, the datasets come from
-``FSGEN_DATASETS_DIR`` or ``../shared/hf-datasets`` beside the repository.
+Everything is offline: the models are the committed micro family; a task with a dataset reads it from
+Hugging Face's datasets cache, filled first from ``FSGEN_DATASETS_DIR`` or ``../shared/hf-datasets`` beside the
+repository (``fsgen-eval offline-cache``: :mod:`fsgen_eval.lm_eval.offline`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 from fsgen_eval.core.shipped import CHECKOUT, project_dir
 from fsgen_eval.experiments.sweep import Cell, run_cell, subprocess_runner
 
-REPO = CHECKOUT  # a source checkout's root (the default datasets folder lies beside it)
+REPO = CHECKOUT  # a source checkout's root
 FAMILY_YAML = project_dir("model_configs") / "arith.yaml"  # the demo's pair; micro names resolve too (FAMILY_YAMLS)
 FAMILY_YAMLS = (FAMILY_YAML, project_dir("model_configs") / "micro.yaml")
 
@@ -91,10 +92,11 @@ def datasets_dir(environ: dict[str, str] | None = None) -> Path | None:
     dataset. ``None`` when the task needs none (``fsgen_arith`` generates its problems)."""
     if DEMO.dataset is None:
         return None
+    from fsgen_eval.lm_eval.offline import SOURCE_ENV, default_source
+
     env = os.environ if environ is None else environ
-    given = env.get("FSGEN_DATASETS_DIR", "").strip()
-    root = Path(given).expanduser() if given else REPO.parent / "shared" / "hf-datasets"
-    origin = "FSGEN_DATASETS_DIR" if given else "the default beside the repository"
+    root = default_source(env)
+    origin = SOURCE_ENV if env.get(SOURCE_ENV, "").strip() else "the default beside the repository"
     if not (root / DEMO.dataset).is_dir():
         raise FileNotFoundError(f"no offline datasets: {root / DEMO.dataset} ({origin}) is not a folder; set "
                                 f"FSGEN_DATASETS_DIR to a folder laid out like the hub ({DEMO.dataset}/...)")

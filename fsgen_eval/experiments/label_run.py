@@ -204,13 +204,12 @@ def system1_tokens(backend: Any, tok: Any, run: LabelRun, handoffs: list[LB.Hand
 
 class TaskScorer:
     """The task's own first filter and first metric over a text (lm-eval's public task API:
-    ``build_filter_ensemble`` from the task's ``filter_list``, ``Task.process_results``); code tasks (MBPP) run
-    the program through the project's sandbox, as ``lm_eval --model fsgen`` scores them."""
+    ``build_filter_ensemble`` from the task's ``filter_list``, ``Task.process_results``); code tasks score
+    through the metric their task loads, as the lm-eval run scored them (``fsgen_mbpp``: the project's sandbox;
+    lm-eval's ``mbpp`` offline: the sandboxed ``code_eval`` in evaluate's cache, docs/lm_eval.md)."""
 
     def __init__(self, tasks: list[str], include_path: str | None):
         from lm_eval.tasks import TaskManager, get_task_dict
-
-        import fsgen_eval.lm_eval  # noqa: F401  (the offline code_eval hook: MBPP runs through the sandbox)
 
         flat: dict[str, Any] = {}
 

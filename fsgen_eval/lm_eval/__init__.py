@@ -1,10 +1,10 @@
 """Layer 3, the lm-eval adapter: ``--model fsgen`` (an HFLM subclass), its model_args, trace files,
-offline datasets and sandboxed code execution. Imports the engine and core; never the analysis.
+the offline caches (:mod:`~fsgen_eval.lm_eval.offline`) and sandboxed code execution. Imports the engine and core; never the analysis.
 
 Importing this package registers ``fsgen`` in lm-eval's model registry (a lazy placeholder: the model module
 and torch load only when lm-eval builds the model), so ``import fsgen_eval.lm_eval`` is enough for
 ``lm_eval.simple_evaluate(model="fsgen", ...)``; ``fsgen-eval run`` does it for lm-eval's command line.
-Nothing else of lm-eval is touched.
+Nothing else is touched: no import hook, no patched function of lm-eval, datasets or evaluate.
 
 The sub-package is named after the library it adapts; absolute imports (``import lm_eval``) inside it
 still reach lm-eval itself.
@@ -32,8 +32,3 @@ def register() -> None:
 
 register()
 
-# the offline switches (FSGEN_DATASETS_DIR, offline code_eval) still come from a post-import hook; issue 21
-# item 4 replaces it with task YAMLs
-from fsgen_eval.lm_eval import hook as _hook  # noqa: E402
-
-_hook.install()

@@ -1,9 +1,8 @@
-"""Offline pass@k for lm-eval's code tasks (MBPP), a stand-in for the hub's ``code_eval`` metric.
-
-lm-eval's ``mbpp`` task calls ``evaluate.load("code_eval")`` when its ``utils`` module is imported, which
-needs the hub. When offline (``FSGEN_DATASETS_DIR``, ``HF_HUB_OFFLINE`` or ``HF_EVALUATE_OFFLINE`` set),
-the fsgen_eval hook makes that call return :class:`CodeEval` instead: same ``compute`` signature and return
-value, each program run with its tests in its own contained process (:mod:`fsgen_eval.lm_eval.sandbox`: own
+"""Sandboxed pass@k for code tasks (MBPP): the project's ``fsgen_mbpp`` task scores through it, and so does
+lm-eval's unchanged ``mbpp`` offline, where ``evaluate.load("code_eval")`` finds the metric script
+:mod:`fsgen_eval.lm_eval.code_eval_metric` that ``fsgen-eval offline-cache`` put in evaluate's module cache
+(nothing is patched). Same ``compute`` signature and return value as the hub's ``code_eval``, each program
+run with its tests in its own contained process (:mod:`fsgen_eval.lm_eval.sandbox`: own
 session, rlimits, empty folder, clean environment, and where the kernel allows pid, mount and network
 namespaces, a private read-only root and a fresh uid; its results name the protections that were active).
 
@@ -14,13 +13,11 @@ Running model-written code stays behind the same two gates: lm-eval refuses ``un
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from math import comb
-from types import ModuleType
 from typing import Any
 
 from fsgen_eval.lm_eval.sandbox import FALLBACK, Limits, protections, run_contained
@@ -28,7 +25,6 @@ from fsgen_eval.lm_eval.sandbox import FALLBACK, Limits, protections, run_contai
 MEMORY_ENV = "FSGEN_CODE_EVAL_MEMORY_MB"
 DEFAULT_MEMORY_MB = 1024
 GATE_ENV = "HF_ALLOW_CODE_EVAL"
-OFFLINE_ENVS = ("FSGEN_DATASETS_DIR", "HF_HUB_OFFLINE", "HF_EVALUATE_OFFLINE")
 log = logging.getLogger(__name__)
 
 
@@ -116,35 +112,3 @@ class CodeEval:
         }
         return scores, results
 
-
-def offline() -> bool:
-    """Whether an offline switch is on: ``FSGEN_DATASETS_DIR`` names a folder, or ``HF_HUB_OFFLINE`` /
-    ``HF_EVALUATE_OFFLINE`` is a true word (``core.runs.parse_bool``: ``HF_HUB_OFFLINE=no`` is off, a misspelling
-    is one line naming the variable)."""
-    from fsgen_eval.core.runs import parse_bool
-
-    if os.environ.get(OFFLINE_ENVS[0], "").strip():
-        return True
-    switches = [(name, os.environ.get(name, "").strip()) for name in OFFLINE_ENVS[1:]]
-    try:
-        return any(parse_bool(name, value) for name, value in switches if value)
-    except ValueError as err:
-        from fsgen_eval.lm_eval.args import OneLineError
-
-        raise OneLineError(str(err)) from None
-
-
-def patch_evaluate_load(evaluate_module: ModuleType) -> None:
-    """Make ``evaluate.load("code_eval")`` return :class:`CodeEval` when offline."""
-    original = evaluate_module.load
-    if getattr(original, "_fsgen_offline", False):
-        return
-
-    @functools.wraps(original)
-    def load(path: str, *args: Any, **kwargs: Any) -> Any:
-        if path == "code_eval" and offline():
-            return CodeEval()
-        return original(path, *args, **kwargs)
-
-    load._fsgen_offline = True  # type: ignore[attr-defined]
-    evaluate_module.load = load
