@@ -72,6 +72,15 @@ def replay(runs: dict, name: str, out: str, *extra: str) -> Path:
     return runs["root"] / out
 
 
+def tf_replay(runs: dict) -> Path:
+    """The transformers replay of the vLLM run (with draft lengths 1..3), made once for the module's tests that
+    compare with it (a vLLM engine start and a replay are minutes on a loaded 2-core machine)."""
+    out = runs["root"] / "replayed"
+    if not any(out.rglob("results_*.json")):
+        replay(runs, "vllm", "replayed", "--draft-lengths", "1,2,3")
+    return out
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     if not DATASETS.is_dir():
@@ -105,7 +114,7 @@ def differences(ref: dict, got: dict, atol: float) -> list[str]:
 def test_vllm_tp2_system2_replays_to_the_lockstep_oracle(runs):
     """lm_eval --model vllm (tensor_parallel_size=2), replayed with transformers scoring: every token and
     handoff of the lockstep --model fsgen oracle trace, statistics within 1e-5, lm-eval's metrics equal."""
-    out = replay(runs, "vllm", "replayed", "--draft-lengths", "1,2,3")
+    out = tf_replay(runs)
     ref, got = records(runs["lockstep"]), records(out)
     assert ref.keys() == got.keys() and {t for t, _ in ref} == {"gsm8k", "mbpp"}
     assert differences(ref, got, 1e-5) == []
@@ -123,7 +132,7 @@ def test_vllm_tp2_system2_replays_to_the_lockstep_oracle(runs):
 def test_vllm_scoring_equals_transformers_scoring(runs):
     """--scoring vllm (the whole 2048-token vocabulary under max_logprobs: exact) gives the transformers
     replay's trace within 1e-4, handoffs identical, and says so in the results and every record."""
-    ref = records(replay(runs, "vllm", "replayed-tf"))
+    ref = records(tf_replay(runs))
     out = replay(runs, "vllm", "replayed-vllm", "--scoring", "vllm", "--vllm-args", "max_model_len=2048")
     got = records(out)
     assert ref.keys() == got.keys()
@@ -136,8 +145,7 @@ def test_vllm_scoring_equals_transformers_scoring(runs):
 
 def test_vllm_topk_scoring_is_named_and_bounds_the_entropy(runs):
     """K = 20 < vocabulary: argmax, top-1 and margin as exact, the entropy a lower bound; named everywhere."""
-    exact = records(replay(runs, "vllm", "replayed-tf")) if not (runs["root"] / "replayed-tf").exists() \
-        else records(runs["root"] / "replayed-tf")
+    exact = records(tf_replay(runs))
     out = replay(runs, "vllm", "replayed-top20", "--scoring", "vllm", "--scoring-topk", "20")
     got = records(out)
     (run,) = find_runs([out])
