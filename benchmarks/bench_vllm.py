@@ -128,14 +128,16 @@ def sweep_share(folder: Path) -> dict:
             "scoring_over_generation": (small + large) / gen}
 
 
-def bench_sweep(models: str, limit: int, out_dir: Path, tasks: str = "gsm8k,mbpp") -> dict:
-    """The replaying sweep with System 2 in this project's loop and on vLLM, one after the other."""
+def bench_sweep(models: str, limit: int, out_dir: Path, tasks: str = "gsm8k,mbpp",
+                system2: tuple[str, ...] = ("fsgen", "vllm"), vllm_args: str = "") -> dict:
+    """The replaying sweep with System 2 in this project's loop and on vLLM (``system2``), one after the
+    other; ``vllm_args``: the vLLM System 2 run's model args (``--system2-vllm-args``)."""
     import shutil
 
     env = dict(os.environ, OMP_NUM_THREADS="1", VLLM_CPU_KVCACHE_SPACE="1", HF_ALLOW_CODE_EVAL="1",
                PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")
     out = {}
-    for s2 in ("fsgen", "vllm"):
+    for s2 in system2:
         folder = out_dir / f"sweep-{s2}"
         shutil.rmtree(folder, ignore_errors=True)
         cmd = [sys.executable, "-m", "fsgen_eval.cli", "sweep", "--family", "micro", "--models", models,
@@ -143,6 +145,8 @@ def bench_sweep(models: str, limit: int, out_dir: Path, tasks: str = "gsm8k,mbpp
                "--output-path", str(folder), "--system2-model", s2, "--draft-lengths", "1,2,3,4,5,6,7,8",
                "--model-args-extra", "dtype=float32,batch_size=8",
                "--lm-eval-args", "--num_fewshot 3 --confirm_run_unsafe_code"]
+        if s2 == "vllm" and vllm_args:
+            cmd += ["--system2-vllm-args", vllm_args]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
         wall = time.perf_counter() - t0
@@ -151,7 +155,8 @@ def bench_sweep(models: str, limit: int, out_dir: Path, tasks: str = "gsm8k,mbpp
         out[s2] = {"wall_s": wall, **sweep_share(folder)}
         print(f"sweep, System 2 on {s2}: {wall:.1f} s; scoring / System 2 generation "
               f"{out[s2]['scoring_over_generation']:.3f}", flush=True)
-    out["vllm_over_fsgen"] = out["vllm"]["wall_s"] / out["fsgen"]["wall_s"]
+    if len(out) == 2:
+        out["vllm_over_fsgen"] = out["vllm"]["wall_s"] / out["fsgen"]["wall_s"]
     return out
 
 
@@ -165,6 +170,10 @@ def main() -> None:
     p.add_argument("--max-gen-toks", type=int, default=64)
     p.add_argument("--sweep-models", default="micro-s,micro-l,micro-xl")
     p.add_argument("--sweep-tasks", default="gsm8k,mbpp")
+    p.add_argument("--sweep-system2", default="fsgen,vllm", help="sweep: System 2's model classes, in this order")
+    # eager on a CPU: vLLM's default torch.compile builds C++ for minutes per model (docs/vllm.md)
+    p.add_argument("--system2-vllm-args", default="enforce_eager=True,max_model_len=2048",
+                   help="sweep: the vLLM System 2 runs' model args (sweep --system2-vllm-args)")
     p.add_argument("--share-folder", type=Path, help="share: a finished replaying sweep's folder")
     p.add_argument("--work", type=Path, default=REPO / "runs" / "bench-vllm")
     p.add_argument("--write", type=Path, help="write the unrounded figures to this JSON file")
@@ -180,8 +189,10 @@ def main() -> None:
 
     parts = a.parts.split(",")
     if "sweep" in parts:
+        system2 = tuple(a.sweep_system2.split(","))
         keep("sweep", {"models": a.sweep_models, "tasks": a.sweep_tasks, "limit": a.limit,
-                       **bench_sweep(a.sweep_models, a.limit, a.work, a.sweep_tasks)})
+                       "system2_vllm_args": a.system2_vllm_args,
+                       **bench_sweep(a.sweep_models, a.limit, a.work, a.sweep_tasks, system2, a.system2_vllm_args)})
     if "share" in parts:  # from a sweep already run (its wall time not measured here)
         keep("share", {"folder": str(a.share_folder), **sweep_share(a.share_folder)})
     if "generation" in parts:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+
+import pytest
 from pathlib import Path
 
 from analysis_helpers import random_traces, write_run
@@ -83,3 +85,21 @@ def test_a_named_trace_that_is_missing_is_said(tmp_path, caplog):
     (run,) = find_runs([tmp_path])
     assert run.trace_files == [] and run.missing_traces == [folder / "traces_A.jsonl"]
     assert "traces_A.jsonl is missing" in caplog.text
+
+
+def test_a_sweeps_system2_run_through_lm_evals_own_model_is_left_out_and_said(tmp_path, caplog):
+    """A sweep with --system2-model vllm (or hf) keeps lm-eval's own results below _system2/ (no config['fsgen']):
+    the folder's runs are its cells', that file is named in the log; the same file anywhere else is refused."""
+    cell = write_run(tmp_path / "sweep" / "s__l" / "oracle-always" / "gsm8k", "s", "l")
+    s2 = tmp_path / "sweep" / "_system2" / "l" / "gsm8k" / "l"
+    s2.mkdir(parents=True)
+    lm_eval_own = '{"results": {"gsm8k": {}}, "config": {"model": "vllm"}}'
+    (s2 / "results_1.json").write_text(lm_eval_own)
+    with caplog.at_level("INFO", logger="fsgen_eval.analysis"):
+        (run,) = find_runs([tmp_path / "sweep"])
+    assert run.path.parent == cell and str(s2 / "results_1.json") in caplog.text
+    other = tmp_path / "elsewhere" / "l"
+    other.mkdir(parents=True)
+    (other / "results_1.json").write_text(lm_eval_own)
+    with pytest.raises(ValueError, match="lacks config"):
+        find_runs([tmp_path / "elsewhere"])

@@ -104,6 +104,25 @@ def test_cli_refuses_vllm_args_without_vllm(tmp_path, capsys):
     assert "needs --system2-model vllm" in capsys.readouterr().err
 
 
+def test_cli_system2_vllm_args_reach_lm_eval_and_bad_ones_are_one_line(tmp_path, capsys, monkeypatch):
+    """--system2-vllm-args join --tensor-parallel-size in System 2's vllm model args (the dry run prints the
+    command); without --system2-model vllm, or naming a key a flag already gives, they are refused in one line."""
+    from fsgen_eval.engine.backends import vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "vllm_available", lambda: True)
+    base = ["sweep", "--family", "micro", "--models", "micro-s,micro-l", "--tasks", "gsm8k", "--output-path",
+            str(tmp_path / "s"), "--dry-run", "--system2-vllm-args", "enforce_eager=True,max_model_len=2048"]
+    assert main([*base, "--system2-model", "vllm", "--tensor-parallel-size", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "micro-l,tensor_parallel_size=2,enforce_eager=True,max_model_len=2048 --tasks gsm8k" in out
+    assert main(base) == 2
+    assert capsys.readouterr().err.strip() == \
+        "fsgen-eval sweep: error: --system2-vllm-args are lm-eval's vllm model args: they need --system2-model vllm"
+    assert main([*base[:-1], "tensor_parallel_size=1", "--system2-model", "vllm", "--tensor-parallel-size", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "tensor_parallel_size given twice" in err and len(err.splitlines()) == 1
+
+
 def test_cli_refuses_system2_on_vllm_where_vllm_is_not_installed(tmp_path, capsys, monkeypatch):
     """One line naming the extra, before any cell (nothing written under the output folder)."""
     from fsgen_eval.engine.backends import vllm_backend

@@ -163,6 +163,19 @@ def warn_incomplete(folders: list[Path], runs: list[Run]) -> list[Path]:
     return orphans
 
 
+def _lm_eval_system2(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is a sweep's System 2 run through lm-eval's own ``hf``/``vllm`` class (below a
+    ``_system2`` folder, no ``config['fsgen']``: its replayed cells hold the traces). Said in one line, since
+    such a run is left out of the folder's runs; anywhere else a results file without ``fsgen`` is refused."""
+    if folder.is_file() or "_system2" not in path.relative_to(folder).parts[:-1]:
+        return False
+    obj = read_json(path)
+    if isinstance(obj, dict) and isinstance((obj.get("config") or {}).get("fsgen"), dict):
+        return False
+    log.info("%s: System 2's run through lm-eval's own model class (no traces); its replayed cells are read", path)
+    return True
+
+
 def find_runs(folders: list[Path]) -> list[Run]:
     """All runs below the given folders (a folder may also be a results file itself)."""
     runs: list[Run] = []
@@ -176,7 +189,7 @@ def find_runs(folders: list[Path]) -> list[Run]:
             what = (f": only an incomplete run's traces ({', '.join(map(str, orphans))}: killed or unfinished, "
                     "no results file names them)") if orphans else ""
             raise ValueError(f"{folder}: no results_*.json below this folder{what}")
-        found = [load_run(f) for f in files]
+        found = [load_run(f) for f in files if not _lm_eval_system2(f, folder)]
         if folder.is_dir():
             warn_incomplete([folder], found)
         runs.extend(found)

@@ -82,6 +82,9 @@ def _add_sweep(sub: Any) -> None:
     p.add_argument("--tensor-parallel-size", type=int, help="--system2-model vllm: lm-eval's vllm model arg")
     p.add_argument("--data-parallel-size", type=int, help="--system2-model vllm: lm-eval's vllm model arg")
     p.add_argument("--gpu-memory-utilization", type=float, help="--system2-model vllm: lm-eval's vllm model arg")
+    p.add_argument("--system2-vllm-args", type=vllm_args, default={}, metavar="k=v,...", help="--system2-model "
+                   "vllm: more of lm-eval's vllm model args, e.g. enforce_eager=True,max_model_len=2048 (on a CPU, "
+                   "enforce_eager=True skips torch.compile's C++ build: docs/vllm.md)")
     p.add_argument("--draft-lengths", type=_csv_list, default=[], help="replayed cells: greedy speculative "
                    "counters per draft length, e.g. 1,2,3,4,5,6,7,8")
     p.add_argument("--scoring", choices=("transformers", "vllm"), default="transformers", help="replayed cells: "
@@ -100,6 +103,12 @@ def _replay_kw(args: argparse.Namespace) -> dict[str, Any]:
     vllm = {k: getattr(args, k) for k in VLLM_ARGS if getattr(args, k) is not None}
     if vllm and args.system2_model != "vllm":
         raise ValueError(f"--{next(iter(vllm)).replace('_', '-')} is a vLLM model arg: it needs --system2-model vllm")
+    if args.system2_vllm_args and args.system2_model != "vllm":
+        raise ValueError("--system2-vllm-args are lm-eval's vllm model args: they need --system2-model vllm")
+    twice = sorted(set(vllm) & set(args.system2_vllm_args))
+    if twice:
+        raise ValueError(f"{twice[0]} given twice: as --{twice[0].replace('_', '-')} and in --system2-vllm-args")
+    vllm.update(args.system2_vllm_args)
     try:
         draft = [int(k) for k in args.draft_lengths]
     except ValueError:
