@@ -8,6 +8,8 @@ it as one line and exits 2.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +102,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for path in replay(args.system2, setup, args.source):
         print(f"wrote {path}")
         _print_summary(path)
+    if args.scoring == "vllm":
+        exit_past_vllm_teardown()
     return 0
+
+
+def exit_past_vllm_teardown() -> None:
+    """End the process now that every file is written and closed and vLLM's engine was shut down.
+
+    vLLM's native threads can abort the interpreter's own teardown (``terminate called without an active
+    exception``, exit -6; about one run in four here, docs/vllm.md) after the results are complete, so that a
+    finished replay would read as failed. Only reached by the ``replay`` command itself (the sweep runs it as a
+    subprocess); an error before this point still raises and exits as usual."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _print_summary(path: Path) -> None:
