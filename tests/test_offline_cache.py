@@ -126,22 +126,24 @@ def test_command_reports_and_refuses_a_bad_folder(built, tmp_path, capsys):
     assert "holds no <namespace>/<name>/README.md" in capsys.readouterr().err
 
 
+def fresh_interpreter(code: str) -> list[str]:
+    """The words ``code`` prints in a fresh interpreter that imports this checkout."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.split()
+
+
 def test_importing_the_package_installs_no_hook_and_patches_neither_datasets_nor_evaluate():
     code = ("import sys, datasets, evaluate; finders = list(sys.meta_path); ld, el = datasets.load_dataset, "
             "evaluate.load; import fsgen_eval, fsgen_eval.lm_eval, fsgen_eval.lm_eval.model; "
             "print(sys.meta_path == finders, datasets.load_dataset is ld, evaluate.load is el, "
             "datasets.load_dataset.__module__, evaluate.load.__module__)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["True", "True", "True", "datasets.load", "evaluate.loading"]
+    assert fresh_interpreter(code) == ["True", "True", "True", "datasets.load", "evaluate.loading"]
     # imported first, then datasets and evaluate (which add finders of their own libraries): none is ours, and
     # their functions are theirs, unwrapped
     code = ("import sys; n = list(sys.meta_path); import fsgen_eval.lm_eval; same = sys.meta_path == n; "
             "import datasets, evaluate; print(same, [type(f).__module__ for f in sys.meta_path if f not in n "
             "and type(f).__module__.startswith('fsgen_eval')], datasets.load_dataset.__module__, "
             "evaluate.load.__module__, hasattr(datasets.load_dataset, '__wrapped__'), hasattr(evaluate.load, '__wrapped__'))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["True", "[]", "datasets.load", "evaluate.loading", "False", "False"]
+    assert fresh_interpreter(code) == ["True", "[]", "datasets.load", "evaluate.loading", "False", "False"]
