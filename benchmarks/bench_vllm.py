@@ -128,10 +128,12 @@ def sweep_share(folder: Path) -> dict:
             "scoring_over_generation": (small + large) / gen}
 
 
-def bench_sweep(models: str, limit: int, out_dir: Path, tasks: str = "gsm8k,mbpp",
-                system2: tuple[str, ...] = ("fsgen", "vllm"), vllm_args: str = "") -> dict:
+def bench_sweep(models: str, limit: str, out_dir: Path, tasks: str = "gsm8k,mbpp",
+                system2: tuple[str, ...] = ("fsgen", "vllm"), vllm_args: str = "", jobs: int = 1) -> dict:
     """The replaying sweep with System 2 in this project's loop and on vLLM (``system2``), one after the
-    other; ``vllm_args``: the vLLM System 2 run's model args (``--system2-vllm-args``)."""
+    other; ``limit``: problems per task, ``"all"`` for the whole test sets (no ``--limit``); ``jobs``: cells
+    at once (the study's ``JOBS``, one thread each); ``vllm_args``: the vLLM System 2 run's model args
+    (``--system2-vllm-args``)."""
     import shutil
 
     env = dict(os.environ, OMP_NUM_THREADS="1", VLLM_CPU_KVCACHE_SPACE="1", HF_ALLOW_CODE_EVAL="1",
@@ -141,8 +143,9 @@ def bench_sweep(models: str, limit: int, out_dir: Path, tasks: str = "gsm8k,mbpp
         folder = out_dir / f"sweep-{s2}"
         shutil.rmtree(folder, ignore_errors=True)
         cmd = [sys.executable, "-m", "fsgen_eval.cli", "sweep", "--family", "micro", "--models", models,
-               "--methods", "oracle", "--routers", "always", "--tasks", tasks, "--limit", str(limit),
-               "--output-path", str(folder), "--system2-model", s2, "--draft-lengths", "1,2,3,4,5,6,7,8",
+               "--methods", "oracle", "--routers", "always", "--tasks", tasks, "--jobs", str(jobs),
+               *([] if limit == "all" else ["--limit", limit]), "--output-path", str(folder),
+               "--system2-model", s2, "--draft-lengths", "1,2,3,4,5,6,7,8",
                "--model-args-extra", "dtype=float32,batch_size=8",
                "--lm-eval-args", "--num_fewshot 3 --confirm_run_unsafe_code"]
         if s2 == "vllm" and vllm_args:
@@ -166,7 +169,8 @@ def main() -> None:
     p.add_argument("--system2", type=Path, help="scoring: System 2's lm-eval --log_samples folder")
     p.add_argument("--score-models", default="models/micro/micro-s,models/micro/micro-l")
     p.add_argument("--large", default="models/micro/micro-xl")
-    p.add_argument("--limit", type=int, default=8)
+    p.add_argument("--limit", default="8", help="problems per task; sweep: 'all' for the whole test sets")
+    p.add_argument("--jobs", type=int, default=1, help="sweep: cells at once (the study runs 2)")
     p.add_argument("--max-gen-toks", type=int, default=64)
     p.add_argument("--sweep-models", default="micro-s,micro-l,micro-xl")
     p.add_argument("--sweep-tasks", default="gsm8k,mbpp")
@@ -178,6 +182,10 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=REPO / "runs" / "bench-vllm")
     p.add_argument("--write", type=Path, help="write the unrounded figures to this JSON file")
     a = p.parse_args()
+    if a.limit != "all" and not (a.limit.isdigit() and int(a.limit) > 0):
+        p.error(f"--limit {a.limit!r}: a positive integer or 'all'")
+    if a.limit == "all" and ("generation" in a.parts or "scoring" in a.parts):
+        p.error("--limit all is for the sweep part only (generation and scoring take a number)")
     result = {"machine": f"{os.cpu_count()} CPU cores shared with other sessions (loaded), one thread per job",
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "parts": {}}
 
@@ -190,14 +198,15 @@ def main() -> None:
     parts = a.parts.split(",")
     if "sweep" in parts:
         system2 = tuple(a.sweep_system2.split(","))
-        keep("sweep", {"models": a.sweep_models, "tasks": a.sweep_tasks, "limit": a.limit,
+        keep("sweep", {"models": a.sweep_models, "tasks": a.sweep_tasks, "limit": a.limit, "jobs": a.jobs,
                        "system2_vllm_args": a.system2_vllm_args,
-                       **bench_sweep(a.sweep_models, a.limit, a.work, a.sweep_tasks, system2, a.system2_vllm_args)})
+                       **bench_sweep(a.sweep_models, a.limit, a.work, a.sweep_tasks, system2, a.system2_vllm_args,
+                                     a.jobs)})
     if "share" in parts:  # from a sweep already run (its wall time not measured here)
         keep("share", {"folder": str(a.share_folder), **sweep_share(a.share_folder)})
     if "generation" in parts:
-        keep("generation", {"large": a.large, "limit": a.limit, "max_gen_toks": a.max_gen_toks,
-                            **bench_generation(a.large, a.limit, a.max_gen_toks, a.work)})
+        keep("generation", {"large": a.large, "limit": int(a.limit), "max_gen_toks": a.max_gen_toks,
+                            **bench_generation(a.large, int(a.limit), a.max_gen_toks, a.work)})
     if "scoring" in parts:
         # default: the vLLM System 2 runs of the sweep part's largest model (GSM8K and MBPP)
         folders = [a.system2] if a.system2 else sorted(
