@@ -240,6 +240,65 @@ def test_replay_through_the_seam_equals_lockstep_exactly(pair):
             assert sum(rounds) == engine["accepted_tokens"] and len(rounds) == engine["verification_steps"]
 
 
+def greedy_past_eos(pair: ModelPair, prompt: list[int], n: int) -> list[int]:
+    """The large table's ``n`` greedy tokens after ``prompt``, EOS treated as any token."""
+    ids = list(prompt)
+    for _ in range(n):
+        ids.append(int(next_logp(pair.large, ids, pair.vocab_size).argmax()))
+    return ids[len(prompt):]
+
+
+@pytest.mark.parametrize("past_end", [0, 3])
+def test_resumed_rows_count_their_given_tokens_and_decode_past_their_end(pair, tokenizer, past_end):
+    """``Resume`` (replay's tails in the one loop): each row's given tokens — the last columns of its prompt —
+    count against the budget and the stop window, a row whose given tokens ended already decodes only its
+    look-ahead, and after its end a row goes on ``past_end`` tokens (EOS an ordinary token there, never past
+    the budget). By hand: the row's greedy sequence ``seq`` (given tokens first), ended where the finishing
+    rule over the whole of it says (``finish.finish_index``), emitting ``seq[g:min(fin + past_end, N)]``."""
+    from fsgen_eval.engine.decode import decode_batch
+    from fsgen_eval.engine.finish import finish_index
+    from fsgen_eval.engine.replay import tail_pair
+    from fsgen_eval.engine.state import Resume
+
+    seqs = [greedy_past_eos(pair, p, 2 * N) for p in PROMPTS]
+    eos = pair.eos_token_ids()
+    # a stop string spanning row 2's last given token (its 4th) and its first new one: the last character of
+    # the one's text and the first of the other's
+    stop = (tokenizer.decode(seqs[2][3:4])[-1] + tokenizer.decode(seqs[2][4:5])[0],)
+    cases = []
+    for r, (p, seq) in enumerate(zip(PROMPTS, seqs)):
+        fin = finish_index(tokenizer, seq, eos, stop, N)
+        want = min(fin + past_end, N)
+        g = min(2 + r % 3, want - 1)  # given tokens: 2..4, fewer where the row would have nothing left
+        cases.append((p + seq[:g], g, fin if fin <= g else 0, seq[g:want], fin))
+    assert any(e for _, _, e, _, _ in cases) or past_end == 0  # a row resumed after its end, where one can be
+    assert cases[2][1] == 4 and cases[2][4] == 5 and seqs[2][4] not in eos  # row 2: ended by the spanning stop
+    width = max(len(c[0]) for c in cases)
+    ids = torch.tensor([[pair.pad_token_id] * (width - len(c[0])) + c[0] for c in cases])
+    mask = torch.tensor([[0] * (width - len(c[0])) + [1] * len(c[0]) for c in cases])
+    resume = Resume(torch.tensor([c[1] for c in cases]), torch.tensor([c[2] for c in cases]), past_end)
+    cfg = make_config("oracle", "never", max_new_tokens=N, stop=list(stop) or None, record_trace=False)
+    got = decode_batch(tail_pair(pair.backends["large"], tokenizer, eos), ids, mask, cfg, resume=resume)
+    assert [r.emitted for r in got] == [c[3] for c in cases]
+    assert [r.finish for r in got] == [c[4] for c in cases]
+
+
+def test_resume_that_does_not_fit_is_refused_in_one_line(pair, tokenizer):
+    from fsgen_eval.engine.decode import decode_batch
+    from fsgen_eval.engine.replay import tail_pair
+    from fsgen_eval.engine.state import Resume
+
+    lp = tail_pair(pair.backends["large"], tokenizer, pair.eos_token_ids())
+    ids, mask = torch.tensor([[5, 6, 7]]), torch.ones(1, 3, dtype=torch.long)
+    cfg = make_config("oracle", "never", max_new_tokens=2, record_trace=False)
+    with pytest.raises(ValueError, match="nothing left to decode"):
+        decode_batch(lp, ids, mask, cfg, resume=Resume(torch.tensor([2]), torch.tensor([0])))
+    with pytest.raises(ValueError, match="for a batch of 1 rows"):
+        decode_batch(lp, ids, mask, cfg, resume=Resume(torch.tensor([1, 1]), torch.tensor([0, 0])))
+    with pytest.raises(ValueError, match="cannot have ended after"):
+        decode_batch(lp, ids, mask, cfg, resume=Resume(torch.tensor([1]), torch.tensor([2]), 3))
+
+
 class CountingBackend(TableBackend):
     """A table backend that counts the real tokens fed into its caches (``fed`` counts columns, pad too),
     over every copy it ``empty``-s or ``fork``-s (a shared list)."""

@@ -15,7 +15,8 @@ from fsgen_eval.engine.config import DecodeConfig
 from fsgen_eval.engine.pair import ModelPair
 from fsgen_eval.core.sampling import pick
 from fsgen_eval.engine.speculative import speculative_round
-from fsgen_eval.engine.state import DecodeState, RowResult, collect_rows, compact, drop_finished, init_state, make_generator
+from fsgen_eval.engine.state import (DecodeState, Resume, RowResult, collect_rows, compact, drop_finished, init_state,
+                                     make_generator)
 
 
 def system2_step(st: DecodeState, pair: ModelPair, cfg: DecodeConfig, s1: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -86,15 +87,17 @@ ROUNDS = {"step": plain_step, "speculative": speculative_round}
 
 
 def decode_batch(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg: DecodeConfig,
-                 generator: torch.Generator | None = None, small: Backend | None = None) -> list[RowResult]:
+                 generator: torch.Generator | None = None, small: Backend | None = None,
+                 resume: Resume | None = None) -> list[RowResult]:
     """Decode a left-padded batch ``input_ids``/``attention_mask`` ``[B, T]``; one ``RowResult`` per row.
 
     ``generator`` drives sampling; by default a new one seeded with ``cfg.seed``. ``small``: System 1's
     backend already holding the first ``small.fed`` columns of the batch (``Backend.fork`` of a prefix fed
-    once); the loop feeds the rest (default: an empty cache, the whole prompt fed).
+    once); the loop feeds the rest (default: an empty cache, the whole prompt fed). ``resume``: rows that go
+    on from tokens they generated already, the prompt's last columns (``state.Resume``: replay's tails).
     """
     check_topk(pair, cfg)
-    st = init_state(pair, input_ids, attention_mask, cfg, generator or make_generator(pair, cfg), small)
+    st = init_state(pair, input_ids, attention_mask, cfg, generator or make_generator(pair, cfg), small, resume)
     step = choose_step(cfg)
     with torch.inference_mode():
         # a row finishes at EOS, a stop string or max_new_tokens (Finisher), then leaves the batch

@@ -136,6 +136,7 @@ class ModelPair:
     small_base: Any | None = None
     names: dict[str, str | None] = field(default_factory=dict)
     backend: BackendFactory = TransformersBackend.for_role
+    eos: tuple[int, ...] | None = None  # EOS ids when given (a pair of backends has no generation config)
 
     def __post_init__(self) -> None:
         self.vocab_size = len(self.tokenizer)
@@ -167,7 +168,10 @@ class ModelPair:
         return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
     def eos_token_ids(self) -> list[int]:
-        """EOS ids: the tokenizer's and the large model's generation config's (as ``generate`` uses)."""
+        """EOS ids: the tokenizer's and the large model's generation config's (as ``generate`` uses), or
+        ``eos`` where the pair was given them."""
+        if self.eos is not None:
+            return sorted(set(self.eos))
         ids: set[int] = set()
         if self.tokenizer.eos_token_id is not None:
             ids.add(int(self.tokenizer.eos_token_id))

@@ -11,10 +11,11 @@ large model's greedy tokens. So a generation made once (by any backend) is fed b
 
 Replay is a mode of the engine, not a second one: a model is reached only through the backend seam
 (``engine/backend.py``: teacher forcing is one ``score`` or ``advance`` call with positions, a shared
-prefix is fed once and ``fork``-ed over a batch, tails are decoded by ``advance``/``select`` with the
-loop's ``Sequences``), where a generation ends is ``engine/finish.py``'s rule, the trace's columns are
-``engine/columns.py``'s functions of the two models' log-probs (as ``state.Recorder`` records them), and a
-draft's accepted length and room are ``engine/speculative.py``'s. A scoring-only backend (``score`` alone,
+prefix is fed once and ``fork``-ed over a batch), tails are decoded by the engine's loop
+(``decode.decode_batch`` resumed from the given tokens, ``state.Resume``), where a generation ends is
+``engine/finish.py``'s rule, the trace's columns are ``engine/columns.py``'s functions of the two models'
+log-probs (as ``state.Recorder`` records them), and a draft's accepted length and room are
+``engine/speculative.py``'s. A scoring-only backend (``score`` alone,
 e.g. vLLM's ``prompt_logprobs``) scores every row without a shared prefix.
 
 Greedy speculative decoding's counters follow from the same pass: a draft starting at position ``i`` is
@@ -27,6 +28,7 @@ further (until the stop string appeared), and speculative rounds look up to ``k`
 :func:`complete` re-creates that tail with the large model's greedy decoding, one generation at a time (the
 reference); :func:`score_and_complete` does the same for a whole run in batches, from the KV cache of the
 large model's scoring pass, so the tail costs a few batched decoding steps instead of a prompt's prefill.
+Both decode it in the engine's loop (:func:`_decode_tails`).
 
 Layout of a scored batch: the prompts' longest shared token prefix (few-shot examples that are the same
 for every document) is fed once per model and its cache repeated over the batch; after it each row's rest
@@ -41,7 +43,7 @@ reading files is the adapter's job.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +56,11 @@ from fsgen_eval.core import schema
 from fsgen_eval.engine.backend import Backend
 from fsgen_eval.engine.columns import STAT_FIELDS, model_columns, trace_columns  # noqa: F401 (replay's names)
 from fsgen_eval.engine.finish import ends_at, finish_index, stop_window, trim_at_stop  # noqa: F401 (replay's names)
+from fsgen_eval.engine.config import DecodeConfig, make_config
+from fsgen_eval.engine.decode import decode_batch
+from fsgen_eval.engine.pair import ModelPair
 from fsgen_eval.engine.speculative import accepted, draft_room
-from fsgen_eval.engine.state import Sequences, positions_from_mask
+from fsgen_eval.engine.state import Resume, positions_from_mask
 
 
 @dataclass
@@ -85,45 +90,104 @@ def _columns(ids: Sequence[int] | Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 # ------------------------------------------------------------------------------------------ tails
-def greedy_extend(backend: Backend, prefix: list[int], n: int,
-                  done: Callable[[list[int]], bool] | None = None) -> list[int]:
-    """Up to ``n`` greedy tokens of ``backend``'s model after ``prefix`` (batch 1, cached); stops early once
-    ``done(new_tokens)`` is true."""
-    b, seq, new = backend.empty(), list(prefix), []
-    with torch.inference_mode():
-        while len(new) < n:
-            tok = int(b.advance(*_columns(seq), 1)[0, -1].argmax())
-            new.append(tok)
-            seq.append(tok)
-            if done is not None and done(new):
-                break
-    return new
+def _as_is(backend: Backend, role: str, vocab_size: int) -> Backend:
+    """A ``BackendFactory`` for backends already built."""
+    return backend
+
+
+def tail_pair(large: Backend, tokenizer: PreTrainedTokenizerBase, eos: Sequence[int]) -> ModelPair:
+    """The large model's backend alone in System 1's seat: with router ``never`` the engine's loop decodes
+    its greedy tokens (the large model's own seat is never fed)."""
+    return ModelPair(small=large, large=large, tokenizer=tokenizer, backend=_as_is, eos=tuple(eos))
+
+
+@dataclass
+class _Tail:
+    """One row's greedy tail: ``tokens`` so far (the given ones first), ``fin`` once the engine would have
+    stopped, ``want`` = ``fin`` + the look-ahead (never past ``max_new``) once ``fin`` is known."""
+
+    tokens: list[int]
+    stop: tuple[str, ...]
+    max_new: int
+    lookahead: int
+    fin: int | None = None
+    want: int | None = None
+
+    def set_fin(self, fin: int) -> None:
+        self.fin, self.want = fin, fin + min(self.lookahead, self.max_new - fin)
+
+    def active(self) -> bool:
+        return self.want is None or len(self.tokens) < self.want
+
+
+TailConfigs = dict[tuple[tuple[str, ...], int], DecodeConfig]  # (stop strings, budget) -> the tails' config
+
+
+def _decode_tails(pair: ModelPair, backend: Backend, tokens: Tensor, mask: Tensor, first: Tensor,
+                  tails: list[_Tail], configs: TailConfigs) -> None:
+    """Extend every tail that still needs tokens with the large model's greedy ones, in the engine's loop.
+
+    ``backend`` holds the batch's columns ``tokens``/``mask`` ``[B, L]``; ``first`` ``[B]`` is each row's next
+    token (the last argmax of the pass that fed them), counted here by the finishing rule. The rows that need
+    more go on in ``decode.decode_batch`` from their tokens (``state.Resume``: given tokens counted against
+    the budget and the stop window; ``past_end`` = the look-ahead), in ``pair`` (:func:`tail_pair`), one call
+    per (stop strings, budget) among them; ``configs`` keeps each one's config across batches.
+    """
+    eos = set(pair.eos_token_ids())
+    groups: dict[tuple[tuple[str, ...], int], list[int]] = {}
+    for b, t in enumerate(tails):
+        if not t.active():
+            continue
+        t.tokens.append(int(first[b]))
+        if t.fin is None and ends_at(pair.tokenizer, t.tokens, len(t.tokens), eos, t.stop, t.max_new):
+            t.set_fin(len(t.tokens))
+        if t.active():
+            groups.setdefault((t.stop, t.max_new), []).append(b)
+    dev = pair.device
+    for (stop, max_new), rows in groups.items():
+        idx = torch.tensor(rows, device=dev)
+        own = backend.fork(idx) if len(groups) > 1 else backend
+        if len(groups) == 1 and len(rows) < len(tails):
+            own.select(idx)
+        if (stop, max_new) not in configs:
+            configs[(stop, max_new)] = make_config(method="oracle", router="never", max_new_tokens=max_new,
+                                                   stop=list(stop) or None, record_trace=False)
+        ids = torch.cat([tokens.to(dev)[idx], first.to(dev)[idx, None]], 1)  # (b, L + 1)
+        cols = torch.cat([mask.to(dev)[idx], torch.ones(len(rows), 1, dtype=mask.dtype, device=dev)], 1)
+        resume = Resume(torch.tensor([len(tails[b].tokens) for b in rows]),
+                        torch.tensor([tails[b].fin or 0 for b in rows]), tails[rows[0]].lookahead)
+        for b, res in zip(rows, decode_batch(pair, ids, cols, configs[(stop, max_new)], small=own, resume=resume)):
+            tails[b].tokens += res.emitted
+            if tails[b].fin is None:
+                tails[b].set_fin(res.finish)
 
 
 def complete(given: list[int], prompt: list[int], tokenizer: PreTrainedTokenizerBase, eos: Sequence[int],
              stop: tuple[str, ...], max_new_tokens: int, large: Backend | None, lookahead: int = 0) -> Trajectory:
-    """The engine's whole trajectory from the ``given`` (emitted, stop-trimmed) tokens.
+    """The engine's whole trajectory from the ``given`` (emitted, stop-trimmed) tokens, one generation alone.
 
     With ``large`` (the large model's backend): greedy tokens are decoded after ``given`` until the engine
     would have stopped, then ``lookahead`` more (speculative rounds verify drafts past the end), never past
-    ``max_new_tokens``. ``emitted`` is then what the engine's stop trimming keeps (for given tokens of a
-    lockstep run: all of them). Without ``large`` the given tokens are all there is.
+    ``max_new_tokens`` — by the engine's loop (:func:`_decode_tails`). ``emitted`` is then what the engine's
+    stop trimming keeps (for given tokens of a lockstep run: all of them). Without ``large`` the given tokens
+    are all there is.
     """
     fin = finish_index(tokenizer, given, eos, stop, max_new_tokens)
     if large is None:
         n = len(given) if fin is None else fin
         return Trajectory(prompt, list(given[:n]), n, n, max_new_tokens, tail_known=fin is not None)
-    tokens = list(given[:fin]) if fin is not None else list(given)
-    if fin is None and len(tokens) < max_new_tokens:
-        def done(new: list[int]) -> bool:
-            return finish_index(tokenizer, tokens + new, eos, stop, max_new_tokens) is not None
-        tokens += greedy_extend(large, prompt + tokens, max_new_tokens - len(tokens), done)
-    fin = finish_index(tokenizer, tokens, eos, stop, max_new_tokens) or len(tokens)
-    emitted = len(trim_at_stop(tokenizer, tokens[:fin], stop)[0])
-    extra = min(lookahead, max_new_tokens - fin)
-    if extra > 0:
-        tokens += greedy_extend(large, prompt + tokens, extra)
-    return Trajectory(prompt, tokens, emitted, fin, max_new_tokens)
+    t = _Tail(list(given[:fin]) if fin is not None else list(given), stop, max_new_tokens, lookahead)
+    if fin is not None:
+        t.set_fin(fin)
+    if t.active():
+        b = large.empty()
+        ids, mask, positions = _columns(prompt + t.tokens)
+        with torch.inference_mode():
+            first = b.advance(ids, mask, positions, 1)[:, -1].argmax(-1)  # (1,)
+            _decode_tails(tail_pair(large, tokenizer, eos), b, ids, mask, first, [t], {})
+    fin = t.fin if t.fin is not None else len(t.tokens)
+    emitted = len(trim_at_stop(tokenizer, t.tokens[:fin], stop)[0])
+    return Trajectory(prompt, t.tokens, emitted, fin, max_new_tokens)
 
 
 # ------------------------------------------------------------------------------------------ scoring
@@ -262,25 +326,6 @@ def score_trajectories(backend: Backend, trajs: Sequence[Trajectory], pad: int, 
                 out[i] = _row_stats(st, b, g, len(trajs[i].tokens))
     return out  # type: ignore[return-value]
 
-@dataclass
-class _Tail:
-    """One row's greedy tail: ``tokens`` so far (the given ones first), ``fin`` once the engine would have
-    stopped, ``want`` = ``fin`` + the look-ahead (never past ``max_new``) once ``fin`` is known."""
-
-    tokens: list[int]
-    stop: tuple[str, ...]
-    max_new: int
-    lookahead: int
-    fin: int | None = None
-    want: int | None = None
-
-    def set_fin(self, fin: int) -> None:
-        self.fin, self.want = fin, fin + min(self.lookahead, self.max_new - fin)
-
-    def active(self) -> bool:
-        return self.want is None or len(self.tokens) < self.want
-
-
 def score_and_complete(backend: Backend, given: Sequence[Sequence[int]], prompts: Sequence[Sequence[int]],
                        tokenizer: PreTrainedTokenizerBase, eos: Sequence[int], stops: Sequence[tuple[str, ...]],
                        max_new: Sequence[int], pad: int, lookahead: int = 0, batch_size: int = 8,
@@ -303,6 +348,7 @@ def score_and_complete(backend: Backend, given: Sequence[Sequence[int]], prompts
         out.append(Trajectory(list(prompts[i]), list(given[i]), len(given[i]), len(given[i]), max_new[i]))
     stats_out: list[dict[str, np.ndarray] | None] = [None] * n
     roots: dict[int, Backend | None] = {}
+    pair, configs = tail_pair(backend, tokenizer, eos), {}
     with torch.inference_mode():
         for rows, p in _batches(out, batch_size):
             prefix = out[rows[0]].prompt[:p]
@@ -313,8 +359,7 @@ def score_and_complete(backend: Backend, given: Sequence[Sequence[int]], prompts
             st = _stats(logp, topk)
             for r, i in enumerate(rows):
                 stats_out[i] = _row_stats(st, r, g, len(given[i]))
-            _decode_tails(b, Sequences.from_prompt(tokens, full), st["argmax"][:, -1], [tails[i] for i in rows],
-                          tokenizer, set(eos))
+            _decode_tails(pair, b, tokens, full, st["argmax"][:, -1], [tails[i] for i in rows], configs)
     for i, t in enumerate(tails):
         if t.fin is not None and t.fin < len(given[i]):  # given tokens past the engine's stop: the reference path
             out[i] = complete(list(given[i]), list(prompts[i]), tokenizer, eos, t.stop, t.max_new, backend, lookahead)
@@ -328,33 +373,6 @@ def score_and_complete(backend: Backend, given: Sequence[Sequence[int]], prompts
     for i, st in zip(again, score_trajectories(backend, [out[i] for i in again], pad, batch_size, topk)):
         stats_out[i] = st
     return out, stats_out  # type: ignore[return-value]
-
-
-def _decode_tails(backend: Backend, seq: Sequences, first: Tensor, tails: list[_Tail],
-                  tokenizer: PreTrainedTokenizerBase, eos: set[int]) -> None:
-    """Extend every row of a scored batch that still needs tokens, greedily: ``backend`` holds the batch's
-    columns ``seq`` ``[B, L]``; ``first`` ``[B]`` is each row's next token (the scoring pass's last argmax).
-    Each step is the loop's: push a column, ``advance`` by one; rows that are done leave the batch
-    (``select``), as ``state.drop_finished`` drops them."""
-    held = list(range(len(tails)))  # the rows the backend holds, in its order
-    nxt = {b: int(first[b]) for b in held}
-    while True:
-        live = [b for b in held if tails[b].active()]
-        for b in live:
-            t = tails[b]
-            t.tokens.append(nxt[b])
-            if t.fin is None and ends_at(tokenizer, t.tokens, len(t.tokens), eos, t.stop, t.max_new):
-                t.set_fin(len(t.tokens))
-        keep = [b for b in held if tails[b].active()]
-        if not keep:
-            return
-        if keep != held:
-            idx = torch.tensor([held.index(b) for b in keep])
-            backend.select(idx)
-            seq.select(idx)
-            held = keep
-        seq.push(torch.tensor([tails[b].tokens[-1] for b in held]))
-        nxt = dict(zip(held, seq.feed(backend, 1)[:, -1].argmax(-1).tolist()))
 
 
 # ------------------------------------------------------------------------------------------ traces

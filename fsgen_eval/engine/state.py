@@ -45,14 +45,18 @@ class Sequences:
     prompt_len: int
     finished: Tensor  # (B,) bool
     lengths: Tensor  # (B,) int64 tokens generated (EOS included); final once the row has finished
+    ended: Tensor  # (B,) int64 tokens generated when the finishing rule ended the row; 0: not yet
 
     @classmethod
-    def from_prompt(cls, input_ids: Tensor, attention_mask: Tensor) -> "Sequences":
-        """Columns of the prompt ``[B, T]`` (left-padded), nothing generated yet."""
+    def from_prompt(cls, input_ids: Tensor, attention_mask: Tensor, resume: "Resume | None" = None) -> "Sequences":
+        """Columns of the prompt ``[B, T]`` (left-padded): nothing generated yet, or with ``resume`` each row's
+        last ``resume.generated`` real columns counted as its own tokens."""
         b, t = input_ids.shape
+        dev = input_ids.device
+        zeros = torch.zeros(b, dtype=torch.long, device=dev)
+        gen, ended = (zeros, zeros.clone()) if resume is None else (resume.generated.to(dev), resume.ended.to(dev))
         return cls(input_ids.long(), attention_mask.long(), positions_from_mask(attention_mask), t,
-                   torch.zeros(b, dtype=torch.bool, device=input_ids.device),
-                   torch.zeros(b, dtype=torch.long, device=input_ids.device))
+                   torch.zeros(b, dtype=torch.bool, device=dev), gen.clone(), ended.clone())
 
     @property
     def length(self) -> int:
@@ -111,21 +115,48 @@ class Sequences:
 
     def select(self, keep: Tensor) -> None:
         """Keep only the batch rows ``keep``."""
-        for name in ("tokens", "mask", "positions", "finished", "lengths"):
+        for name in ("tokens", "mask", "positions", "finished", "lengths", "ended"):
             setattr(self, name, getattr(self, name)[keep])
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Rows that go on from tokens they generated already (replay's tails: System 2's given tokens).
+
+    Row ``b``'s last ``generated[b]`` real prompt columns are its own tokens: counted against the budget and
+    searched for stop strings as if the loop had emitted them. ``ended[b]`` > 0: the finishing rule ended the
+    row already, at that many tokens. ``past_end`` tokens are decoded after a row's end, never past the
+    budget (speculative rounds verify drafts there, so replay's counters need them).
+    """
+
+    generated: Tensor  # (B,) int64
+    ended: Tensor  # (B,) int64, 0 where the row has not ended
+    past_end: int = 0
+
+    def check(self, rows: int) -> None:
+        """One-line refusal of a resume that does not fit a batch of ``rows`` rows."""
+        if self.generated.shape != (rows,) or self.ended.shape != (rows,):
+            raise ValueError(f"Resume of {tuple(self.generated.shape)} generated and {tuple(self.ended.shape)} "
+                             f"ended counts for a batch of {rows} rows")
+        if bool((self.ended > self.generated).any()) or bool((self.generated < 0).any()) or self.past_end < 0:
+            raise ValueError("Resume: a row cannot have ended after the tokens it generated, nor count below 0")
 
 
 class Finisher:
     """Counts each row's emitted tokens and ends it at EOS, a stop string or ``max_new_tokens``: the rule of
-    ``engine/finish.py``, EOS and the budget as tensors over the batch, stop strings by ``stop_in``."""
+    ``engine/finish.py``, EOS and the budget as tensors over the batch, stop strings by ``stop_in``.
 
-    def __init__(self, pair: ModelPair, stop: tuple[str, ...], max_new_tokens: int):
+    A row leaves the loop (``finished``) where it ends, or ``past_end`` tokens later (never past the budget):
+    after its end the rule is not applied again (EOS and stop strings are ordinary tokens there)."""
+
+    def __init__(self, pair: ModelPair, stop: tuple[str, ...], max_new_tokens: int, past_end: int = 0):
         self.tokenizer = pair.tokenizer
         self.pad = pair.pad_token_id
         self.eos = torch.tensor(pair.eos_token_ids(), dtype=torch.long, device=pair.device)
         self.stop = stop
         self.max_new = max_new_tokens
         self.window = stop_window(stop)
+        self.past_end = past_end
 
     def emit(self, seq: Sequences, tok: Tensor) -> Tensor:
         """Append ``tok`` ``[B]`` as a new column (pad where finished); return the column appended."""
@@ -141,11 +172,19 @@ class Finisher:
         Returns ``tok`` with pad where it is not counted."""
         live = emitting & ~seq.finished
         seq.lengths += live.long()
-        done = live & (torch.isin(tok, self.eos) | (seq.lengths >= self.max_new))
+        fresh = live & (seq.ended == 0)  # rows the rule has not ended yet
+        done = fresh & (torch.isin(tok, self.eos) | (seq.lengths >= self.max_new))
         if self.stop:
-            done |= self._stopped(seq, live & ~done, end)
-        seq.finished |= done
+            done |= self._stopped(seq, fresh & ~done, end)
+        seq.ended = torch.where(done, seq.lengths, seq.ended)
+        seq.finished |= (seq.ended > 0) & (seq.lengths >= self.limit(seq))
         return torch.where(live, tok, torch.full_like(tok, self.pad))
+
+    def limit(self, seq: Sequences) -> Tensor:
+        """``[B]`` tokens after which each row leaves: its end + ``past_end`` (never past the budget), the
+        budget for a row not ended yet."""
+        return torch.where(seq.ended > 0, (seq.ended + self.past_end).clamp(max=self.max_new),
+                           torch.full_like(seq.ended, self.max_new))
 
     def _stopped(self, seq: Sequences, rows: Tensor, end: Tensor | None) -> Tensor:
         out = torch.zeros_like(rows)
@@ -249,22 +288,25 @@ class RowResult:
     text: str  # decoded generation (special tokens skipped), trimmed at the stop string
     trace: schema.Trace  # per-token arrays, one entry per token_ids entry
     counters: dict[str, int]  # drafted_tokens, accepted_tokens, verification_steps
+    emitted: list[int]  # every token this call emitted, untrimmed (``Resume.past_end``'s included)
+    finish: int  # tokens generated where the finishing rule ended the row (a ``Resume``'s counted)
 
 
 
 
 def collect_rows(pair: ModelPair, st: "DecodeState", cfg: DecodeConfig) -> list[RowResult]:
     """One :class:`RowResult` per original row: tokens, text and trace ``[T_r]`` trimmed at EOS and stop strings."""
-    st.lengths[st.rows] = st.seq.lengths
+    keep_final(st)
     trace = st.rec.finish(st.rec.batch)
     gen = trace["token_id"].tolist()  # the emitted columns, over the original rows
-    lengths = st.lengths.cpu().tolist()
+    new = (st.lengths - st.start).cpu().tolist()  # tokens emitted here (a Resume's given ones are not)
+    ends = st.ends.cpu().tolist()
     cnt = st.counters.cpu().tolist()
     out = []
-    for r, n in enumerate(lengths):
+    for r, n in enumerate(new):
         ids, text = trim_at_stop(pair.tokenizer, gen[r][:n], cfg.stop)
         row_trace = {k: v[r, : len(ids)] for k, v in trace.items()}
-        out.append(RowResult(ids, text, row_trace, dict(zip(schema.COUNTERS, cnt[r]))))
+        out.append(RowResult(ids, text, row_trace, dict(zip(schema.COUNTERS, cnt[r])), gen[r][:n], ends[r]))
     return out
 
 
@@ -283,10 +325,18 @@ class DecodeState:
     rows: Tensor  # (b,) original row of each live row
     lengths: Tensor  # (B0,) final generated lengths, filled in as rows are dropped
     counters: Tensor  # (B0, 3) int64: drafted, accepted, verification steps
+    start: Tensor  # (B0,) tokens each row had generated before the loop (a Resume's; else 0)
+    ends: Tensor  # (B0,) where the finishing rule ended each row, filled in as rows are dropped
 
     def runners(self) -> list[Backend]:
         """The backends in use (``small_base``'s only for proxy tuning)."""
         return [r for r in (self.small, self.large, self.small_base) if r is not None]
+
+
+def keep_final(st: DecodeState) -> None:
+    """Copy the live rows' counts to the original rows' (before rows leave the batch, and at the end)."""
+    st.lengths[st.rows] = st.seq.lengths
+    st.ends[st.rows] = st.seq.ended
 
 
 def drop_finished(st: DecodeState) -> None:
@@ -294,7 +344,7 @@ def drop_finished(st: DecodeState) -> None:
     keep = (~st.seq.finished).nonzero().flatten()
     if len(keep) in (0, len(st.rows)):
         return
-    st.lengths[st.rows] = st.seq.lengths
+    keep_final(st)
     for runner in st.runners():
         runner.select(keep)
     st.seq.select(keep)
@@ -342,21 +392,28 @@ def make_generator(pair: ModelPair, cfg: DecodeConfig) -> torch.Generator | None
 
 
 def init_state(pair: ModelPair, input_ids: Tensor, attention_mask: Tensor, cfg: DecodeConfig,
-               gen: torch.Generator | None, small: Backend | None = None) -> DecodeState:
+               gen: torch.Generator | None, small: Backend | None = None, resume: Resume | None = None) -> DecodeState:
     """The loop's state for a left-padded batch ``input_ids``/``attention_mask`` ``[B, T]``: no row finished,
     empty caches — except System 1's when ``small`` is given: a backend already holding the first
     ``small.fed`` columns (a shared prefix fed once and forked over the batch), which the loop then goes on
-    from."""
+    from. ``resume``: rows that go on from tokens they generated already (:class:`Resume`)."""
     dev = pair.device
     ids, mask = input_ids.to(dev), attention_mask.to(dev)
-    rows = torch.arange(ids.shape[0], device=dev)
+    b = ids.shape[0]
+    rows = torch.arange(b, device=dev)
     if small is not None and small.fed >= ids.shape[1]:
         raise ValueError(f"System 1's backend holds {small.fed} columns of a {ids.shape[1]}-column prompt: "
                          "the loop needs at least one column to feed")
+    if resume is not None:
+        resume.check(b)
+    seq = Sequences.from_prompt(ids, mask, resume)
+    fin = Finisher(pair, cfg.stop, cfg.max_new_tokens, resume.past_end if resume is not None else 0)
+    if resume is not None and bool((seq.lengths >= fin.limit(seq)).any()):
+        raise ValueError("Resume: a row has nothing left to decode (its given tokens reach its limit)")
     return DecodeState(
-        Sequences.from_prompt(ids, mask), small if small is not None else pair.open("small"), pair.open("large"),
+        seq, small if small is not None else pair.open("small"), pair.open("large"),
         pair.open("small_base") if pair.small_base is not None else None,
-        Recorder(cfg.record_trace, rows, cfg.trace_topk), Finisher(pair, cfg.stop, cfg.max_new_tokens), gen, rows,
-        torch.zeros(ids.shape[0], dtype=torch.long, device=dev),
-        torch.zeros(ids.shape[0], 3, dtype=torch.long, device=dev),
+        Recorder(cfg.record_trace, rows, cfg.trace_topk), fin, gen, rows,
+        seq.lengths.clone(), torch.zeros(b, 3, dtype=torch.long, device=dev), seq.lengths.clone(),
+        torch.zeros(b, dtype=torch.long, device=dev),
     )
