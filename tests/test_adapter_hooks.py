@@ -259,3 +259,23 @@ def test_one_decode_config_per_run(llama_pair, monkeypatch):
     assert lm.state.config.threshold == 0.5
     lm.generate_until([gen(0, "Question: 2 + 2 =", 2)])
     assert len(made) == 2  # batches derive their settings (for_request), nothing made again
+
+
+def test_reused_weights_check_each_runs_arguments_once(llama_pair, monkeypatch):
+    """Under ``reusing_weights`` (the sweep's in-process cells) the first run of a group loads the models and
+    each run — the first included — checks its arguments once: one DecodeConfig each (the first was once
+    checked twice, by the group's key and again by the constructor)."""
+    import fsgen_eval.engine.config as config
+
+    made = []
+    real = config.make_config
+    monkeypatch.setattr(config, "make_config", lambda **kw: made.append(real(**kw)) or made[-1])
+    large, small = llama_pair
+    args = {"small": str(small), "large": str(large), "device": "cpu", "trace": "false", "router": "entropy",
+            "threshold": 0.5}
+    with FSGenLM.reusing_weights():
+        first = FSGenLM.create_from_arg_obj(args)
+        assert len(made) == 1 and first.state.config is made[0]
+        second = FSGenLM.create_from_arg_obj({**args, "threshold": 0.25})
+        assert len(made) == 2 and second.state.config is made[1]
+    assert second.pair is first.pair and second.state.config.threshold == 0.25  # the weights were reused

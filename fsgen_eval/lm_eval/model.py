@@ -162,18 +162,29 @@ class FSGenLM(HFLM):
         trace_topk: int = 0,  # > 0: top-K ids/probabilities of both systems per token, in a Parquet side file
         **params: Any,  # the method's and router's parameters (threshold, num_draft, alpha, ...): the registry's
     ) -> None:
-        from fsgen_eval.engine.pair import ModelPair
-
         # everything that can be wrong is checked before a weight is read (the Python API too, not only
         # create_from_arg_obj: FSGenLM(batch_size="x") names the key as --model_args does)
-        run = _check_run(small=small, large=large, small_base=small_base, method=method, router=router, dtype=dtype,
-                         device=device, batch_size=batch_size, max_batch_size=max_batch_size, max_length=max_length,
-                         trust_remote_code=trust_remote_code, parallelize=parallelize, trace=trace,
-                         trace_append=trace_append, trace_topk=trace_topk, **params)
+        self._load(_check_run(small=small, large=large, small_base=small_base, method=method, router=router,
+                              dtype=dtype, device=device, batch_size=batch_size, max_batch_size=max_batch_size,
+                              max_length=max_length, trust_remote_code=trust_remote_code, parallelize=parallelize,
+                              trace=trace, trace_append=trace_append, trace_topk=trace_topk, **params))
+
+    @classmethod
+    def _from_run(cls, run: dict[str, Any]) -> "FSGenLM":
+        """A model loaded for arguments ``_check_run`` has checked already (checked once per run)."""
+        obj = cls.__new__(cls)
+        obj._load(run)
+        return obj
+
+    def _load(self, run: dict[str, Any]) -> None:
+        """Load the checked ``run``'s models (HFLM the large one, then System 1 and the base) and start it."""
+        from fsgen_eval.engine.pair import ModelPair
+
         load = run["load"]
+        large = load["large"]
 
         # HFLM loads the large model (devices, parallelize, accelerate ranks) with System 1's tokenizer
-        super().__init__(pretrained=large, tokenizer=small, device=load["device"], dtype=load["dtype"],
+        super().__init__(pretrained=large, tokenizer=load["small"], device=load["device"], dtype=load["dtype"],
                          batch_size=load["batch_size"], max_batch_size=load["max_batch_size"],
                          max_length=load["max_length"], trust_remote_code=load["trust_remote_code"],
                          parallelize=load["parallelize"])
@@ -240,7 +251,7 @@ class FSGenLM(HFLM):
         key = _load_key(run["load"])
         if key not in held:
             held.clear()  # one pair held at a time: a group's cells share it, the next group loads its own
-            held[key] = cls(**given)
+            held[key] = cls._from_run(run)  # the arguments checked once, above
             return held[key]
         return held[key]._with_run(run)
 
