@@ -283,6 +283,27 @@ def test_resumed_rows_count_their_given_tokens_and_decode_past_their_end(pair, t
     assert [r.finish for r in got] == [c[4] for c in cases]
 
 
+def test_tails_of_one_batch_with_other_stops_and_budgets(pair, tokenizer):
+    """Rows of one scored batch with other stop strings and budgets (the fork per group): each trajectory is
+    the large table's greedy sequence to where the rule over it ends (given tokens included), plus the
+    look-ahead, never past the row's own budget."""
+    from fsgen_eval.engine import replay as rp
+    from fsgen_eval.engine.finish import finish_index
+
+    k, eos = 2, pair.eos_token_ids()
+    seqs = [greedy_past_eos(pair, p, 2 * N) for p in PROMPTS]
+    spanning = (tokenizer.decode(seqs[2][3:4])[-1] + tokenizer.decode(seqs[2][4:5])[0],)
+    stops = [(), spanning, spanning, (), spanning]
+    budgets = [N, N, N - 3, N - 2, N]
+    given = [seq[:1] for seq in seqs]
+    trajs, _ = rp.score_and_complete(pair.backends["large"], given, PROMPTS, tokenizer, eos, stops, budgets,
+                                     pair.pad_token_id, lookahead=k, batch_size=len(PROMPTS))
+    for seq, stop, budget, t in zip(seqs, stops, budgets, trajs):
+        fin = finish_index(tokenizer, seq, eos, stop, budget)
+        assert (t.finish, t.tokens) == (fin, seq[:min(fin + k, budget)])
+    assert len({(s, b) for s, b in zip(stops, budgets)}) > 1  # several groups in the one batch
+
+
 def test_resume_that_does_not_fit_is_refused_in_one_line(pair, tokenizer):
     from fsgen_eval.engine.decode import decode_batch
     from fsgen_eval.engine.replay import tail_pair
