@@ -242,16 +242,26 @@ def test_sandbox_layers_are_each_runs_own(llama_pair, monkeypatch):
     assert first.fsgen_info()["code_eval_sandbox"] is None  # asked when written, never kept from before
 
 
-def test_one_decode_config_per_run(llama_pair, monkeypatch):
-    """The run's config is made once, where the arguments are checked, and every batch derives from it."""
+@pytest.fixture
+def made(monkeypatch) -> list:
+    """Every DecodeConfig ``make_config`` makes from here on, in order."""
     import fsgen_eval.engine.config as config
 
-    made = []
+    out: list = []
     real = config.make_config
-    monkeypatch.setattr(config, "make_config", lambda **kw: made.append(real(**kw)) or made[-1])
+    monkeypatch.setattr(config, "make_config", lambda **kw: out.append(real(**kw)) or out[-1])
+    return out
+
+
+def entropy_run(llama_pair) -> dict[str, str | float]:
     large, small = llama_pair
-    args = {"small": str(small), "large": str(large), "device": "cpu", "trace": "false", "router": "entropy",
+    return {"small": str(small), "large": str(large), "device": "cpu", "trace": "false", "router": "entropy",
             "threshold": 0.5}
+
+
+def test_one_decode_config_per_run(llama_pair, made):
+    """The run's config is made once, where the arguments are checked, and every batch derives from it."""
+    args = entropy_run(llama_pair)
     lm = FSGenLM.create_from_arg_obj(args)
     assert len(made) == 1 and lm.state.config is made[0]
     other = lm.for_run(**{**args, "threshold": 0.25})
@@ -261,18 +271,11 @@ def test_one_decode_config_per_run(llama_pair, monkeypatch):
     assert len(made) == 2  # batches derive their settings (for_request), nothing made again
 
 
-def test_reused_weights_check_each_runs_arguments_once(llama_pair, monkeypatch):
+def test_reused_weights_check_each_runs_arguments_once(llama_pair, made):
     """Under ``reusing_weights`` (the sweep's in-process cells) the first run of a group loads the models and
     each run — the first included — checks its arguments once: one DecodeConfig each (the first was once
     checked twice, by the group's key and again by the constructor)."""
-    import fsgen_eval.engine.config as config
-
-    made = []
-    real = config.make_config
-    monkeypatch.setattr(config, "make_config", lambda **kw: made.append(real(**kw)) or made[-1])
-    large, small = llama_pair
-    args = {"small": str(small), "large": str(large), "device": "cpu", "trace": "false", "router": "entropy",
-            "threshold": 0.5}
+    args = entropy_run(llama_pair)
     with FSGenLM.reusing_weights():
         first = FSGenLM.create_from_arg_obj(args)
         assert len(made) == 1 and first.state.config is made[0]
