@@ -13,9 +13,10 @@ Parts (``--parts``, comma-separated):
 - ``sweep``: the replaying sweep (oracle/``always``, ``--sweep-models``, GSM8K and MBPP, ``--limit``) with
   System 2 in this project's loop (``--system2-model fsgen``) and on vLLM (``--system2-model vllm``), each
   into a fresh folder, one after the other; wall seconds of each and their ratio, and from each sweep's files
-  the share of scoring (every replay's ``seconds``: System 1's scoring pass plus the large model's tails or
-  teacher-forced pass) against System 2's generation (lm-eval's ``total_evaluation_time_seconds`` of each
-  ``_system2`` run, model loading included).
+  the shares of System 2's generation (lm-eval's ``total_evaluation_time_seconds`` of each ``_system2`` run,
+  model loading included) spent scoring every System 1 (each replay's ``seconds.small``) and on the large
+  model's part of the replays (its tails and look-ahead, or its statistics; once per (large, task) group),
+  and both together (:func:`sweep_share`).
 
 Run from the vLLM venv (docs/vllm.md), with a ``__main__`` guard (vLLM spawns its engine processes)::
 
@@ -116,16 +117,24 @@ def bench_generation(large: str, limit: int, max_gen_toks: int, out_dir: Path) -
 
 def sweep_share(folder: Path) -> dict:
     """From a finished replaying sweep: System 2's generation seconds (lm-eval's own total of each
-    ``_system2`` run), the replays' scoring seconds (``replay.seconds``: small + large) and their ratio."""
+    ``_system2`` run), the replays' seconds and their shares of it.
+
+    One replay command serves a whole (large, task) group: it scores every System 1 of the group (each cell's
+    ``replay.seconds.small``, its own) and runs the large model once (its tails and look-ahead, or its
+    statistics: ``replay.seconds.large``, which every cell of the group records). So the large model's part
+    is counted once per group, not once per cell (counting it per cell overstated it by the group's size)."""
     from fsgen_eval.analysis.files import find_runs
 
     gen = sum(float(json.loads(p.read_text())["total_evaluation_time_seconds"])  # lm-eval writes a string
               for p in (folder / "_system2").rglob("results_*.json"))
     runs = [r for r in find_runs([folder]) if r.fsgen is not None and r.fsgen.replay]
     small = sum(r.fsgen.replay["seconds"]["small"] for r in runs)
-    large = sum(r.fsgen.replay["seconds"]["large"] for r in runs)
-    return {"system2_generation_s": gen, "scoring_small_s": small, "scoring_large_s": large, "cells": len(runs),
-            "scoring_over_generation": (small + large) / gen}
+    groups = {(Path(r.fsgen.large).name, tuple(sorted(r.fsgen.per_task))): r.fsgen.replay["seconds"]["large"]
+              for r in runs}
+    large = sum(groups.values())
+    return {"system2_generation_s": gen, "scoring_small_s": small, "large_part_s": large, "cells": len(runs),
+            "groups": len(groups), "system1_scoring_over_generation": small / gen,
+            "large_part_over_generation": large / gen, "scoring_over_generation": (small + large) / gen}
 
 
 def bench_sweep(models: str, limit: str, out_dir: Path, tasks: str = "gsm8k,mbpp",
@@ -156,8 +165,9 @@ def bench_sweep(models: str, limit: str, out_dir: Path, tasks: str = "gsm8k,mbpp
         if proc.returncode != 0:
             raise SystemExit(f"sweep {s2} exited {proc.returncode}: {proc.stderr[-2000:]}")
         out[s2] = {"wall_s": wall, **sweep_share(folder)}
-        print(f"sweep, System 2 on {s2}: {wall:.1f} s; scoring / System 2 generation "
-              f"{out[s2]['scoring_over_generation']:.3f}", flush=True)
+        print(f"sweep, System 2 on {s2}: {wall:.1f} s; of System 2's generation: every System 1's scoring "
+              f"{out[s2]['system1_scoring_over_generation']:.3f}, the large model's part "
+              f"{out[s2]['large_part_over_generation']:.3f}, both {out[s2]['scoring_over_generation']:.3f}", flush=True)
     if len(out) == 2:
         out["vllm_over_fsgen"] = out["vllm"]["wall_s"] / out["fsgen"]["wall_s"]
     return out
