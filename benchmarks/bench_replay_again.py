@@ -3,7 +3,9 @@
 Copies ``SOURCE/_system2`` (System 2's lm-eval runs, not regenerated: the sweep reuses finished ones) into a
 fresh ``--out`` folder and runs the same sweep there (every micro pair, oracle/``always``, the tasks' whole
 test sets unless ``--limit``, fp32, batch 8, draft lengths 1..8, ``--jobs`` cells at once, one thread each), so
-only the replays run, on this tree. Then, per (small, large, task) cell, the two sweeps' per-task summaries
+only the replays run, on this tree (the copied runs' model paths are pointed at this checkout's ``models/`` where
+the files are the same bytes, so the large model's statistics come from System 2's trace as in the source).
+Then, per (small, large, task) cell, the two sweeps' per-task summaries
 (collaboration rate, tokens, handoffs, speculative counters, ...: every field but times) must be equal, and
 the replays' seconds (System 1's scoring and the large model's tails and statistics) are set side by side.
 
@@ -18,8 +20,10 @@ Usage: python benchmarks/bench_replay_again.py SOURCE --out runs/replay-again [-
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -50,10 +54,41 @@ def cells(folder: Path) -> dict[tuple[str, str, str], dict]:
 
 
 def replay_seconds(folder: Path) -> dict[str, float]:
-    """Every replay's seconds below ``folder``, summed: System 1's scoring (``small``) and the large model's
-    tails and statistics (``large``)."""
+    """The replays' seconds below ``folder``: System 1's scoring summed over cells (``small``), and the large
+    model's tails and statistics once per (large, task) group (``large``: every cell of a group records the
+    one replay command's figure)."""
     runs = [r for r in find_runs([folder]) if r.fsgen is not None and r.fsgen.replay]
-    return {side: sum(r.fsgen.replay["seconds"][side] for r in runs) for side in ("small", "large")}
+    groups = {(Path(r.fsgen.large).name, tuple(sorted(r.fsgen.per_task))): r.fsgen.replay["seconds"]["large"]
+              for r in runs}
+    return {"small": sum(r.fsgen.replay["seconds"]["small"] for r in runs), "large": sum(groups.values())}
+
+
+def same_files(a: Path, b: Path) -> bool:
+    """Whether folders ``a`` and ``b`` hold the same files, byte for byte (a model in two checkouts)."""
+    def digest(d: Path) -> dict[str, str]:
+        return {str(f.relative_to(d)): hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(d.rglob("*"))
+                if f.is_file()}
+    return a.is_dir() and b.is_dir() and digest(a) == digest(b)
+
+
+def rebase_models(folder: Path) -> list[str]:
+    """Point the copied System 2 runs' model paths (``<checkout>/models/...``) at this checkout's ``models/``
+    where both folders hold the same bytes, so the replay recognises the large model as System 2's own and
+    takes its statistics from System 2's trace, as the source sweep did (a path of another checkout is
+    another model to it). Returns the models rebased."""
+    pattern = re.compile(r'"(/[^"]+?)/models/([^"]+)"')
+    rebased: set[str] = set()
+
+    def swap(m: re.Match) -> str:
+        src, here = Path(m.group(1)) / "models" / m.group(2), REPO / "models" / m.group(2)
+        if src != here and same_files(src, here):
+            rebased.add(m.group(2))
+            return json.dumps(str(here))
+        return m.group(0)
+
+    for p in folder.rglob("results_*.json"):
+        p.write_text(pattern.sub(swap, p.read_text()))
+    return sorted(rebased)
 
 
 def commit() -> str:
@@ -78,6 +113,7 @@ def main() -> None:
     if not before:
         raise SystemExit(f"{a.source}: no finished cells")
     shutil.copytree(a.source / "_system2", a.out / "_system2")
+    rebased = rebase_models(a.out / "_system2")
     argv = ["sweep", "--family", "micro", "--methods", "oracle", "--routers", "always", "--tasks", a.tasks,
             "--jobs", str(a.jobs), "--output-path", str(a.out), "--model-args-extra", "dtype=float32,batch_size=8",
             "--lm-eval-args=--num_fewshot 3 --confirm_run_unsafe_code", "--draft-lengths", "1,2,3,4,5,6,7,8",
@@ -95,7 +131,7 @@ def main() -> None:
     differ = {k: v for k, v in differ.items() if v}
     s0, s1 = replay_seconds(a.source), replay_seconds(a.out)
     record = {"source": str(a.source), "commit": commit(), "started": started, "sweep_wall_s": wall,
-              "cells": len(before), "cells_differing": differ,
+              "models_rebased": rebased, "cells": len(before), "cells_differing": differ,
               "tokens": sum(c["generated_tokens"] for c in after.values()),
               "replay_seconds": {"source": s0, "again": s1},
               "again_over_source": (s1["small"] + s1["large"]) / (s0["small"] + s0["large"]),
