@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +162,26 @@ def test_vllm_topk_scoring_is_named_and_bounds_the_entropy(runs):
             np.testing.assert_allclose(g["trace"][k], r["trace"][k], atol=1e-4, rtol=0)
         for k in ("s1_entropy", "s2_entropy"):
             assert (np.asarray(g["trace"][k]) <= np.asarray(r["trace"][k]) + 1e-4).all()
+
+
+def test_close_waits_for_the_engines_threads(monkeypatch):
+    """VLLMBackend.close() returns only once every thread the engine started in this process has ended (a
+    daemon thread still running at the interpreter's exit can abort it: docs/vllm.md, "Engine teardown"), and
+    a second engine then builds in the same process."""
+    import torch
+
+    from fsgen_eval.engine.backends.vllm_backend import ScoringSpec, VLLMBackend
+
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    ids = torch.arange(2 * 12).reshape(2, 12) + 3  # [2, 12]
+    for _ in range(2):
+        before = set(threading.enumerate())
+        scorer = VLLMBackend.load(SMALL, 2048, ScoringSpec(0, {"max_model_len": 2048}))
+        started = [t for t in threading.enumerate() if t not in before]
+        assert started and scorer.threads == started  # the engine's client runs threads here, and they are known
+        assert scorer.score(ids).shape == (2, 12, 2048)
+        scorer.close()
+        assert [t.name for t in started if t.is_alive()] == [] and scorer.llm is None
 
 
 def test_a_max_logprobs_below_the_vocabulary_is_refused_before_any_engine(runs, capsys):

@@ -110,9 +110,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def exit_past_vllm_teardown() -> None:
     """End the process now that every file is written and closed and vLLM's engine was shut down.
 
-    vLLM's native threads can abort the interpreter's own teardown (``terminate called without an active
-    exception``, exit -6; about one run in four here, docs/vllm.md) after the results are complete, so that a
-    finished replay would read as failed. Only reached by the ``replay`` command itself (the sweep runs it as a
+    A finished replay once aborted in the interpreter's own teardown (``terminate called without an active
+    exception``, exit -6; once in four runs of the scoring test, not reproduced since: docs/vllm.md, "Engine
+    teardown"), so that it read as failed; ``VLLMBackend.close`` now waits for the engine's threads, but that it
+    removes the abort is not measured. Only reached by the ``replay`` command itself (the sweep runs it as a
     subprocess); an error before this point still raises and exits as usual."""
     sys.stdout.flush()
     sys.stderr.flush()

@@ -22,7 +22,10 @@ imported only when a backend is built.
 
 from __future__ import annotations
 
+import gc
 import math
+import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +38,7 @@ from fsgen_eval.engine.replay import Trajectory, finish_index, score_trajectorie
 
 VLLM_MISSING = ("vLLM is not installed in this Python: install the extra, `pip install 'fsgen-eval[vllm]'` "
                 "on a GPU machine, or vLLM's CPU build on a CPU one (docs/vllm.md)")
+THREAD_JOIN_S = 30.0  # how long close() waits for each of the engine's threads once the engine is shut down
 SCORE_BATCH = 64  # trajectories per vLLM call: vLLM batches within a call, so more per call is faster
 APPROXIMATION = ("top-{k} of {v} log-probs per position: argmax, top1_prob and margin exact; entropy summed "
                  "over the top {k} tokens only, a lower bound of the true entropy")
@@ -98,10 +102,13 @@ class VLLMBackend:
     scores_only = True  # the decoding methods refuse: the engine scores every row through score()
     device = torch.device("cpu")  # where score()'s inputs and outputs live (vLLM places the model itself)
 
-    def __init__(self, llm: Any, vocab: int, k: int, sampling: Callable[..., Any]):
+    def __init__(self, llm: Any, vocab: int, k: int, sampling: Callable[..., Any],
+                 threads: Sequence[threading.Thread] = ()):
         """``llm``: a ``vllm.LLM``; ``vocab``: the tokenizer's V; ``k``: log-probs asked per position;
-        ``sampling``: ``vllm.SamplingParams`` (passed in, so the conversion is testable without vLLM)."""
+        ``sampling``: ``vllm.SamplingParams`` (passed in, so the conversion is testable without vLLM);
+        ``threads``: the threads this process gained while the engine was built (:meth:`close` waits for them)."""
         self.llm, self.vocab_size, self.k, self.sampling = llm, vocab, k, sampling
+        self.threads = list(threads)
         self.exact = k >= vocab
 
     # ---- the seam's decoding methods: refused, one line each
@@ -135,15 +142,42 @@ class VLLMBackend:
 
         k = spec.k(vocab)
         args = {"dtype": dtype, "enforce_eager": True, "max_logprobs": k, **spec.engine_args}
-        return cls(LLM(model=model, **args), vocab, k, SamplingParams)
+        before = set(threading.enumerate())
+        llm = LLM(model=model, **args)
+        return cls(llm, vocab, k, SamplingParams, [t for t in threading.enumerate() if t not in before])
 
     def close(self) -> None:
-        """Stop the engine's processes (public ``shutdown`` where this vLLM has it)."""
-        engine = getattr(self.llm, "llm_engine", None)
-        core = getattr(engine, "engine_core", None)
+        """Release the engine, so that this process can build another one and exit with none of its threads.
+
+        vLLM's engine client runs daemon threads in this process (the loop reading the engine's outputs, the
+        monitor of its processes). The engine core's ``shutdown`` stops the engine's processes and signals those
+        threads but returns before they end. A daemon thread still running when the interpreter finalizes is
+        ended by ``pthread_exit`` as it asks for the GIL, which aborts the process where a C++ frame that must
+        not unwind lies on its stack (``terminate called without an active exception``, the mechanism of PyTorch
+        issue 38228). So, in order: ``shutdown``; wait for the threads the engine started here; then the release
+        vLLM's maintainers give (vllm-project/vllm#6544): drop the ``LLM``, ``gc.collect()``,
+        ``destroy_model_parallel()``, ``destroy_distributed_environment()`` (no-ops unless the engine ran in
+        this process, e.g. ``VLLM_ENABLE_V1_MULTIPROCESSING=0``). Whether this is what once aborted a finished
+        ``replay --scoring vllm`` is not established (docs/vllm.md, "Engine teardown")."""
+        llm, self.llm = self.llm, None
+        if llm is None:
+            return
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
-        self.llm = None
+        del llm, core
+        for t in self.threads:
+            t.join(THREAD_JOIN_S)
+        alive = [t.name for t in self.threads if t.is_alive()]
+        self.threads = []
+        gc.collect()
+        from vllm.distributed import destroy_distributed_environment, destroy_model_parallel
+
+        destroy_model_parallel()
+        destroy_distributed_environment()
+        if alive:  # said, never silent: these may abort the interpreter's exit
+            warnings.warn(f"vLLM's threads {alive} still run {THREAD_JOIN_S} s after the engine's shutdown",
+                          RuntimeWarning, stacklevel=2)
 
     def _params(self, max_tokens: int = 1, **kw: Any) -> Any:
         # raw log-probs of the model (temperature 1); detokenize=False: no text for K ids per position
