@@ -120,6 +120,7 @@ def main() -> None:
             *(["--limit", a.limit] if a.limit else []), *(["--models", a.models] if a.models else [])]
     build_offline_cache(default_source())  # lm-eval's gsm8k/mbpp offline: datasets' and evaluate's own caches
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    code = commit()  # the tree that runs the replays (taken before they run)
     t0 = time.perf_counter()
     if cli(argv) != 0:
         raise SystemExit(f"the sweep into {a.out} failed")
@@ -130,7 +131,7 @@ def main() -> None:
     differ = {"/".join(k): [f for f in before[k] if before[k][f] != after[k].get(f)] for k in sorted(before)}
     differ = {k: v for k, v in differ.items() if v}
     s0, s1 = replay_seconds(a.source), replay_seconds(a.out)
-    record = {"source": str(a.source), "commit": commit(), "started": started, "sweep_wall_s": wall,
+    record = {"source": str(a.source), "commit": code, "started": started, "sweep_wall_s": wall,
               "models_rebased": rebased, "cells": len(before), "cells_differing": differ,
               "tokens": sum(c["generated_tokens"] for c in after.values()),
               "replay_seconds": {"source": s0, "again": s1},
