@@ -34,7 +34,8 @@ for k, v in {"HF_ALLOW_CODE_EVAL": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFL
              "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
     os.environ[k] = v
 
-from fsgen_eval.analysis.files import find_runs  # noqa: E402
+from bench_replay_sweep import summaries  # noqa: E402  (this folder's scripts: run as a script, it is on the path)
+from bench_vllm import replay_seconds  # noqa: E402
 from fsgen_eval.cli import main as cli  # noqa: E402
 from fsgen_eval.lm_eval.offline import build_offline_cache, default_source  # noqa: E402
 
@@ -42,25 +43,9 @@ TIMES = ("seconds",)  # summary fields that measure time, not outcome
 
 
 def cells(folder: Path) -> dict[tuple[str, str, str], dict]:
-    """(small, large, task) -> the cell's per-task summary without time fields; System 2's runs left out."""
-    out = {}
-    for run in find_runs([folder]):
-        if "_system2" in run.path.parts:
-            continue
-        for task, s in run.fsgen.per_task.items():
-            out[(Path(run.fsgen.small).name, Path(run.fsgen.large).name, task)] = {
-                k: v for k, v in s.items() if not any(t in k for t in TIMES)}
-    return out
-
-
-def replay_seconds(folder: Path) -> dict[str, float]:
-    """The replays' seconds below ``folder``: System 1's scoring summed over cells (``small``), and the large
-    model's tails and statistics once per (large, task) group (``large``: every cell of a group records the
-    one replay command's figure)."""
-    runs = [r for r in find_runs([folder]) if r.fsgen is not None and r.fsgen.replay]
-    groups = {(Path(r.fsgen.large).name, tuple(sorted(r.fsgen.per_task))): r.fsgen.replay["seconds"]["large"]
-              for r in runs}
-    return {"small": sum(r.fsgen.replay["seconds"]["small"] for r in runs), "large": sum(groups.values())}
+    """(small, large, task) -> the cell's per-task summary without time fields (bench_replay_sweep's
+    :func:`summaries`)."""
+    return {k: {f: v for f, v in s.items() if not any(t in f for t in TIMES)} for k, s in summaries(folder).items()}
 
 
 def same_files(a: Path, b: Path) -> bool:

@@ -115,6 +115,19 @@ def bench_generation(large: str, limit: int, max_gen_toks: int, out_dir: Path) -
     return out
 
 
+def replay_seconds(folder: Path) -> dict:
+    """The replays' seconds below ``folder``: System 1's scoring summed over cells (``small``), the large
+    model's part once per (large, task) group (``large``: one replay command serves a group and every cell of
+    it records that command's figure), and how many ``cells`` and ``groups`` there were."""
+    from fsgen_eval.analysis.files import find_runs
+
+    runs = [r for r in find_runs([folder]) if r.fsgen is not None and r.fsgen.replay]
+    groups = {(Path(r.fsgen.large).name, tuple(sorted(r.fsgen.per_task))): r.fsgen.replay["seconds"]["large"]
+              for r in runs}
+    return {"small": sum(r.fsgen.replay["seconds"]["small"] for r in runs), "large": sum(groups.values()),
+            "cells": len(runs), "groups": len(groups)}
+
+
 def sweep_share(folder: Path) -> dict:
     """From a finished replaying sweep: System 2's generation seconds (lm-eval's own total of each
     ``_system2`` run), the replays' seconds and their shares of it.
@@ -123,17 +136,13 @@ def sweep_share(folder: Path) -> dict:
     ``replay.seconds.small``, its own) and runs the large model once (its tails and look-ahead, or its
     statistics: ``replay.seconds.large``, which every cell of the group records). So the large model's part
     is counted once per group, not once per cell (counting it per cell overstated it by the group's size)."""
-    from fsgen_eval.analysis.files import find_runs
 
     gen = sum(float(json.loads(p.read_text())["total_evaluation_time_seconds"])  # lm-eval writes a string
               for p in (folder / "_system2").rglob("results_*.json"))
-    runs = [r for r in find_runs([folder]) if r.fsgen is not None and r.fsgen.replay]
-    small = sum(r.fsgen.replay["seconds"]["small"] for r in runs)
-    groups = {(Path(r.fsgen.large).name, tuple(sorted(r.fsgen.per_task))): r.fsgen.replay["seconds"]["large"]
-              for r in runs}
-    large = sum(groups.values())
-    return {"system2_generation_s": gen, "scoring_small_s": small, "large_part_s": large, "cells": len(runs),
-            "groups": len(groups), "system1_scoring_over_generation": small / gen,
+    seconds = replay_seconds(folder)
+    small, large = seconds["small"], seconds["large"]
+    return {"system2_generation_s": gen, "scoring_small_s": small, "large_part_s": large, "cells": seconds["cells"],
+            "groups": seconds["groups"], "system1_scoring_over_generation": small / gen,
             "large_part_over_generation": large / gen, "scoring_over_generation": (small + large) / gen}
 
 
